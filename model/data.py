@@ -1,0 +1,280 @@
+"""Data: read and validate the task's CSV files, label vocabularies, folds, token ids.
+
+Format (the real competition files, read unchanged):
+    train.csv  id,text,label   text = space-separated tokens, label = "L1-L2" (e.g. 5-24)
+    test.csv   id,text
+
+`prepare_data` turns a training table into an `EncodedData` of padded int32 arrays. The driver
+builds it once and ships it to every trial through Ray's object store.
+
+Command line: `python -m model.data synth --out DIR [--rows N --seed S]` writes a synthetic
+train.csv/test.csv pair (see model/synthetic.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from model.errors import DataError
+
+TRAIN_COLUMNS = ("id", "text", "label")
+TEST_COLUMNS = ("id", "text")
+_LABEL_RE = re.compile(r"^\s*([^-\s]+)-([^-\s]+)\s*$")
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def resolve_train_path(data: str | Path) -> Path:
+    """`data` is a directory holding train.csv, or the path of the training CSV itself."""
+    path = Path(data)
+    if path.is_dir():
+        path = path / "train.csv"
+    if not path.is_file():
+        raise DataError(
+            f"training data not found: {path} does not exist. Pass --data DIR with a train.csv "
+            "(header id,text,label), or --synthetic to generate data"
+        )
+    return path
+
+
+def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) -> pd.DataFrame:
+    """Read and validate a train (`id,text,label`) or test (`id,text`) CSV.
+
+    Errors name the file, the line (header = line 1) and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: not a readable UTF-8 CSV ({err})") from err
+    frame.columns = [c.strip() for c in frame.columns]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; the header must be {','.join(columns)} "
+            f"(found {','.join(frame.columns)})"
+        )
+    frame = frame[list(columns)].copy()
+    if frame.empty:
+        raise DataError(f"{path}: no data rows")
+
+    line = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # header is line 1
+    frame["id"] = frame["id"].str.strip()
+    dup = frame["id"].duplicated(keep=False)
+    if dup.any():
+        first = frame.loc[dup, "id"].iloc[0]
+        lines = line[frame["id"] == first].tolist()
+        raise DataError(
+            f"{path}: id {first!r} appears on lines {', '.join(map(str, lines))}; ids must be unique "
+            f"({int(frame.loc[dup, 'id'].nunique())} duplicated id(s) in all)"
+        )
+    frame["text"] = frame["text"].str.strip()
+    empty = frame["text"] == ""
+    if empty.any():
+        i = empty.idxmax()
+        raise DataError(
+            f"{path}: line {line[i]} (id {frame.at[i, 'id']}) has an empty text; every row needs at "
+            f"least one token ({int(empty.sum())} empty row(s) in all): remove or fill them"
+        )
+    if "label" in columns:
+        frame["label"] = frame["label"].str.strip()
+        bad = ~frame["label"].str.match(_LABEL_RE)
+        if bad.any():
+            i = bad.idxmax()
+            raise DataError(
+                f"{path}: line {line[i]} (id {frame.at[i, 'id']}) has label {frame.at[i, 'label']!r}, "
+                "which is not of the form L1-L2 (e.g. 5-24: level-1 label, dash, level-2 label)"
+            )
+        parents = frame["label"].str.extract(_LABEL_RE).groupby(1)[0].unique()
+        clash = parents[parents.map(len) > 1]
+        if len(clash):
+            l2 = clash.index[0]
+            raise DataError(
+                f"{path}: level-2 label {l2!r} appears under level-1 labels "
+                f"{', '.join(sorted(clash.iloc[0]))}; each level-2 label must have one parent"
+            )
+    return frame.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def _natural_key(label: str) -> tuple:
+    """Sort '2' before '10'; non-numeric parts sort as text after numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in label.split("-"))
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Level-2 labels ("L1-L2" strings, naturally sorted) and their level-1 parents."""
+
+    level2: tuple[str, ...]
+    level1: tuple[str, ...]
+
+    @classmethod
+    def from_labels(cls, labels) -> LabelSet:
+        level2 = tuple(sorted(set(labels), key=_natural_key))
+        level1 = tuple(sorted({lab.split("-")[0] for lab in level2}, key=_natural_key))
+        return cls(level2=level2, level1=level1)
+
+    @property
+    def level1_of(self) -> np.ndarray:
+        """(num_level2,) index of each level-2 label's level-1 parent."""
+        index = {name: i for i, name in enumerate(self.level1)}
+        return np.array([index[lab.split("-")[0]] for lab in self.level2], dtype=np.int64)
+
+    def encode(self, labels) -> np.ndarray:
+        index = {name: i for i, name in enumerate(self.level2)}
+        return np.array([index[lab] for lab in labels], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token vocabulary: the special tokens, then tokens by descending frequency (ties by text)."""
+
+    tokens: tuple[str, ...]
+
+    @classmethod
+    def build(cls, texts, *, min_count: int = 1) -> Vocab:
+        counts = Counter(tok for text in texts for tok in text.split())
+        ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+        return cls(tokens=SPECIAL_TOKENS + tuple(t for t in ranked if t not in SPECIAL_TOKENS))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    def encode(self, texts, *, max_seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Texts -> ((N, max_seq_len) int32 ids as [CLS] tokens... [SEP] then [PAD], (N,) lengths).
+
+        Texts longer than max_seq_len - 2 tokens are truncated (keeping the head).
+        """
+        if max_seq_len < 3:
+            raise DataError(f"max_seq_len is {max_seq_len}, but must be >= 3 ([CLS], a token, [SEP])")
+        index, unk = self.index, self.index[UNK]
+        texts = list(texts)
+        ids = np.full((len(texts), max_seq_len), self.index[PAD], dtype=np.int32)
+        lengths = np.empty(len(texts), dtype=np.int32)
+        for row, text in enumerate(texts):
+            body = [index.get(tok, unk) for tok in text.split()[: max_seq_len - 2]]
+            seq = [index[CLS], *body, index[SEP]]
+            ids[row, : len(seq)] = seq
+            lengths[row] = len(seq)
+        return ids, lengths
+
+
+# ----------------------------------------------------------------------------- splits and arrays
+
+
+def fold_indices(labels, *, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, dev_idx) of fold `fold` of a stratified, shuffled, seeded k-fold split."""
+    if folds < 2:
+        raise DataError(f"--folds is {folds}, but must be >= 2 (one fold is held out for evaluation)")
+    if not 0 <= fold < folds:
+        raise DataError(f"--fold is {fold}, but must be in 0..{folds - 1} for --folds {folds}")
+    counts = Counter(labels)
+    small = sorted((c, lab) for lab, c in counts.items() if c < folds)
+    if small:
+        listing = ", ".join(f"{lab} ({c} rows)" for c, lab in small)
+        raise DataError(
+            f"label(s) {listing} have fewer rows than --folds {folds}: a stratified split needs at least "
+            f"one row of every label per fold. Lower --folds to {small[0][0]} or fewer, or add rows"
+        )
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_idx, dev_idx = list(split.split(np.zeros(len(labels)), labels))[fold]
+    return train_idx, dev_idx
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    ids: np.ndarray  # (N, max_seq_len) int32, [PAD]-filled
+    lengths: np.ndarray  # (N,) int32, tokens incl. [CLS] and [SEP]
+    labels: np.ndarray  # (N,) int64 level-2 indices
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class EncodedData:
+    """Everything a trial needs, as plain arrays (cheap to put in Ray's object store)."""
+
+    train: EncodedSplit
+    dev: EncodedSplit
+    labels: LabelSet
+    vocab: Vocab
+    max_seq_len: int
+    source: str  # where the data came from, for the run's record
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels.level2)
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """(num_labels,) training rows per level-2 label."""
+        return np.bincount(self.train.labels, minlength=self.num_labels)
+
+
+def prepare_data(
+    frame: pd.DataFrame, *, folds: int = 5, fold: int = 0, seed: int = 0, max_seq_len: int = 128,
+    source: str = "",
+) -> EncodedData:
+    """Split a validated training table and encode both parts.
+
+    The token vocabulary comes from the training part only, so dev tokens unseen in training
+    map to [UNK] as unseen test tokens would.
+    """
+    labels = LabelSet.from_labels(frame["label"])
+    train_idx, dev_idx = fold_indices(frame["label"].tolist(), folds=folds, fold=fold, seed=seed)
+    texts = frame["text"].to_numpy()
+    y = labels.encode(frame["label"])
+    vocab = Vocab.build(texts[train_idx])
+
+    def split(idx: np.ndarray) -> EncodedSplit:
+        ids, lengths = vocab.encode(texts[idx], max_seq_len=max_seq_len)
+        return EncodedSplit(ids=ids, lengths=lengths, labels=y[idx])
+
+    return EncodedData(train=split(train_idx), dev=split(dev_idx), labels=labels, vocab=vocab,
+                       max_seq_len=max_seq_len, source=source)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> None:
+    from model.synthetic import DEFAULT_ROWS, write_synthetic
+
+    parser = argparse.ArgumentParser(prog="python -m model.data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    synth = sub.add_parser("synth", help="write a synthetic train.csv/test.csv with the real schema")
+    synth.add_argument("--out", required=True, help="output directory")
+    synth.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="training rows (default: %(default)s)")
+    synth.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    train, test = write_synthetic(args.out, rows=args.rows, seed=args.seed)
+    print(f"wrote {train} and {test}")
+
+
+if __name__ == "__main__":
+    main()

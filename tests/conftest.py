@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from model.config import TrialConfig
+from model.data import EncodedData, prepare_data
+from model.synthetic import synthesize
+
+TINY = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+
+
+@pytest.fixture(scope="session")
+def small_frame() -> pd.DataFrame:
+    return synthesize(1200, seed=0)[0]
+
+
+@pytest.fixture(scope="session")
+def small_data(small_frame) -> EncodedData:
+    return prepare_data(small_frame, folds=4, fold=0, seed=0, max_seq_len=48, source="test")
+
+
+@pytest.fixture
+def tiny_cfg() -> TrialConfig:
+    return TrialConfig(**TINY, max_epochs=2, lr=3e-3, batch_size=32)
+
+
+def write_csv(path, rows: list[dict] | str) -> str:
+    """Write rows (or raw text) as a CSV file and return its path."""
+    if isinstance(rows, str):
+        path.write_text(rows, encoding="utf-8")
+    else:
+        pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
