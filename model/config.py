@@ -1,0 +1,161 @@
+"""`TrialConfig`: the one schema of a trial.
+
+Every field carries its valid range (or its registry) in the dataclass metadata, so the same
+rules check a config built by hand, a config sampled by Optuna and the bounds a search space
+declares (see `check_value` and `spaces/space.py`). A space may only name these fields.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from model.errors import ConfigError
+
+
+def _param(
+    default: Any,
+    doc: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    choices: tuple | None = None,
+    registry: str | None = None,
+) -> Any:
+    meta = dict(doc=doc, low=low, high=high, low_open=low_open, high_open=high_open,
+                choices=choices, registry=registry)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    # --- encoder (the `tiny` encoder is a random-init BERT of these dimensions) ---
+    encoder: str = _param("tiny", "encoder name (model/encoders.py)", registry="encoder")
+    hidden_size: int = _param(64, "encoder hidden size", low=8)
+    num_layers: int = _param(2, "transformer layers", low=1)
+    num_heads: int = _param(2, "attention heads; must divide hidden_size", low=1)
+    intermediate_size: int = _param(128, "feed-forward size", low=8)
+    encoder_dropout: float = _param(0.1, "dropout inside the encoder", low=0, high=1, high_open=True)
+
+    # --- pooling and head ---
+    pooler: str = _param("cls", "pooler name, or several joined by '+' (concatenated), e.g. cls+mean",
+                         registry="pooler")
+    msd_count: int = _param(1, "multi-sample dropout: number of dropout samples", low=1, high=16)
+    msd_reduce: str = _param("mean", "how the k sample logits combine", choices=("mean", "sum"))
+    dropout: float = _param(0.1, "dropout before the classifier", low=0, high=1, high_open=True)
+
+    # --- loss ---
+    loss: str = _param("ce", "loss name (model/losses.py)", registry="loss")
+    label_smoothing: float = _param(0.0, "label smoothing of ce", low=0, high=1, high_open=True)
+    focal_gamma: float = _param(2.0, "focusing parameter of the focal loss", low=0, low_open=True)
+
+    # --- optimisation ---
+    lr: float = _param(1e-3, "peak learning rate (AdamW)", low=0, low_open=True, high=1)
+    weight_decay: float = _param(0.01, "AdamW weight decay (not on biases and LayerNorm)", low=0)
+    warmup_ratio: float = _param(0.1, "fraction of steps with linear warmup", low=0, high=1,
+                                 high_open=True)
+    schedule: str = _param("cosine", "learning-rate decay after warmup",
+                           choices=("cosine", "linear", "constant"))
+    max_grad_norm: float = _param(1.0, "gradient clipping norm (0 = off)", low=0)
+    batch_size: int = _param(32, "training batch size", low=1)
+    max_epochs: int = _param(3, "training epochs (the full budget of a trial)", low=1)
+    patience: int = _param(0, "stop after this many evaluations without improvement (0 = off)", low=0)
+    seed: int = _param(0, "seed of initialisation, shuffling and dropout", low=0)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check_value(f.name, getattr(self, f.name))
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"`hidden_size` {self.hidden_size} is not divisible by `num_heads` {self.num_heads}; "
+                "pick a hidden_size that is a multiple of num_heads"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
+        unknown = sorted(set(values) - set(field_names()))
+        if unknown:
+            raise ConfigError(
+                f"unknown TrialConfig field(s) {', '.join(map(repr, unknown))}; "
+                f"valid fields are: {', '.join(field_names())}"
+            )
+        return cls(**{k: coerce_value(k, v) for k, v in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def poolers(self) -> tuple[str, ...]:
+        return tuple(self.pooler.split("+"))
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrialConfig)]
+
+
+def field_type(name: str) -> type:
+    return _type_hints()[name]
+
+
+@functools.cache
+def _type_hints() -> dict[str, type]:
+    return typing.get_type_hints(TrialConfig)
+
+
+def field_meta(name: str) -> dict[str, Any]:
+    for f in fields(TrialConfig):
+        if f.name == name:
+            return dict(f.metadata)
+    raise ConfigError(f"unknown TrialConfig field {name!r}; valid fields are: {', '.join(field_names())}")
+
+
+def _registry(kind: str) -> dict:
+    # Imported lazily: the registries' modules import this one.
+    from model import encoders, losses, poolers
+
+    return {"encoder": encoders.ENCODERS, "loss": losses.LOSSES, "pooler": poolers.POOLERS}[kind]
+
+
+def coerce_value(name: str, value: Any) -> Any:
+    """Convert harmless representation differences (2.0 for an int field, 1 for a float one)."""
+    kind = field_type(name)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise `ConfigError` unless `value` is valid for field `name` (type, range, choices, registry)."""
+    meta = field_meta(name)
+    kind = field_type(name)
+    ok_type = (
+        isinstance(value, str) if kind is str
+        else isinstance(value, int) and not isinstance(value, bool) if kind is int
+        else isinstance(value, (int, float)) and not isinstance(value, bool)
+    )
+    if not ok_type:
+        raise ConfigError(f"`{name}` is {value!r} ({type(value).__name__}), but must be a {kind.__name__}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"`{name}` is {value!r}, but must be a finite number")
+    low, high = meta["low"], meta["high"]
+    if low is not None and (value < low or (meta["low_open"] and value == low)):
+        raise ConfigError(f"`{name}` is {value!r}, but must be {'>' if meta['low_open'] else '>='} {low}")
+    if high is not None and (value > high or (meta["high_open"] and value == high)):
+        raise ConfigError(f"`{name}` is {value!r}, but must be {'<' if meta['high_open'] else '<='} {high}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"`{name}` is {value!r}, but must be one of: {', '.join(meta['choices'])}")
+    if meta["registry"] is not None:
+        registry = _registry(meta["registry"])
+        for part in value.split("+") if meta["registry"] == "pooler" else [value]:
+            if part not in registry:
+                raise ConfigError(
+                    f"`{name}` is {value!r}, but {part!r} is not a known {meta['registry']}; "
+                    f"valid {meta['registry']} names are: {', '.join(sorted(registry))}"
+                )
