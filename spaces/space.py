@@ -1,0 +1,398 @@
+"""Search spaces: a YAML file -> an Optuna define-by-run function.
+
+Format (every name is a `TrialConfig` field; see spaces/demo.yaml):
+
+    description: one line shown in the run's record
+    fixed:                      # values every trial shares
+      encoder: tiny
+    params:                     # what Optuna samples, in dependency order
+      lr:          {float: [1.0e-4, 3.0e-3], log: true}
+      batch_size:  {int: [16, 64], step: 16}
+      loss:        {choice: [ce, focal]}
+      focal_gamma: {float: [0.5, 3.0], when: {loss: focal}}     # exists only when loss is focal
+      msd_reduce:  {choice: [mean, sum], when: {msd_count: [2, 4]}}
+      label_smoothing: {value: 0.1, when: {loss: ce}}           # conditional constant
+    warm_start:                 # named points, evaluated first; unnamed params are sampled
+      baseline: {lr: 1.0e-3, loss: ce}
+
+`when` maps parent parameters to one allowed value or a list of them; a parameter is active only
+when every parent is active and has an allowed value. Inactive parameters are not sampled, not
+passed to the trial (the `TrialConfig` default applies) and empty in the leaderboard.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from model.config import TrialConfig, check_value, coerce_value, field_names, field_type
+from model.errors import ConfigError
+
+SPACES_DIR = Path(__file__).resolve().parent
+DEFAULT_SPACE = SPACES_DIR / "demo.yaml"
+KINDS = ("float", "int", "choice", "value")
+OPTIONS = {"log", "step", "when"}
+TOP_LEVEL = {"description", "fixed", "params", "warm_start"}
+
+
+class SpaceError(ConfigError):
+    """A search-space file is invalid; the message names the file, line and parameter."""
+
+
+class _Mapping(dict):
+    """A YAML mapping that remembers the line of each key."""
+
+    lines: dict[str, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    out = _Mapping()
+    out.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in out:
+            raise SpaceError(f"{loader.name}: line {line}: key {key!r} repeated (first on line {out.lines[key]})")
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = line
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # one of KINDS
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    value: Any = None
+    when: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def searched(self) -> bool:
+        return self.kind != "value"
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "value":
+            return value == self.value
+        if self.kind == "choice":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        return self.low <= value <= self.high
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step or 1))
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        return self.value
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    path: str
+    description: str
+    fixed: dict[str, Any]
+    params: tuple[Param, ...]  # parents before children
+    warm_start: dict[str, dict[str, Any]]
+
+    @property
+    def searched(self) -> list[str]:
+        """Names of the parameters Optuna samples (the leaderboard's `param.<name>` columns)."""
+        return [p.name for p in self.params if p.searched]
+
+    def is_active(self, param: Param, values: dict[str, Any]) -> bool:
+        return all(parent in values and values[parent] in allowed for parent, allowed in param.when.items())
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The define-by-run function: sample every active parameter, in dependency order."""
+        values: dict[str, Any] = {}
+        for param in self.params:
+            if self.is_active(param, values):
+                values[param.name] = param.suggest(trial)
+        return values
+
+    def config(self, params: dict[str, Any], **overrides: Any) -> TrialConfig:
+        """The trial config of sampled `params`: defaults <- fixed <- params <- overrides."""
+        return TrialConfig.from_dict({**self.fixed, **params, **overrides})
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def resolve_space_path(space: str | Path | None) -> Path:
+    """A path, or the name of a shipped space (`demo` -> spaces/demo.yaml)."""
+    if space is None:
+        return DEFAULT_SPACE
+    path = Path(space)
+    if not path.exists() and not path.suffix and (SPACES_DIR / f"{space}.yaml").exists():
+        path = SPACES_DIR / f"{space}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+        raise SpaceError(f"search space {str(space)!r} not found: pass a YAML file or one of: {shipped}")
+    return path
+
+
+def load_space(space: str | Path | None = None) -> SearchSpace:
+    path = resolve_space_path(space)
+    text = path.read_text(encoding="utf-8")
+    return parse_space(text, source=str(path))
+
+
+def parse_space(text: str, *, source: str = "<space>") -> SearchSpace:
+    try:
+        loader = _Loader(text)
+        loader.name = source
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as err:
+        raise SpaceError(f"{source}: not valid YAML: {err}") from err
+    if not isinstance(doc, dict):
+        raise SpaceError(f"{source}: must be a mapping with keys {', '.join(sorted(TOP_LEVEL))}")
+    where = _Where(source, doc)
+    unknown = sorted(set(doc) - TOP_LEVEL)
+    if unknown:
+        raise SpaceError(f"{where(unknown[0])}: unknown top-level key {unknown[0]!r}; "
+                         f"valid keys are: {', '.join(sorted(TOP_LEVEL))}")
+    fixed = _parse_fixed(doc.get("fixed") or {}, where)
+    params = _parse_params(doc.get("params") or {}, where, fixed)
+    if not any(p.searched for p in params):
+        raise SpaceError(f"{source}: `params` declares nothing to search; add at least one float, int "
+                         "or choice parameter")
+    space = SearchSpace(path=source, description=str(doc.get("description", "")), fixed=fixed,
+                        params=params, warm_start={})
+    warm = _parse_warm_start(doc.get("warm_start") or {}, where, space)
+    return SearchSpace(path=source, description=space.description, fixed=fixed, params=params,
+                       warm_start=warm)
+
+
+class _Where:
+    """Formats 'file: line N (`key`)' prefixes for error messages."""
+
+    def __init__(self, source: str, mapping: dict):
+        self.source, self.mapping = source, mapping
+
+    def __call__(self, key: str, mapping: dict | None = None) -> str:
+        line = getattr(mapping if mapping is not None else self.mapping, "lines", {}).get(key)
+        return f"{self.source}: line {line}" if line else self.source
+
+
+def _check_field(name: str, value: Any, where: str, role: str) -> Any:
+    if name not in field_names():
+        raise SpaceError(f"{where}: {role} {name!r} is not a TrialConfig field; valid fields are: "
+                         f"{', '.join(field_names())}")
+    value = coerce_value(name, _number(value) if field_type(name) is not str else value)
+    try:
+        check_value(name, value)
+    except ConfigError as err:
+        raise SpaceError(f"{where}: {err}") from None
+    return value
+
+
+def _number(value: Any) -> Any:
+    # YAML 1.1 reads `1e-4` (no dot) as a string; accept it as the number it obviously is.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _parse_fixed(fixed: dict, where: _Where) -> dict[str, Any]:
+    if not isinstance(fixed, dict):
+        raise SpaceError(f"{where('fixed')}: `fixed` must be a mapping of TrialConfig fields to values")
+    out = {name: _check_field(name, value, where(name, fixed), "fixed value") for name, value in fixed.items()}
+    try:
+        TrialConfig.from_dict(out)
+    except ConfigError as err:
+        raise SpaceError(f"{where('fixed')}: the fixed values do not make a valid config: {err}") from None
+    return out
+
+
+def _parse_params(params: dict, where: _Where, fixed: dict[str, Any]) -> tuple[Param, ...]:
+    if not isinstance(params, dict):
+        raise SpaceError(f"{where('params')}: `params` must be a mapping of TrialConfig fields to domains")
+    parsed: dict[str, Param] = {}
+    for name, spec in params.items():
+        at = where(name, params)
+        if name in fixed:
+            raise SpaceError(f"{at}: {name!r} is both fixed and searched; keep one")
+        parsed[name] = _parse_param(name, spec, at)
+    for param in parsed.values():
+        at = where(param.name, params)
+        for parent, allowed in param.when.items():
+            if parent not in parsed:
+                raise SpaceError(f"{at}: `{param.name}` has a condition on {parent!r}, which is not a "
+                                 f"parameter of this space; conditions may name: {', '.join(parsed)}")
+            outside = [v for v in allowed if not parsed[parent].contains(v)]
+            if outside:
+                raise SpaceError(f"{at}: `{param.name}` has a condition {parent} = {outside[0]!r}, which "
+                                 f"`{parent}` can never take")
+    return tuple(parsed[name] for name in _dependency_order(parsed, where, params))
+
+
+def _parse_param(name: str, spec: Any, at: str) -> Param:
+    if name not in field_names():
+        raise SpaceError(f"{at}: parameter {name!r} is not a TrialConfig field; valid fields are: "
+                         f"{', '.join(field_names())}")
+    if not isinstance(spec, dict):
+        raise SpaceError(f"{at}: `{name}` must be a mapping like {{float: [low, high]}}, "
+                         f"{{int: [low, high]}}, {{choice: [a, b]}} or {{value: x}}")
+    kinds = [k for k in KINDS if k in spec]
+    unknown = sorted(set(spec) - set(KINDS) - OPTIONS)
+    if unknown:
+        raise SpaceError(f"{at}: `{name}` has unknown key {unknown[0]!r}; valid keys are: "
+                         f"{', '.join(KINDS + tuple(sorted(OPTIONS)))}")
+    if len(kinds) != 1:
+        raise SpaceError(f"{at}: `{name}` needs exactly one of {', '.join(KINDS)} (found "
+                         f"{', '.join(kinds) or 'none'})")
+    kind = kinds[0]
+    when = _parse_when(name, spec.get("when"), at)
+    log, step = bool(spec.get("log", False)), _number(spec.get("step"))
+    if kind in ("value", "choice") and ("log" in spec or "step" in spec):
+        raise SpaceError(f"{at}: `{name}`: log and step apply to float and int ranges only")
+
+    if kind == "value":
+        return Param(name, kind, value=_check_field(name, spec["value"], at, "value of"), when=when)
+    if kind == "choice":
+        choices = spec["choice"]
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{at}: `{name}`: choice must be a non-empty list of values")
+        if len(set(map(repr, choices))) != len(choices):
+            raise SpaceError(f"{at}: `{name}`: choice lists a value twice")
+        for value in choices:
+            if not isinstance(value, (str, int, float, bool)):
+                raise SpaceError(f"{at}: `{name}`: choice {value!r} must be a string or a number")
+        return Param(name, kind, choices=tuple(_check_field(name, v, at, "choice of") for v in choices),
+                     when=when)
+
+    bounds = spec[kind]
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise SpaceError(f"{at}: `{name}`: {kind} needs [low, high], got {bounds!r}")
+    low, high = (_number(b) for b in bounds)
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+            raise SpaceError(f"{at}: `{name}`: bound {bound!r} is not a finite number")
+    if kind == "int" and not all(float(b).is_integer() for b in (low, high)):
+        raise SpaceError(f"{at}: `{name}`: int bounds must be whole numbers, got [{low}, {high}]")
+    if field_type(name) is int and kind == "float":
+        raise SpaceError(f"{at}: `{name}` is an integer field; use int: [{low}, {high}]")
+    if field_type(name) is str:
+        raise SpaceError(f"{at}: `{name}` takes names, not numbers; use choice: [...]")
+    if low > high:
+        raise SpaceError(f"{at}: `{name}`: low {low} is greater than high {high}")
+    if log and low <= 0:
+        raise SpaceError(f"{at}: `{name}`: a log range needs low > 0, got {low}")
+    if log and step is not None:
+        raise SpaceError(f"{at}: `{name}`: Optuna cannot combine log with step; drop one")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+        raise SpaceError(f"{at}: `{name}`: step must be a positive number, got {step!r}")
+    for bound in (low, high):
+        _check_field(name, int(bound) if kind == "int" else float(bound), at, "bound of")
+    return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
+
+
+def _parse_when(name: str, when: Any, at: str) -> dict[str, tuple]:
+    if when is None:
+        return {}
+    if not isinstance(when, dict) or not when:
+        raise SpaceError(f"{at}: `{name}`: when must map parent parameters to allowed values, "
+                         "e.g. when: {loss: focal}")
+    return {parent: tuple(_number(v) for v in (allowed if isinstance(allowed, list) else [allowed]))
+            for parent, allowed in when.items()}
+
+
+def _dependency_order(parsed: dict[str, Param], where: _Where, params: dict) -> list[str]:
+    """Parents before children, otherwise file order; a cycle is an error."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = " -> ".join(chain[chain.index(name):] + [name])
+            raise SpaceError(f"{where(name, params)}: conditions form a cycle: {cycle}")
+        state[name] = "visiting"
+        for parent in parsed[name].when:
+            visit(parent, chain + [name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in parsed:
+        visit(name, [])
+    return order
+
+
+def _parse_warm_start(warm: dict, where: _Where, space: SearchSpace) -> dict[str, dict[str, Any]]:
+    if not isinstance(warm, dict):
+        raise SpaceError(f"{where('warm_start')}: `warm_start` must map point names to parameter values")
+    by_name = {p.name: p for p in space.params}
+    out: dict[str, dict[str, Any]] = {}
+    for point_name, point in warm.items():
+        at = where(point_name, warm)
+        if not isinstance(point, dict) or not point:
+            raise SpaceError(f"{at}: warm-start point {point_name!r} must map parameters to values")
+        values = {k: v if k in by_name and by_name[k].kind == "choice" else _number(v)
+                  for k, v in point.items()}
+        for key, value in values.items():
+            if key not in by_name or not by_name[key].searched:
+                raise SpaceError(f"{at}: warm-start point {point_name!r} sets {key!r}, which is not a "
+                                 f"searched parameter; it may set: {', '.join(space.searched)}")
+            if not by_name[key].contains(value):
+                raise SpaceError(f"{at}: warm-start point {point_name!r} sets {key} = {value!r}, outside "
+                                 f"its domain ({_describe(by_name[key])})")
+        # Walk the space as sampling would: a parameter the point sets must be active there, which
+        # is only decidable when the point also sets its parents.
+        known: dict[str, Any] = {}
+        for param in space.params:
+            decidable = all(parent in known for parent in param.when)
+            if param.name in values:
+                if not decidable:
+                    missing = [p for p in param.when if p not in known]
+                    raise SpaceError(f"{at}: warm-start point {point_name!r} sets {param.name!r} but not "
+                                     f"its parent(s) {', '.join(missing)}; set them too")
+                if not space.is_active(param, known):
+                    raise SpaceError(f"{at}: warm-start point {point_name!r} sets {param.name!r}, but its "
+                                     f"condition {_describe_when(param)} does not hold in that point")
+                known[param.name] = values[param.name]
+            elif not param.searched and decidable and space.is_active(param, known):
+                known[param.name] = param.value
+        out[str(point_name)] = {k: coerce_value(k, v) for k, v in values.items()}
+    return out
+
+
+def _describe(param: Param) -> str:
+    if param.kind == "choice":
+        return "one of " + ", ".join(map(str, param.choices))
+    if param.kind == "value":
+        return f"= {param.value!r}"
+    return f"{param.kind} in [{param.low}, {param.high}]" + (" log" if param.log else "")
+
+
+def _describe_when(param: Param) -> str:
+    return " and ".join(f"{k} in {list(v)}" for k, v in param.when.items())
