@@ -1,0 +1,1 @@
+"""The leaderboard: trial records, ranking (pure functions) and export."""

@@ -1,0 +1,70 @@
+"""Where a run keeps its files, and crash-safe writes.
+
+RUN_DIR = <storage-path>/<name> is Ray Tune's experiment directory; next to Ray's own files it holds:
+    run.json          the run's record: command line, settings, versions, git revision
+    space.yaml        a copy of the search space as launched
+    study.db          the Optuna study (SQLite)
+    trials.json       one record per trial (params, per-epoch metrics, status), kept current
+    leaderboard.csv   the ranked table, kept current
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    root: Path
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def space_yaml(self) -> Path:
+        return self.root / "space.yaml"
+
+    @property
+    def study_db(self) -> Path:
+        return self.root / "study.db"
+
+    @property
+    def study_url(self) -> str:
+        return f"sqlite:///{self.study_db.resolve()}"
+
+    @property
+    def trials_json(self) -> Path:
+        return self.root / "trials.json"
+
+    @property
+    def leaderboard_csv(self) -> Path:
+        return self.root / "leaderboard.csv"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader (or a crash) only ever sees the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=1, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

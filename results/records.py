@@ -1,0 +1,53 @@
+"""Trial records: what the leaderboard knows about each trial."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from model import metrics as M
+
+RUNNING, COMPLETED, PRUNED, ERROR = "running", "completed", "pruned", "error"
+STATUSES = (COMPLETED, PRUNED, RUNNING, ERROR)  # also the leaderboard's order of sections
+
+# Per-evaluation values a record keeps (the rest of a Tune result is bookkeeping).
+HISTORY_KEYS = (M.EPOCH, M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
+                "train_loss")
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    optuna_number: int | None = None
+    warm_start: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    status: str = RUNNING
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch, in order
+    error: str | None = None
+    node: str | None = None
+    device: str | None = None
+    time_s: float = 0.0
+    checkpoint: str | None = None
+
+    def add_evaluation(self, result: dict[str, Any]) -> None:
+        """Keep one entry per epoch: a re-reported epoch (a retried trial) replaces the old one."""
+        entry = {k: result[k] for k in HISTORY_KEYS if k in result}
+        self.history = [h for h in self.history if h[M.EPOCH] < entry[M.EPOCH]] + [entry]
+
+    @property
+    def best(self) -> dict[str, float] | None:
+        """The evaluation with the best level-2 macro-F1 (the earliest on ties)."""
+        if not self.history:
+            return None
+        return max(self.history, key=lambda h: (h[M.LEVEL2_MACRO_F1], -h[M.EPOCH]))
+
+    @property
+    def epochs(self) -> int:
+        return int(self.history[-1][M.EPOCH]) if self.history else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialRecord:
+        return cls(**values)

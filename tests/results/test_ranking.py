@@ -1,0 +1,85 @@
+import math
+
+import pandas as pd
+import pytest
+
+from model import metrics as M
+from results.export import load_records, run_leaderboard, save_records, write_leaderboard
+from results.files import RunFiles, atomic_write_json
+from results.ranking import COLUMNS, leaderboard
+from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
+
+
+def rec(trial_id, status, scores, number=None, **kw):
+    history = [{M.EPOCH: e, M.LEVEL2_MACRO_F1: s, M.LEVEL1_MACRO_F1: s + 0.1, M.ACCURACY: 0.5,
+                M.DEV_LOSS: 1.0, M.WORST5_F1: 0.0} for e, s in enumerate(scores, start=1)]
+    return TrialRecord(trial_id=trial_id, status=status, history=history, optuna_number=number, **kw)
+
+
+def test_full_budget_before_partial_before_running_before_errors():
+    records = [
+        rec("lucky", PRUNED, [0.9], 0),  # a great epoch-1 score, but pruned
+        rec("done", COMPLETED, [0.3, 0.5, 0.4], 1),
+        rec("err", ERROR, [], 2, error="ValueError: boom"),
+        rec("live", RUNNING, [0.95, 0.97], 3),
+        rec("done2", COMPLETED, [0.6, 0.2, 0.1], 4),
+        rec("half", PRUNED, [0.1, 0.2], 5),
+    ]
+    board = leaderboard(records, max_epochs=3, param_names=[])
+    assert board["trial_id"].tolist() == ["done2", "done", "lucky", "half", "live", "err"]
+    assert board["rank"].tolist() == [1, 2, 3, 4, 5, 6]
+    first = board.iloc[0]
+    # scores at the best epoch, not the last
+    assert first[M.LEVEL2_MACRO_F1] == 0.6 and first[M.BEST_EPOCH] == 1 and first["epochs"] == 3
+    assert first[M.LEVEL1_MACRO_F1] == pytest.approx(0.7)
+    assert board.set_index("trial_id").loc["half", "budget"] == pytest.approx(2 / 3)
+    assert board.set_index("trial_id").loc["lucky", "budget"] == pytest.approx(1 / 3)
+    error_row = board.iloc[-1]
+    assert error_row["error"] == "ValueError: boom" and math.isnan(error_row[M.LEVEL2_MACRO_F1])
+
+
+def test_ties_rank_more_epochs_then_earlier_trial_first():
+    records = [rec("b", PRUNED, [0.5], 7), rec("a", PRUNED, [0.5], 3), rec("c", PRUNED, [0.1, 0.5], 9)]
+    board = leaderboard(records, max_epochs=4, param_names=[])
+    assert board["trial_id"].tolist() == ["c", "a", "b"]
+
+
+def test_best_epoch_on_ties_is_the_earliest():
+    board = leaderboard([rec("a", COMPLETED, [0.4, 0.6, 0.6])], max_epochs=3, param_names=[])
+    assert board.iloc[0][M.BEST_EPOCH] == 2
+
+
+def test_sparse_conditional_parameters_are_empty_cells():
+    records = [rec("a", COMPLETED, [0.5], 0, params={"loss": "focal", "focal_gamma": 2.0}),
+               rec("b", COMPLETED, [0.4], 1, params={"loss": "ce"})]
+    board = leaderboard(records, max_epochs=1, param_names=["loss", "focal_gamma"])
+    assert list(board.columns) == COLUMNS + ["param.loss", "param.focal_gamma"]
+    assert board["param.focal_gamma"].iloc[0] == 2.0 and pd.isna(board["param.focal_gamma"].iloc[1])
+
+
+def test_records_and_leaderboard_round_trip_through_files(tmp_path):
+    files = RunFiles(tmp_path)
+    records = {r.trial_id: r for r in [rec("a", COMPLETED, [0.5, 0.7], 0, params={"lr": 0.01}),
+                                        rec("b", PRUNED, [0.2], 1, params={"lr": 0.1})]}
+    save_records(files, records)
+    assert load_records(files) == records
+    atomic_write_json(files.run_json, {"max_epochs": 2, "searched": ["lr"], "seed": 3, "fold": 1})
+    written = write_leaderboard(files, records, max_epochs=2, param_names=["lr"], seed=3, fold=1)
+    from_csv = pd.read_csv(files.leaderboard_csv)
+    assert from_csv["trial_id"].tolist() == ["a", "b"]
+    assert from_csv[M.LEVEL2_MACRO_F1].tolist() == written[M.LEVEL2_MACRO_F1].tolist()
+    rebuilt = run_leaderboard(tmp_path)
+    pd.testing.assert_frame_equal(rebuilt, written)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_add_evaluation_replaces_a_re_reported_epoch():
+    record = rec("a", RUNNING, [0.1, 0.2, 0.3])
+    record.add_evaluation({M.EPOCH: 2, M.LEVEL2_MACRO_F1: 0.25, "other": 1})
+    assert [h[M.EPOCH] for h in record.history] == [1, 2]
+    assert record.history[-1][M.LEVEL2_MACRO_F1] == 0.25 and "other" not in record.history[-1]
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a run directory"):
+        run_leaderboard(tmp_path)
