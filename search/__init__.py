@@ -1,0 +1,4 @@
+"""The search driver: command line, Tuner assembly, trial function, callbacks.
+
+The only package that imports Ray.
+"""

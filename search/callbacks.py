@@ -1,0 +1,111 @@
+"""Tune callbacks: the live leaderboard and the progress lines a user watches."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from model import metrics as M
+from results.export import load_records, write_leaderboard
+from results.files import RunFiles
+from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
+
+
+def error_message(trial: Trial) -> str:
+    """The last line of a trial's traceback (`ValueError: ...`), or a placeholder."""
+    path = trial.error_file
+    if path and Path(path).exists():
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][:500]
+    return "trial failed (no error file; see the trial's logs)"
+
+
+class LeaderboardCallback(Callback):
+    """Keeps RUN_DIR/trials.json and RUN_DIR/leaderboard.csv current: rewritten (atomically)
+    whenever a trial starts, reports or ends."""
+
+    def __init__(self, files: RunFiles, *, max_epochs: int, param_names: list[str], seed: int, fold: int):
+        self.files = files
+        self.max_epochs, self.param_names, self.seed, self.fold = max_epochs, param_names, seed, fold
+        self.records: dict[str, TrialRecord] = load_records(files)
+
+    def _record(self, trial: Trial) -> TrialRecord:
+        record = self.records.get(trial.trial_id)
+        if record is None:
+            config = trial.config
+            record = TrialRecord(trial_id=trial.trial_id, optuna_number=config.get("optuna_number"),
+                                 warm_start=config.get("warm_start"), params=dict(config.get("params", {})))
+            self.records[trial.trial_id] = record
+        return record
+
+    def write(self):
+        return write_leaderboard(self.files, self.records, max_epochs=self.max_epochs,
+                                 param_names=self.param_names, seed=self.seed, fold=self.fold)
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._record(trial).status = RUNNING
+        self.write()
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
+                        **info: Any) -> None:
+        record = self._record(trial)
+        record.add_evaluation(result)
+        record.node = result.get("node_ip", record.node)
+        record.device = result.get("device", record.device)
+        record.time_s = float(result.get("time_total_s", record.time_s))
+        if trial.checkpoint is not None:
+            record.checkpoint = trial.checkpoint.path
+        self.write()
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        record = self._record(trial)
+        if trial.last_result:
+            self.on_trial_result(iteration, trials, trial, trial.last_result)
+        record.status = COMPLETED if (trial.last_result or {}).get(M.FINISHED) else PRUNED
+        self.write()
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        record = self._record(trial)
+        record.status, record.error = ERROR, error_message(trial)
+        self.write()
+
+
+class ProgressPrinter(Callback):
+    """One line per evaluation and per finished trial."""
+
+    def __init__(self, *, max_epochs: int, num_samples: int):
+        self.max_epochs, self.num_samples = max_epochs, num_samples
+        self.started = time.monotonic()
+        self.ended = 0
+
+    def _say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.0f}s] {text}", flush=True)
+
+    @staticmethod
+    def _name(trial: Trial) -> str:
+        number = trial.config.get("optuna_number")
+        return f"trial {number if number is not None else trial.trial_id}"
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
+                        **info: Any) -> None:
+        self._say(f"{self._name(trial)} epoch {result.get(M.EPOCH)}/{self.max_epochs}  "
+                  f"level-2 F1 {result.get(M.LEVEL2_MACRO_F1, float('nan')):.4f}  "
+                  f"(best {result.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f})")
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.ended += 1
+        last = trial.last_result or {}
+        how = "completed" if last.get(M.FINISHED) else f"pruned by ASHA at epoch {last.get(M.EPOCH)}"
+        self._say(f"{self._name(trial)} {how}, best level-2 F1 "
+                  f"{last.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f}  "
+                  f"[{self.ended}/{self.num_samples} trials done]")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.ended += 1
+        self._say(f"{self._name(trial)} failed: {error_message(trial)}  "
+                  f"[{self.ended}/{self.num_samples} trials done]")

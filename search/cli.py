@@ -1,0 +1,92 @@
+"""`python -m search <command>`: launch a search, export its leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from model.errors import ConfigError, DataError
+
+EXIT_USAGE = 2
+
+
+def _launch_parser(sub: argparse._SubParsersAction) -> None:
+    from search.driver import DEFAULT_MAX_EPOCHS, Settings
+
+    d = Settings()
+    p = sub.add_parser("launch", help="run a search (default: the demo space on synthetic data)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--space", default=None, help="search-space YAML file or shipped name (demo)")
+    data = p.add_argument_group("data")
+    data.add_argument("--data", default=None, help="directory with train.csv (id,text,label), or the CSV")
+    data.add_argument("--synthetic", action="store_true", help="generated data (the default without --data)")
+    data.add_argument("--synthetic-rows", type=int, default=d.synthetic_rows)
+    data.add_argument("--synthetic-seed", type=int, default=d.synthetic_seed)
+    data.add_argument("--folds", type=int, default=d.folds, help="stratified folds")
+    data.add_argument("--fold", type=int, default=d.fold, help="the held-out fold trials are scored on")
+    data.add_argument("--max-seq-len", type=int, default=d.max_seq_len, help="tokens per text incl. [CLS]/[SEP]")
+    run = p.add_argument_group("run")
+    run.add_argument("--name", default=None, help="run name (default: <space>-<date>-<time>)")
+    run.add_argument("--storage-path", default=d.storage_path, help="RUN_DIR is <storage-path>/<name>")
+    run.add_argument("--num-samples", type=int, default=d.num_samples, help="trials to run")
+    run.add_argument("--seed", type=int, default=d.seed, help="sampler, split and training seed")
+    sched = p.add_argument_group("scheduling (ASHA on level-2 macro-F1, time unit = epochs)")
+    sched.add_argument("--max-epochs", type=int, default=None,
+                       help=f"full budget of a trial (ASHA max_t); default: the space's, else {DEFAULT_MAX_EPOCHS}")
+    sched.add_argument("--grace-period", type=int, default=d.grace_period, help="epochs before a trial can be stopped")
+    sched.add_argument("--reduction-factor", type=float, default=d.reduction_factor)
+    res = p.add_argument_group("resources")
+    res.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
+    res.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial)
+    res.add_argument("--max-concurrent", type=int, default=None,
+                     help="trials at once (default: as many as the resources hold)")
+    res.add_argument("--max-failures", type=int, default=d.max_failures,
+                     help="retries of a crashing trial, from its last checkpoint")
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run's leaderboard as CSV")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed")
+    p.add_argument("--out", default=None, help="output file (default: standard output)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _launch_parser(sub)
+    _export_parser(sub)
+    return parser
+
+
+def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
+    from search.driver import Settings, launch
+
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
+    fields = {k: v for k, v in vars(args).items() if k != "command"}
+    launch(Settings(**fields), argv=argv)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from results.export import run_leaderboard, to_csv
+    from results.files import atomic_write_text
+
+    frame = run_leaderboard(args.run_dir)
+    if args.out is None:
+        sys.stdout.write(to_csv(frame))
+    else:
+        atomic_write_text(Path(args.out), to_csv(frame))
+        print(f"wrote {len(frame)} rows to {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "launch":
+            cmd_launch(args, argv)
+        elif args.command == "export":
+            cmd_export(args)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)

@@ -1,0 +1,70 @@
+"""Checks that run before Ray starts, so bad input fails in a second with a message saying the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model.errors import ConfigError
+from spaces.space import SearchSpace, SpaceError
+
+# Fields the driver owns: they are flags, identical for every trial, never searched.
+DRIVER_FIELDS = {"max_epochs": "--max-epochs", "seed": "--seed"}
+
+
+def check_settings(s: Any) -> None:
+    """`s` is a `search.driver.Settings`."""
+    if s.num_samples < 1:
+        raise ConfigError(f"--num-samples is {s.num_samples}, but must be >= 1")
+    if s.max_epochs is not None and s.max_epochs < 1:
+        raise ConfigError(f"--max-epochs is {s.max_epochs}, but must be >= 1")
+    if s.grace_period < 1:
+        raise ConfigError(f"--grace-period is {s.grace_period}, but must be >= 1 (epochs before ASHA "
+                          "may stop a trial)")
+    if s.reduction_factor <= 1:
+        raise ConfigError(f"--reduction-factor is {s.reduction_factor}, but must be > 1 (ASHA keeps "
+                          "1/reduction_factor of the trials at each rung; 2 to 4 is usual)")
+    if s.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial is {s.cpus_per_trial}, but must be > 0")
+    if s.gpus_per_trial < 0:
+        raise ConfigError(f"--gpus-per-trial is {s.gpus_per_trial}, but must be >= 0")
+    if s.max_concurrent is not None and s.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent is {s.max_concurrent}, but must be >= 1")
+    if s.max_failures < 0:
+        raise ConfigError(f"--max-failures is {s.max_failures}, but must be >= 0")
+    if s.max_seq_len < 3:
+        raise ConfigError(f"--max-seq-len is {s.max_seq_len}, but must be >= 3")
+    if s.data is not None and s.synthetic:
+        raise ConfigError("--data and --synthetic exclude each other: pass one")
+
+
+def check_budget(*, max_epochs: int, grace_period: int) -> None:
+    if grace_period > max_epochs:
+        raise ConfigError(f"--grace-period {grace_period} is larger than the trial budget of {max_epochs} "
+                          "epochs (--max-epochs): ASHA's first rung would come after the last epoch. "
+                          "Lower --grace-period or raise --max-epochs")
+
+
+def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
+    """Driver-owned fields are not searched, and every warm-start point makes a valid config."""
+    for param in space.params:
+        if param.name in DRIVER_FIELDS:
+            raise SpaceError(f"{space.path}: `{param.name}` is set for all trials by "
+                             f"{DRIVER_FIELDS[param.name]}; remove it from params")
+    for name, point in {"(defaults)": {}, **space.warm_start}.items():
+        try:
+            space.config(point, **overrides)
+        except ConfigError as err:
+            raise SpaceError(f"{space.path}: warm-start point {name!r} is not a valid config: {err}") from None
+
+
+def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, nodes: list[dict]) -> None:
+    """`nodes`: `ray.nodes()` of the live ones. Fail if no node can hold one trial."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    max_cpu = max((r.get("CPU", 0) for r in alive), default=0)
+    max_gpu = max((r.get("GPU", 0) for r in alive), default=0)
+    if cpus_per_trial > max_cpu:
+        raise ConfigError(f"--cpus-per-trial is {cpus_per_trial}, but the largest node has {max_cpu:g} CPUs: "
+                          "no trial could ever start. Lower --cpus-per-trial")
+    if gpus_per_trial > max_gpu:
+        raise ConfigError(f"--gpus-per-trial is {gpus_per_trial}, but the largest node has {max_gpu:g} GPUs: "
+                          "no trial could ever start. Lower --gpus-per-trial (0 trains on CPU)")

@@ -1,0 +1,91 @@
+"""The searcher: Optuna TPE over a `SearchSpace`, told the truth about early-stopped trials.
+
+Ray's `OptunaSearch` tells the study COMPLETE with a trial's *last* result, so a trial that ASHA
+stopped after one epoch would enter TPE (and the study's `best_trial`) with its epoch-1 score as if
+it were a full run. Here:
+
+- every evaluation is an intermediate value of the Optuna trial at step = epoch;
+- a trial that ended on its own (its last result has `finished`) is COMPLETE with its *best*
+  level-2 macro-F1, the value the leaderboard ranks by;
+- a trial the scheduler stopped is PRUNED (Optuna then takes its last intermediate value);
+- a trial that errored is FAIL.
+
+So the study and the leaderboard agree on trials, states and best. `suggest` also returns the
+Optuna trial number and warm-start name with the parameters, for the leaderboard.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from model import metrics as M
+from spaces.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+def make_sampler(*, seed: int, n_startup_trials: int = 10) -> optuna.samplers.TPESampler:
+    """TPE with constant_liar (parallel asks see running trials as bad, so concurrent trials spread
+    out) and grouped multivariate sampling (conditional parameters are modelled per branch)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True,
+                                          n_startup_trials=n_startup_trials)
+
+
+class FidelityAwareOptunaSearch(OptunaSearch):
+    def __init__(self, space: SearchSpace, *, storage: optuna.storages.BaseStorage, study_name: str,
+                 seed: int, n_startup_trials: int = 10):
+        super().__init__(space.sample, metric=M.OBJECTIVE, mode="max", study_name=study_name,
+                         storage=storage, sampler=make_sampler(seed=seed, n_startup_trials=n_startup_trials))
+        # Warm-start points go first, named so the leaderboard can show which is which.
+        for name, point in space.warm_start.items():
+            self._ot_study.enqueue_trial(point, user_attrs={"warm_start": name})
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        params = super().suggest(trial_id)
+        if params is None:
+            return None
+        ot_trial = self._ot_trials[trial_id]
+        return {"params": params, "optuna_number": ot_trial.number,
+                "warm_start": ot_trial.user_attrs.get("warm_start")}
+
+    def _report(self, trial_id: str, result: dict[str, Any] | None) -> None:
+        if result and self.metric in result and M.EPOCH in result:
+            # Optuna ignores (with a warning) a step reported twice, e.g. by a retried trial.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                self._ot_trials[trial_id].report(float(result[self.metric]), int(result[M.EPOCH]))
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id not in self._completed_trials:
+            self._report(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        # Ray hands the last result to on_trial_complete only, so record it here too.
+        self._report(trial_id, result)
+        if error:
+            state, value = TrialState.FAIL, None
+        elif result and result.get(M.FINISHED):
+            state, value = TrialState.COMPLETE, float(result[M.BEST_LEVEL2_MACRO_F1])
+        else:
+            state, value = TrialState.PRUNED, None
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except (ValueError, RuntimeError) as err:  # e.g. already finished in a restored study
+            log.warning("could not tell Optuna trial %s (%s): %s", ot_trial.number, state.name, err)
+        self._completed_trials.add(trial_id)

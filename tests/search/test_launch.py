@@ -1,0 +1,100 @@
+"""End to end: a real search on local Ray over tiny synthetic data."""
+
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+
+from model import metrics as M
+from results.files import read_json
+from results.ranking import COLUMNS
+from search.driver import Settings, launch
+
+pytestmark = pytest.mark.e2e
+
+SPACE = """
+fixed: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, pooler: mean, batch_size: 16}
+params:
+  lr:          {float: [1.0e-5, 1.0e-2], log: true}
+  loss:        {choice: [ce, focal]}
+  focal_gamma: {float: [1.0, 3.0], when: {loss: focal}}
+warm_start:
+  good: {lr: 3.0e-3, loss: ce}
+"""
+NUM_SAMPLES, MAX_EPOCHS = 8, 3
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "space.yaml").write_text(SPACE)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        settings = Settings(space=str(root / "space.yaml"), synthetic_rows=1200, max_seq_len=48, folds=4,
+                            num_samples=NUM_SAMPLES, max_epochs=MAX_EPOCHS, grace_period=1, reduction_factor=2,
+                            storage_path=str(root / "runs"), name="e2e", seed=0)
+        lines = []
+        files, frame = launch(settings, argv=["launch", "--name", "e2e"], out=lines.append)
+    finally:
+        ray.shutdown()
+    return files, frame, "\n".join(lines)
+
+
+def test_leaderboard_has_one_ranked_row_per_trial(run):
+    files, frame, output = run
+    board = pd.read_csv(files.leaderboard_csv)
+    assert len(board) == NUM_SAMPLES and board["trial_id"].is_unique
+    assert list(board.columns) == COLUMNS + ["param.lr", "param.loss", "param.focal_gamma"]
+    assert board["rank"].tolist() == list(range(1, NUM_SAMPLES + 1))
+    assert set(board["status"]) <= {"completed", "pruned"} and (board["status"] == "completed").any()
+    completed = board[board["status"] == "completed"]
+    pruned = board[board["status"] == "pruned"]
+    assert (completed["epochs"] == MAX_EPOCHS).all()
+    assert len(pruned) >= 1 and (pruned["epochs"] < MAX_EPOCHS).all()  # ASHA stopped some early
+    # completed rows first, each section sorted by score
+    assert board["status"].tolist() == sorted(board["status"], key=["completed", "pruned"].index)
+    for _, section in board.groupby("status"):
+        assert section[M.LEVEL2_MACRO_F1].is_monotonic_decreasing
+    # conditional parameter only where it applies
+    assert (board["param.focal_gamma"].notna() == (board["param.loss"] == "focal")).all()
+    # the warm-start point ran first, with exactly its parameters
+    warm = board[board["optuna_number"] == 0].iloc[0]
+    assert warm["warm_start"] == "good" and warm["param.lr"] == 3e-3 and warm["param.loss"] == "ce"
+    assert board["device"].eq("cpu").all() and board["node"].notna().all()
+    # the search separated good from bad configurations
+    assert board[M.LEVEL2_MACRO_F1].max() > board[M.LEVEL2_MACRO_F1].min() + 0.05
+    assert f"RUN_DIR {files.root}" in output and "top 5:" in output
+
+
+def test_study_agrees_with_leaderboard(run):
+    files, frame, _ = run
+    study = optuna.load_study(study_name="e2e", storage=files.study_url)
+    states = {t.number: t.state.name for t in study.trials}
+    expected = {"completed": "COMPLETE", "pruned": "PRUNED"}
+    assert states == {int(r.optuna_number): expected[r.status] for r in frame.itertuples()}
+    assert study.best_trial.number == frame.iloc[0]["optuna_number"]
+    assert study.best_value == pytest.approx(frame.iloc[0][M.LEVEL2_MACRO_F1])
+    for t in study.trials:
+        assert len(t.intermediate_values) == frame.set_index("optuna_number").loc[t.number, "epochs"]
+
+
+def test_run_dir_is_self_describing(run):
+    files, _, _ = run
+    record = read_json(files.run_json)
+    assert record["command"] == "python -m search launch --name e2e"
+    assert record["max_epochs"] == MAX_EPOCHS and record["searched"] == ["lr", "loss", "focal_gamma"]
+    assert {"torch", "ray", "optuna"} <= set(record["versions"])
+    assert files.space_yaml.read_text() == SPACE
+    assert len(read_json(files.trials_json)) == NUM_SAMPLES
+
+
+def test_export_cli_writes_the_same_table(run, tmp_path):
+    files, _, _ = run
+    out = tmp_path / "board.csv"
+    proc = subprocess.run([sys.executable, "-m", "search", "export", str(files.root), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(files.leaderboard_csv))
