@@ -33,6 +33,45 @@ class LeaderboardCallback(Callback):
         self.files = files
         self.max_epochs, self.param_names, self.seed, self.fold = max_epochs, param_names, seed, fold
         self.records: dict[str, TrialRecord] = load_records(files)
+        self._synced = False
+
+    def setup(self, **info: Any) -> None:
+        # The files on disk are newer than any state Ray restores with this callback.
+        self.records = load_records(self.files)
+        self._synced = False
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        if not self._synced:  # the first step of a run sees every trial Ray knows
+            self._synced = True
+            if self.sync(trials):
+                self.write()
+
+    def sync(self, trials: list[Trial]) -> bool:
+        """Align records with the trials a (restored) experiment holds; True if any changed.
+
+        A record still `running` may belong to a trial Ray had already ended, or to one started
+        after Ray's last experiment snapshot, which Ray no longer knows: that one is lost (and the
+        searcher fails its Optuna trial).
+        """
+        by_id = {t.trial_id: t for t in trials}
+        changed = False
+        for record in self.records.values():
+            if record.status != RUNNING:
+                continue
+            trial = by_id.get(record.trial_id)
+            if trial is None:
+                record.status = ERROR
+                record.error = ("lost: the driver was killed before Ray recorded this trial, so it cannot "
+                                "be continued (its Optuna trial is marked FAIL)")
+            elif trial.status == Trial.TERMINATED:
+                finished = (trial.last_result or {}).get(M.FINISHED)
+                record.status = COMPLETED if finished else PRUNED
+            elif trial.status == Trial.ERROR:
+                record.status, record.error = ERROR, error_message(trial)
+            else:
+                continue
+            changed = True
+        return changed
 
     def _record(self, trial: Trial) -> TrialRecord:
         record = self.records.get(trial.trial_id)
@@ -78,10 +117,10 @@ class LeaderboardCallback(Callback):
 class ProgressPrinter(Callback):
     """One line per evaluation and per finished trial."""
 
-    def __init__(self, *, max_epochs: int, num_samples: int):
+    def __init__(self, *, max_epochs: int, num_samples: int, ended: int = 0):
         self.max_epochs, self.num_samples = max_epochs, num_samples
         self.started = time.monotonic()
-        self.ended = 0
+        self.ended = ended  # trials that ended before this driver started (a resumed run)
 
     def _say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.0f}s] {text}", flush=True)

@@ -1,4 +1,4 @@
-"""`python -m search <command>`: launch a search, export its leaderboard."""
+"""`python -m search <command>`: launch a search, resume it, export its leaderboard."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from model.errors import ConfigError, DataError
 
+EXIT_UNFINISHED = 1
 EXIT_USAGE = 2
 
 
@@ -45,6 +46,16 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
                      help="retries of a crashing trial, from its last checkpoint")
 
 
+def _resume_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("resume", help="continue an interrupted (or finished) search",
+                       description="Continue the search in RUN_DIR: trials interrupted by the stop resume from "
+                       "their last epoch checkpoint under the same id, ended trials are never trained again.")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="new total number of trials (default: the run's); raises the budget of a finished run")
+    p.add_argument("--max-failures", type=int, default=None, help="retries of a crashing trial (default: the run's)")
+
+
 def _export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a run's leaderboard as CSV")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
@@ -55,16 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _launch_parser(sub)
+    _resume_parser(sub)
     _export_parser(sub)
     return parser
 
 
 def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.driver import Settings, launch
+    from search.driver import Settings, is_finished, launch
 
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
-    fields = {k: v for k, v in vars(args).items() if k != "command"}
-    launch(Settings(**fields), argv=argv)
+    settings = Settings(**{k: v for k, v in vars(args).items() if k != "command"})
+    _, frame = launch(settings, argv=argv)
+    if not is_finished(frame, settings.num_samples):
+        sys.exit(EXIT_UNFINISHED)
+
+
+def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
+    from results.files import read_json
+    from search.driver import is_finished, resume
+
+    sys.stdout.reconfigure(line_buffering=True)
+    files, frame = resume(args.run_dir, num_samples=args.num_samples, max_failures=args.max_failures, argv=argv)
+    if not is_finished(frame, read_json(files.run_json)["settings"]["num_samples"]):
+        sys.exit(EXIT_UNFINISHED)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -85,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "launch":
             cmd_launch(args, argv)
+        elif args.command == "resume":
+            cmd_resume(args, argv)
         elif args.command == "export":
             cmd_export(args)
     except (ConfigError, DataError, FileNotFoundError) as err:

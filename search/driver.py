@@ -6,7 +6,10 @@ assembly on its own, shared with benchmarks/driver_overhead.py.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import fcntl
 import os
 import platform
 import shlex
@@ -20,16 +23,18 @@ import optuna
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
 
 from model import metrics as M
 from model.data import EncodedData, prepare_data, read_table, resolve_train_path
 from model.errors import ConfigError
 from model.synthetic import DEFAULT_ROWS, synthesize
-from results.export import write_leaderboard
-from results.files import RunFiles, atomic_write_json, atomic_write_text
+from results.export import load_records
+from results.files import RunFiles, atomic_write_json, atomic_write_text, read_json
+from results.records import RUNNING
 from search import preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
+from search.scheduler import BudgetSearchGenerator, ResumableASHA
 from search.searcher import FidelityAwareOptunaSearch
 from search.trainable import run_trial
 from spaces.space import SearchSpace, load_space, resolve_space_path
@@ -104,19 +109,36 @@ def concurrency(settings: Settings) -> int:
     return max(1, slots)
 
 
+def make_scheduler(settings: Settings, max_epochs: int) -> ResumableASHA:
+    return ResumableASHA(time_attr=M.TIME_ATTR, metric=M.OBJECTIVE, mode="max", max_t=max_epochs,
+                         grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+
+
 def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: RunFiles, max_epochs: int,
-                settings: Settings, callbacks: list[tune.Callback]) -> tune.Tuner:
+                settings: Settings, callbacks: list[tune.Callback], scheduler: ResumableASHA | None = None,
+                resume: bool = False) -> tune.Tuner:
+    """The Tuner of a new run, or (`resume`) of the run in `files.root` continued where it stopped."""
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    scheduler = ASHAScheduler(time_attr=M.TIME_ATTR, metric=M.OBJECTIVE, mode="max", max_t=max_epochs,
-                              grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+    # The chain Tune would build from max_concurrent_trials, built here so the budget survives a
+    # restore. Bounded concurrency: TPE asks only as slots free up (unbounded, it degrades to
+    # random search), and Ray keeps that many trials pending, so every slot stays busy.
+    search_alg = BudgetSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=concurrency(settings)),
+                                       budget=settings.num_samples)
+    extra = {}
+    if resume:
+        # Interrupted trials continue from their last checkpoint under the same id; finished and
+        # errored trials stay as they ended. Tuner.restore would bring back the scheduler and the
+        # budget as launched; a new Tuner over the same directory takes ours.
+        extra["_tuner_kwargs"] = {"resume_config": tune.ResumeConfig(
+            unfinished=tune.ResumeConfig.ResumeType.RESUME,
+            errored=tune.ResumeConfig.ResumeType.SKIP,
+            finished=tune.ResumeConfig.ResumeType.SKIP)}
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
+            search_alg=search_alg,
+            scheduler=scheduler or make_scheduler(settings, max_epochs),
             num_samples=settings.num_samples,
-            # Bounded so TPE asks only as trials free up; unbounded it degrades to random search.
-            max_concurrent_trials=concurrency(settings),
             reuse_actors=False,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
@@ -130,6 +152,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             callbacks=callbacks,
             verbose=0,
         ),
+        **extra,
     )
 
 
@@ -176,51 +199,167 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
     })
 
 
-def launch(settings: Settings, *, argv: list[str] | None = None,
-           out: Callable[[str], Any] = print) -> tuple[RunFiles, pd.DataFrame]:
-    """Run a whole search and return its run files and final leaderboard."""
+@contextlib.contextmanager
+def run_lock(files: RunFiles):
+    """Hold RUN_DIR's driver lock: two drivers on one run would corrupt it. The OS releases the
+    lock when the process dies, however it dies."""
+    handle = open(files.root / ".driver.lock", "w")  # held, and locked, for the whole block
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"another driver is running on {files.root}; wait for it or stop it first") from None
+    try:
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def ray_session():
+    quiet_ray()
+    started = ensure_ray()
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[str], Any] = print,
+           trial_fn: Callable = run_trial) -> tuple[RunFiles, pd.DataFrame]:
+    """Run a whole search and return its run files and final leaderboard.
+
+    `trial_fn` is what each Ray trial calls, with `run_trial`'s signature; tests wrap it to inject
+    failures.
+    """
     preflight.check_settings(settings)
     space_path = resolve_space_path(settings.space)
     space = load_space(space_path)
     max_epochs = resolve_max_epochs(settings, space)
     preflight.check_budget(max_epochs=max_epochs, grace_period=settings.grace_period)
-    overrides = {"max_epochs": max_epochs, "seed": settings.seed}
-    preflight.check_space(space, overrides)
+    preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
     files = RunFiles(Path(settings.storage_path) / (settings.name or default_name(space_path)))
     if files.root.exists():
-        raise ConfigError(f"{files.root} already exists: pick another --name (or remove that directory)")
+        raise ConfigError(f"{files.root} already exists: resume it with `python -m search resume {files.root}`,"
+                          " or pick another --name")
     data = load_data(settings)
 
-    quiet_ray()
-    started_ray = ensure_ray()
-    try:
+    with ray_session():
         preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
                                   gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
         write_run_record(files, settings=settings, space=space, space_path=space_path, data=data,
                          max_epochs=max_epochs, argv=argv)
-        out(f"RUN_DIR {files.root}")
-        out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold "
-            f"{settings.fold} of {settings.folds}), {data.num_labels} labels; space {space_path.name}: "
-            f"{len(space.searched)} searched parameters, {len(space.warm_start)} warm-start points")
-        out(f"search: {settings.num_samples} trials, up to {max_epochs} epochs each, ASHA grace "
-            f"{settings.grace_period} / reduction {settings.reduction_factor:g}, "
-            f"{concurrency(settings)} at a time")
-        searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
-                                             study_name=files.root.name, seed=settings.seed)
-        board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched,
-                                    seed=settings.seed, fold=settings.fold)
-        trainable = tune.with_parameters(run_trial, data=data, space=space, overrides=overrides)
-        tuner = build_tuner(trainable, searcher=searcher, files=files, max_epochs=max_epochs,
-                            settings=settings, callbacks=[board, ProgressPrinter(
-                                max_epochs=max_epochs, num_samples=settings.num_samples)])
-        tuner.fit()
-        frame = write_leaderboard(files, board.records, max_epochs=max_epochs, param_names=space.searched,
-                                  seed=settings.seed, fold=settings.fold)
-    finally:
-        if started_ray:
-            ray.shutdown()
-    out(summary(frame, files))
+        with run_lock(files):
+            out(f"RUN_DIR {files.root}")
+            out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold "
+                f"{settings.fold} of {settings.folds}), {data.num_labels} labels; space {space_path.name}: "
+                f"{len(space.searched)} searched parameters, {len(space.warm_start)} warm-start points")
+            searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
+                                                 study_name=files.root.name, seed=settings.seed)
+            frame = _search(files, settings, space, data, searcher, max_epochs, resume=False, out=out,
+                            trial_fn=trial_fn)
     return files, frame
+
+
+def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures: int | None = None,
+           argv: list[str] | None = None, out: Callable[[str], Any] = print) -> tuple[RunFiles, pd.DataFrame]:
+    """Continue the run in `run_dir`: interrupted trials from their last checkpoint, ended trials
+    never again, up to `num_samples` trials in all (default: the run's budget)."""
+    files = RunFiles(Path(run_dir))
+    if not files.run_json.exists():
+        raise ConfigError(f"{run_dir} is not a run directory (no run.json): pass the RUN_DIR that "
+                          "`python -m search launch` printed")
+    if not list(files.root.glob("experiment_state-*.json")):
+        raise ConfigError(f"{run_dir} has no Ray experiment state: its launch stopped before the search "
+                          "started, so there is nothing to resume. Launch it again (under a new --name)")
+    run = read_json(files.run_json)
+    settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
+                                   name=files.root.name, storage_path=str(files.root.parent))
+    if num_samples is not None:
+        settings = dataclasses.replace(settings, num_samples=num_samples)
+    if max_failures is not None:
+        settings = dataclasses.replace(settings, max_failures=max_failures)
+    preflight.check_settings(settings)
+    space = _stored_space(files, settings, out)
+    records = load_records(files)
+    if settings.num_samples < len(records):
+        raise ConfigError(f"--num-samples {settings.num_samples} is below the {len(records)} trials the run "
+                          "already has; pass at least that many")
+    data = load_data(settings)
+
+    with ray_session(), run_lock(files):
+        preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
+                                  gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
+        run["settings"]["num_samples"] = settings.num_samples
+        run["settings"]["max_failures"] = settings.max_failures
+        run.setdefault("resumed", []).append({
+            "at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": shlex.join(["python", "-m", "search", *(argv or [])]),
+            "git_revision": _git_revision()})
+        atomic_write_json(files.run_json, run)
+        done = sum(r.status != RUNNING for r in records.values())
+        out(f"RUN_DIR {files.root}")
+        out(f"resuming: {len(records)} trials recorded ({done} ended), budget {settings.num_samples} trials")
+        searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
+                                             study_name=files.root.name, seed=settings.seed, warm_start=False)
+        frame = _search(files, settings, space, data, searcher, run["max_epochs"], resume=True, out=out)
+    return files, frame
+
+
+def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]) -> SearchSpace:
+    """The space the run was launched with (its copy in RUN_DIR), checked against today's code."""
+    try:
+        space = load_space(files.space_yaml)
+        preflight.check_space(space, {"max_epochs": settings.max_epochs, "seed": settings.seed})
+    except ConfigError as err:
+        raise ConfigError(f"the run's search space no longer fits this version of the code, so its study "
+                          f"cannot continue: {err}") from None
+    try:
+        current = resolve_space_path(settings.space)
+    except ConfigError:
+        current = None
+    if current is not None and current.read_text(encoding="utf-8") != files.space_yaml.read_text(encoding="utf-8"):
+        out(f"note: {current} changed since the launch; resuming with the space the run stored "
+            f"({files.space_yaml}). Launch a new run to search the changed space")
+    return space
+
+
+def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: EncodedData,
+            searcher: FidelityAwareOptunaSearch, max_epochs: int, *, resume: bool,
+            out: Callable[[str], Any], trial_fn: Callable = run_trial) -> pd.DataFrame:
+    """Run (or continue) the Tuner and return the final leaderboard."""
+    out(f"search: {settings.num_samples} trials, up to {max_epochs} epochs each, ASHA grace "
+        f"{settings.grace_period} / reduction {settings.reduction_factor:g}, {concurrency(settings)} at a time")
+    board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched,
+                                seed=settings.seed, fold=settings.fold)
+    scheduler = make_scheduler(settings, max_epochs)
+    ended: frozenset[str] = frozenset()
+    if resume:
+        scheduler.replay({tid: [(h[M.EPOCH], h[M.OBJECTIVE]) for h in r.history]
+                          for tid, r in board.records.items()})
+        ended = frozenset(tid for tid, r in board.records.items() if r.status != RUNNING)
+    trainable = tune.with_parameters(trial_fn, data=data, space=space,
+                                     overrides={"max_epochs": max_epochs, "seed": settings.seed}, ended=ended)
+    printer = ProgressPrinter(max_epochs=max_epochs, num_samples=settings.num_samples, ended=len(ended))
+    tuner = build_tuner(trainable, searcher=searcher, files=files, max_epochs=max_epochs, settings=settings,
+                        callbacks=[board, printer], scheduler=scheduler, resume=resume)
+    tuner.fit()
+    frame = board.write()
+    if is_finished(frame, settings.num_samples):
+        searcher.reconcile(final=True)
+        out(summary(frame, files))
+    else:
+        out(summary(frame, files) + f"\n\nthe search stopped early: continue it with "
+            f"`python -m search resume {files.root}`")
+    return frame
+
+
+def is_finished(frame: pd.DataFrame, num_samples: int) -> bool:
+    """Every trial of the budget exists and has ended."""
+    return len(frame) >= num_samples and not (frame["status"] == RUNNING).any()
 
 
 def summary(frame: pd.DataFrame, files: RunFiles, top: int = 5) -> str:

@@ -40,13 +40,41 @@ def make_sampler(*, seed: int, n_startup_trials: int = 10) -> optuna.samplers.TP
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
+    """`warm_start=False` when resuming: the points were queued by the launch."""
+
     def __init__(self, space: SearchSpace, *, storage: optuna.storages.BaseStorage, study_name: str,
-                 seed: int, n_startup_trials: int = 10):
+                 seed: int, n_startup_trials: int = 10, warm_start: bool = True):
         super().__init__(space.sample, metric=M.OBJECTIVE, mode="max", study_name=study_name,
                          storage=storage, sampler=make_sampler(seed=seed, n_startup_trials=n_startup_trials))
-        # Warm-start points go first, named so the leaderboard can show which is which.
-        for name, point in space.warm_start.items():
-            self._ot_study.enqueue_trial(point, user_attrs={"warm_start": name})
+        if warm_start:
+            # Warm-start points go first, named so the leaderboard can show which is which.
+            for name, point in space.warm_start.items():
+                self._ot_study.enqueue_trial(point, user_attrs={"warm_start": name})
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.reconcile()
+
+    def reconcile(self, *, final: bool = False) -> list[int]:
+        """Fail the Optuna trials left RUNNING that no Ray trial will finish; return their numbers.
+
+        Optuna's heartbeat does not run under ask/tell, so a killed driver leaves RUNNING trials in
+        the study. After a restore, a RUNNING trial this searcher did not hand to a (restored) Ray
+        trial was asked after the last experiment snapshot: Ray never recorded it, so it is lost
+        and told FAIL. It is not queued again: the sampler, restored to its state at the snapshot,
+        proposes the same configuration again by itself. With `final`, at the end of a finished
+        search, every RUNNING trial is failed.
+        """
+        live = {t.number for tid, t in self._ot_trials.items() if tid not in self._completed_trials}
+        lost = []
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number in live and not final:
+                continue
+            self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+            log.warning("Optuna trial %d was left RUNNING by an interrupted driver and no Ray trial holds it: "
+                        "marked FAIL", frozen.number)
+            lost.append(frozen.number)
+        return lost
 
     @property
     def study(self) -> optuna.Study:

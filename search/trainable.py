@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from model import metrics as M
 from model.data import EncodedData
 from model.train import Evaluation, default_device, fit
 from spaces.space import SearchSpace
@@ -35,17 +36,47 @@ def load_state(checkpoint: tune.Checkpoint | None) -> dict | None:
         return torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
 
 
-def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace,
-              overrides: dict[str, Any]) -> None:
+def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, overrides: dict[str, Any],
+              ended: frozenset[str] = frozenset()) -> None:
+    """Train one trial, or continue it from its checkpoint.
+
+    `ended`: ids of trials the run's records show as ended although Ray's last experiment snapshot
+    (taken before a driver was killed) still had them running. Such a trial, and one whose
+    checkpoint is its final evaluation, only reports that evaluation again and returns, so the
+    restored search records its end without training it further.
+    """
     cfg = space.config(config["params"], **overrides)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per saved checkpoint
+    state = load_state(tune.get_checkpoint())
+    if state is not None and (state["report"][M.FINISHED] or tune.get_context().get_trial_id() in ended):
+        tune.report(state["report"])
+        return
     torch.set_num_threads(trial_threads())
     device = default_device()  # CUDA only where Ray assigned this trial a GPU
 
     def report(evaluation: Evaluation) -> None:
         metrics = {**evaluation.metrics, "device": str(device)}
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(evaluation.state(), Path(tmp) / STATE_FILE)
+            torch.save({**evaluation.state(), "report": metrics}, Path(tmp) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    fit(cfg, data, report, device=device, resume=load_state(tune.get_checkpoint()))
+    fit_explaining_oom(cfg, data, report, device=device, resume=state)
+
+
+def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device, resume: dict | None) -> None:
+    """`fit`, with a CUDA out-of-memory turned into an error that says what to change."""
+    try:
+        fit(cfg, data, on_eval, device=device, resume=resume)
+    except torch.cuda.OutOfMemoryError as err:
+        raise TrialOutOfMemory(out_of_memory_message(cfg, device, err)) from err
+
+
+class TrialOutOfMemory(RuntimeError):
+    """The trial's model and batch do not fit in its GPU's memory."""
+
+
+def out_of_memory_message(cfg, device: torch.device, err: BaseException) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+    return (f"CUDA out of memory on {device} (encoder {cfg.encoder}, hidden {cfg.hidden_size}, batch_size "
+            f"{cfg.batch_size}): lower batch_size or --max-seq-len, or give each trial a whole GPU "
+            f"(--gpus-per-trial 1). Fractional GPUs share memory with no isolation. [{first}]")

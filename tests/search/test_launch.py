@@ -6,7 +6,6 @@ import sys
 import optuna
 import pandas as pd
 import pytest
-import ray
 
 from model import metrics as M
 from results.files import read_json
@@ -28,18 +27,14 @@ NUM_SAMPLES, MAX_EPOCHS = 8, 3
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, local_ray):
     root = tmp_path_factory.mktemp("e2e")
     (root / "space.yaml").write_text(SPACE)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    try:
-        settings = Settings(space=str(root / "space.yaml"), synthetic_rows=1200, max_seq_len=48, folds=4,
-                            num_samples=NUM_SAMPLES, max_epochs=MAX_EPOCHS, grace_period=1, reduction_factor=2,
-                            storage_path=str(root / "runs"), name="e2e", seed=0)
-        lines = []
-        files, frame = launch(settings, argv=["launch", "--name", "e2e"], out=lines.append)
-    finally:
-        ray.shutdown()
+    settings = Settings(space=str(root / "space.yaml"), synthetic_rows=1200, max_seq_len=48, folds=4,
+                        num_samples=NUM_SAMPLES, max_epochs=MAX_EPOCHS, grace_period=1, reduction_factor=2,
+                        storage_path=str(root / "runs"), name="e2e", seed=0)
+    lines = []
+    files, frame = launch(settings, argv=["launch", "--name", "e2e"], out=lines.append)
     return files, frame, "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Bad input fails before Ray starts, with a message that says the fix."""
+"""Bad input fails fast, with a message that says the fix, and starts no trial."""
 
 import subprocess
 import sys
@@ -12,60 +12,94 @@ from search.preflight import check_resources
 from spaces.space import SpaceError
 
 TINY_SPACE = "fixed: {hidden_size: 16, num_heads: 2}\nparams:\n  lr: {float: [1.0e-3, 1.0e-2]}\n"
+ROWS = "".join(f"{i},{i % 7} 8 9,{1 + i % 2}-{1 + i % 2}\n" for i in range(40))  # 20 rows per label
 
 
-@pytest.fixture
-def space_file(tmp_path):
-    path = tmp_path / "space.yaml"
-    path.write_text(TINY_SPACE)
-    return str(path)
+def data(text):
+    """A `--data` directory holding `text` as train.csv."""
+    def make(tmp_path):
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "train.csv").write_text(text)
+        return {"data": str(tmp_path / "data")}
+    return make
 
 
-@pytest.mark.parametrize(
-    "settings, error, message",
-    [
-        (dict(num_samples=0), ConfigError, r"--num-samples is 0, but must be >= 1"),
-        (dict(grace_period=5, max_epochs=2), ConfigError, r"--grace-period 5 is larger than the trial budget of 2"),
-        (dict(reduction_factor=1), ConfigError, r"--reduction-factor is 1, but must be > 1"),
-        (dict(cpus_per_trial=0), ConfigError, r"--cpus-per-trial is 0, but must be > 0"),
-        (dict(max_concurrent=0), ConfigError, r"--max-concurrent is 0"),
-        (dict(max_epochs=0), ConfigError, r"--max-epochs is 0, but must be >= 1"),
-        (dict(data="x", synthetic=True), ConfigError, r"--data and --synthetic exclude each other"),
-        (dict(space="nope"), SpaceError, r"search space 'nope' not found"),
-        (dict(folds=5, fold=7, synthetic_rows=300), DataError, r"--fold is 7, but must be in 0..4"),
-        (dict(synthetic_rows=50), DataError, r"--rows is 50, but the synthetic generator needs at least 211"),
-    ],
-)
-def test_bad_settings_fail_fast_without_starting_ray(tmp_path, space_file, settings, error, message):
-    settings = {"space": space_file, "storage_path": str(tmp_path / "runs"), "name": "x", **settings}
+def space(text):
+    def make(tmp_path):
+        (tmp_path / "bad.yaml").write_text(text)
+        return {"space": str(tmp_path / "bad.yaml")}
+    return make
+
+
+def flags(**values):
+    return lambda tmp_path: values
+
+
+CASES = {
+    # scheduler and run settings
+    "no trials": (flags(num_samples=0), ConfigError, r"--num-samples is 0, but must be >= 1"),
+    "grace > budget": (flags(grace_period=5, max_epochs=2), ConfigError,
+                       r"--grace-period 5 is larger than the trial budget of 2 epochs"),
+    "reduction factor": (flags(reduction_factor=1), ConfigError, r"--reduction-factor is 1, but must be > 1"),
+    "zero epochs": (flags(max_epochs=0), ConfigError, r"--max-epochs is 0, but must be >= 1"),
+    "zero concurrency": (flags(max_concurrent=0), ConfigError, r"--max-concurrent is 0, but must be >= 1"),
+    "negative failures": (flags(max_failures=-1), ConfigError, r"--max-failures is -1, but must be >= 0"),
+    "two data sources": (flags(data="x", synthetic=True), ConfigError, r"--data and --synthetic exclude"),
+    # data
+    "missing data": (flags(data="/nonexistent/dir"), DataError, r"does not exist. Pass --data DIR with a train.csv"),
+    "missing column": (data("id,text\n1,2 3\n"), DataError, r"missing column\(s\) label"),
+    "empty text": (data("id,text,label\n1,2,1-1\n2, ,1-1\n"), DataError, r"line 3 \(id 2\) has an empty text"),
+    "bad label": (data("id,text,label\n1,2,1-1\n2,3,x\n"), DataError, r"label 'x', which is not of the form L1-L2"),
+    "duplicate id": (data("id,text,label\n1,2,1-1\n1,3,1-1\n"), DataError, r"id '1' appears on lines 2, 3"),
+    "rare label": (data("id,text,label\n" + ROWS + "99,5 5,3-18\n"), DataError,
+                   r"label\(s\) 3-18 \(1 rows\) have fewer rows than --folds 5"),
+    "fold out of range": (flags(fold=5, synthetic_rows=300), DataError, r"--fold is 5, but must be in 0..4"),
+    "tiny synthetic": (flags(synthetic_rows=50), DataError, r"--rows is 50, but the synthetic generator needs"),
+    # search space
+    "no such space": (flags(space="nope"), SpaceError, r"search space 'nope' not found: pass a YAML file or one"),
+    "unknown field": (space("params:\n  lrate: {float: [0.1, 1]}\n"), SpaceError,
+                      r"bad.yaml: line 2: parameter 'lrate' is not a TrialConfig field"),
+    "low > high": (space("params:\n  lr: {float: [0.1, 0.01]}\n"), SpaceError, r"low 0.1 is greater than high"),
+    "log from zero": (space("params:\n  dropout: {float: [0, 0.3], log: true}\n"), SpaceError,
+                      r"a log range needs low > 0"),
+    "warm start outside": (space("params:\n  lr: {float: [0.01, 0.1]}\nwarm_start:\n  a: {lr: 0.5}\n"),
+                           SpaceError, r"line 4: warm-start point 'a' sets lr = 0.5, outside its domain"),
+    "searched budget": (space("params:\n  max_epochs: {int: [1, 3]}\n"), SpaceError,
+                        r"`max_epochs` is set for all trials by --max-epochs"),
+    "bad fixed combo": (space("fixed: {hidden_size: 30, num_heads: 4}\nparams:\n  lr: {float: [0.01, 0.1]}\n"),
+                        SpaceError, r"`hidden_size` 30 is not divisible by `num_heads` 4"),
+    # resources (these start Ray to see the nodes)
+    "too many cpus": (flags(cpus_per_trial=64, synthetic_rows=300), ConfigError,
+                      r"--cpus-per-trial is 64, but the largest node has \d+ CPUs"),
+    "no gpu": (flags(gpus_per_trial=1, synthetic_rows=300), ConfigError,
+               r"--gpus-per-trial is 1, but the largest node has 0 GPUs"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_fast_and_starts_no_trial(tmp_path, case):
+    make, error, message = CASES[case]
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    settings = {"space": str(tmp_path / "space.yaml"), "storage_path": str(tmp_path / "runs"), "name": "x",
+                **make(tmp_path)}
+    ray_was_up = ray.is_initialized()  # another test module's Ray may be up
     with pytest.raises(error, match=message):
         launch(Settings(**settings), out=lambda _: None)
-    assert not ray.is_initialized()
-    assert not (tmp_path / "runs" / "x").exists()
+    assert ray.is_initialized() == ray_was_up  # a Ray started for the checks is stopped again
+    assert not (tmp_path / "runs" / "x").exists()  # no run directory, so no trial
 
 
-def test_searching_a_driver_field_is_rejected(tmp_path):
-    space = tmp_path / "s.yaml"
-    space.write_text("params:\n  max_epochs: {int: [1, 3]}\n")
-    with pytest.raises(SpaceError, match=r"`max_epochs` is set for all trials by --max-epochs"):
-        launch(Settings(space=str(space), storage_path=str(tmp_path)), out=lambda _: None)
-
-
-def test_missing_data_dir(tmp_path, space_file):
-    with pytest.raises(DataError, match=r"does not exist. Pass --data DIR"):
-        launch(Settings(space=space_file, data=str(tmp_path / "none"), storage_path=str(tmp_path)),
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ConfigError, match=r"already exists: resume it with `python -m search resume .*taken`"):
+        launch(Settings(space=str(tmp_path / "space.yaml"), storage_path=str(tmp_path), name="taken"),
                out=lambda _: None)
 
 
-def test_existing_run_dir_is_not_overwritten(tmp_path, space_file):
-    (tmp_path / "taken").mkdir()
-    with pytest.raises(ConfigError, match=r"already exists: pick another --name"):
-        launch(Settings(space=space_file, storage_path=str(tmp_path), name="taken"), out=lambda _: None)
-
-
 @pytest.mark.parametrize("cpus, gpus, message", [(4, 0, r"largest node has 2 CPUs"), (1, 1, r"has 0 GPUs")])
-def test_resources_no_node_can_hold(cpus, gpus, message):
-    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 8.0}}]
+def test_resources_ignore_dead_nodes(cpus, gpus, message):
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1}}]
     with pytest.raises(ConfigError, match=message):
         check_resources(cpus_per_trial=cpus, gpus_per_trial=gpus, nodes=nodes)
 

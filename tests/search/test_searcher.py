@@ -68,3 +68,17 @@ def test_duplicate_reports_and_completions_are_harmless(tmp_path):
     searcher.on_trial_complete("a", result(2, 0.4, 0.4, finished=True))
     trial = optuna.load_study(study_name="t", storage=storage).trials[0]
     assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {1: 0.2, 2: 0.4}
+
+
+def test_restore_fails_trials_asked_after_the_snapshot_and_final_sweep(tmp_path):
+    searcher, storage = make(tmp_path)
+    searcher.suggest("t0")
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Ray's experiment snapshot
+    searcher.suggest("t1")  # asked after the snapshot; then the driver is killed
+    restored = FidelityAwareOptunaSearch(SPACE, storage=storage, study_name="t", seed=0, warm_start=False)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    states = {t.number: t.state for t in restored.study.trials}
+    assert states == {0: TrialState.RUNNING, 1: TrialState.FAIL}  # t0 lives on in a restored Ray trial
+    assert restored.reconcile(final=True) == [0]
+    assert {t.state for t in restored.study.trials} == {TrialState.FAIL}
+    assert not restored.study.get_trials(states=(TrialState.WAITING,))  # warm start not queued again

@@ -1,0 +1,56 @@
+"""ASHA whose rung records survive a driver restart, and a search generator whose budget does.
+
+Ray Tune restores neither on `Tuner.restore`: the scheduler comes back empty (ray issue 30838), so
+resumed trials would never be compared with the trials before the restart, and the sample budget
+comes back frozen at its old value (ray issue 42221). Both are rebuilt here from what the run
+stores: the per-epoch history of every trial (RUN_DIR/trials.json) and run.json's budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import SearchGenerator
+
+
+@dataclass(frozen=True)
+class _TrialRef:
+    trial_id: str
+
+
+class ResumableASHA(ASHAScheduler):
+    """ASHAScheduler with one bracket whose rungs can be refilled from recorded results."""
+
+    def __init__(self, **kwargs):
+        super().__init__(brackets=1, **kwargs)
+
+    def replay(self, histories: dict[str, Iterable[tuple[float, float]]]) -> None:
+        """Record each trial's past (time, metric) results in the rungs; decisions are discarded.
+
+        A rung holds one value per trial, set by the trial's result at its milestone; replaying
+        each trial's results in time order therefore rebuilds the rungs of the uninterrupted run,
+        whatever the order of the trials.
+        """
+        bracket = self._brackets[0]
+        for trial_id, history in histories.items():
+            for time, value in sorted(history):
+                bracket.on_result(_TrialRef(trial_id), time, self._metric_op * value)
+
+    def rung_records(self) -> list[tuple[float, dict[str, float]]]:
+        """(milestone, {trial_id: signed metric}) per rung, lowest milestone first."""
+        return [(milestone, dict(recorded)) for milestone, recorded in reversed(self._brackets[0]._rungs)]
+
+
+class BudgetSearchGenerator(SearchGenerator):
+    """SearchGenerator whose total number of trials is `budget`, also after a restore."""
+
+    def __init__(self, searcher, *, budget: int):
+        super().__init__(searcher)
+        self.budget = budget
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._total_samples = self.budget
+        self._finished = False
