@@ -27,8 +27,9 @@ from ray import tune
 from benchmarks.sleep_trial import sleep_trial
 from results.files import RunFiles
 from search.callbacks import LeaderboardCallback
-from search.driver import Settings, build_tuner, quiet_ray
+from search.driver import build_tuner, quiet_ray
 from search.searcher import FidelityAwareOptunaSearch, make_sampler
+from search.settings import Settings
 from spaces.space import parse_space
 
 SPACE = parse_space("params:\n  lr: {float: [1.0e-4, 1.0e-2], log: true}\n", source="benchmark")

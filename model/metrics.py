@@ -16,6 +16,7 @@ ACCURACY = "accuracy"
 DEV_LOSS = "dev_loss"
 WORST5_F1 = "worst5_level2_f1"
 EPOCH = "epoch"
+PER_CLASS_F1 = "per_class_f1"  # list: level-2 F1 of each label, in label order
 # True on the last evaluation of a trial that ended on its own (full budget or patience).
 # A trial whose last result lacks it was stopped by the scheduler.
 FINISHED = "finished"

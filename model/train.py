@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import (
     get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup,
@@ -135,11 +136,13 @@ def _optimizer(model: Classifier, cfg: TrialConfig) -> torch.optim.Optimizer:
 
 
 def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], None] | None = None,
-        *, device: torch.device | str | None = None, resume: dict | None = None) -> FitResult:
+        *, device: torch.device | str | None = None, resume: dict | None = None,
+        progress: bool = False) -> FitResult:
     """Train `cfg` on `data.train`, evaluating on `data.dev` after every epoch.
 
     `on_eval` is called once per evaluation. `resume` is a state from `Evaluation.state()`;
     training then continues after that evaluation's epoch exactly as if never interrupted.
+    `progress` shows a progress bar over each epoch's batches (on stderr).
     """
     started = time.perf_counter()
     device = torch.device(device) if device is not None else default_device()
@@ -172,7 +175,9 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
         groups = bucketed_batches(data.train.lengths, batch_size=cfg.batch_size,
                                   rng=np.random.default_rng([cfg.seed, epoch]))
         train_loss, seen = 0.0, 0
-        for ids, mask, labels in batches(data.train, groups, device):
+        steps = tqdm(batches(data.train, groups, device), total=len(groups), desc=f"epoch {epoch}",
+                     unit="batch", leave=False, disable=not progress)
+        for ids, mask, labels in steps:
             with _autocast(device):
                 logits = model(ids, mask)
             loss = loss_fn(logits, labels)

@@ -26,11 +26,12 @@ def to_csv(frame: pd.DataFrame) -> str:
 
 
 def write_leaderboard(files: RunFiles, records: dict[str, TrialRecord], *, max_epochs: int,
-                      param_names: list[str], seed: int | None, fold: int | None) -> pd.DataFrame:
+                      param_names: list[str], seed: int | None, fold: int | None,
+                      command_prefix: str | None = None) -> pd.DataFrame:
     """Persist the records and the ranked table they give; both writes are atomic."""
     save_records(files, records)
     frame = leaderboard(records.values(), max_epochs=max_epochs, param_names=param_names, seed=seed,
-                        fold=fold)
+                        fold=fold, command_prefix=command_prefix)
     atomic_write_text(files.leaderboard_csv, to_csv(frame))
     return frame
 
@@ -44,4 +45,5 @@ def run_leaderboard(run_dir: str | Path) -> pd.DataFrame:
             "launch` printed, e.g. runs/<name>")
     run = read_json(files.run_json)
     return leaderboard(load_records(files).values(), max_epochs=run["max_epochs"],
-                       param_names=run["searched"], seed=run["seed"], fold=run["fold"])
+                       param_names=run["searched"], seed=run["seed"], fold=run["fold"],
+                       command_prefix=run.get("reproduce"))

@@ -10,6 +10,7 @@ full run, however lucky it was.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable
 
 import pandas as pd
@@ -21,7 +22,7 @@ PARAM_PREFIX = "param."
 COLUMNS = [
     "rank", "trial_id", "optuna_number", "warm_start", "status", "epochs", "max_epochs", "budget",
     M.BEST_EPOCH, M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
-    "time_s", "node", "device", "seed", "fold", "checkpoint", "error",
+    "time_s", "node", "device", "seed", "fold", "checkpoint", "error", "command",
 ]
 
 
@@ -36,10 +37,19 @@ def rank_records(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     return sorted(records, key=_sort_key)
 
 
+def reproduce_command(prefix: str, params: dict) -> str:
+    """`prefix` (a `python -m search train-one ...` call fixing data, fold, seed and budget) plus
+    one `--set name=value` per parameter of the trial."""
+    sets = [f"--set {shlex.quote(f'{name}={value}')}" for name, value in params.items()]
+    return " ".join([prefix, *sets])
+
+
 def leaderboard(records: Iterable[TrialRecord], *, max_epochs: int, param_names: list[str],
-                seed: int | None = None, fold: int | None = None) -> pd.DataFrame:
+                seed: int | None = None, fold: int | None = None, command_prefix: str | None = None
+                ) -> pd.DataFrame:
     """One row per trial in rank order, with the columns of COLUMNS then `param.<name>` per searched
-    parameter (empty where a conditional parameter did not apply)."""
+    parameter (empty where a conditional parameter did not apply). `command` retrains the row's
+    configuration when `command_prefix` is given."""
     rows = []
     for rank, record in enumerate(rank_records(records), start=1):
         best = record.best or {}
@@ -62,6 +72,7 @@ def leaderboard(records: Iterable[TrialRecord], *, max_epochs: int, param_names:
             "fold": fold,
             "checkpoint": record.checkpoint,
             "error": record.error,
+            "command": reproduce_command(command_prefix, record.params) if command_prefix else None,
         }
         row.update({PARAM_PREFIX + name: record.params.get(name) for name in param_names})
         rows.append(row)

@@ -12,7 +12,7 @@ STATUSES = (COMPLETED, PRUNED, RUNNING, ERROR)  # also the leaderboard's order o
 
 # Per-evaluation values a record keeps (the rest of a Tune result is bookkeeping).
 HISTORY_KEYS = (M.EPOCH, M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
-                "train_loss")
+                "train_loss", "timestamp")
 
 
 @dataclass
@@ -27,12 +27,15 @@ class TrialRecord:
     node: str | None = None
     device: str | None = None
     time_s: float = 0.0
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # the best epoch's checkpoint directory
+    best_per_class_f1: list[float] | None = None  # level-2 F1 per label at the best epoch
 
     def add_evaluation(self, result: dict[str, Any]) -> None:
         """Keep one entry per epoch: a re-reported epoch (a retried trial) replaces the old one."""
         entry = {k: result[k] for k in HISTORY_KEYS if k in result}
         self.history = [h for h in self.history if h[M.EPOCH] < entry[M.EPOCH]] + [entry]
+        if result.get(M.BEST_EPOCH) == entry[M.EPOCH] and M.PER_CLASS_F1 in result:
+            self.best_per_class_f1 = list(result[M.PER_CLASS_F1])
 
     @property
     def best(self) -> dict[str, float] | None:

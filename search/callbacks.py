@@ -29,9 +29,11 @@ class LeaderboardCallback(Callback):
     """Keeps RUN_DIR/trials.json and RUN_DIR/leaderboard.csv current: rewritten (atomically)
     whenever a trial starts, reports or ends."""
 
-    def __init__(self, files: RunFiles, *, max_epochs: int, param_names: list[str], seed: int, fold: int):
+    def __init__(self, files: RunFiles, *, max_epochs: int, param_names: list[str], seed: int, fold: int,
+                 command_prefix: str | None = None):
         self.files = files
         self.max_epochs, self.param_names, self.seed, self.fold = max_epochs, param_names, seed, fold
+        self.command_prefix = command_prefix
         self.records: dict[str, TrialRecord] = load_records(files)
         self._synced = False
 
@@ -84,7 +86,8 @@ class LeaderboardCallback(Callback):
 
     def write(self):
         return write_leaderboard(self.files, self.records, max_epochs=self.max_epochs,
-                                 param_names=self.param_names, seed=self.seed, fold=self.fold)
+                                 param_names=self.param_names, seed=self.seed, fold=self.fold,
+                                 command_prefix=self.command_prefix)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._record(trial).status = RUNNING
@@ -97,9 +100,13 @@ class LeaderboardCallback(Callback):
         record.node = result.get("node_ip", record.node)
         record.device = result.get("device", record.device)
         record.time_s = float(result.get("time_total_s", record.time_s))
-        if trial.checkpoint is not None:
-            record.checkpoint = trial.checkpoint.path
         self.write()
+
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint, **info: Any) -> None:
+        last = trial.last_result or {}
+        if last.get(M.EPOCH) is not None and last.get(M.EPOCH) == last.get(M.BEST_EPOCH):
+            self._record(trial).checkpoint = checkpoint.path
+            self.write()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         record = self._record(trial)

@@ -1,4 +1,4 @@
-"""`python -m search <command>`: launch a search, resume it, export its leaderboard."""
+"""`python -m search <command>`: launch a search, resume it, export its leaderboard, train one config."""
 
 from __future__ import annotations
 
@@ -12,13 +12,10 @@ EXIT_UNFINISHED = 1
 EXIT_USAGE = 2
 
 
-def _launch_parser(sub: argparse._SubParsersAction) -> None:
-    from search.driver import DEFAULT_MAX_EPOCHS, Settings
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    from search.settings import Settings
 
     d = Settings()
-    p = sub.add_parser("launch", help="run a search (default: the demo space on synthetic data)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--space", default=None, help="search-space YAML file or shipped name (demo)")
     data = p.add_argument_group("data")
     data.add_argument("--data", default=None, help="directory with train.csv (id,text,label), or the CSV")
     data.add_argument("--synthetic", action="store_true", help="generated data (the default without --data)")
@@ -27,6 +24,16 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--folds", type=int, default=d.folds, help="stratified folds")
     data.add_argument("--fold", type=int, default=d.fold, help="the held-out fold trials are scored on")
     data.add_argument("--max-seq-len", type=int, default=d.max_seq_len, help="tokens per text incl. [CLS]/[SEP]")
+
+
+def _launch_parser(sub: argparse._SubParsersAction) -> None:
+    from search.settings import DEFAULT_MAX_EPOCHS, Settings
+
+    d = Settings()
+    p = sub.add_parser("launch", help="run a search (default: the demo space on synthetic data)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--space", default=None, help="search-space YAML file or shipped name (demo)")
+    _data_arguments(p)
     run = p.add_argument_group("run")
     run.add_argument("--name", default=None, help="run name (default: <space>-<date>-<time>)")
     run.add_argument("--storage-path", default=d.storage_path, help="RUN_DIR is <storage-path>/<name>")
@@ -44,6 +51,21 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
                      help="trials at once (default: as many as the resources hold)")
     res.add_argument("--max-failures", type=int, default=d.max_failures,
                      help="retries of a crashing trial, from its last checkpoint")
+
+
+def _train_one_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-one", help="train one configuration without Ray (debug, reproduce a row)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--space", default=None, help="search-space YAML file or shipped name (demo)")
+    p.add_argument("--point", default=None, help="start from this warm-start point of the space")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a TrialConfig field (repeatable), e.g. --set lr=0.001 --set loss=focal")
+    p.add_argument("--max-epochs", type=int, default=None, help="default: the space's, else 4")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (a trial uses its CPUs)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _data_arguments(p)
 
 
 def _resume_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,12 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _launch_parser(sub)
     _resume_parser(sub)
+    _train_one_parser(sub)
     _export_parser(sub)
     return parser
 
 
 def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.driver import Settings, is_finished, launch
+    from search.driver import is_finished, launch
+    from search.settings import Settings
 
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
     settings = Settings(**{k: v for k, v in vars(args).items() if k != "command"})
@@ -89,6 +113,18 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
     files, frame = resume(args.run_dir, num_samples=args.num_samples, max_failures=args.max_failures, argv=argv)
     if not is_finished(frame, read_json(files.run_json)["settings"]["num_samples"]):
         sys.exit(EXIT_UNFINISHED)
+
+
+def cmd_train_one(args: argparse.Namespace) -> None:
+    from search.settings import Settings
+    from search.train_one import parse_sets, train_one
+
+    sys.stdout.reconfigure(line_buffering=True)
+    settings = Settings(space=args.space, data=args.data, synthetic=args.synthetic,
+                        synthetic_rows=args.synthetic_rows, synthetic_seed=args.synthetic_seed, folds=args.folds,
+                        fold=args.fold, max_seq_len=args.max_seq_len, max_epochs=args.max_epochs, seed=args.seed)
+    train_one(settings, point=args.point, sets=parse_sets(args.sets), threads=args.threads, device=args.device,
+              progress=not args.no_progress)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -111,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
             cmd_launch(args, argv)
         elif args.command == "resume":
             cmd_resume(args, argv)
+        elif args.command == "train-one":
+            cmd_train_one(args)
         elif args.command == "export":
             cmd_export(args)
     except (ConfigError, DataError, FileNotFoundError) as err:

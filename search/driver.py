@@ -15,7 +15,7 @@ import platform
 import shlex
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,8 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from model import metrics as M
-from model.data import EncodedData, prepare_data, read_table, resolve_train_path
+from model.data import EncodedData
 from model.errors import ConfigError
-from model.synthetic import DEFAULT_ROWS, synthesize
 from results.export import load_records
 from results.files import RunFiles, atomic_write_json, atomic_write_text, read_json
 from results.records import RUNNING
@@ -36,54 +35,12 @@ from search import preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
 from search.scheduler import BudgetSearchGenerator, ResumableASHA
 from search.searcher import FidelityAwareOptunaSearch
+from search.settings import Settings, load_data, resolve_max_epochs
+from search.train_one import command_prefix
 from search.trainable import run_trial
 from spaces.space import SearchSpace, load_space, resolve_space_path
 
-DEFAULT_MAX_EPOCHS = 4
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a launch needs; the CLI flags map one to one onto these fields."""
-
-    space: str | None = None  # path or shipped name; None = spaces/demo.yaml
-    data: str | None = None  # directory with train.csv, or the CSV; None = synthetic
-    synthetic: bool = False
-    synthetic_rows: int = DEFAULT_ROWS
-    synthetic_seed: int = 0
-    name: str | None = None
-    storage_path: str = "runs"
-    num_samples: int = 12
-    max_epochs: int | None = None  # None: the space's fixed value, else DEFAULT_MAX_EPOCHS
-    grace_period: int = 1
-    reduction_factor: float = 2
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
-    max_concurrent: int | None = None  # None: as many trials as the cluster holds at once
-    max_failures: int = 2
-    seed: int = 0
-    folds: int = 5
-    fold: int = 0
-    max_seq_len: int = 128
-
-
-def resolve_max_epochs(settings: Settings, space: SearchSpace) -> int:
-    if settings.max_epochs is not None:
-        return settings.max_epochs
-    return int(space.fixed.get("max_epochs", DEFAULT_MAX_EPOCHS))
-
-
-def load_data(settings: Settings) -> EncodedData:
-    """Read (or generate) and encode the data once, in the driver."""
-    if settings.data is not None:
-        path = resolve_train_path(settings.data)
-        frame, source = read_table(path), str(path.resolve())
-    else:
-        frame, _ = synthesize(settings.synthetic_rows, seed=settings.synthetic_seed)
-        source = f"synthetic(rows={settings.synthetic_rows}, seed={settings.synthetic_seed})"
-    return prepare_data(frame, folds=settings.folds, fold=settings.fold, seed=settings.seed,
-                        max_seq_len=settings.max_seq_len, source=source)
 
 
 def default_name(space_path: Path) -> str:
@@ -192,7 +149,9 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
         "seed": settings.seed,
         "fold": settings.fold,
         "data": {"source": data.source, "train_rows": len(data.train), "dev_rows": len(data.dev),
-                 "labels": data.num_labels, "vocab": len(data.vocab), "max_seq_len": data.max_seq_len},
+                 "vocab": len(data.vocab), "max_seq_len": data.max_seq_len,
+                 "level2_labels": list(data.labels.level2)},
+        "reproduce": command_prefix(settings, space_path=files.space_yaml, max_epochs=max_epochs),
         "versions": _versions(),
         "git_revision": _git_revision(),
         "host": platform.node(),
@@ -333,8 +292,8 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     """Run (or continue) the Tuner and return the final leaderboard."""
     out(f"search: {settings.num_samples} trials, up to {max_epochs} epochs each, ASHA grace "
         f"{settings.grace_period} / reduction {settings.reduction_factor:g}, {concurrency(settings)} at a time")
-    board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched,
-                                seed=settings.seed, fold=settings.fold)
+    board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched, seed=settings.seed,
+                                fold=settings.fold, command_prefix=read_json(files.run_json).get("reproduce"))
     scheduler = make_scheduler(settings, max_epochs)
     ended: frozenset[str] = frozenset()
     if resume:

@@ -133,6 +133,14 @@ class SearchSpace:
                 values[param.name] = param.suggest(trial)
         return values
 
+    def with_constants(self, values: dict[str, Any]) -> dict[str, Any]:
+        """`values` plus the conditional constants (`value:` parameters) active under them."""
+        out = dict(values)
+        for param in self.params:
+            if not param.searched and param.name not in out and self.is_active(param, out):
+                out[param.name] = param.value
+        return out
+
     def config(self, params: dict[str, Any], **overrides: Any) -> TrialConfig:
         """The trial config of sampled `params`: defaults <- fixed <- params <- overrides."""
         return TrialConfig.from_dict({**self.fixed, **params, **overrides})

@@ -8,7 +8,8 @@ import torch
 
 from model.config import TrialConfig
 from search import trainable
-from search.driver import Settings, launch
+from search.driver import launch
+from search.settings import Settings
 from tests.search.failing_trials import flaky_trial
 from tests.search.test_launch import SPACE
 

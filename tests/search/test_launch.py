@@ -1,16 +1,21 @@
 """End to end: a real search on local Ray over tiny synthetic data."""
 
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 from model import metrics as M
 from results.files import read_json
 from results.ranking import COLUMNS
-from search.driver import Settings, launch
+from search.driver import launch
+from search.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +48,7 @@ def test_leaderboard_has_one_ranked_row_per_trial(run):
     board = pd.read_csv(files.leaderboard_csv)
     assert len(board) == NUM_SAMPLES and board["trial_id"].is_unique
     assert list(board.columns) == COLUMNS + ["param.lr", "param.loss", "param.focal_gamma"]
+    assert board["command"].str.startswith("python -m search train-one --space ").all()
     assert board["rank"].tolist() == list(range(1, NUM_SAMPLES + 1))
     assert set(board["status"]) <= {"completed", "pruned"} and (board["status"] == "completed").any()
     completed = board[board["status"] == "completed"]
@@ -93,3 +99,26 @@ def test_export_cli_writes_the_same_table(run, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(files.leaderboard_csv))
+
+
+def test_rows_point_to_their_best_checkpoint_and_per_class_scores(run):
+    files, frame, _ = run
+    records = {r["trial_id"]: r for r in read_json(files.trials_json)}
+    for row in frame.itertuples():
+        state = torch.load(Path(row.checkpoint) / "state.pt", weights_only=True)
+        assert state["epoch"] == row.best_epoch and state["report"][M.LEVEL2_MACRO_F1] == row.level2_macro_f1
+        per_class = records[row.trial_id]["best_per_class_f1"]
+        assert len(per_class) == 35 and sum(per_class) / 35 == pytest.approx(row.level2_macro_f1)
+
+
+def test_reproduction_command_retrains_the_best_row(run):
+    _, frame, _ = run
+    best = frame.iloc[0]
+    args = shlex.split(best["command"])
+    assert args[:4] == ["python", "-m", "search", "train-one"] and "--threads" in args
+    proc = subprocess.run([sys.executable, *args[1:], "--no-progress"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reported = re.search(r"best: epoch (\d+), level-2 macro-F1 ([\d.]+)", proc.stdout)
+    assert int(reported.group(1)) == best[M.BEST_EPOCH]
+    assert float(reported.group(2)) == round(best[M.LEVEL2_MACRO_F1], 4)

@@ -7,8 +7,9 @@ import pytest
 import ray
 
 from model.errors import ConfigError, DataError
-from search.driver import Settings, launch
+from search.driver import launch
 from search.preflight import check_resources
+from search.settings import Settings
 from spaces.space import SpaceError
 
 TINY_SPACE = "fixed: {hidden_size: 16, num_heads: 2}\nparams:\n  lr: {float: [1.0e-3, 1.0e-2]}\n"

@@ -1,0 +1,54 @@
+"""Launch settings and the data they select. Free of Ray, so `train-one` and tools can use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model.data import EncodedData, prepare_data, read_table, resolve_train_path
+from model.synthetic import DEFAULT_ROWS, synthesize
+from spaces.space import SearchSpace
+
+DEFAULT_MAX_EPOCHS = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a launch needs; the CLI flags map one to one onto these fields."""
+
+    space: str | None = None  # path or shipped name; None = spaces/demo.yaml
+    data: str | None = None  # directory with train.csv, or the CSV; None = synthetic
+    synthetic: bool = False
+    synthetic_rows: int = DEFAULT_ROWS
+    synthetic_seed: int = 0
+    name: str | None = None
+    storage_path: str = "runs"
+    num_samples: int = 12
+    max_epochs: int | None = None  # None: the space's fixed value, else DEFAULT_MAX_EPOCHS
+    grace_period: int = 1
+    reduction_factor: float = 2
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    max_concurrent: int | None = None  # None: as many trials as the cluster holds at once
+    max_failures: int = 2
+    seed: int = 0
+    folds: int = 5
+    fold: int = 0
+    max_seq_len: int = 128
+
+
+def resolve_max_epochs(settings: Settings, space: SearchSpace) -> int:
+    if settings.max_epochs is not None:
+        return settings.max_epochs
+    return int(space.fixed.get("max_epochs", DEFAULT_MAX_EPOCHS))
+
+
+def load_data(settings: Settings) -> EncodedData:
+    """Read (or generate) and encode the data once, in the driver."""
+    if settings.data is not None:
+        path = resolve_train_path(settings.data)
+        frame, source = read_table(path), str(path.resolve())
+    else:
+        frame, _ = synthesize(settings.synthetic_rows, seed=settings.synthetic_seed)
+        source = f"synthetic(rows={settings.synthetic_rows}, seed={settings.synthetic_seed})"
+    return prepare_data(frame, folds=settings.folds, fold=settings.fold, seed=settings.seed,
+                        max_seq_len=settings.max_seq_len, source=source)

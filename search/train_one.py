@@ -1,0 +1,92 @@
+"""`python -m search train-one`: train one configuration with the same `fit` trials use, without Ray.
+
+For debugging a configuration and for reproducing a leaderboard row (the leaderboard's `command`
+column is such a call). The config is the space's fixed values, then a warm-start point
+(`--point`), then `--set key=value` overrides; anything else keeps its `TrialConfig` default.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from model import metrics as M
+from model.config import TrialConfig, field_names
+from model.errors import ConfigError
+from model.train import Evaluation, FitResult, fit
+from search.settings import DEFAULT_MAX_EPOCHS, Settings, load_data
+from spaces.space import SearchSpace, load_space
+
+
+def command_prefix(settings: Settings, *, space_path: Path, max_epochs: int) -> str:
+    """The `train-one` call that rebuilds a run's data and budget; a trial's `--set`s complete it."""
+    args = ["python", "-m", "search", "train-one", "--space", str(space_path.resolve())]
+    if settings.data is not None:
+        args += ["--data", str(Path(settings.data).resolve())]
+    else:
+        args += ["--synthetic", "--synthetic-rows", str(settings.synthetic_rows), "--synthetic-seed",
+                 str(settings.synthetic_seed)]
+    args += ["--folds", str(settings.folds), "--fold", str(settings.fold), "--max-seq-len", str(settings.max_seq_len),
+             "--max-epochs", str(max_epochs), "--seed", str(settings.seed),
+             "--threads", str(max(1, int(settings.cpus_per_trial)))]
+    return shlex.join(args)
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`["lr=0.001", "loss=focal"]` -> {"lr": 0.001, "loss": "focal"} (values read as YAML scalars)."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not key=value, e.g. --set lr=0.001")
+        values[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+    unknown = sorted(set(values) - set(field_names()))
+    if unknown:
+        raise ConfigError(f"--set names unknown field(s) {', '.join(unknown)}; valid fields are: "
+                          f"{', '.join(field_names())}")
+    return values
+
+
+def resolve_config(space: SearchSpace, *, point: str | None, sets: dict[str, Any], max_epochs: int | None,
+                   seed: int) -> TrialConfig:
+    values: dict[str, Any] = {}
+    if point is not None:
+        if point not in space.warm_start:
+            names = ", ".join(space.warm_start) or "none"
+            raise ConfigError(f"--point {point!r} is not a warm-start point of {space.path}; its points: {names}")
+        values.update(space.warm_start[point])
+    values = space.with_constants({**values, **sets})
+    epochs = max_epochs or values.pop("max_epochs", None) or space.fixed.get("max_epochs", DEFAULT_MAX_EPOCHS)
+    return space.config(values, max_epochs=int(epochs), seed=seed)
+
+
+def describe(evaluation: Evaluation, max_epochs: int, seconds: float) -> str:
+    m = evaluation.metrics
+    return (f"epoch {evaluation.epoch}/{max_epochs}  level-2 F1 {m[M.LEVEL2_MACRO_F1]:.4f}  "
+            f"level-1 F1 {m[M.LEVEL1_MACRO_F1]:.4f}  accuracy {m[M.ACCURACY]:.4f}  dev loss "
+            f"{m[M.DEV_LOSS]:.4f}  train loss {m['train_loss']:.4f}  ({seconds:.0f}s)"
+            + ("  *best" if evaluation.is_best else ""))
+
+
+def train_one(settings: Settings, *, point: str | None, sets: dict[str, Any], threads: int | None,
+              device: str | None, progress: bool = True, out=print) -> FitResult:
+    space = load_space(settings.space)
+    cfg = resolve_config(space, point=point, sets=sets, max_epochs=settings.max_epochs, seed=settings.seed)
+    data = load_data(settings)
+    if threads:
+        torch.set_num_threads(threads)
+    out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold {settings.fold} "
+        f"of {settings.folds})")
+    out("config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
+    started = time.perf_counter()
+    result = fit(cfg, data, lambda e: out(describe(e, cfg.max_epochs, time.perf_counter() - started)),
+                 device=device, progress=progress)
+    best = result.best.metrics
+    out(f"best: epoch {result.best.epoch}, level-2 macro-F1 {best[M.LEVEL2_MACRO_F1]:.4f}, level-1 macro-F1 "
+        f"{best[M.LEVEL1_MACRO_F1]:.4f} ({result.seconds:.0f}s)")
+    return result
