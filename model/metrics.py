@@ -17,6 +17,10 @@ DEV_LOSS = "dev_loss"
 WORST5_F1 = "worst5_level2_f1"
 EPOCH = "epoch"
 PER_CLASS_F1 = "per_class_f1"  # list: level-2 F1 of each label, in label order
+# What Ray ranks checkpoints by: the level-2 macro-F1 on an evaluation that improved on all earlier
+# ones, -1 otherwise. Strictly increasing over improvements, so the checkpoint Ray keeps as best is
+# exactly the trial's best epoch, whatever Ray does with ties.
+CHECKPOINT_SCORE = "checkpoint_score"
 # True on the last evaluation of a trial that ended on its own (full budget or patience).
 # A trial whose last result lacks it was stopped by the scheduler.
 FINISHED = "finished"

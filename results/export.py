@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from model import metrics as M
 from results.files import RunFiles, atomic_write_json, atomic_write_text, read_json
-from results.ranking import leaderboard
-from results.records import TrialRecord
+from results.ranking import PARAM_PREFIX, leaderboard
+from results.records import STATUSES, TrialRecord
 
 
 def save_records(files: RunFiles, records: dict[str, TrialRecord]) -> None:
@@ -21,8 +23,57 @@ def load_records(files: RunFiles) -> dict[str, TrialRecord]:
     return {d["trial_id"]: TrialRecord.from_dict(d) for d in read_json(files.trials_json)}
 
 
+FORMATS = ("csv", "md", "json")
+# Markdown is for pasting into reports: the columns a reader compares, not paths and commands.
+MARKDOWN_COLUMNS = ["rank", "optuna_number", "status", "epochs", "budget", M.BEST_EPOCH, M.LEVEL2_MACRO_F1,
+                    M.LEVEL1_MACRO_F1, M.WORST5_F1, "time_s"]
+
+
 def to_csv(frame: pd.DataFrame) -> str:
     return frame.to_csv(index=False, lineterminator="\n")
+
+
+def select(frame: pd.DataFrame, *, top: int | None = None, statuses: list[str] | None = None) -> pd.DataFrame:
+    """Rows whose status is in `statuses` (all when None), then the first `top` of them (ranks kept)."""
+    if statuses:
+        unknown = sorted(set(statuses) - set(STATUSES))
+        if unknown:
+            raise ValueError(f"--status {', '.join(unknown)} is not a status; statuses are: {', '.join(STATUSES)}")
+        frame = frame[frame["status"].isin(statuses)]
+    if top is not None:
+        if top < 1:
+            raise ValueError(f"--top is {top}, but must be >= 1")
+        frame = frame.head(top)
+    return frame.reset_index(drop=True)
+
+
+def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns with None for every missing cell (NaN, NA), so writers leave them empty."""
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def top_table(frame: pd.DataFrame, top: int = 5) -> str:
+    """The first rows as aligned text for a terminal: rank, status, scores and parameters."""
+    shown = ["rank", "optuna_number", "status", "epochs", M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1] + [
+        c for c in frame.columns if c.startswith(PARAM_PREFIX)]
+    return frame[shown].head(top).rename(columns=lambda c: c.removeprefix(PARAM_PREFIX)).to_string(
+        index=False, float_format=lambda x: f"{x:.4g}", na_rep="-")
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """The table as CSV (every column, pandas-readable), JSON (a list of row objects, null for empty)
+    or markdown (the comparison columns and the parameters)."""
+    if fmt == "csv":
+        return to_csv(frame)
+    if fmt == "json":
+        # json rather than DataFrame.to_json, which rounds floats to 10 digits
+        rows = _with_none(frame).to_dict(orient="records")
+        return json.dumps(rows, indent=1, ensure_ascii=False, default=lambda v: v.item()) + "\n"
+    if fmt == "md":
+        params = [c for c in frame.columns if c.startswith(PARAM_PREFIX)]
+        table = _with_none(frame[MARKDOWN_COLUMNS + params]).rename(columns=lambda c: c.removeprefix(PARAM_PREFIX))
+        return table.to_markdown(index=False, floatfmt=".4g", missingval="") + "\n"
+    raise ValueError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}")
 
 
 def write_leaderboard(files: RunFiles, records: dict[str, TrialRecord], *, max_epochs: int,

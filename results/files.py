@@ -10,6 +10,7 @@ RUN_DIR = <storage-path>/<name> is Ray Tune's experiment directory; next to Ray'
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -45,6 +46,28 @@ class RunFiles:
     @property
     def leaderboard_csv(self) -> Path:
         return self.root / "leaderboard.csv"
+
+    @property
+    def driver_lock(self) -> Path:
+        return self.root / ".driver.lock"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+
+def driver_pid(files: RunFiles) -> int | None:
+    """The pid of the driver holding the run's lock, or None when no driver is running on it."""
+    if not files.driver_lock.exists():
+        return None
+    with open(files.driver_lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -79,9 +79,27 @@ def _resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a run's leaderboard as CSV")
+    p = sub.add_parser("export", help="write a run's leaderboard (CSV, markdown or JSON)",
+                       description="Write the leaderboard of RUN_DIR, rebuilt from its trial records: CSV with "
+                       "every column, JSON (a list of row objects), or markdown with the comparison columns "
+                       "and the parameters. Works while the search runs.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
     p.add_argument("--out", default=None, help="output file (default: standard output)")
+    p.add_argument("--format", default="csv", choices=["csv", "md", "json"])
+    p.add_argument("--top", type=int, default=None, help="only the first K rows (after --status)")
+    p.add_argument("--status", action="append", default=None,
+                   help="only rows with this status (repeatable): completed, pruned, running, error")
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write an HTML report with figures to RUN_DIR/report/")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed")
+
+
+def _status_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="where a search stands: progress, best, top trials")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed")
+    p.add_argument("--top", type=int, default=5, help="rows of the leaderboard to show")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     _resume_parser(sub)
     _train_one_parser(sub)
     _export_parser(sub)
+    _status_parser(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -128,15 +148,31 @@ def cmd_train_one(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from results.export import run_leaderboard, to_csv
+    from results.export import render, run_leaderboard, select
     from results.files import atomic_write_text
 
-    frame = run_leaderboard(args.run_dir)
+    try:
+        frame = select(run_leaderboard(args.run_dir), top=args.top, statuses=args.status)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    text = render(frame, args.format)
     if args.out is None:
-        sys.stdout.write(to_csv(frame))
+        sys.stdout.write(text)
     else:
-        atomic_write_text(Path(args.out), to_csv(frame))
+        atomic_write_text(Path(args.out), text)
         print(f"wrote {len(frame)} rows to {args.out}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from results.report import write_report
+
+    print(f"wrote {write_report(args.run_dir)}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from results.status import status_text
+
+    print(status_text(args.run_dir, top=args.top))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,6 +187,10 @@ def main(argv: list[str] | None = None) -> None:
             cmd_train_one(args)
         elif args.command == "export":
             cmd_export(args)
+        elif args.command == "status":
+            cmd_status(args)
+        elif args.command == "report":
+            cmd_report(args)
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

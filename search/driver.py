@@ -28,8 +28,8 @@ from ray.tune.search import ConcurrencyLimiter
 from model import metrics as M
 from model.data import EncodedData
 from model.errors import ConfigError
-from results.export import load_records
-from results.files import RunFiles, atomic_write_json, atomic_write_text, read_json
+from results.export import load_records, top_table
+from results.files import RunFiles, atomic_write_json, atomic_write_text, driver_pid, read_json
 from results.records import RUNNING
 from search import preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
@@ -104,7 +104,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             storage_path=str(files.root.parent.resolve()),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # The latest checkpoint is always kept (to resume); num_to_keep=1 adds the best one.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=M.OBJECTIVE,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=M.CHECKPOINT_SCORE,
                                                     checkpoint_score_order="max"),
             callbacks=callbacks,
             verbose=0,
@@ -162,13 +162,15 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
 def run_lock(files: RunFiles):
     """Hold RUN_DIR's driver lock: two drivers on one run would corrupt it. The OS releases the
     lock when the process dies, however it dies."""
-    handle = open(files.root / ".driver.lock", "w")  # held, and locked, for the whole block
+    handle = open(files.driver_lock, "a+")  # held, and locked, for the whole block
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise ConfigError(f"another driver is running on {files.root}; wait for it or stop it first") from None
+        raise ConfigError(f"another driver (pid {driver_pid(files)}) is running on {files.root}; wait for it "
+                          "or stop it first") from None
     try:
+        handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         yield
@@ -323,12 +325,8 @@ def is_finished(frame: pd.DataFrame, num_samples: int) -> bool:
 
 def summary(frame: pd.DataFrame, files: RunFiles, top: int = 5) -> str:
     counts = frame["status"].value_counts().to_dict()
-    shown = ["rank", "optuna_number", "status", "epochs", M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1] + [
-        c for c in frame.columns if c.startswith("param.")]
-    table = frame[shown].head(top).rename(columns=lambda c: c.removeprefix("param.")).to_string(
-        index=False, float_format=lambda x: f"{x:.4g}", na_rep="-")
     return (f"\n{len(frame)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-            + f"\n\ntop {min(top, len(frame))}:\n{table}\n\nleaderboard: {files.leaderboard_csv}"
+            + f"\n\ntop {min(top, len(frame))}:\n{top_table(frame, top)}\n\nleaderboard: {files.leaderboard_csv}"
             + f"\nexport: python -m search export {files.root} --out leaderboard.csv")
 
 

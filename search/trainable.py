@@ -55,7 +55,8 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     device = default_device()  # CUDA only where Ray assigned this trial a GPU
 
     def report(evaluation: Evaluation) -> None:
-        metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, "device": str(device)}
+        metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, "device": str(device),
+                   M.CHECKPOINT_SCORE: evaluation.metrics[M.LEVEL2_MACRO_F1] if evaluation.is_best else -1.0}
         with tempfile.TemporaryDirectory() as tmp:
             torch.save({**evaluation.state(), "report": metrics}, Path(tmp) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -1,10 +1,12 @@
+import io
+import json
 import math
 
 import pandas as pd
 import pytest
 
 from model import metrics as M
-from results.export import load_records, run_leaderboard, save_records, write_leaderboard
+from results.export import load_records, render, run_leaderboard, save_records, select, write_leaderboard
 from results.files import RunFiles, atomic_write_json
 from results.ranking import COLUMNS, leaderboard
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
@@ -83,3 +85,34 @@ def test_add_evaluation_replaces_a_re_reported_epoch():
 def test_not_a_run_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a run directory"):
         run_leaderboard(tmp_path)
+
+
+def sample_board():
+    records = [rec("a", COMPLETED, [0.5, 0.7], 0, params={"lr": 0.01, "loss": "focal", "focal_gamma": 2.0}),
+               rec("b", PRUNED, [0.2], 1, params={"lr": 0.1, "loss": "ce"}),
+               rec("c", ERROR, [], 2, params={"lr": 0.05, "loss": "ce"}, error="ValueError: x")]
+    return leaderboard(records, max_epochs=2, param_names=["lr", "loss", "focal_gamma"], seed=0, fold=0,
+                       command_prefix="python -m search train-one --seed 0")
+
+
+def test_select_by_status_and_top_keeps_ranks():
+    board = sample_board()
+    assert select(board, statuses=["pruned", "error"])["rank"].tolist() == [2, 3]
+    assert select(board, top=1)["trial_id"].tolist() == ["a"]
+    assert select(board, statuses=["error"], top=5)["trial_id"].tolist() == ["c"]
+    with pytest.raises(ValueError, match=r"--status done is not a status; statuses are: completed"):
+        select(board, statuses=["done"])
+
+
+def test_render_formats():
+    board = sample_board()
+    csv = pd.read_csv(io.StringIO(render(board, "csv")))
+    assert csv["level2_macro_f1"].tolist()[:2] == board["level2_macro_f1"].tolist()[:2]
+    rows = json.loads(render(board, "json"))
+    assert rows[0]["level2_macro_f1"] == board["level2_macro_f1"].iloc[0]  # full precision
+    assert rows[1]["param.focal_gamma"] is None and rows[2]["best_epoch"] is None
+    md = render(board, "md").splitlines()
+    assert md[0].startswith("|") and "focal_gamma" in md[0] and "command" not in md[0]
+    assert "nan" not in render(board, "md")
+    assert board["command"].iloc[0] == ("python -m search train-one --seed 0 --set lr=0.01 --set loss=focal "
+                                        "--set focal_gamma=2.0")

@@ -1,9 +1,14 @@
 """End to end: a real search on local Ray over tiny synthetic data."""
 
+import html
+import io
+import json
 import re
 import shlex
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -14,6 +19,8 @@ import torch
 from model import metrics as M
 from results.files import read_json
 from results.ranking import COLUMNS
+from results.report import write_report
+from results.status import status_text
 from search.driver import launch
 from search.settings import Settings
 
@@ -33,18 +40,33 @@ NUM_SAMPLES, MAX_EPOCHS = 8, 3
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, local_ray):
+    """A finished search, and what a reader of leaderboard.csv saw while it ran."""
     root = tmp_path_factory.mktemp("e2e")
     (root / "space.yaml").write_text(SPACE)
     settings = Settings(space=str(root / "space.yaml"), synthetic_rows=1200, max_seq_len=48, folds=4,
                         num_samples=NUM_SAMPLES, max_epochs=MAX_EPOCHS, grace_period=1, reduction_factor=2,
                         storage_path=str(root / "runs"), name="e2e", seed=0)
+    seen, stop = [], threading.Event()
+
+    def watch(path=root / "runs" / "e2e" / "leaderboard.csv"):
+        while not stop.is_set():
+            if path.exists():
+                seen.append(pd.read_csv(path))  # must always parse: writes are atomic
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     lines = []
-    files, frame = launch(settings, argv=["launch", "--name", "e2e"], out=lines.append)
-    return files, frame, "\n".join(lines)
+    try:
+        files, frame = launch(settings, argv=["launch", "--name", "e2e"], out=lines.append)
+    finally:
+        stop.set()
+        watcher.join()
+    return files, frame, "\n".join(lines), seen
 
 
 def test_leaderboard_has_one_ranked_row_per_trial(run):
-    files, frame, output = run
+    files, frame, output, _ = run
     board = pd.read_csv(files.leaderboard_csv)
     assert len(board) == NUM_SAMPLES and board["trial_id"].is_unique
     assert list(board.columns) == COLUMNS + ["param.lr", "param.loss", "param.focal_gamma"]
@@ -71,7 +93,7 @@ def test_leaderboard_has_one_ranked_row_per_trial(run):
 
 
 def test_study_agrees_with_leaderboard(run):
-    files, frame, _ = run
+    files, frame, _, _ = run
     study = optuna.load_study(study_name="e2e", storage=files.study_url)
     states = {t.number: t.state.name for t in study.trials}
     expected = {"completed": "COMPLETE", "pruned": "PRUNED"}
@@ -83,7 +105,7 @@ def test_study_agrees_with_leaderboard(run):
 
 
 def test_run_dir_is_self_describing(run):
-    files, _, _ = run
+    files, _, _, _ = run
     record = read_json(files.run_json)
     assert record["command"] == "python -m search launch --name e2e"
     assert record["max_epochs"] == MAX_EPOCHS and record["searched"] == ["lr", "loss", "focal_gamma"]
@@ -93,7 +115,7 @@ def test_run_dir_is_self_describing(run):
 
 
 def test_export_cli_writes_the_same_table(run, tmp_path):
-    files, _, _ = run
+    files, _, _, _ = run
     out = tmp_path / "board.csv"
     proc = subprocess.run([sys.executable, "-m", "search", "export", str(files.root), "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
@@ -102,7 +124,7 @@ def test_export_cli_writes_the_same_table(run, tmp_path):
 
 
 def test_rows_point_to_their_best_checkpoint_and_per_class_scores(run):
-    files, frame, _ = run
+    files, frame, _, _ = run
     records = {r["trial_id"]: r for r in read_json(files.trials_json)}
     for row in frame.itertuples():
         state = torch.load(Path(row.checkpoint) / "state.pt", weights_only=True)
@@ -112,7 +134,7 @@ def test_rows_point_to_their_best_checkpoint_and_per_class_scores(run):
 
 
 def test_reproduction_command_retrains_the_best_row(run):
-    _, frame, _ = run
+    _, frame, _, _ = run
     best = frame.iloc[0]
     args = shlex.split(best["command"])
     assert args[:4] == ["python", "-m", "search", "train-one"] and "--threads" in args
@@ -122,3 +144,45 @@ def test_reproduction_command_retrains_the_best_row(run):
     reported = re.search(r"best: epoch (\d+), level-2 macro-F1 ([\d.]+)", proc.stdout)
     assert int(reported.group(1)) == best[M.BEST_EPOCH]
     assert float(reported.group(2)) == round(best[M.LEVEL2_MACRO_F1], 4)
+
+
+def test_leaderboard_is_readable_while_the_search_runs(run):
+    files, frame, _, seen = run
+    during = [board for board in seen if (board["status"] == "running").any()]
+    assert during, "no read caught a running trial"
+    assert any(len(board) >= 2 for board in during)
+    # rows only ever get added: every trial seen while running is in the final table
+    assert set().union(*(set(board["trial_id"]) for board in seen)) == set(frame["trial_id"])
+
+
+def test_export_formats_and_filters(run, tmp_path):
+    files, frame, _, _ = run
+
+    def export(*args):
+        proc = subprocess.run([sys.executable, "-m", "search", "export", str(files.root), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    rows = json.loads(export("--format", "json"))
+    assert [r["trial_id"] for r in rows] == frame["trial_id"].tolist()
+    assert [r[M.LEVEL2_MACRO_F1] for r in rows] == frame[M.LEVEL2_MACRO_F1].tolist()
+    pruned = pd.read_csv(io.StringIO(export("--status", "pruned", "--top", "2")))
+    assert len(pruned) == min(2, (frame["status"] == "pruned").sum()) and set(pruned["status"]) == {"pruned"}
+    md = export("--format", "md", "--top", "3").splitlines()
+    assert len(md) == 2 + 3 and md[0].startswith("| ") and "level2_macro_f1" in md[0]
+
+
+def test_status_and_report(run):
+    files, frame, _, _ = run
+    text = status_text(files.root)
+    assert "no driver is running" in text
+    assert f"trials: {NUM_SAMPLES} of {NUM_SAMPLES} started" in text
+    assert f"best completed: level-2 macro-F1 {frame.iloc[0][M.LEVEL2_MACRO_F1]:.4f}" in text
+    page = write_report(files.root)
+    content = page.read_text()
+    for name in ("progress", "importance", "parallel", "rungs", "per_class"):
+        figure = page.parent / "figures" / f"{name}.png"
+        assert f'src="figures/{name}.png"' in content
+        assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
+    assert frame.iloc[0]["command"] in html.unescape(content)
