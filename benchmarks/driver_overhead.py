@@ -26,6 +26,7 @@ from ray import tune
 
 from benchmarks.sleep_trial import sleep_trial
 from results.files import RunFiles
+from results.timeline import busy_fraction
 from search.callbacks import LeaderboardCallback
 from search.driver import build_tuner, quiet_ray
 from search.searcher import FidelityAwareOptunaSearch, make_sampler
@@ -35,7 +36,8 @@ from spaces.space import parse_space
 SPACE = parse_space("params:\n  lr: {float: [1.0e-4, 1.0e-2], log: true}\n", source="benchmark")
 
 
-def run_tune(args: argparse.Namespace, root: Path) -> float:
+def run_tune(args: argparse.Namespace, root: Path) -> tuple[float, float]:
+    """Wall seconds of the search, and the fraction of it during which every slot ran a trial."""
     files = RunFiles(root / "tune")
     files.root.mkdir(parents=True)
     settings = Settings(num_samples=args.trials, max_epochs=args.epochs, grace_period=args.epochs,
@@ -48,7 +50,7 @@ def run_tune(args: argparse.Namespace, root: Path) -> float:
                         callbacks=[board])
     started = time.perf_counter()
     tuner.fit()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, busy_fraction(board.records.values(), args.slots)
 
 
 def run_bare_optuna(args: argparse.Namespace, root: Path) -> float:
@@ -88,10 +90,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        ray.init(num_cpus=args.slots, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=args.slots, include_dashboard=False, logging_level="ERROR")
         ray_init = time.perf_counter() - started
         try:
-            tune_wall = run_tune(args, root)
+            tune_wall, busy = run_tune(args, root)
         finally:
             ray.shutdown()
         bare_wall = run_bare_optuna(args, root)
@@ -105,7 +107,8 @@ def main() -> None:
                        ("bare Optuna loop (threads) + SQLite", bare_wall)]:
         per_trial = (wall - minimum) * args.slots / args.trials
         print(f"| {name} | {wall:.1f} | {wall / minimum:.3f} | {per_trial:.2f} |")
-    print(f"\nA real trial's worker also imports search.trainable (torch, transformers): {real_import:.1f} s "
+    print(f"\nAll {args.slots} slots ran a trial {busy:.0%} of the Ray Tune search (the rest: workers starting).")
+    print(f"A real trial's worker also imports search.trainable (torch, transformers): {real_import:.1f} s "
           "per trial on this machine, on top of the overhead above.")
 
 

@@ -174,7 +174,7 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
         # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
         groups = bucketed_batches(data.train.lengths, batch_size=cfg.batch_size,
                                   rng=np.random.default_rng([cfg.seed, epoch]))
-        train_loss, seen = 0.0, 0
+        train_loss, seen, epoch_started = 0.0, 0, time.perf_counter()
         steps = tqdm(batches(data.train, groups, device), total=len(groups), desc=f"epoch {epoch}",
                      unit="batch", leave=False, disable=not progress)
         for ids, mask, labels in steps:
@@ -205,6 +205,7 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
             M.DEV_LOSS: scores[M.DEV_LOSS],
             M.WORST5_F1: scores[M.WORST5_F1],
             "train_loss": train_loss / max(seen, 1),
+            "train_samples_per_s": seen / max(time.perf_counter() - epoch_started, 1e-9),
             M.BEST_LEVEL2_MACRO_F1: best_score,
             M.BEST_EPOCH: best_epoch,
             M.FINISHED: is_last,

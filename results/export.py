@@ -29,6 +29,16 @@ MARKDOWN_COLUMNS = ["rank", "optuna_number", "status", "epochs", "budget", M.BES
                     M.LEVEL1_MACRO_F1, M.WORST5_F1, "time_s"]
 
 
+# Text columns pandas would otherwise guess: a Ray trial id such as "8e123456" reads as a float.
+TEXT_COLUMNS = {"trial_id": str, "warm_start": str, "status": str, "node": str, "device": str, "checkpoint": str,
+                "error": str, "command": str}
+
+
+def read_leaderboard_csv(path_or_buffer) -> pd.DataFrame:
+    """Read a leaderboard CSV back with its text columns kept as text."""
+    return pd.read_csv(path_or_buffer, dtype=TEXT_COLUMNS)
+
+
 def to_csv(frame: pd.DataFrame) -> str:
     return frame.to_csv(index=False, lineterminator="\n")
 

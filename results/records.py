@@ -12,7 +12,7 @@ STATUSES = (COMPLETED, PRUNED, RUNNING, ERROR)  # also the leaderboard's order o
 
 # Per-evaluation values a record keeps (the rest of a Tune result is bookkeeping).
 HISTORY_KEYS = (M.EPOCH, M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
-                "train_loss", "timestamp")
+                "train_loss", "timestamp", "train_samples_per_s", "gpu_mem_peak_gb")
 
 
 @dataclass
@@ -24,11 +24,14 @@ class TrialRecord:
     status: str = RUNNING
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch, in order
     error: str | None = None
-    node: str | None = None
+    node: str | None = None  # IP of the node it ran on
+    node_id: str | None = None  # Ray's id of that node (unique even for several nodes on one host)
     device: str | None = None
     time_s: float = 0.0
     checkpoint: str | None = None  # the best epoch's checkpoint directory
     best_per_class_f1: list[float] | None = None  # level-2 F1 per label at the best epoch
+    started_at: float | None = None  # unix time the trial (last) started running
+    ended_at: float | None = None  # unix time it ended
 
     def add_evaluation(self, result: dict[str, Any]) -> None:
         """Keep one entry per epoch: a re-reported epoch (a retried trial) replaces the old one."""

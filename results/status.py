@@ -10,6 +10,7 @@ from model import metrics as M
 from results.export import load_records, run_leaderboard, top_table
 from results.files import RunFiles, driver_pid, read_json
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING
+from results.timeline import busy_fraction
 
 
 def _duration(seconds: float) -> str:
@@ -36,6 +37,10 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
         f"{counts[RUNNING]} running, {counts[ERROR]} failed",
         f"elapsed: {_duration(until - started)}" + ("" if pid else " (launch to last result)"),
     ]
+    slots = run.get("concurrency")
+    busy = busy_fraction(records, slots, now=time.time() if pid else None) if slots else None
+    if busy is not None:
+        lines.append(f"slots: {slots} trials at a time; all {slots} busy {busy:.0%} of the time")
     finished = frame[frame["status"] == COMPLETED]
     if len(finished):
         best = finished.iloc[0]

@@ -90,7 +90,8 @@ class LeaderboardCallback(Callback):
                                  command_prefix=self.command_prefix)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._record(trial).status = RUNNING
+        record = self._record(trial)
+        record.status, record.started_at, record.ended_at = RUNNING, time.time(), None
         self.write()
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
@@ -98,6 +99,7 @@ class LeaderboardCallback(Callback):
         record = self._record(trial)
         record.add_evaluation(result)
         record.node = result.get("node_ip", record.node)
+        record.node_id = result.get("node_id", record.node_id)
         record.device = result.get("device", record.device)
         record.time_s = float(result.get("time_total_s", record.time_s))
         self.write()
@@ -113,11 +115,12 @@ class LeaderboardCallback(Callback):
         if trial.last_result:
             self.on_trial_result(iteration, trials, trial, trial.last_result)
         record.status = COMPLETED if (trial.last_result or {}).get(M.FINISHED) else PRUNED
+        record.ended_at = time.time()
         self.write()
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         record = self._record(trial)
-        record.status, record.error = ERROR, error_message(trial)
+        record.status, record.error, record.ended_at = ERROR, error_message(trial), time.time()
         self.write()
 
 

@@ -45,6 +45,9 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
     sched.add_argument("--grace-period", type=int, default=d.grace_period, help="epochs before a trial can be stopped")
     sched.add_argument("--reduction-factor", type=float, default=d.reduction_factor)
     res = p.add_argument_group("resources")
+    res.add_argument("--address", default=None,
+                     help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, "
+                     "else a new local Ray); the code is shipped to the nodes, which need only the requirements")
     res.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
     res.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial)
     res.add_argument("--max-concurrent", type=int, default=None,

@@ -21,6 +21,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
@@ -33,6 +34,7 @@ from results.files import RunFiles, atomic_write_json, atomic_write_text, driver
 from results.records import RUNNING
 from search import preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
+from search.cluster import REPO_ROOT, check_shared_storage, connect, is_uri
 from search.scheduler import BudgetSearchGenerator, ResumableASHA
 from search.searcher import FidelityAwareOptunaSearch
 from search.settings import Settings, load_data, resolve_max_epochs
@@ -40,19 +42,9 @@ from search.train_one import command_prefix
 from search.trainable import run_trial
 from spaces.space import SearchSpace, load_space, resolve_space_path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def default_name(space_path: Path) -> str:
     return f"{space_path.stem}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def ensure_ray() -> bool:
-    """Start a local Ray unless one is already running in this process; True if we started it."""
-    if ray.is_initialized():
-        return False
-    ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=True)
-    return True
 
 
 def concurrency(settings: Settings) -> int:
@@ -101,7 +93,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
         ),
         run_config=tune.RunConfig(
             name=files.root.name,
-            storage_path=str(files.root.parent.resolve()),
+            storage_path=ray_storage(settings, files),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # The latest checkpoint is always kept (to resume); num_to_keep=1 adds the best one.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=M.CHECKPOINT_SCORE,
@@ -151,6 +143,8 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
         "data": {"source": data.source, "train_rows": len(data.train), "dev_rows": len(data.dev),
                  "vocab": len(data.vocab), "max_seq_len": data.max_seq_len,
                  "level2_labels": list(data.labels.level2)},
+        "ray_storage": ray_storage(settings, files),
+        "concurrency": concurrency(settings),
         "reproduce": command_prefix(settings, space_path=files.space_yaml, max_epochs=max_epochs),
         "versions": _versions(),
         "git_revision": _git_revision(),
@@ -179,14 +173,30 @@ def run_lock(files: RunFiles):
 
 
 @contextlib.contextmanager
-def ray_session():
+def ray_session(address: str | None):
     quiet_ray()
-    started = ensure_ray()
+    started = connect(address)
     try:
         yield
     finally:
         if started:
             ray.shutdown()
+
+
+def run_files(settings: Settings, name: str) -> RunFiles:
+    """RUN_DIR: under --storage-path, or under ./runs when the storage is a URI (see search/cluster.py)."""
+    return RunFiles(Path("runs" if is_uri(settings.storage_path) else settings.storage_path) / name)
+
+
+def ray_storage(settings: Settings, files: RunFiles) -> str:
+    """Where Ray keeps the experiment (its state, trial directories, checkpoints)."""
+    return settings.storage_path if is_uri(settings.storage_path) else str(files.root.parent.resolve())
+
+
+def has_experiment_state(settings: Settings, files: RunFiles) -> bool:
+    fs, path = pyarrow.fs.FileSystem.from_uri(ray_storage(settings, files))
+    listing = fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{files.root.name}", allow_not_found=True))
+    return any(Path(info.path).name.startswith("experiment_state-") for info in listing)
 
 
 def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[str], Any] = print,
@@ -202,15 +212,16 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     max_epochs = resolve_max_epochs(settings, space)
     preflight.check_budget(max_epochs=max_epochs, grace_period=settings.grace_period)
     preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
-    files = RunFiles(Path(settings.storage_path) / (settings.name or default_name(space_path)))
+    files = run_files(settings, settings.name or default_name(space_path))
     if files.root.exists():
         raise ConfigError(f"{files.root} already exists: resume it with `python -m search resume {files.root}`,"
                           " or pick another --name")
     data = load_data(settings)
 
-    with ray_session():
+    with ray_session(settings.address):
         preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
                                   gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
+        check_shared_storage(settings.storage_path, ray.nodes())
         write_run_record(files, settings=settings, space=space, space_path=space_path, data=data,
                          max_epochs=max_epochs, argv=argv)
         with run_lock(files):
@@ -233,12 +244,19 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     if not files.run_json.exists():
         raise ConfigError(f"{run_dir} is not a run directory (no run.json): pass the RUN_DIR that "
                           "`python -m search launch` printed")
-    if not list(files.root.glob("experiment_state-*.json")):
-        raise ConfigError(f"{run_dir} has no Ray experiment state: its launch stopped before the search "
-                          "started, so there is nothing to resume. Launch it again (under a new --name)")
     run = read_json(files.run_json)
-    settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
-                                   name=files.root.name, storage_path=str(files.root.parent))
+    try:
+        settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
+                                       name=files.root.name)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{files.run_json} is not a run record this version can resume ({err!r}); it was "
+                          "written by another version of this project or edited by hand") from None
+    if not is_uri(settings.storage_path):  # the run directory may have moved since the launch
+        settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
+    if not has_experiment_state(settings, files):
+        raise ConfigError(f"{run_dir} has no Ray experiment state (in {ray_storage(settings, files)}): its launch "
+                          "stopped before the search started, so there is nothing to resume. Launch it again "
+                          "(under a new --name)")
     if num_samples is not None:
         settings = dataclasses.replace(settings, num_samples=num_samples)
     if max_failures is not None:
@@ -251,9 +269,10 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
                           "already has; pass at least that many")
     data = load_data(settings)
 
-    with ray_session(), run_lock(files):
+    with ray_session(settings.address), run_lock(files):
         preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
                                   gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
+        check_shared_storage(settings.storage_path, ray.nodes())
         run["settings"]["num_samples"] = settings.num_samples
         run["settings"]["max_failures"] = settings.max_failures
         run.setdefault("resumed", []).append({

@@ -34,6 +34,7 @@ class Settings:
     folds: int = 5
     fold: int = 0
     max_seq_len: int = 128
+    address: str | None = None  # a running Ray cluster (auto, HOST:PORT, ray://HOST:PORT); None = local
 
 
 def resolve_max_epochs(settings: Settings, space: SearchSpace) -> int:

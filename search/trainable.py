@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -56,7 +57,10 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
 
     def report(evaluation: Evaluation) -> None:
         metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, "device": str(device),
+                   "node_id": ray.get_runtime_context().get_node_id(),
                    M.CHECKPOINT_SCORE: evaluation.metrics[M.LEVEL2_MACRO_F1] if evaluation.is_best else -1.0}
+        if device.type == "cuda":
+            metrics["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         with tempfile.TemporaryDirectory() as tmp:
             torch.save({**evaluation.state(), "report": metrics}, Path(tmp) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -6,10 +6,19 @@ import pandas as pd
 import pytest
 
 from model import metrics as M
-from results.export import load_records, render, run_leaderboard, save_records, select, write_leaderboard
+from results.export import (
+    load_records,
+    read_leaderboard_csv,
+    render,
+    run_leaderboard,
+    save_records,
+    select,
+    write_leaderboard,
+)
 from results.files import RunFiles, atomic_write_json
 from results.ranking import COLUMNS, leaderboard
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
+from results.timeline import busy_fraction
 
 
 def rec(trial_id, status, scores, number=None, **kw):
@@ -67,7 +76,7 @@ def test_records_and_leaderboard_round_trip_through_files(tmp_path):
     assert load_records(files) == records
     atomic_write_json(files.run_json, {"max_epochs": 2, "searched": ["lr"], "seed": 3, "fold": 1})
     written = write_leaderboard(files, records, max_epochs=2, param_names=["lr"], seed=3, fold=1)
-    from_csv = pd.read_csv(files.leaderboard_csv)
+    from_csv = read_leaderboard_csv(files.leaderboard_csv)
     assert from_csv["trial_id"].tolist() == ["a", "b"]
     assert from_csv[M.LEVEL2_MACRO_F1].tolist() == written[M.LEVEL2_MACRO_F1].tolist()
     rebuilt = run_leaderboard(tmp_path)
@@ -106,7 +115,7 @@ def test_select_by_status_and_top_keeps_ranks():
 
 def test_render_formats():
     board = sample_board()
-    csv = pd.read_csv(io.StringIO(render(board, "csv")))
+    csv = read_leaderboard_csv(io.StringIO(render(board, "csv")))
     assert csv["level2_macro_f1"].tolist()[:2] == board["level2_macro_f1"].tolist()[:2]
     rows = json.loads(render(board, "json"))
     assert rows[0]["level2_macro_f1"] == board["level2_macro_f1"].iloc[0]  # full precision
@@ -116,3 +125,23 @@ def test_render_formats():
     assert "nan" not in render(board, "md")
     assert board["command"].iloc[0] == ("python -m search train-one --seed 0 --set lr=0.01 --set loss=focal "
                                         "--set focal_gamma=2.0")
+
+
+def test_numeric_looking_trial_ids_survive_the_csv():
+    board = leaderboard([rec("8e123456", COMPLETED, [0.5], 0), rec("01234567", PRUNED, [0.1], 1)], max_epochs=1,
+                        param_names=[])
+    back = read_leaderboard_csv(io.StringIO(render(board.head(1), "csv")))
+    assert back["trial_id"].tolist() == ["8e123456"]
+    assert read_leaderboard_csv(io.StringIO(render(board, "csv")))["trial_id"].tolist() == ["8e123456", "01234567"]
+
+
+def test_busy_fraction():
+    def timed(start, end):
+        return TrialRecord(trial_id=f"{start}", started_at=start, ended_at=end)
+
+    # two slots: both busy from 0 to 10, then one trial alone until 20
+    records = [timed(0, 10), timed(0, 5), timed(5, 10), timed(10, 20)]
+    assert busy_fraction(records, 2) == pytest.approx(0.5)
+    assert busy_fraction(records, 1) == pytest.approx(1.0)
+    assert busy_fraction([timed(0, 10), timed(20, 30)], 1) == pytest.approx(20 / 30)
+    assert busy_fraction([], 2) is None

@@ -2,9 +2,10 @@ import pytest
 import ray
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray (2 CPUs) shared by the in-process end-to-end tests."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    """A local Ray (2 CPUs) for one module's in-process end-to-end tests."""
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()

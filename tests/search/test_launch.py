@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from model import metrics as M
+from results.export import read_leaderboard_csv
 from results.files import read_json
 from results.ranking import COLUMNS
 from results.report import write_report
@@ -51,7 +52,7 @@ def run(tmp_path_factory, local_ray):
     def watch(path=root / "runs" / "e2e" / "leaderboard.csv"):
         while not stop.is_set():
             if path.exists():
-                seen.append(pd.read_csv(path))  # must always parse: writes are atomic
+                seen.append(read_leaderboard_csv(path))  # must always parse: writes are atomic
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch)
@@ -67,7 +68,7 @@ def run(tmp_path_factory, local_ray):
 
 def test_leaderboard_has_one_ranked_row_per_trial(run):
     files, frame, output, _ = run
-    board = pd.read_csv(files.leaderboard_csv)
+    board = read_leaderboard_csv(files.leaderboard_csv)
     assert len(board) == NUM_SAMPLES and board["trial_id"].is_unique
     assert list(board.columns) == COLUMNS + ["param.lr", "param.loss", "param.focal_gamma"]
     assert board["command"].str.startswith("python -m search train-one --space ").all()
@@ -120,7 +121,7 @@ def test_export_cli_writes_the_same_table(run, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "search", "export", str(files.root), "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(files.leaderboard_csv))
+    pd.testing.assert_frame_equal(read_leaderboard_csv(out), read_leaderboard_csv(files.leaderboard_csv))
 
 
 def test_rows_point_to_their_best_checkpoint_and_per_class_scores(run):
@@ -167,7 +168,7 @@ def test_export_formats_and_filters(run, tmp_path):
     rows = json.loads(export("--format", "json"))
     assert [r["trial_id"] for r in rows] == frame["trial_id"].tolist()
     assert [r[M.LEVEL2_MACRO_F1] for r in rows] == frame[M.LEVEL2_MACRO_F1].tolist()
-    pruned = pd.read_csv(io.StringIO(export("--status", "pruned", "--top", "2")))
+    pruned = read_leaderboard_csv(io.StringIO(export("--status", "pruned", "--top", "2")))
     assert len(pruned) == min(2, (frame["status"] == "pruned").sum()) and set(pruned["status"]) == {"pruned"}
     md = export("--format", "md", "--top", "3").splitlines()
     assert len(md) == 2 + 3 and md[0].startswith("| ") and "level2_macro_f1" in md[0]

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from model.errors import ConfigError
+from results.export import read_leaderboard_csv
 from search.driver import resume
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,7 @@ def killed_and_resumed(tmp_path_factory):
     snapshots = []  # (records, leaderboard) at each kill
 
     def snapshot():
-        board = pd.read_csv(run_dir / "leaderboard.csv")  # a kill at any moment leaves it parseable
+        board = read_leaderboard_csv(run_dir / "leaderboard.csv")  # a kill at any moment leaves it parseable
         snapshots.append((records(run_dir), board))
 
     # 1. Kill the launch while a trial is mid-run: it reported an epoch and is training the next.
@@ -106,7 +107,7 @@ def test_every_trial_ends_exactly_once(killed_and_resumed):
     lost = {tid for tid, r in final.items() if r["status"] == "error" and r["error"].startswith("lost:")}
     assert len(final) - len(lost) == NUM_SAMPLES
     assert all(r["status"] in FINAL for r in final.values())
-    board = pd.read_csv(run_dir / "leaderboard.csv")
+    board = read_leaderboard_csv(run_dir / "leaderboard.csv")
     assert board["trial_id"].is_unique and set(board["trial_id"]) == set(final)
     # A trial that had ended at a kill is untouched afterwards: never trained or ended again.
     for recorded, _ in snapshots:
@@ -139,7 +140,7 @@ def test_study_has_no_zombies_and_agrees_with_the_leaderboard(killed_and_resumed
         assert trial.state.name == expected[record["status"]]
         if record["status"] == "completed":
             assert trial.value == max(h["level2_macro_f1"] for h in record["history"])
-    board = pd.read_csv(run_dir / "leaderboard.csv")
+    board = read_leaderboard_csv(run_dir / "leaderboard.csv")
     assert study.best_trial.number == board.iloc[0]["optuna_number"]
 
 
@@ -160,7 +161,9 @@ def test_resume_raises_the_budget_of_a_finished_run(killed_and_resumed):
     "prepare, kwargs, message",
     [
         (lambda d: None, {}, r"is not a run directory \(no run.json\)"),
-        (lambda d: (d / "run.json").write_text("{}"), {}, r"has no Ray experiment state"),
+        (lambda d: (d / "run.json").write_text("{}"), {}, r"run.json is not a run record this version can resume"),
+        (lambda d: (d / "run.json").write_text('{"settings": {}, "max_epochs": 2}'), {},
+         r"has no Ray experiment state"),
     ],
 )
 def test_resume_refuses_what_it_cannot_resume(tmp_path, prepare, kwargs, message):

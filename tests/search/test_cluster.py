@@ -1,0 +1,119 @@
+"""A search on a simulated multi-node cluster: head + 2 worker nodes, each 1 CPU and a logical GPU."""
+
+import itertools
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from ray.cluster_utils import Cluster
+
+from model.errors import ConfigError
+from results.files import read_json
+from search import cluster as cluster_module
+from search.cluster import REPO_ROOT
+from search.driver import launch, resume
+from search.settings import Settings
+from tests.search.test_launch import SPACE
+
+NUM_SAMPLES = 6
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    ray.shutdown()
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [nodes.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    nodes.wait_for_nodes()
+    yield nodes, {w.node_id for w in workers}, tmp_path_factory.mktemp("cluster")
+    ray.shutdown()
+    nodes.shutdown()
+
+
+@pytest.fixture(scope="module")
+def search_on_cluster(simulated):
+    nodes, worker_ids, root = simulated
+    (root / "space.yaml").write_text(SPACE)
+    settings = Settings(space=str(root / "space.yaml"), synthetic_rows=600, max_seq_len=32, folds=3,
+                        num_samples=NUM_SAMPLES, max_epochs=2, grace_period=2, address=nodes.address,
+                        cpus_per_trial=0.5, gpus_per_trial=0.5, storage_path=str(root / "shared"), name="c")
+    try:
+        files, frame = launch(settings, out=lambda _: None)
+    finally:
+        ray.shutdown()  # launch joined the cluster itself; leave it for the next connection
+    return files, frame, worker_ids
+
+
+@pytest.mark.e2e
+def test_trials_ran_on_both_workers_at_most_two_per_gpu(search_on_cluster):
+    files, frame, worker_ids = search_on_cluster
+    records = read_json(files.trials_json)
+    assert len(records) == NUM_SAMPLES and {r["status"] for r in records} == {"completed"}
+    assert {r["node_id"] for r in records} == worker_ids  # both workers, never the (0-CPU) head
+    assert set(frame["device"]) == {"cpu"}  # a logical GPU without CUDA: the trial falls back to CPU
+    # at any moment, at most 2 trials (0.5 GPU each) on one node's single GPU
+    events = sorted(itertools.chain.from_iterable(
+        [(r["started_at"], 1, r["node_id"]), (r["ended_at"], -1, r["node_id"])] for r in records))
+    running = dict.fromkeys(worker_ids, 0)
+    peak = 0
+    for _, step, node in events:
+        running[node] += step
+        peak = max(peak, running[node])
+    assert peak == 2  # packed: two trials shared a GPU
+
+
+@pytest.mark.e2e
+def test_results_landed_in_the_shared_storage(search_on_cluster):
+    files, frame, _ = search_on_cluster
+    assert files.root == files.root.parent / "c" and files.root.parent.name == "shared"
+    assert list(files.root.glob("experiment_state-*.json"))
+    for row in frame.itertuples():
+        assert (files.root / f"trial_{row.trial_id}" / "progress.csv").exists()
+        assert str(files.root) in row.checkpoint
+
+
+@pytest.mark.e2e
+def test_storage_not_visible_from_every_node_is_refused(simulated, monkeypatch, tmp_path):
+    nodes, _, _ = simulated
+    ray.init(address=nodes.address)
+    try:
+        # Simulate one worker with its own disk: its answer about the marker file is "not there".
+        real = cluster_module.nodes_seeing
+        monkeypatch.setattr(cluster_module, "nodes_seeing",
+                            lambda path, alive, **kw: {k: i == 0 for i, k in enumerate(real(path, alive, **kw))})
+        with pytest.raises(ConfigError, match=r"--storage-path .* is not shared: node\(s\) .* cannot see it"):
+            cluster_module.check_shared_storage(str(tmp_path / "local"), ray.nodes())
+        cluster_module.check_shared_storage("s3://bucket/runs", ray.nodes())  # URIs are shared by nature
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.e2e
+def test_uri_storage_keeps_run_files_local_and_resumes(tmp_path, monkeypatch):
+    ray.shutdown()
+    monkeypatch.chdir(tmp_path)  # run files of a URI storage go to ./runs/<name>
+    (tmp_path / "space.yaml").write_text(SPACE)
+    uri = f"file://{tmp_path / 'bucket'}"
+    settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=400, max_seq_len=32, folds=3,
+                        num_samples=2, max_epochs=1, grace_period=1, storage_path=uri, name="u")
+    files, frame = launch(settings, out=lambda _: None)
+    assert files.root == Path("runs") / "u" and files.leaderboard_csv.exists() and files.study_db.exists()
+    assert list((tmp_path / "bucket" / "u").glob("experiment_state-*.json"))  # Ray's side is in the URI
+    assert read_json(files.run_json)["ray_storage"] == uri
+    files, frame = resume(files.root, num_samples=3, out=lambda _: None)
+    assert len(frame) == 3 and set(frame["status"]) == {"completed"}
+
+
+def test_example_cluster_config_is_valid_for_ray_up():
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((REPO_ROOT / "cluster" / "aws-gpu.yaml").read_text())
+    jsonschema.validate(config, schema)
+    assert config["available_node_types"][config["head_node_type"]]["resources"] == {"CPU": 0}
+
+
+def test_code_shipped_to_workers_leaves_out_outputs_data_and_environments():
+    env = cluster_module.code_runtime_env()
+    assert env["working_dir"] == str(REPO_ROOT)
+    assert {"runs", "data", ".venv*", ".git"} <= set(env["excludes"])
