@@ -27,7 +27,12 @@ def error_message(trial: Trial) -> str:
 
 class LeaderboardCallback(Callback):
     """Keeps RUN_DIR/trials.json and RUN_DIR/leaderboard.csv current: rewritten (atomically)
-    whenever a trial starts, reports or ends."""
+    whenever a trial starts, reports or ends.
+
+    A record that reached a final status (completed, pruned, error) never changes again. After a
+    restart, Ray may still run such a trial once (its last snapshot predates the end): the trial
+    then only re-reports its last checkpoint, which can be older than the record.
+    """
 
     def __init__(self, files: RunFiles, *, max_epochs: int, param_names: list[str], seed: int, fold: int,
                  command_prefix: str | None = None):
@@ -75,6 +80,10 @@ class LeaderboardCallback(Callback):
             changed = True
         return changed
 
+    def _final(self, trial: Trial) -> bool:
+        record = self.records.get(trial.trial_id)
+        return record is not None and record.status != RUNNING
+
     def _record(self, trial: Trial) -> TrialRecord:
         record = self.records.get(trial.trial_id)
         if record is None:
@@ -90,12 +99,16 @@ class LeaderboardCallback(Callback):
                                  command_prefix=self.command_prefix)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if self._final(trial):
+            return
         record = self._record(trial)
         record.status, record.started_at, record.ended_at = RUNNING, time.time(), None
         self.write()
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
                         **info: Any) -> None:
+        if self._final(trial):
+            return
         record = self._record(trial)
         record.add_evaluation(result)
         record.node = result.get("node_ip", record.node)
@@ -105,12 +118,16 @@ class LeaderboardCallback(Callback):
         self.write()
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint, **info: Any) -> None:
+        if self._final(trial):
+            return
         last = trial.last_result or {}
         if last.get(M.EPOCH) is not None and last.get(M.EPOCH) == last.get(M.BEST_EPOCH):
             self._record(trial).checkpoint = checkpoint.path
             self.write()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if self._final(trial):
+            return
         record = self._record(trial)
         if trial.last_result:
             self.on_trial_result(iteration, trials, trial, trial.last_result)
@@ -119,6 +136,8 @@ class LeaderboardCallback(Callback):
         self.write()
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if self._final(trial):
+            return
         record = self._record(trial)
         record.status, record.error, record.ended_at = ERROR, error_message(trial), time.time()
         self.write()
@@ -127,10 +146,11 @@ class LeaderboardCallback(Callback):
 class ProgressPrinter(Callback):
     """One line per evaluation and per finished trial."""
 
-    def __init__(self, *, max_epochs: int, num_samples: int, ended: int = 0):
+    def __init__(self, *, max_epochs: int, num_samples: int, ended: frozenset[str] = frozenset()):
         self.max_epochs, self.num_samples = max_epochs, num_samples
         self.started = time.monotonic()
-        self.ended = ended  # trials that ended before this driver started (a resumed run)
+        self.before = ended  # trials that ended before this driver started (a resumed run): not shown
+        self.ended = len(ended)
 
     def _say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.0f}s] {text}", flush=True)
@@ -142,11 +162,15 @@ class ProgressPrinter(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
                         **info: Any) -> None:
+        if trial.trial_id in self.before:
+            return
         self._say(f"{self._name(trial)} epoch {result.get(M.EPOCH)}/{self.max_epochs}  "
                   f"level-2 F1 {result.get(M.LEVEL2_MACRO_F1, float('nan')):.4f}  "
                   f"(best {result.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f})")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if trial.trial_id in self.before:
+            return
         self.ended += 1
         last = trial.last_result or {}
         how = "completed" if last.get(M.FINISHED) else f"pruned by ASHA at epoch {last.get(M.EPOCH)}"
@@ -155,6 +179,8 @@ class ProgressPrinter(Callback):
                   f"[{self.ended}/{self.num_samples} trials done]")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if trial.trial_id in self.before:
+            return
         self.ended += 1
         self._say(f"{self._name(trial)} failed: {error_message(trial)}  "
                   f"[{self.ended}/{self.num_samples} trials done]")

@@ -323,7 +323,7 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
         ended = frozenset(tid for tid, r in board.records.items() if r.status != RUNNING)
     trainable = tune.with_parameters(trial_fn, data=data, space=space,
                                      overrides={"max_epochs": max_epochs, "seed": settings.seed}, ended=ended)
-    printer = ProgressPrinter(max_epochs=max_epochs, num_samples=settings.num_samples, ended=len(ended))
+    printer = ProgressPrinter(max_epochs=max_epochs, num_samples=settings.num_samples, ended=ended)
     tuner = build_tuner(trainable, searcher=searcher, files=files, max_epochs=max_epochs, settings=settings,
                         callbacks=[board, printer], scheduler=scheduler, resume=resume)
     tuner.fit()
