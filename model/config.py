@@ -41,10 +41,14 @@ class TrialConfig:
     num_heads: int = _param(2, "attention heads; must divide hidden_size", low=1)
     intermediate_size: int = _param(128, "feed-forward size", low=8)
     encoder_dropout: float = _param(0.1, "dropout inside the encoder", low=0, high=1, high_open=True)
+    rnn: str = _param("none", "sequence layer after the encoder (model/sequence.py)", registry="sequence")
+    rnn_layers: int = _param(1, "layers of each RNN of `rnn`", low=1, high=4)
 
     # --- pooling and head ---
     pooler: str = _param("cls", "pooler name, or several joined by '+' (concatenated), e.g. cls+mean",
                          registry="pooler")
+    routing_capsules: int = _param(4, "dynamic_routing pooler: output capsules", low=1, high=64)
+    routing_iters: int = _param(3, "dynamic_routing pooler: routing iterations", low=1, high=10)
     msd_count: int = _param(1, "multi-sample dropout: number of dropout samples", low=1, high=16)
     msd_reduce: str = _param("mean", "how the k sample logits combine", choices=("mean", "sum"))
     dropout: float = _param(0.1, "dropout before the classifier", low=0, high=1, high_open=True)
@@ -53,6 +57,19 @@ class TrialConfig:
     loss: str = _param("ce", "loss name (model/losses.py)", registry="loss")
     label_smoothing: float = _param(0.0, "label smoothing of ce", low=0, high=1, high_open=True)
     focal_gamma: float = _param(2.0, "focusing parameter of the focal loss", low=0, low_open=True)
+    class_weights: str = _param("none", "per-class weights of ce and focal from training counts",
+                                choices=("none", "inverse", "sqrt_inverse"))
+    dice_alpha: float = _param(0.0, "dice loss: exponent of the (1 - p) self-adjusting factor (0 = plain)",
+                               low=0)
+    dice_smooth: float = _param(1e-4, "dice loss: smoothing term", low=0, low_open=True)
+    contrastive: str = _param("none", "supervised contrastive loss on pooled features (model/contrastive.py)",
+                              registry="contrastive")
+    contrastive_weight: float = _param(0.1, "weight of the contrastive loss", low=0)
+    contrastive_temperature: float = _param(0.5, "temperature of the contrastive loss", low=0, low_open=True)
+    contrastive_target: str = _param("samples", "contrast samples, or samples and class embeddings",
+                                     choices=("samples", "samples+classes"))
+    aux_level1_weight: float = _param(0.0, "weight of an auxiliary level-1 head's loss (0 = no head)", low=0)
+    flood_b: float = _param(0.0, "flooding level b: train on |loss - b| + b (0 = off)", low=0)
 
     # --- optimisation ---
     lr: float = _param(1e-3, "peak learning rate (AdamW)", low=0, low_open=True, high=1)
@@ -70,6 +87,8 @@ class TrialConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             check_value(f.name, getattr(self, f.name))
+        if self.rnn != "none" and self.hidden_size % 2:
+            raise ConfigError(f"`hidden_size` {self.hidden_size} is odd, but a bidirectional `rnn` needs it even")
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"`hidden_size` {self.hidden_size} is not divisible by `num_heads` {self.num_heads}; "
@@ -116,9 +135,10 @@ def field_meta(name: str) -> dict[str, Any]:
 
 def _registry(kind: str) -> dict:
     # Imported lazily: the registries' modules import this one.
-    from model import encoders, losses, poolers
+    from model import contrastive, encoders, losses, poolers, sequence
 
-    return {"encoder": encoders.ENCODERS, "loss": losses.LOSSES, "pooler": poolers.POOLERS}[kind]
+    return {"encoder": encoders.ENCODERS, "loss": losses.LOSSES, "pooler": poolers.POOLERS,
+            "sequence": sequence.SEQUENCE_LAYERS, "contrastive": contrastive.CONTRASTIVE}[kind]
 
 
 def coerce_value(name: str, value: Any) -> Any:

@@ -1,6 +1,8 @@
-"""The classifier a trial trains: encoder -> pooler(s) -> multi-sample-dropout head."""
+"""The classifier a trial trains: encoder -> sequence layer -> pooler(s) -> heads."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -9,25 +11,49 @@ from model.config import TrialConfig
 from model.encoders import ENCODERS
 from model.heads import MultiSampleDropoutHead
 from model.poolers import build_pooler
+from model.sequence import SEQUENCE_LAYERS
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor  # (B, num_labels) level-2 logits
+    features: torch.Tensor  # (B, D) pooled features, what the heads see
+    level1_logits: torch.Tensor | None  # (B, num_level1) from the auxiliary head, if any
 
 
 class Classifier(nn.Module):
-    def __init__(self, *, encoder: nn.Module, pooler: nn.Module, head: nn.Module):
+    def __init__(self, *, encoder: nn.Module, sequence: nn.Module, pooler: nn.Module, head: MultiSampleDropoutHead,
+                 level1_head: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
+        self.sequence = sequence
         self.pooler = pooler
         self.head = head
+        self.level1_head = level1_head
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids, mask)  # (B, T) -> (B, T, H)
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> Output:
+        hidden = self.sequence(self.encoder(input_ids, mask), mask)  # (B, T) -> (B, T, H)
         features = self.pooler(hidden, mask)  # (B, T, H) -> (B, D)
-        return self.head(features)  # (B, D) -> (B, num_labels)
+        level1 = self.level1_head(features) if self.level1_head is not None else None
+        return Output(logits=self.head(features), features=features, level1_logits=level1)
+
+    @property
+    def class_embeddings(self) -> torch.Tensor:
+        """(num_labels, D): the level-2 classifier's weight rows."""
+        return self.head.classifier.weight
 
 
-def build_model(cfg: TrialConfig, *, vocab_size: int, max_seq_len: int, num_labels: int) -> Classifier:
+def build_model(cfg: TrialConfig, *, vocab_size: int, max_seq_len: int, num_labels: int,
+                num_level1: int = 0) -> Classifier:
     encoder = ENCODERS.get_class(cfg.encoder, field="encoder").from_config(
         cfg, vocab_size=vocab_size, max_seq_len=max_seq_len)
+    sequence = SEQUENCE_LAYERS.get_class(cfg.rnn, field="rnn").from_config(cfg, hidden_size=encoder.hidden_size)
     pooler = build_pooler(cfg, hidden_size=encoder.hidden_size)
     head = MultiSampleDropoutHead(in_dim=pooler.out_dim, num_labels=num_labels, count=cfg.msd_count,
                                   dropout=cfg.dropout, reduce=cfg.msd_reduce)
-    return Classifier(encoder=encoder, pooler=pooler, head=head)
+    level1_head = None
+    if cfg.aux_level1_weight > 0:
+        if num_level1 < 1:
+            raise ValueError("an auxiliary level-1 head needs num_level1 >= 1")
+        level1_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(pooler.out_dim, num_level1))
+    return Classifier(encoder=encoder, sequence=sequence, pooler=pooler, head=head, level1_head=level1_head)

@@ -51,6 +51,99 @@ class MeanPooler(nn.Module):
         return total / weights.sum(dim=1).clamp(min=1)
 
 
+@POOLERS.register("bert_pooler")
+class BertPooler(nn.Module):
+    """BERT's pooler: the [CLS] state through a dense layer and tanh."""
+
+    def __init__(self, *, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out_dim = hidden_size
+
+    @classmethod
+    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> BertPooler:
+        return cls(hidden_size=hidden_size)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, T, H) -> (B, H)
+
+
+@POOLERS.register("max")
+class MaxPooler(nn.Module):
+    """Element-wise maximum over the non-padded token states."""
+
+    def __init__(self, *, hidden_size: int):
+        super().__init__()
+        self.out_dim = hidden_size
+
+    @classmethod
+    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> MaxPooler:
+        return cls(hidden_size=hidden_size)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return hidden.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)  # (B, H)
+
+
+@POOLERS.register("attention")
+class AttentionPooler(nn.Module):
+    """Self-attentive pooling: a learned score per token, softmax over the real tokens, weighted sum."""
+
+    def __init__(self, *, hidden_size: int):
+        super().__init__()
+        self.project = nn.Linear(hidden_size, hidden_size)
+        self.score = nn.Linear(hidden_size, 1, bias=False)
+        self.out_dim = hidden_size
+
+    @classmethod
+    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> AttentionPooler:
+        return cls(hidden_size=hidden_size)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = torch.where(mask.unsqueeze(-1), hidden, 0)
+        scores = self.score(torch.tanh(self.project(hidden))).squeeze(-1)  # (B, T)
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=1)  # (B, T), 0 on padding
+        return torch.einsum("bt,bth->bh", weights, hidden)
+
+
+def squash(s: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Capsule non-linearity: keeps the direction, maps the norm into [0, 1)."""
+    norm2 = (s * s).sum(dim=dim, keepdim=True)
+    return norm2 / (1 + norm2) * s / torch.sqrt(norm2 + 1e-9)
+
+
+@POOLERS.register("dynamic_routing")
+class DynamicRoutingPooler(nn.Module):
+    """Capsule-style dynamic routing (Sabour et al. 2017) from tokens to `capsules` output capsules.
+
+    Each token votes for every capsule through a shared projection; `iterations` rounds of routing
+    by agreement weigh the votes; the squashed capsules are concatenated. Padded tokens get no
+    routing weight. (B, T, H) -> (B, capsules * (H // capsules))
+    """
+
+    def __init__(self, *, hidden_size: int, capsules: int = 4, iterations: int = 3):
+        super().__init__()
+        self.capsules, self.iterations = capsules, iterations
+        self.capsule_dim = max(1, hidden_size // capsules)
+        self.votes = nn.Linear(hidden_size, capsules * self.capsule_dim, bias=False)
+        self.out_dim = capsules * self.capsule_dim
+
+    @classmethod
+    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> DynamicRoutingPooler:
+        return cls(hidden_size=hidden_size, capsules=cfg.routing_capsules, iterations=cfg.routing_iters)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, _ = hidden.shape
+        votes = self.votes(hidden).view(b, t, self.capsules, self.capsule_dim)  # (B, T, K, D)
+        votes = votes.masked_fill(~mask[:, :, None, None], 0)
+        logits = votes.new_zeros(b, t, self.capsules)  # (B, T, K) routing logits
+        for i in range(self.iterations):
+            coupling = logits.softmax(dim=2) * mask.unsqueeze(-1)  # (B, T, K), 0 on padding
+            capsules = squash(torch.einsum("btk,btkd->bkd", coupling, votes))  # (B, K, D)
+            if i < self.iterations - 1:
+                logits = logits + torch.einsum("btkd,bkd->btk", votes, capsules)
+        return capsules.reshape(b, -1)
+
+
 class ConcatPooler(nn.Module):
     """Several poolers side by side: (B, T, H) -> (B, sum of their out_dims)."""
 

@@ -29,8 +29,8 @@ from transformers import (
 from model import metrics as M
 from model.config import TrialConfig
 from model.data import EncodedData, EncodedSplit
-from model.losses import LOSSES
 from model.network import Classifier, build_model
+from model.objective import Objective
 
 SCHEDULES = {
     "cosine": get_cosine_schedule_with_warmup,
@@ -119,7 +119,7 @@ def evaluate(model: Classifier, split: EncodedSplit, *, level1_of: np.ndarray, b
     preds, loss_sum = np.empty(len(split), dtype=np.int64), 0.0
     for idx, (ids, mask, labels) in zip(groups, batches(split, groups, device), strict=True):
         with _autocast(device):
-            logits = model(ids, mask).float()
+            logits = model(ids, mask).logits.float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         preds[idx] = logits.argmax(-1).cpu().numpy()
     out = M.classification_metrics(split.labels, preds, level1_of=level1_of)
@@ -151,8 +151,9 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(cfg.seed)
     model = build_model(cfg, vocab_size=len(data.vocab), max_seq_len=data.max_seq_len,
-                        num_labels=data.num_labels).to(device)
-    loss_fn = LOSSES.get_class(cfg.loss, field="loss").from_config(cfg, class_counts=data.class_counts)
+                        num_labels=data.num_labels, num_level1=len(data.labels.level1)).to(device)
+    objective = Objective.from_config(cfg, class_counts=data.class_counts,
+                                      level1_of=data.labels.level1_of).to(device)
     optimizer = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.max_epochs
@@ -179,8 +180,8 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
                      unit="batch", leave=False, disable=not progress)
         for ids, mask, labels in steps:
             with _autocast(device):
-                logits = model(ids, mask)
-            loss = loss_fn(logits, labels)
+                out = model(ids, mask)
+            loss = objective(out, labels, model.class_embeddings)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm > 0:

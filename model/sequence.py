@@ -1,0 +1,65 @@
+"""Sequence layers between the encoder and the pooler (the BiLSTM/BiGRU of the competition models).
+
+Contract: `forward(hidden (B, T, H), mask (B, T) bool) -> (B, T, H)`; padded positions neither
+influence the output nor carry anything but zeros. `from_config(cfg, *, hidden_size)`.
+Bidirectional layers use H/2 units per direction, so the width stays H.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from model.config import TrialConfig
+from model.registry import Registry
+
+SEQUENCE_LAYERS = Registry("sequence layer")
+
+
+@SEQUENCE_LAYERS.register("none")
+class NoSequenceLayer(nn.Module):
+    @classmethod
+    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> NoSequenceLayer:
+        return cls()
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
+class _BiRNN(nn.Module):
+    """Bidirectional RNNs in a row, run on packed sequences so padding is skipped exactly."""
+
+    kinds: tuple[type[nn.RNNBase], ...] = ()
+
+    def __init__(self, *, hidden_size: int, layers: int = 1):
+        super().__init__()
+        self.rnns = nn.ModuleList(kind(hidden_size, hidden_size // 2, num_layers=layers, batch_first=True,
+                                       bidirectional=True) for kind in self.kinds)
+
+    @classmethod
+    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> _BiRNN:
+        return cls(hidden_size=hidden_size, layers=cfg.rnn_layers)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(dim=1).cpu()
+        out = torch.where(mask.unsqueeze(-1), hidden, 0)  # (B, T, H)
+        for rnn in self.rnns:
+            packed = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=hidden.shape[1])
+        return out  # (B, T, 2 * (H // 2)), zeros at padded positions
+
+
+@SEQUENCE_LAYERS.register("lstm")
+class BiLSTM(_BiRNN):
+    kinds = (nn.LSTM,)
+
+
+@SEQUENCE_LAYERS.register("gru")
+class BiGRU(_BiRNN):
+    kinds = (nn.GRU,)
+
+
+@SEQUENCE_LAYERS.register("lstm_gru")
+class BiLSTMThenGRU(_BiRNN):
+    kinds = (nn.LSTM, nn.GRU)
