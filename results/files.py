@@ -1,11 +1,12 @@
 """Where a run keeps its files, and crash-safe writes.
 
-RUN_DIR = <storage-path>/<name> is Ray Tune's experiment directory; next to Ray's own files it holds:
+RUN_DIR = <storage-path>/<name> holds:
     run.json          the run's record: command line, settings, versions, git revision
     space.yaml        a copy of the search space as launched
     study.db          the Optuna study (SQLite)
     trials.json       one record per trial (params, per-epoch metrics, status), kept current
     leaderboard.csv   the ranked table, kept current
+    ray/              Ray Tune's experiment directory (its state, trial_<id>/ directories, checkpoints)
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class RunFiles:
     @property
     def leaderboard_csv(self) -> Path:
         return self.root / "leaderboard.csv"
+
+    @property
+    def ray_dir(self) -> Path:
+        """Ray Tune's experiment directory, when the storage is local (see search/driver.py)."""
+        return self.root / "ray"
 
     @property
     def driver_lock(self) -> Path:

@@ -92,8 +92,8 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=files.root.name,
-            storage_path=ray_storage(settings, files),
+            name=ray_experiment(settings, files)[1],
+            storage_path=ray_experiment(settings, files)[0],
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # The latest checkpoint is always kept (to resume); num_to_keep=1 adds the best one.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=M.CHECKPOINT_SCORE,
@@ -143,7 +143,7 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
         "data": {"source": data.source, "train_rows": len(data.train), "dev_rows": len(data.dev),
                  "vocab": len(data.vocab), "max_seq_len": data.max_seq_len,
                  "level2_labels": list(data.labels.level2)},
-        "ray_storage": ray_storage(settings, files),
+        "ray_experiment": "/".join(ray_experiment(settings, files)),
         "concurrency": concurrency(settings),
         "reproduce": command_prefix(settings, space_path=files.space_yaml, max_epochs=max_epochs),
         "versions": _versions(),
@@ -188,14 +188,22 @@ def run_files(settings: Settings, name: str) -> RunFiles:
     return RunFiles(Path("runs" if is_uri(settings.storage_path) else settings.storage_path) / name)
 
 
-def ray_storage(settings: Settings, files: RunFiles) -> str:
-    """Where Ray keeps the experiment (its state, trial directories, checkpoints)."""
-    return settings.storage_path if is_uri(settings.storage_path) else str(files.root.parent.resolve())
+def ray_experiment(settings: Settings, files: RunFiles) -> tuple[str, str]:
+    """(storage_path, name) of Ray's experiment: its state, trial directories and checkpoints.
+
+    Locally that is RUN_DIR/ray, a directory of Ray's own: on a restore Ray copies its experiment
+    directory aside and later back, which would overwrite files of ours living in it with stale
+    copies. With a URI storage it is <URI>/<name>, while our files stay in ./runs/<name>.
+    """
+    if is_uri(settings.storage_path):
+        return settings.storage_path, files.root.name
+    return str(files.root.resolve()), files.ray_dir.name
 
 
 def has_experiment_state(settings: Settings, files: RunFiles) -> bool:
-    fs, path = pyarrow.fs.FileSystem.from_uri(ray_storage(settings, files))
-    listing = fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{files.root.name}", allow_not_found=True))
+    storage, name = ray_experiment(settings, files)
+    fs, path = pyarrow.fs.FileSystem.from_uri(storage)
+    listing = fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{name}", allow_not_found=True))
     return any(Path(info.path).name.startswith("experiment_state-") for info in listing)
 
 
@@ -254,9 +262,9 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     if not is_uri(settings.storage_path):  # the run directory may have moved since the launch
         settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
     if not has_experiment_state(settings, files):
-        raise ConfigError(f"{run_dir} has no Ray experiment state (in {ray_storage(settings, files)}): its launch "
-                          "stopped before the search started, so there is nothing to resume. Launch it again "
-                          "(under a new --name)")
+        where = "/".join(ray_experiment(settings, files))
+        raise ConfigError(f"{run_dir} has no Ray experiment state (in {where}): its launch stopped before the "
+                          "search started, so there is nothing to resume. Launch it again (under a new --name)")
     if num_samples is not None:
         settings = dataclasses.replace(settings, num_samples=num_samples)
     if max_failures is not None:

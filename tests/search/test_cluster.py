@@ -68,9 +68,9 @@ def test_trials_ran_on_both_workers_at_most_two_per_gpu(search_on_cluster):
 def test_results_landed_in_the_shared_storage(search_on_cluster):
     files, frame, _ = search_on_cluster
     assert files.root == files.root.parent / "c" and files.root.parent.name == "shared"
-    assert list(files.root.glob("experiment_state-*.json"))
+    assert list(files.ray_dir.glob("experiment_state-*.json"))
     for row in frame.itertuples():
-        assert (files.root / f"trial_{row.trial_id}" / "progress.csv").exists()
+        assert (files.ray_dir / f"trial_{row.trial_id}" / "progress.csv").exists()
         assert str(files.root) in row.checkpoint
 
 
@@ -101,7 +101,7 @@ def test_uri_storage_keeps_run_files_local_and_resumes(tmp_path, monkeypatch):
     files, frame = launch(settings, out=lambda _: None)
     assert files.root == Path("runs") / "u" and files.leaderboard_csv.exists() and files.study_db.exists()
     assert list((tmp_path / "bucket" / "u").glob("experiment_state-*.json"))  # Ray's side is in the URI
-    assert read_json(files.run_json)["ray_storage"] == uri
+    assert read_json(files.run_json)["ray_experiment"] == f"{uri}/u"
     files, frame = resume(files.root, num_samples=3, out=lambda _: None)
     assert len(frame) == 3 and set(frame["status"]) == {"completed"}
 

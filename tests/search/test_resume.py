@@ -123,7 +123,7 @@ def test_interrupted_trial_continued_from_its_checkpoint(killed_and_resumed):
     assert midway
     for record in midway:
         done = len(record["history"])
-        progress = pd.read_csv(run_dir / f"trial_{record['trial_id']}" / "progress.csv")
+        progress = pd.read_csv(run_dir / "ray" / f"trial_{record['trial_id']}" / "progress.csv")
         epochs = progress["epoch"].tolist()
         # each epoch reported once, in order, past the kill: a restart would report epoch 1 again
         assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) > done
