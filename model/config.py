@@ -71,8 +71,17 @@ class TrialConfig:
     aux_level1_weight: float = _param(0.0, "weight of an auxiliary level-1 head's loss (0 = no head)", low=0)
     flood_b: float = _param(0.0, "flooding level b: train on |loss - b| + b (0 = off)", low=0)
 
+    # --- adversarial training (model/adversarial.py) ---
+    adversarial: str = _param("none", "attack on the word embeddings", registry="adversarial")
+    adv_epsilon: float = _param(1.0, "size (fgm) or radius (pgd) of the perturbation", low=0, low_open=True)
+    pgd_alpha: float = _param(0.3, "pgd: size of each ascent step", low=0, low_open=True)
+    pgd_steps: int = _param(3, "pgd: ascent steps", low=1, high=10)
+    adv_rate: float = _param(1.0, "probability that a batch is attacked", low=0, low_open=True, high=1)
+
     # --- optimisation ---
-    lr: float = _param(1e-3, "peak learning rate (AdamW)", low=0, low_open=True, high=1)
+    lr: float = _param(1e-3, "peak learning rate (AdamW) of the encoder", low=0, low_open=True, high=1)
+    embedding_lr: float = _param(0.0, "learning rate of the embeddings (0 = lr)", low=0, high=1)
+    head_lr: float = _param(0.0, "learning rate of the layers after the encoder (0 = lr)", low=0, high=1)
     weight_decay: float = _param(0.01, "AdamW weight decay (not on biases and LayerNorm)", low=0)
     warmup_ratio: float = _param(0.1, "fraction of steps with linear warmup", low=0, high=1,
                                  high_open=True)
@@ -80,6 +89,13 @@ class TrialConfig:
                            choices=("cosine", "linear", "constant"))
     max_grad_norm: float = _param(1.0, "gradient clipping norm (0 = off)", low=0)
     batch_size: int = _param(32, "training batch size", low=1)
+    grad_accum: int = _param(1, "batches whose gradients add up before each optimizer step", low=1, high=64)
+    sampler: str = _param("random", "random: each row once per epoch; weighted: rows drawn with chance "
+                          "1/sqrt(rows of their label)", choices=("random", "weighted"))
+    swa_start: int = _param(0, "average the weights from this epoch on and evaluate the average (0 = off)",
+                            low=0)
+    eval_every: int = _param(0, "also evaluate every this many optimizer steps (0 = at epoch ends only)",
+                             low=0)
     max_epochs: int = _param(3, "training epochs (the full budget of a trial)", low=1)
     patience: int = _param(0, "stop after this many evaluations without improvement (0 = off)", low=0)
     seed: int = _param(0, "seed of initialisation, shuffling and dropout", low=0)
@@ -87,6 +103,9 @@ class TrialConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             check_value(f.name, getattr(self, f.name))
+        if self.swa_start > self.max_epochs:
+            raise ConfigError(f"`swa_start` {self.swa_start} is after the last epoch ({self.max_epochs}); lower it "
+                              "or set 0 to turn SWA off")
         if self.rnn != "none" and self.hidden_size % 2:
             raise ConfigError(f"`hidden_size` {self.hidden_size} is odd, but a bidirectional `rnn` needs it even")
         if self.hidden_size % self.num_heads:
@@ -135,10 +154,11 @@ def field_meta(name: str) -> dict[str, Any]:
 
 def _registry(kind: str) -> dict:
     # Imported lazily: the registries' modules import this one.
-    from model import contrastive, encoders, losses, poolers, sequence
+    from model import adversarial, contrastive, encoders, losses, poolers, sequence
 
     return {"encoder": encoders.ENCODERS, "loss": losses.LOSSES, "pooler": poolers.POOLERS,
-            "sequence": sequence.SEQUENCE_LAYERS, "contrastive": contrastive.CONTRASTIVE}[kind]
+            "sequence": sequence.SEQUENCE_LAYERS, "contrastive": contrastive.CONTRASTIVE,
+            "adversarial": adversarial.ADVERSARIAL}[kind]
 
 
 def coerce_value(name: str, value: Any) -> Any:

@@ -43,5 +43,10 @@ class TinyBert(nn.Module):
     def word_embeddings(self) -> nn.Embedding:
         return self.bert.embeddings.word_embeddings
 
+    @property
+    def embeddings(self) -> nn.Module:
+        """Everything before the first transformer layer (its own learning rate group)."""
+        return self.bert.embeddings
+
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.bert(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state

@@ -15,7 +15,8 @@ BEST_EPOCH = "best_epoch"
 ACCURACY = "accuracy"
 DEV_LOSS = "dev_loss"
 WORST5_F1 = "worst5_level2_f1"
-EPOCH = "epoch"
+EPOCH = "epoch"  # epochs trained so far (fractional between epoch ends when eval_every is set)
+STEP = "train_step"  # optimizer steps so far: Optuna's step for intermediate values
 PER_CLASS_F1 = "per_class_f1"  # list: level-2 F1 of each label, in label order
 # What Ray ranks checkpoints by: the level-2 macro-F1 on an evaluation that improved on all earlier
 # ones, -1 otherwise. Strictly increasing over improvements, so the checkpoint Ray keeps as best is

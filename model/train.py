@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import WeightedRandomSampler
 from tqdm.auto import tqdm
 from transformers import (
     get_constant_schedule_with_warmup,
@@ -27,6 +29,7 @@ from transformers import (
 )
 
 from model import metrics as M
+from model.adversarial import ADVERSARIAL
 from model.config import TrialConfig
 from model.data import EncodedData, EncodedSplit
 from model.network import Classifier, build_model
@@ -44,7 +47,7 @@ SCHEDULES = {
 class Evaluation:
     """One evaluation on the dev fold."""
 
-    epoch: int
+    epoch: float  # epochs trained: an integer at the end of an epoch, fractional with eval_every
     metrics: dict[str, Any]  # scalars under the keys of model.metrics, ready for tune.report
     per_class_f1: list[float]  # (num_labels,) level-2 F1 per label
     is_best: bool  # best level-2 macro-F1 so far
@@ -87,14 +90,15 @@ def batches(split: EncodedSplit, groups: Iterable[np.ndarray], device: torch.dev
 
 
 def bucketed_batches(lengths: np.ndarray, *, batch_size: int, rng: np.random.Generator,
-                     bucket_batches: int = 50) -> list[np.ndarray]:
+                     bucket_batches: int = 50, order: np.ndarray | None = None) -> list[np.ndarray]:
     """Shuffled batches (arrays of row indices), each holding rows of similar length.
 
-    Rows are shuffled, cut into chunks of `bucket_batches` batches, sorted by length inside each
-    chunk and cut into batches, and the batches are shuffled. With dynamic padding this trims most
-    pad tokens (texts range 8..334 tokens) while batches stay random across chunks.
+    Rows (`order`, default a permutation of all rows) are cut into chunks of `bucket_batches`
+    batches, sorted by length inside each chunk and cut into batches, and the batches are
+    shuffled. With dynamic padding this trims most pad tokens (texts range 8..334 tokens) while
+    batches stay random across chunks.
     """
-    order = rng.permutation(len(lengths))
+    order = rng.permutation(len(lengths)) if order is None else order
     chunk = batch_size * bucket_batches
     groups = []
     for piece in np.split(order, range(chunk, len(order), chunk)):
@@ -127,22 +131,46 @@ def evaluate(model: Classifier, split: EncodedSplit, *, level1_of: np.ndarray, b
     return out
 
 
-def _optimizer(model: Classifier, cfg: TrialConfig) -> torch.optim.Optimizer:
-    # No weight decay on biases and normalisation weights (1-d tensors), as in BERT fine-tuning.
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+def param_groups(model: Classifier, cfg: TrialConfig) -> list[dict]:
+    """AdamW groups: embeddings (`embedding_lr`), the encoder (`lr`) and everything after it -
+    sequence layer, pooler, heads (`head_lr`); 0 means `lr`. No weight decay on biases and
+    normalisation weights (1-d tensors), as in BERT fine-tuning."""
+    embeddings = {id(p) for p in model.encoder.embeddings.parameters()}
+    encoder = {id(p) for p in model.encoder.parameters()}
+    rates = {"embeddings": cfg.embedding_lr or cfg.lr, "encoder": cfg.lr, "head": cfg.head_lr or cfg.lr}
+    buckets: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for param in model.parameters():
+        part = "embeddings" if id(param) in embeddings else "encoder" if id(param) in encoder else "head"
+        buckets.setdefault((part, param.ndim >= 2), []).append(param)
+    return [{"params": params, "lr": rates[part], "weight_decay": cfg.weight_decay if decay else 0.0,
+             "name": f"{part}{'' if decay else '/no_decay'}"} for (part, decay), params in buckets.items()]
+
+
+def epoch_batches(cfg: TrialConfig, data: EncodedData, epoch: int) -> list[np.ndarray]:
+    """The batches of one epoch; a function of (seed, epoch) only, so a resumed run sees the same.
+
+    `sampler: weighted` draws len(train) rows with replacement, a row's chance proportional to
+    1/sqrt(rows of its label), which lifts rare labels without repeating them excessively.
+    """
+    rng = np.random.default_rng([cfg.seed, epoch])
+    order = None
+    if cfg.sampler == "weighted":
+        weights = data.class_counts[data.train.labels].astype(np.float64) ** -0.5
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
+        order = np.fromiter(sampler, dtype=np.int64, count=len(weights))
+    return bucketed_batches(data.train.lengths, batch_size=cfg.batch_size, rng=rng, order=order)
 
 
 def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], None] | None = None,
         *, device: torch.device | str | None = None, resume: dict | None = None,
         progress: bool = False) -> FitResult:
-    """Train `cfg` on `data.train`, evaluating on `data.dev` after every epoch.
+    """Train `cfg` on `data.train`, evaluating on `data.dev` at the end of every epoch and, with
+    `eval_every`, every that many optimizer steps.
 
     `on_eval` is called once per evaluation. `resume` is a state from `Evaluation.state()`;
-    training then continues after that evaluation's epoch exactly as if never interrupted.
-    `progress` shows a progress bar over each epoch's batches (on stderr).
+    training then continues after that evaluation exactly as if never interrupted (also from the
+    middle of an epoch). `progress` shows a progress bar over each epoch's batches (on stderr).
     """
     started = time.perf_counter()
     device = torch.device(device) if device is not None else default_device()
@@ -154,78 +182,107 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
                         num_labels=data.num_labels, num_level1=len(data.labels.level1)).to(device)
     objective = Objective.from_config(cfg, class_counts=data.class_counts,
                                       level1_of=data.labels.level1_of).to(device)
-    optimizer = _optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    adversary = ADVERSARIAL.get_class(cfg.adversarial, field="adversarial").from_config(cfg, model=model)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
+    micro_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.max_epochs
     scheduler = SCHEDULES[cfg.schedule](optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                                         num_training_steps=total_steps)
+    swa = AveragedModel(model) if cfg.swa_start > 0 else None
     level1_of = data.labels.level1_of
     history: list[Evaluation] = []
-    start_epoch, best_score, best_epoch = 1, -math.inf, 0
+    step, best_score, best_epoch, since_best = 0, -math.inf, 0.0, 0
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
+        if swa is not None and resume.get("swa") is not None:
+            swa.load_state_dict(resume["swa"])
         torch.set_rng_state(resume["torch_rng"])
-        start_epoch = resume["epoch"] + 1
-        best_score, best_epoch = resume["best_score"], resume["best_epoch"]
+        step, best_score, best_epoch = resume["step"], resume["best_score"], resume["best_epoch"]
+        since_best = resume["since_best"]
 
-    for epoch in range(start_epoch, cfg.max_epochs + 1):
+    def forward_loss(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with _autocast(device):
+            out = model(ids, mask)
+        return objective(out, labels, model.class_embeddings) / cfg.grad_accum
+
+    def run_evaluation(train_loss: float, samples_per_s: float) -> Evaluation:
+        nonlocal best_score, best_epoch, since_best
+        epoch = step / steps_per_epoch
+        epoch = int(epoch) if epoch == int(epoch) else round(epoch, 4)
+        if swa is not None and epoch >= cfg.swa_start:
+            swa.update_parameters(model)
+        scored = swa.module if swa is not None and swa.n_averaged.item() > 0 else model
+        scores = evaluate(scored, data.dev, level1_of=level1_of, batch_size=2 * cfg.batch_size, device=device)
         model.train()
-        # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
-        groups = bucketed_batches(data.train.lengths, batch_size=cfg.batch_size,
-                                  rng=np.random.default_rng([cfg.seed, epoch]))
-        train_loss, seen, epoch_started = 0.0, 0, time.perf_counter()
-        steps = tqdm(batches(data.train, groups, device), total=len(groups), desc=f"epoch {epoch}",
-                     unit="batch", leave=False, disable=not progress)
-        for ids, mask, labels in steps:
-            with _autocast(device):
-                out = model(ids, mask)
-            loss = objective(out, labels, model.class_embeddings)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            train_loss += loss.item() * len(labels)
-            seen += len(labels)
-
-        scores = evaluate(model, data.dev, level1_of=level1_of, batch_size=2 * cfg.batch_size,
-                          device=device)
         is_best = scores[M.LEVEL2_MACRO_F1] > best_score
         if is_best:
-            best_score, best_epoch = scores[M.LEVEL2_MACRO_F1], epoch
-        stale = epoch - best_epoch
-        is_last = epoch == cfg.max_epochs or (cfg.patience > 0 and stale >= cfg.patience)
+            best_score, best_epoch, since_best = scores[M.LEVEL2_MACRO_F1], epoch, 0
+        else:
+            since_best += 1
+        is_last = step >= total_steps or (cfg.patience > 0 and since_best >= cfg.patience)
         report = {
-            M.EPOCH: epoch,
-            M.LEVEL2_MACRO_F1: scores[M.LEVEL2_MACRO_F1],
-            M.LEVEL1_MACRO_F1: scores[M.LEVEL1_MACRO_F1],
-            M.ACCURACY: scores[M.ACCURACY],
-            M.DEV_LOSS: scores[M.DEV_LOSS],
-            M.WORST5_F1: scores[M.WORST5_F1],
-            "train_loss": train_loss / max(seen, 1),
-            "train_samples_per_s": seen / max(time.perf_counter() - epoch_started, 1e-9),
-            M.BEST_LEVEL2_MACRO_F1: best_score,
-            M.BEST_EPOCH: best_epoch,
-            M.FINISHED: is_last,
+            M.EPOCH: epoch, M.STEP: step,
+            **{key: scores[key] for key in (M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS,
+                                            M.WORST5_F1)},
+            "train_loss": train_loss, "train_samples_per_s": samples_per_s,
+            M.BEST_LEVEL2_MACRO_F1: best_score, M.BEST_EPOCH: best_epoch, M.FINISHED: is_last,
         }
+        state_at = (step, best_score, best_epoch, since_best)
 
-        def snapshot(epoch=epoch, best_score=best_score, best_epoch=best_epoch) -> dict:
+        def snapshot() -> dict:
             # Deep copies: state_dict() tensors alias the live parameters, which train on.
             return copy.deepcopy({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch})
+                "swa": swa.state_dict() if swa is not None else None, "epoch": epoch, "step": state_at[0],
+                "best_score": state_at[1], "best_epoch": state_at[2], "since_best": state_at[3]})
 
         evaluation = Evaluation(epoch=epoch, metrics=report, per_class_f1=scores["per_class_f1"],
                                 is_best=is_best, is_last=is_last, state=snapshot)
         history.append(evaluation)
         if on_eval is not None:
             on_eval(evaluation)
-        if is_last:
-            break
+        return evaluation
+
+    finished = step >= total_steps
+    while not finished:
+        epoch_index = step // steps_per_epoch + 1  # 1-based epoch holding the next step
+        groups = epoch_batches(cfg, data, epoch_index)
+        attack_draws = np.random.default_rng([cfg.seed, epoch_index, 1]).random(len(groups))
+        first = (step % steps_per_epoch) * cfg.grad_accum  # micro-batches of this epoch already done
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum, seen, clock = 0.0, 0, time.perf_counter()
+        bar = tqdm(zip(range(first, len(groups)), batches(data.train, groups[first:], device), strict=True),
+                   total=len(groups) - first, desc=f"epoch {epoch_index}", unit="batch", leave=False,
+                   disable=not progress)
+        for micro, (ids, mask, labels) in bar:
+            loss = forward_loss(ids, mask, labels)
+            loss.backward()
+            if adversary is not None and attack_draws[micro] < cfg.adv_rate:
+                adversary.attack(lambda ids=ids, mask=mask, labels=labels: forward_loss(ids, mask, labels))
+            loss_sum += loss.item() * cfg.grad_accum * len(labels)
+            seen += len(labels)
+            if (micro + 1) % cfg.grad_accum and micro + 1 < len(groups):
+                continue
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            at_epoch_end = step % steps_per_epoch == 0
+            if at_epoch_end or (cfg.eval_every and step % cfg.eval_every == 0):
+                speed = seen / max(time.perf_counter() - clock, 1e-9)
+                if run_evaluation(loss_sum / max(seen, 1), speed).is_last:
+                    finished = True
+                    break
+                loss_sum, seen, clock = 0.0, 0, time.perf_counter()
+            if at_epoch_end:
+                break
 
     best = max(history, key=lambda e: (e.metrics[M.LEVEL2_MACRO_F1], -e.epoch)) if history else None
     return FitResult(best=best, history=history, seconds=time.perf_counter() - started)

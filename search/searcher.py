@@ -93,7 +93,8 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             # Optuna ignores (with a warning) a step reported twice, e.g. by a retried trial.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                self._ot_trials[trial_id].report(float(result[self.metric]), int(result[M.EPOCH]))
+                step = int(result.get(M.STEP, result[M.EPOCH]))
+                self._ot_trials[trial_id].report(float(result[self.metric]), step)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id not in self._completed_trials:

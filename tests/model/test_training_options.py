@@ -1,0 +1,113 @@
+"""Adversarial training and the training-loop options: each changes what it should, resumes exactly."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model import metrics as M
+from model.adversarial import ADVERSARIAL
+from model.config import TrialConfig
+from model.network import build_model
+from model.objective import Objective
+from model.train import epoch_batches, fit, param_groups
+from tests.conftest import TINY
+
+
+def scores(evaluations):
+    return [{k: v for k, v in e.metrics.items() if k != "train_samples_per_s"} for e in evaluations]
+
+
+def small(**values):
+    return TrialConfig(**{**TINY, "max_epochs": 2, "lr": 3e-3, "batch_size": 32, **values})
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(ADVERSARIAL) if n != "none"])
+def test_every_attack_adds_its_gradient_and_restores_the_embeddings_exactly(name):
+    torch.manual_seed(0)
+    cfg = TrialConfig(**TINY, adversarial=name, adv_epsilon=0.5, pgd_alpha=0.2, pgd_steps=3)
+    model = build_model(cfg, vocab_size=40, max_seq_len=12, num_labels=5)
+    objective = Objective.from_config(cfg, class_counts=np.ones(5), level1_of=np.zeros(5, dtype=int))
+    ids, mask, labels = torch.randint(5, 40, (4, 8)), torch.ones(4, 8, dtype=torch.bool), torch.tensor([0, 1, 2, 3])
+    model.eval()  # no dropout: the clean and attacked passes differ only by the attack
+
+    def loss_fn():
+        return objective(model(ids, mask), labels)
+
+    loss_fn().backward()
+    clean = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    weights = model.encoder.word_embeddings.weight.detach().clone()
+    adversary = ADVERSARIAL[name].from_config(cfg, model=model)
+    adv_loss = adversary.attack(loss_fn)
+    assert adv_loss is not None and torch.isfinite(adv_loss)
+    assert torch.equal(model.encoder.word_embeddings.weight, weights)  # bit-identical after the attack
+    changed = [n for n, p in model.named_parameters() if n in clean and not torch.equal(p.grad, clean[n])]
+    assert changed  # the adversarial gradient was added
+    assert ADVERSARIAL["none"].from_config(cfg, model=model) is None
+
+
+def test_param_groups_take_their_learning_rates():
+    cfg = TrialConfig(**TINY, lr=1e-3, embedding_lr=5e-4, head_lr=1e-2, rnn="gru")
+    model = build_model(cfg, vocab_size=40, max_seq_len=12, num_labels=5)
+    groups = param_groups(model, cfg)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    rate = {g["name"]: g["lr"] for g in groups}
+    assert rate["embeddings"] == 5e-4 and rate["encoder"] == 1e-3 and rate["head"] == 1e-2
+    sequence = {id(p) for p in model.sequence.parameters()}
+    head = {id(p) for g in groups if g["name"].startswith("head") for p in g["params"]}
+    assert sequence <= head
+    assert all(g["weight_decay"] == 0 for g in groups if g["name"].endswith("no_decay"))
+    assert {g["lr"] for g in param_groups(model, TrialConfig(**TINY, lr=2e-3))} == {2e-3}  # 0 means lr
+
+
+def test_gradient_accumulation_takes_fewer_optimizer_steps(small_data):
+    seen = []
+    fit(small(grad_accum=3), small_data, seen.append)
+    batches = math.ceil(len(small_data.train) / 32)
+    assert [e.metrics[M.STEP] for e in seen] == [math.ceil(batches / 3), 2 * math.ceil(batches / 3)]
+    assert [e.epoch for e in seen] == [1, 2]
+
+
+def test_weighted_sampler_draws_rare_labels_more_often(small_data):
+    counts = small_data.class_counts
+    rare = set(np.flatnonzero(counts <= np.percentile(counts, 25)))
+    def share(cfg):
+        rows = np.concatenate(epoch_batches(cfg, small_data, 1))
+        return np.isin(small_data.train.labels[rows], list(rare)).mean()
+    assert share(small(sampler="weighted")) > 1.5 * share(small())
+    assert len(np.concatenate(epoch_batches(small(sampler="weighted"), small_data, 1))) == len(small_data.train)
+
+
+def test_swa_evaluates_the_averaged_weights(small_data):
+    plain = fit(small(max_epochs=3), small_data)
+    averaged = fit(small(max_epochs=3, swa_start=2), small_data)
+    assert scores(plain.history)[0] == scores(averaged.history)[0]  # before swa_start: the same model
+    assert scores(plain.history)[2] != scores(averaged.history)[2]
+    with pytest.raises(ValueError, match=r"`swa_start` 4 is after the last epoch \(3\)"):
+        small(max_epochs=3, swa_start=4)
+
+
+def test_eval_every_evaluates_inside_epochs(small_data):
+    batches = math.ceil(len(small_data.train) / 32)
+    half = batches // 2
+    seen = []
+    fit(small(eval_every=half), small_data, seen.append)
+    expected = sorted({round(s / batches, 4) for s in range(half, 2 * batches + 1, half)} | {1, 2})
+    assert [e.epoch for e in seen] == expected
+    assert seen[-1].epoch == 2 and seen[-1].is_last
+
+
+@pytest.mark.parametrize("values", [
+    dict(eval_every=7),  # resume from the middle of an epoch
+    dict(adversarial="pgd", adv_rate=0.5, pgd_steps=2),
+    dict(adversarial="fgm", swa_start=1, sampler="weighted", grad_accum=2),
+])
+def test_resume_continues_exactly_with_every_option(small_data, values):
+    cfg = small(max_epochs=2, **values)
+    states = {}
+    full = fit(cfg, small_data, lambda e: states.setdefault(len(states), e.state()))
+    cut = 1  # resume after the second evaluation
+    resumed = fit(cfg, small_data, resume=states[cut])
+    assert scores(resumed.history) == scores(full.history[cut + 1:])
