@@ -41,6 +41,7 @@ class TrialConfig:
     num_heads: int = _param(2, "attention heads; must divide hidden_size", low=1)
     intermediate_size: int = _param(128, "feed-forward size", low=8)
     encoder_dropout: float = _param(0.1, "dropout inside the encoder", low=0, high=1, high_open=True)
+    checkpoint: str = _param("", "bert, albert, nezha: local checkpoint directory (config, weights, vocab.txt)")
     rnn: str = _param("none", "sequence layer after the encoder (model/sequence.py)", registry="sequence")
     rnn_layers: int = _param(1, "layers of each RNN of `rnn`", low=1, high=4)
 
@@ -103,6 +104,9 @@ class TrialConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             check_value(f.name, getattr(self, f.name))
+        encoder = _registry("encoder")[self.encoder]
+        if hasattr(encoder, "check"):
+            encoder.check(self)
         if self.swa_start > self.max_epochs:
             raise ConfigError(f"`swa_start` {self.swa_start} is after the last epoch ({self.max_epochs}); lower it "
                               "or set 0 to turn SWA off")

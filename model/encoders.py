@@ -1,16 +1,29 @@
 """Encoders: token ids -> contextual token states.
 
-Contract: `forward(input_ids (B, T), mask (B, T) bool) -> (B, T, hidden_size)`, and
-`from_config(cfg, *, vocab_size, max_seq_len)` builds one. Nothing here downloads weights.
+Contract: `forward(input_ids (B, T), mask (B, T) bool) -> (B, T, hidden_size)` with ids of the
+run's vocabulary; `from_config(cfg, *, vocab, max_seq_len)` builds one (`vocab`: the run's tokens,
+index = id); `word_embeddings` (the matrix adversarial training perturbs), `embeddings` (the
+module with its own learning rate) and `hidden_size`. Nothing here downloads anything.
+
+`bert`, `albert` and `nezha` load a local checkpoint directory (`checkpoint`): its config, its
+weights and its vocab.txt. The data is encoded once with the run's vocabulary; such an encoder
+maps the run's ids to the checkpoint's through its vocab.txt (a token the checkpoint lacks becomes
+its [UNK]).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel
+from transformers import AlbertModel, BertConfig, BertModel
+from transformers.utils import logging as hf_logging
 
 from model.config import TrialConfig
+from model.errors import ConfigError
+from model.nezha import CONFIG_FILES, WEIGHT_FILES, load_nezha
 from model.registry import Registry
 
 ENCODERS = Registry("encoder")
@@ -26,9 +39,9 @@ class TinyBert(nn.Module):
         self.hidden_size = bert_config.hidden_size
 
     @classmethod
-    def from_config(cls, cfg: TrialConfig, *, vocab_size: int, max_seq_len: int) -> TinyBert:
+    def from_config(cls, cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int) -> TinyBert:
         return cls(bert_config=BertConfig(
-            vocab_size=vocab_size,
+            vocab_size=len(vocab),
             hidden_size=cfg.hidden_size,
             num_hidden_layers=cfg.num_layers,
             num_attention_heads=cfg.num_heads,
@@ -50,3 +63,110 @@ class TinyBert(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.bert(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+
+
+def read_vocab(path: Path) -> dict[str, int]:
+    """vocab.txt: one token per line, the line number is its id."""
+    return {line.rstrip("\n"): i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines())}
+
+
+class CheckpointEncoder(nn.Module):
+    """An encoder loaded from a local checkpoint directory, fed through a map from the run's ids
+    to the checkpoint's vocabulary."""
+
+    needs = ("vocab.txt",)  # files a checkpoint directory must hold (besides config and weights)
+
+    def __init__(self, *, model: nn.Module, id_map: torch.Tensor, hidden_size: int, max_positions: int):
+        super().__init__()
+        self.model = model
+        self.register_buffer("id_map", id_map)  # (run vocabulary,) checkpoint id of each run id
+        self.hidden_size, self.max_positions = hidden_size, max_positions
+
+    @classmethod
+    def check(cls, cfg: TrialConfig) -> None:
+        """Fail unless `cfg.checkpoint` is a directory with a config, weights and vocab.txt."""
+        where = f"`checkpoint` is {cfg.checkpoint!r}, but encoder {cfg.encoder!r} loads a local checkpoint:"
+        if not cfg.checkpoint:
+            raise ConfigError(f"{where} set it to a directory with {CONFIG_FILES[0]}, vocab.txt and the weights")
+        directory = Path(cfg.checkpoint)
+        if not directory.is_dir():
+            raise ConfigError(f"{where} that directory does not exist (on a cluster, every node must see it)")
+        missing = [n for n in cls.needs if not (directory / n).exists()]
+        if not any((directory / n).exists() for n in CONFIG_FILES):
+            missing.append(" or ".join(CONFIG_FILES))
+        if not any((directory / n).exists() for n in WEIGHT_FILES):
+            missing.append(" or ".join(WEIGHT_FILES))
+        if missing:
+            raise ConfigError(f"{where} {directory} has no {', '.join(missing)}")
+
+    @staticmethod
+    def map_ids(vocab: Sequence[str], checkpoint_vocab: dict[str, int]) -> torch.Tensor:
+        unknown = checkpoint_vocab.get("[UNK]", 0)
+        return torch.tensor([checkpoint_vocab.get(token, unknown) for token in vocab], dtype=torch.long)
+
+    @classmethod
+    def load(cls, directory: Path, cfg: TrialConfig) -> tuple[nn.Module, int, int]:
+        """(model, hidden size, longest sequence it takes)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int) -> CheckpointEncoder:
+        cls.check(cfg)
+        directory = Path(cfg.checkpoint)
+        hf_logging.disable_progress_bar()  # no loading bar in every trial's log
+        model, hidden_size, max_positions = cls.load(directory, cfg)
+        if max_seq_len > max_positions:
+            raise ConfigError(f"--max-seq-len {max_seq_len} exceeds the {max_positions} positions of the checkpoint "
+                              f"in {directory}; lower --max-seq-len")
+        id_map = cls.map_ids(vocab, read_vocab(directory / "vocab.txt"))
+        return cls(model=model, id_map=id_map, hidden_size=hidden_size, max_positions=max_positions)
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.model.embeddings.word_embeddings
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.model.embeddings
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ids = self.id_map[input_ids]
+        return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+
+
+def _dropout(cfg: TrialConfig) -> dict:
+    return {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
+
+
+@ENCODERS.register("bert")
+class PretrainedBert(CheckpointEncoder):
+    """A BERT (or RoBERTa-wwm-style BERT) checkpoint in Hugging Face format; dropout from the config."""
+
+    @classmethod
+    def load(cls, directory: Path, cfg: TrialConfig) -> tuple[nn.Module, int, int]:
+        model = BertModel.from_pretrained(directory, local_files_only=True, add_pooling_layer=False, **_dropout(cfg))
+        return model, model.config.hidden_size, model.config.max_position_embeddings
+
+
+@ENCODERS.register("albert")
+class PretrainedAlbert(CheckpointEncoder):
+    """An ALBERT checkpoint in Hugging Face format with a vocab.txt (as the Chinese ALBERTs have)."""
+
+    @classmethod
+    def load(cls, directory: Path, cfg: TrialConfig) -> tuple[nn.Module, int, int]:
+        model = AlbertModel.from_pretrained(directory, local_files_only=True, add_pooling_layer=False,
+                                            **_dropout(cfg))
+        return model, model.config.hidden_size, model.config.max_position_embeddings
+
+
+@ENCODERS.register("nezha")
+class PretrainedNezha(CheckpointEncoder):
+    """A NEZHA checkpoint (model/nezha.py): config.json or bert_config.json, and the weights."""
+
+    @classmethod
+    def load(cls, directory: Path, cfg: TrialConfig) -> tuple[nn.Module, int, int]:
+        model = load_nezha(directory, **_dropout(cfg))
+        return model, model.config.hidden_size, model.config.max_position_embeddings
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(self.id_map[input_ids], mask)

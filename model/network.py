@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +44,10 @@ class Classifier(nn.Module):
         return self.head.classifier.weight
 
 
-def build_model(cfg: TrialConfig, *, vocab_size: int, max_seq_len: int, num_labels: int,
+def build_model(cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int, num_labels: int,
                 num_level1: int = 0) -> Classifier:
-    encoder = ENCODERS.get_class(cfg.encoder, field="encoder").from_config(
-        cfg, vocab_size=vocab_size, max_seq_len=max_seq_len)
+    """`vocab`: the run's tokens (index = id), which the input ids refer to."""
+    encoder = ENCODERS.get_class(cfg.encoder, field="encoder").from_config(cfg, vocab=vocab, max_seq_len=max_seq_len)
     sequence = SEQUENCE_LAYERS.get_class(cfg.rnn, field="rnn").from_config(cfg, hidden_size=encoder.hidden_size)
     pooler = build_pooler(cfg, hidden_size=encoder.hidden_size)
     head = MultiSampleDropoutHead(in_dim=pooler.out_dim, num_labels=num_labels, count=cfg.msd_count,

@@ -178,7 +178,7 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(cfg.seed)
-    model = build_model(cfg, vocab_size=len(data.vocab), max_seq_len=data.max_seq_len,
+    model = build_model(cfg, vocab=data.vocab.tokens, max_seq_len=data.max_seq_len,
                         num_labels=data.num_labels, num_level1=len(data.labels.level1)).to(device)
     objective = Objective.from_config(cfg, class_counts=data.class_counts,
                                       level1_of=data.labels.level1_of).to(device)

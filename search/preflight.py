@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from model.errors import ConfigError
@@ -55,6 +56,16 @@ def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
             space.config(point, **overrides)
         except ConfigError as err:
             raise SpaceError(f"{space.path}: warm-start point {name!r} is not a valid config: {err}") from None
+    # Every encoder (and checkpoint) a trial may draw must load: a missing checkpoint directory
+    # would otherwise only show as failed trials.
+    choices = {p.name: p.choices for p in space.params if p.kind == "choice" and p.name in ("encoder", "checkpoint")}
+    for combo in itertools.product(*choices.values()):
+        values = dict(zip(choices, combo, strict=True))
+        try:
+            space.config(values, **overrides)
+        except ConfigError as err:
+            shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+            raise SpaceError(f"{space.path}: trials with {shown} cannot run: {err}") from None
 
 
 def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, nodes: list[dict]) -> None:

@@ -4,10 +4,15 @@ import pandas as pd
 import pytest
 
 from model.config import TrialConfig
-from model.data import EncodedData, prepare_data
+from model.data import SPECIAL_TOKENS, EncodedData, prepare_data
 from model.synthetic import synthesize
 
 TINY = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+
+
+def toy_vocab(size: int) -> tuple[str, ...]:
+    """A run vocabulary of `size` tokens: the special tokens, then "5", "6", ..."""
+    return SPECIAL_TOKENS + tuple(str(i) for i in range(len(SPECIAL_TOKENS), size))
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,13 @@ import torch
 
 from model.config import TrialConfig
 from model.contrastive import CONTRASTIVE
-from model.encoders import ENCODERS
 from model.heads import MultiSampleDropoutHead
 from model.losses import LOSSES, class_weights
 from model.network import Output, build_model
 from model.objective import Objective
 from model.poolers import POOLERS, build_pooler
 from model.sequence import SEQUENCE_LAYERS
-from tests.conftest import TINY
+from tests.conftest import TINY, toy_vocab
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -58,15 +57,6 @@ def test_mean_pooler_is_the_masked_mean():
     assert torch.equal(POOLERS["mean"](hidden_size=3)(hidden, mask), torch.tensor([[1.5, 2.5, 3.5]]))
 
 
-@pytest.mark.parametrize("name", sorted(ENCODERS))
-def test_every_encoder_gives_token_states(name):
-    cfg = TrialConfig(encoder=name, **TINY)
-    encoder = ENCODERS[name].from_config(cfg, vocab_size=50, max_seq_len=12).eval()
-    ids = torch.randint(5, 50, (2, 7))
-    mask = torch.ones(2, 7, dtype=torch.bool)
-    assert encoder(ids, mask).shape == (2, 7, cfg.hidden_size)
-
-
 def test_msd_with_one_sample_equals_a_plain_head():
     torch.manual_seed(0)
     head = MultiSampleDropoutHead(in_dim=8, num_labels=4, count=1, dropout=0.3, reduce="mean")
@@ -88,7 +78,7 @@ def test_msd_sum_is_k_times_mean_in_eval():
 def test_model_output_shape_and_padding_invariance():
     torch.manual_seed(0)
     cfg = TrialConfig(**TINY, pooler="cls+mean", msd_count=2)
-    model = build_model(cfg, vocab_size=40, max_seq_len=10, num_labels=35).eval()
+    model = build_model(cfg, vocab=toy_vocab(40), max_seq_len=10, num_labels=35).eval()
     ids = torch.randint(5, 40, (2, 6))
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 4:] = False
@@ -208,9 +198,9 @@ def test_flooding_reflects_the_loss_below_the_level():
 
 
 def test_auxiliary_head_exists_only_with_a_weight():
-    assert build_model(TrialConfig(**TINY), vocab_size=30, max_seq_len=8, num_labels=35,
+    assert build_model(TrialConfig(**TINY), vocab=toy_vocab(30), max_seq_len=8, num_labels=35,
                        num_level1=10).level1_head is None
-    model = build_model(TrialConfig(**TINY, aux_level1_weight=0.3), vocab_size=30, max_seq_len=8, num_labels=35,
+    model = build_model(TrialConfig(**TINY, aux_level1_weight=0.3), vocab=toy_vocab(30), max_seq_len=8, num_labels=35,
                         num_level1=10).eval()
     out = model(torch.randint(5, 30, (2, 5)), torch.ones(2, 5, dtype=torch.bool))
     assert out.level1_logits.shape == (2, 10)

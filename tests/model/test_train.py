@@ -63,3 +63,19 @@ def test_bucketed_batches_cover_every_row_once_with_similar_lengths(batch_size):
     if batch_size > 1:
         spread = np.mean([np.ptp(lengths[g]) for g in groups])
         assert spread < 0.2 * np.ptp(lengths)
+
+
+def test_fit_runs_a_checkpoint_encoder(small_data, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    directory = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=len(small_data.vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64), add_pooling_layer=False
+              ).save_pretrained(directory)
+    (directory / "vocab.txt").write_text("\n".join(small_data.vocab.tokens) + "\n")
+    cfg = TrialConfig(encoder="bert", checkpoint=str(directory), pooler="mean", max_epochs=2, lr=3e-3,
+                      embedding_lr=1e-3, head_lr=5e-3, batch_size=16)
+    result = fit(cfg, small_data)
+    assert [e.epoch for e in result.history] == [1, 2]
+    losses = [e.metrics["train_loss"] for e in result.history]
+    assert np.isfinite(losses).all() and losses[1] < losses[0]

@@ -12,7 +12,7 @@ from model.config import TrialConfig
 from model.network import build_model
 from model.objective import Objective
 from model.train import epoch_batches, fit, param_groups
-from tests.conftest import TINY
+from tests.conftest import TINY, toy_vocab
 
 
 def scores(evaluations):
@@ -27,7 +27,7 @@ def small(**values):
 def test_every_attack_adds_its_gradient_and_restores_the_embeddings_exactly(name):
     torch.manual_seed(0)
     cfg = TrialConfig(**TINY, adversarial=name, adv_epsilon=0.5, pgd_alpha=0.2, pgd_steps=3)
-    model = build_model(cfg, vocab_size=40, max_seq_len=12, num_labels=5)
+    model = build_model(cfg, vocab=toy_vocab(40), max_seq_len=12, num_labels=5)
     objective = Objective.from_config(cfg, class_counts=np.ones(5), level1_of=np.zeros(5, dtype=int))
     ids, mask, labels = torch.randint(5, 40, (4, 8)), torch.ones(4, 8, dtype=torch.bool), torch.tensor([0, 1, 2, 3])
     model.eval()  # no dropout: the clean and attacked passes differ only by the attack
@@ -49,7 +49,7 @@ def test_every_attack_adds_its_gradient_and_restores_the_embeddings_exactly(name
 
 def test_param_groups_take_their_learning_rates():
     cfg = TrialConfig(**TINY, lr=1e-3, embedding_lr=5e-4, head_lr=1e-2, rnn="gru")
-    model = build_model(cfg, vocab_size=40, max_seq_len=12, num_labels=5)
+    model = build_model(cfg, vocab=toy_vocab(40), max_seq_len=12, num_labels=5)
     groups = param_groups(model, cfg)
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter exactly once

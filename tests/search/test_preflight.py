@@ -112,3 +112,9 @@ def test_cli_prints_the_error_and_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "error: --grace-period 3 is larger than the trial budget of 2 epochs" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_every_encoder_choice_must_load(tmp_path):
+    (tmp_path / "s.yaml").write_text("params:\n  encoder: {choice: [tiny, nezha]}\n  lr: {float: [0.001, 0.01]}\n")
+    with pytest.raises(SpaceError, match=r"trials with encoder = 'nezha' cannot run: `checkpoint` is ''"):
+        launch(Settings(space=str(tmp_path / "s.yaml"), storage_path=str(tmp_path)), out=lambda _: None)

@@ -1,0 +1,145 @@
+"""Encoders: every one gives token states, ignores padding, and round-trips through its files."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel
+
+from model.config import TrialConfig
+from model.encoders import ENCODERS, read_vocab
+from model.errors import ConfigError
+from model.nezha import NezhaConfig, NezhaModel, load_nezha, relative_position_table
+from tests.conftest import TINY, toy_vocab
+
+RUN_VOCAB = toy_vocab(40)
+SMALL = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+             max_position_embeddings=24)
+
+
+def write_checkpoint(kind: str, directory) -> torch.nn.Module:
+    """A small random checkpoint of `kind` in `directory`; returns the model it holds (eval mode).
+
+    Its vocab.txt holds the run's special tokens, most run tokens in a shuffled order, and tokens
+    the run never saw; a few run tokens are missing (they must map to [UNK])."""
+    torch.manual_seed(0)
+    tokens = list(RUN_VOCAB[5:35]) + [f"x{i}" for i in range(20)]
+    random.Random(0).shuffle(tokens)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + tokens
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    if kind == "bert":
+        model = BertModel(BertConfig(vocab_size=len(vocab), **SMALL), add_pooling_layer=False)
+        model.save_pretrained(directory)
+    elif kind == "albert":
+        model = AlbertModel(AlbertConfig(vocab_size=len(vocab), embedding_size=8, **SMALL), add_pooling_layer=False)
+        model.save_pretrained(directory)
+    else:
+        model = NezhaModel(NezhaConfig(vocab_size=len(vocab), max_relative_position=4, **SMALL))
+        model.save(directory)
+    return model.eval()
+
+
+def build(name, tmp_path):
+    checkpoint = ""
+    if name != "tiny":
+        write_checkpoint(name, tmp_path / name)
+        checkpoint = str(tmp_path / name)
+    cfg = TrialConfig(encoder=name, checkpoint=checkpoint, encoder_dropout=0.0, **TINY)
+    return ENCODERS[name].from_config(cfg, vocab=RUN_VOCAB, max_seq_len=20).eval()
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_every_encoder_gives_token_states_and_ignores_padding(name, tmp_path):
+    encoder = build(name, tmp_path)
+    ids = torch.randint(5, 40, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    out = encoder(ids, mask)
+    assert out.shape == (2, 7, encoder.hidden_size) and torch.isfinite(out).all()
+    changed = ids.clone()
+    changed[1, 5:] = 9
+    assert torch.allclose(encoder(changed, mask)[mask], out[mask], atol=1e-5)
+    assert isinstance(encoder.word_embeddings, torch.nn.Embedding)
+    assert any(True for _ in encoder.embeddings.parameters())
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(ENCODERS) if n != "tiny"])
+def test_checkpoint_encoders_reproduce_the_saved_model_through_the_vocab_map(name, tmp_path):
+    reference = write_checkpoint(name, tmp_path / "ref")
+    cfg = TrialConfig(encoder=name, checkpoint=str(tmp_path / "ref"), encoder_dropout=0.0, **TINY)
+    encoder = ENCODERS[name].from_config(cfg, vocab=RUN_VOCAB, max_seq_len=20).eval()
+    checkpoint_vocab = read_vocab(tmp_path / "ref" / "vocab.txt")
+    ids = torch.tensor([[2, 5, 6, 30, 37, 3], [2, 8, 9, 3, 0, 0]])  # 37 is not in the checkpoint's vocab
+    mask = ids != 0
+    mapped = torch.tensor([[checkpoint_vocab.get(RUN_VOCAB[i], checkpoint_vocab["[UNK]"]) for i in row]
+                           for row in ids.tolist()])
+    assert mapped[0, 4] == checkpoint_vocab["[UNK]"] and mapped[0, 1] == checkpoint_vocab["5"]
+    if name == "nezha":
+        want = reference(mapped, mask)
+    else:
+        want = reference(input_ids=mapped, attention_mask=mask.long()).last_hidden_state
+    assert torch.equal(encoder(ids, mask), want)
+
+
+def test_tiny_encoder_round_trips_through_its_state_dict(tmp_path):
+    encoder = build("tiny", tmp_path)
+    torch.save(encoder.state_dict(), tmp_path / "tiny.pt")
+    again = ENCODERS["tiny"].from_config(TrialConfig(encoder_dropout=0.0, **TINY), vocab=RUN_VOCAB,
+                                         max_seq_len=20).eval()
+    again.load_state_dict(torch.load(tmp_path / "tiny.pt", weights_only=True))
+    ids, mask = torch.randint(5, 40, (2, 6)), torch.ones(2, 6, dtype=torch.bool)
+    assert torch.equal(again(ids, mask), encoder(ids, mask))
+
+
+def test_nezha_loads_the_public_checkpoint_layout(tmp_path):
+    model = write_checkpoint("nezha", tmp_path / "a")
+    # the original release: pytorch_model.bin, bert_config.json, keys under bert., LayerNorm gamma/beta,
+    # plus pre-training heads that are not ours
+    state = {}
+    for key, value in model.state_dict().items():
+        key = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        state[f"bert.{key}"] = value
+    state["cls.predictions.bias"] = torch.zeros(3)
+    legacy = tmp_path / "b"
+    legacy.mkdir()
+    torch.save(state, legacy / "pytorch_model.bin")
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    legacy_config = {**config, "hidden_act": "gelu", "use_relative_position": True}
+    (legacy / "bert_config.json").write_text(json.dumps(legacy_config))
+    loaded = load_nezha(legacy).eval()
+    ids, mask = torch.randint(5, 40, (2, 6)), torch.ones(2, 6, dtype=torch.bool)
+    assert torch.equal(loaded(ids, mask), model(ids, mask))
+    del state["bert.encoder.layer.1.output.dense.weight"]
+    torch.save(state, legacy / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"lacks 1 NEZHA weight"):
+        load_nezha(legacy)
+
+
+def test_nezha_relative_positions_follow_the_reference_formula():
+    table = relative_position_table(length=6, depth=4, max_relative_position=2)
+    assert table.shape == (6, 6, 4)
+    # query 1, key 4: distance 3, clipped to 2, shifted index 4
+    assert table[1, 4].tolist() == pytest.approx([np.sin(4), np.cos(4), np.sin(4 / 100), np.cos(4 / 100)])
+    assert torch.equal(table[0, 0], table[3, 3])  # only the distance matters
+    assert torch.equal(table[0, 5], table[0, 4])  # beyond the clip, all the same
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: "", r"`checkpoint` is '', but encoder 'bert' loads a local checkpoint: set it to a directory"),
+    (lambda d: str(d / "none"), r"that directory does not exist"),
+    (lambda d: (d.joinpath("x").mkdir(), str(d / "x"))[1], r"has no vocab.txt, config.json or bert_config.json, "
+                                                           r"model.safetensors or pytorch_model.bin"),
+])
+def test_bad_checkpoints_fail_when_the_config_is_built(tmp_path, make, message):
+    with pytest.raises(ConfigError, match=message):
+        TrialConfig(encoder="bert", checkpoint=make(tmp_path))
+
+
+def test_sequences_longer_than_the_checkpoint_are_refused(tmp_path):
+    write_checkpoint("bert", tmp_path / "b")
+    cfg = TrialConfig(encoder="bert", checkpoint=str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match=r"--max-seq-len 64 exceeds the 24 positions"):
+        ENCODERS["bert"].from_config(cfg, vocab=RUN_VOCAB, max_seq_len=64)
