@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """An input data file is missing or malformed."""
+
+
+class RestoreFailed(RuntimeError):
+    """A stopped search cannot be continued (Ray could not restore its experiment)."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from model.errors import ConfigError, DataError
+from model.errors import ConfigError, DataError, RestoreFailed
 
 EXIT_UNFINISHED = 1
 EXIT_USAGE = 2
@@ -79,6 +79,9 @@ def _resume_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=int, default=None,
                    help="new total number of trials (default: the run's); raises the budget of a finished run")
     p.add_argument("--max-failures", type=int, default=None, help="retries of a crashing trial (default: the run's)")
+    p.add_argument("--retry-errored", action="store_true",
+                   help="also resume the trials that ended as errors (after fixing the cause), from their last "
+                   "checkpoint under the same id")
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
@@ -133,7 +136,8 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
     from search.driver import is_finished, resume
 
     sys.stdout.reconfigure(line_buffering=True)
-    files, frame = resume(args.run_dir, num_samples=args.num_samples, max_failures=args.max_failures, argv=argv)
+    files, frame = resume(args.run_dir, num_samples=args.num_samples, max_failures=args.max_failures,
+                          retry_errored=args.retry_errored, argv=argv)
     if not is_finished(frame, read_json(files.run_json)["settings"]["num_samples"]):
         sys.exit(EXIT_UNFINISHED)
 
@@ -194,6 +198,6 @@ def main(argv: list[str] | None = None) -> None:
             cmd_status(args)
         elif args.command == "report":
             cmd_report(args)
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (ConfigError, DataError, FileNotFoundError, RestoreFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import logging
 import os
 import platform
 import shlex
@@ -28,10 +29,10 @@ from ray.tune.search import ConcurrencyLimiter
 
 from model import metrics as M
 from model.data import EncodedData
-from model.errors import ConfigError
-from results.export import load_records, top_table
+from model.errors import ConfigError, RestoreFailed
+from results.export import load_records, save_records, top_table
 from results.files import RunFiles, atomic_write_json, atomic_write_text, driver_pid, read_json
-from results.records import RUNNING
+from results.records import ERROR, RUNNING, TrialRecord
 from search import preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
 from search.cluster import REPO_ROOT, check_shared_storage, connect, is_uri
@@ -65,23 +66,25 @@ def make_scheduler(settings: Settings, max_epochs: int) -> ResumableASHA:
 
 def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: RunFiles, max_epochs: int,
                 settings: Settings, callbacks: list[tune.Callback], scheduler: ResumableASHA | None = None,
-                resume: bool = False) -> tune.Tuner:
-    """The Tuner of a new run, or (`resume`) of the run in `files.root` continued where it stopped."""
+                resume: bool = False, retry: frozenset[str] = frozenset()) -> tune.Tuner:
+    """The Tuner of a new run, or (`resume`) of the run in `files.root` continued where it stopped;
+    `retry`: ids of errored trials to resume too."""
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     # The chain Tune would build from max_concurrent_trials, built here so the budget survives a
     # restore. Bounded concurrency: TPE asks only as slots free up (unbounded, it degrades to
     # random search), and Ray keeps that many trials pending, so every slot stays busy.
     search_alg = BudgetSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=concurrency(settings)),
-                                       budget=settings.num_samples)
+                                       budget=settings.num_samples, retry=retry)
     extra = {}
     if resume:
-        # Interrupted trials continue from their last checkpoint under the same id; finished and
-        # errored trials stay as they ended. Tuner.restore would bring back the scheduler and the
-        # budget as launched; a new Tuner over the same directory takes ours.
+        # Interrupted trials continue from their last checkpoint under the same id; finished trials
+        # stay as they ended, errored ones too unless retried. Tuner.restore would bring back the
+        # scheduler and the budget as launched; a new Tuner over the same directory takes ours.
+        kind = tune.ResumeConfig.ResumeType
         extra["_tuner_kwargs"] = {"resume_config": tune.ResumeConfig(
-            unfinished=tune.ResumeConfig.ResumeType.RESUME,
-            errored=tune.ResumeConfig.ResumeType.SKIP,
-            finished=tune.ResumeConfig.ResumeType.SKIP)}
+            unfinished=kind.RESUME,
+            errored=kind.RESUME if retry else kind.SKIP,
+            finished=kind.SKIP)}
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
@@ -183,6 +186,31 @@ def ray_session(address: str | None):
             ray.shutdown()
 
 
+class _FailOnRestoreError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to restore the run state"):
+            cause = record.exc_info[1] if record.exc_info else None
+            raise RestoreFailed(f"Ray could not restore the experiment ({cause!r}); nothing was changed. The code "
+                                "probably changed incompatibly since the launch (the trial function, say): resume "
+                                "with the code that launched the run")
+        return True
+
+
+@contextlib.contextmanager
+def restore_must_succeed():
+    """Make a failed restore an error. Ray's TuneController logs the failure and starts a new
+    experiment in the same directory, whose newer state file would then hide the real one from
+    every later resume. A logging filter runs inside Ray's `except` block, before anything is
+    written, and its exception propagates (logging only shields handlers, not filters)."""
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    guard = _FailOnRestoreError()
+    logger.addFilter(guard)
+    try:
+        yield
+    finally:
+        logger.removeFilter(guard)
+
+
 def run_files(settings: Settings, name: str) -> RunFiles:
     """RUN_DIR: under --storage-path, or under ./runs when the storage is a URI (see search/cluster.py)."""
     return RunFiles(Path("runs" if is_uri(settings.storage_path) else settings.storage_path) / name)
@@ -245,9 +273,11 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
 
 
 def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures: int | None = None,
-           argv: list[str] | None = None, out: Callable[[str], Any] = print) -> tuple[RunFiles, pd.DataFrame]:
+           retry_errored: bool = False, argv: list[str] | None = None, out: Callable[[str], Any] = print,
+           trial_fn: Callable = run_trial) -> tuple[RunFiles, pd.DataFrame]:
     """Continue the run in `run_dir`: interrupted trials from their last checkpoint, ended trials
-    never again, up to `num_samples` trials in all (default: the run's budget)."""
+    never again (`retry_errored`: except errored ones, which resume from their last checkpoint
+    under the same id), up to `num_samples` trials in all (default: the run's budget)."""
     files = RunFiles(Path(run_dir))
     if not files.run_json.exists():
         raise ConfigError(f"{run_dir} is not a run directory (no run.json): pass the RUN_DIR that "
@@ -293,8 +323,25 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         out(f"resuming: {len(records)} trials recorded ({done} ended), budget {settings.num_samples} trials")
         searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
                                              study_name=files.root.name, seed=settings.seed, warm_start=False)
-        frame = _search(files, settings, space, data, searcher, run["max_epochs"], resume=True, out=out)
+        retry = _reopen_errored(files, records, searcher, out) if retry_errored else frozenset()
+        frame = _search(files, settings, space, data, searcher, run["max_epochs"], resume=True, out=out,
+                        trial_fn=trial_fn, retry=retry)
     return files, frame
+
+
+def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: FidelityAwareOptunaSearch,
+                    out: Callable[[str], Any]) -> frozenset[str]:
+    """Mark the errored trials (not the lost ones, which Ray never knew) running again, each with
+    a fresh Optuna trial; returns their ids."""
+    errored = {tid: r.optuna_number for tid, r in records.items()
+               if r.status == ERROR and not (r.error or "").startswith("lost:")}
+    new_numbers = searcher.reopen(errored)
+    for trial_id, number in new_numbers.items():
+        record = records[trial_id]
+        out(f"retrying errored trial {record.optuna_number} ({trial_id}) as Optuna trial {number}: {record.error}")
+        record.status, record.error, record.optuna_number = RUNNING, None, number
+    save_records(files, records)
+    return frozenset(new_numbers)
 
 
 def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]) -> SearchSpace:
@@ -317,7 +364,8 @@ def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]
 
 def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: EncodedData,
             searcher: FidelityAwareOptunaSearch, max_epochs: int, *, resume: bool,
-            out: Callable[[str], Any], trial_fn: Callable = run_trial) -> pd.DataFrame:
+            out: Callable[[str], Any], trial_fn: Callable = run_trial, retry: frozenset[str] = frozenset()
+            ) -> pd.DataFrame:
     """Run (or continue) the Tuner and return the final leaderboard."""
     out(f"search: {settings.num_samples} trials, up to {max_epochs} epochs each, ASHA grace "
         f"{settings.grace_period} / reduction {settings.reduction_factor:g}, {concurrency(settings)} at a time")
@@ -333,8 +381,9 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
                                      overrides={"max_epochs": max_epochs, "seed": settings.seed}, ended=ended)
     printer = ProgressPrinter(max_epochs=max_epochs, num_samples=settings.num_samples, ended=ended)
     tuner = build_tuner(trainable, searcher=searcher, files=files, max_epochs=max_epochs, settings=settings,
-                        callbacks=[board, printer], scheduler=scheduler, resume=resume)
-    tuner.fit()
+                        callbacks=[board, printer], scheduler=scheduler, resume=resume, retry=retry)
+    with restore_must_succeed() if resume else contextlib.nullcontext():
+        tuner.fit()
     frame = board.write()
     if is_finished(frame, settings.num_samples):
         searcher.reconcile(final=True)

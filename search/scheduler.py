@@ -44,11 +44,20 @@ class ResumableASHA(ASHAScheduler):
 
 
 class BudgetSearchGenerator(SearchGenerator):
-    """SearchGenerator whose total number of trials is `budget`, also after a restore."""
+    """SearchGenerator whose total number of trials is `budget`, also after a restore. `retry`:
+    errored trials the restored run resumes; they count as live again in the concurrency limiter
+    (`searcher`), which otherwise ignores their completion."""
 
-    def __init__(self, searcher, *, budget: int):
+    def __init__(self, searcher, *, budget: int, retry: frozenset[str] = frozenset()):
         super().__init__(searcher)
-        self.budget = budget
+        self.budget, self.retry = budget, retry
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)
+        limiter = self.searcher
+        for trial_id in self.retry - limiter.live_trials:
+            limiter.live_trials.add(trial_id)
+            limiter.num_unfinished_live_trials += 1
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)

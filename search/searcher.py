@@ -46,14 +46,36 @@ class FidelityAwareOptunaSearch(OptunaSearch):
                  seed: int, n_startup_trials: int = 10, warm_start: bool = True):
         super().__init__(space.sample, metric=M.OBJECTIVE, mode="max", study_name=study_name,
                          storage=storage, sampler=make_sampler(seed=seed, n_startup_trials=n_startup_trials))
+        self._reopened: dict[str, int] = {}  # Ray trial id -> storage id of its replacement Optuna trial
         if warm_start:
             # Warm-start points go first, named so the leaderboard can show which is which.
             for name, point in space.warm_start.items():
                 self._ot_study.enqueue_trial(point, user_attrs={"warm_start": name})
 
     def restore(self, checkpoint_path: str) -> None:
+        reopened = self._reopened  # this driver's, not one pickled by an earlier driver
         super().restore(checkpoint_path)
+        self._reopened = reopened
+        for trial_id, storage_id in reopened.items():
+            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, storage_id)
+            self._completed_trials.discard(trial_id)
         self.reconcile()
+
+    def reopen(self, numbers: dict[str, int]) -> dict[str, int]:
+        """Give errored Ray trials (id -> their FAIL'd Optuna trial number) a fresh RUNNING Optuna
+        trial with the same parameters and intermediate values, which the retried Ray trial will
+        finish: Optuna cannot change the state of a finished trial. Call before the Tuner starts;
+        returns {Ray trial id: new Optuna number}. The old trials stay FAIL in the study."""
+        new_numbers = {}
+        for trial_id, number in numbers.items():
+            old = self._ot_study.trials[number]
+            self._ot_study.add_trial(optuna.trial.create_trial(
+                state=TrialState.RUNNING, params=old.params, distributions=old.distributions,
+                user_attrs={**old.user_attrs, "retry_of": number}, intermediate_values=old.intermediate_values))
+            new = self._ot_study.get_trials(deepcopy=False)[-1]  # only this driver writes the study
+            self._reopened[trial_id] = new._trial_id
+            new_numbers[trial_id] = new.number
+        return new_numbers
 
     def reconcile(self, *, final: bool = False) -> list[int]:
         """Fail the Optuna trials left RUNNING that no Ray trial will finish; return their numbers.

@@ -1,15 +1,21 @@
 """Failing trials: retried from their checkpoint, or ended as ERROR while the search goes on."""
 
 import functools
+import subprocess
+import sys
 
 import optuna
 import pytest
+import ray
 import torch
 
 from model.config import TrialConfig
+from model.errors import RestoreFailed
+from results.export import run_leaderboard
 from search import trainable
-from search.driver import launch
+from search.driver import launch, resume
 from search.settings import Settings
+from search.trainable import run_trial
 from tests.search.failing_trials import flaky_trial
 from tests.search.test_launch import SPACE
 
@@ -21,8 +27,9 @@ def test_flaky_trial_retries_and_broken_trial_errors(tmp_path, local_ray):
     settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=600, max_seq_len=32, folds=3,
                         num_samples=4, max_epochs=2, grace_period=2, max_failures=2,
                         storage_path=str(tmp_path / "runs"), name="fail", seed=0)
-    files, frame = launch(settings, out=lambda _: None,
-                          trial_fn=functools.partial(flaky_trial, marker_dir=str(tmp_path)))
+    trial_fn = functools.partial(flaky_trial, marker_dir=str(tmp_path))
+    trial_fn.__name__ = "run_trial"  # Ray names the trainable after it: the fixed code's resume restores it
+    files, frame = launch(settings, out=lambda _: None, trial_fn=trial_fn)
     rows = frame.set_index("optuna_number")
     assert rows.loc[1, "status"] == "completed" and rows.loc[1, "epochs"] == 2  # retried, then done
     assert rows.loc[2, "status"] == "error"
@@ -33,6 +40,37 @@ def test_flaky_trial_retries_and_broken_trial_errors(tmp_path, local_ray):
     study = optuna.load_study(study_name="fail", storage=files.study_url)
     states = {t.number: t.state.name for t in study.trials}
     assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "COMPLETE"}
+
+    # The cause is fixed: `resume --retry-errored` continues trial 2 under the same Ray id.
+    broken_id = rows.loc[2, "trial_id"]
+    proc = subprocess.run([sys.executable, "-m", "search", "resume", str(files.root), "--retry-errored"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "retrying errored trial 2" in proc.stdout
+    after = run_leaderboard(files.root)
+    row = after.set_index("trial_id").loc[broken_id]
+    assert row["status"] == "completed" and row["epochs"] == 2 and row["optuna_number"] == 4
+    assert set(after["status"]) == {"completed"} and len(after) == 4
+    study = optuna.load_study(study_name="fail", storage=files.study_url)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "COMPLETE", 4: "COMPLETE"}
+    assert study.trials[4].params == study.trials[2].params and study.trials[4].user_attrs["retry_of"] == 2
+    assert study.trials[4].value == row["level2_macro_f1"]
+
+
+def test_a_restore_ray_cannot_do_is_an_error_and_changes_nothing(tmp_path, local_ray):
+    """Launched with another trial function (Ray registers trainables by name), the run cannot be
+    restored; Ray would then start a new experiment over it. The resume must refuse instead."""
+    (tmp_path / "space.yaml").write_text(SPACE)
+    settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=400, max_seq_len=32, folds=3,
+                        num_samples=1, max_epochs=1, grace_period=1, storage_path=str(tmp_path), name="r")
+    files, _ = launch(settings, out=lambda _: None, trial_fn=functools.partial(run_trial))
+    ray.shutdown()
+    states = sorted(files.ray_dir.glob("experiment_state-*.json"))
+    with pytest.raises(RestoreFailed, match=r"Ray could not restore the experiment .*Unknown trainable"):
+        resume(files.root, num_samples=2, out=lambda _: None)
+    assert sorted(files.ray_dir.glob("experiment_state-*.json")) == states
+    assert len(run_leaderboard(files.root)) == 1
 
 
 def test_cuda_out_of_memory_is_reported_as_such(monkeypatch):
