@@ -16,33 +16,33 @@ from model.registry import Registry
 POOLERS = Registry("pooler")
 
 
+class _Pooler(nn.Module):
+    """A pooler configured by the hidden size alone."""
+
+    @classmethod
+    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> _Pooler:
+        return cls(hidden_size=hidden_size)
+
+
 @POOLERS.register("cls")
-class ClsPooler(nn.Module):
+class ClsPooler(_Pooler):
     """The state of the first ([CLS]) token."""
 
     def __init__(self, *, hidden_size: int):
         super().__init__()
         self.out_dim = hidden_size
 
-    @classmethod
-    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> ClsPooler:
-        return cls(hidden_size=hidden_size)
-
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return hidden[:, 0]  # (B, T, H) -> (B, H)
 
 
 @POOLERS.register("mean")
-class MeanPooler(nn.Module):
+class MeanPooler(_Pooler):
     """Average of the non-padded token states."""
 
     def __init__(self, *, hidden_size: int):
         super().__init__()
         self.out_dim = hidden_size
-
-    @classmethod
-    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> MeanPooler:
-        return cls(hidden_size=hidden_size)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
@@ -52,7 +52,7 @@ class MeanPooler(nn.Module):
 
 
 @POOLERS.register("bert_pooler")
-class BertPooler(nn.Module):
+class BertPooler(_Pooler):
     """BERT's pooler: the [CLS] state through a dense layer and tanh."""
 
     def __init__(self, *, hidden_size: int):
@@ -60,32 +60,24 @@ class BertPooler(nn.Module):
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.out_dim = hidden_size
 
-    @classmethod
-    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> BertPooler:
-        return cls(hidden_size=hidden_size)
-
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, T, H) -> (B, H)
 
 
 @POOLERS.register("max")
-class MaxPooler(nn.Module):
+class MaxPooler(_Pooler):
     """Element-wise maximum over the non-padded token states."""
 
     def __init__(self, *, hidden_size: int):
         super().__init__()
         self.out_dim = hidden_size
 
-    @classmethod
-    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> MaxPooler:
-        return cls(hidden_size=hidden_size)
-
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return hidden.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)  # (B, H)
 
 
 @POOLERS.register("attention")
-class AttentionPooler(nn.Module):
+class AttentionPooler(_Pooler):
     """Self-attentive pooling: a learned score per token, softmax over the real tokens, weighted sum."""
 
     def __init__(self, *, hidden_size: int):
@@ -93,10 +85,6 @@ class AttentionPooler(nn.Module):
         self.project = nn.Linear(hidden_size, hidden_size)
         self.score = nn.Linear(hidden_size, 1, bias=False)
         self.out_dim = hidden_size
-
-    @classmethod
-    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> AttentionPooler:
-        return cls(hidden_size=hidden_size)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = torch.where(mask.unsqueeze(-1), hidden, 0)

@@ -1,6 +1,7 @@
 """The training loop every trial runs: `fit(cfg, data, on_eval)`.
 
-One evaluation per epoch on the held-out fold. A trial's score is its best evaluation (as the
+An evaluation on the held-out fold at the end of every epoch, and every `eval_every` optimizer
+steps when set. A trial's score is its best evaluation (as the
 competition solutions kept their best checkpoint), and `on_eval` sees every evaluation together
 with a way to snapshot the full training state, so a caller can checkpoint and later `resume`.
 Deterministic on CPU for a given config and data.

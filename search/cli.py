@@ -74,7 +74,7 @@ def _train_one_parser(sub: argparse._SubParsersAction) -> None:
 def _resume_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resume", help="continue an interrupted (or finished) search",
                        description="Continue the search in RUN_DIR: trials interrupted by the stop resume from "
-                       "their last epoch checkpoint under the same id, ended trials are never trained again.")
+                       "their last checkpoint under the same id, ended trials are never trained again.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
     p.add_argument("--num-samples", type=int, default=None,
                    help="new total number of trials (default: the run's); raises the budget of a finished run")

@@ -409,6 +409,6 @@ def summary(frame: pd.DataFrame, files: RunFiles, top: int = 5) -> str:
 def quiet_ray() -> None:
     """Environment defaults for the driver process (read by Ray when it starts and while it runs)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Trials checkpoint every epoch on purpose (to resume); Ray's warning that this forces frequent
+    # Trials checkpoint at every evaluation on purpose (to resume); Ray's warning that this forces frequent
     # experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -9,6 +9,15 @@ from model.synthetic import synthesize
 
 TINY = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
 
+# A small search space for end-to-end tests: a model that learns in seconds, a conditional parameter.
+E2E_SPACE = """
+fixed: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, pooler: mean, batch_size: 16}
+params:
+  lr:          {float: [1.0e-5, 1.0e-2], log: true}
+  loss:        {choice: [ce, focal]}
+  focal_gamma: {float: [1.0, 3.0], when: {loss: focal}}
+"""
+
 
 def toy_vocab(size: int) -> tuple[str, ...]:
     """A run vocabulary of `size` tokens: the special tokens, then "5", "6", ..."""

@@ -24,16 +24,11 @@ from results.report import write_report
 from results.status import status_text
 from search.driver import launch
 from search.settings import Settings
+from tests.conftest import E2E_SPACE
 
 pytestmark = pytest.mark.e2e
 
-SPACE = """
-fixed: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, pooler: mean, batch_size: 16}
-params:
-  lr:          {float: [1.0e-5, 1.0e-2], log: true}
-  loss:        {choice: [ce, focal]}
-  focal_gamma: {float: [1.0, 3.0], when: {loss: focal}}
-warm_start:
+SPACE = E2E_SPACE + """warm_start:
   good: {lr: 3.0e-3, loss: ce}
 """
 NUM_SAMPLES, MAX_EPOCHS = 8, 3

@@ -16,16 +16,11 @@ import pytest
 from model.errors import ConfigError
 from results.export import read_leaderboard_csv
 from search.driver import resume
+from tests.conftest import E2E_SPACE
 
 pytestmark = pytest.mark.e2e
 
-SPACE = """
-fixed: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, pooler: mean, batch_size: 16}
-params:
-  lr:          {float: [1.0e-5, 1.0e-2], log: true}
-  loss:        {choice: [ce, focal]}
-  focal_gamma: {float: [1.0, 3.0], when: {loss: focal}}
-"""
+SPACE = E2E_SPACE
 NUM_SAMPLES, MAX_EPOCHS = 6, 4
 FINAL = {"completed", "pruned", "error"}
 
