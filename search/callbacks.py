@@ -109,13 +109,16 @@ class LeaderboardCallback(Callback):
                         **info: Any) -> None:
         if self._final(trial):
             return
-        record = self._record(trial)
+        self._take(self._record(trial), result)
+        self.write()
+
+    @staticmethod
+    def _take(record: TrialRecord, result: dict) -> None:
         record.add_evaluation(result)
         record.node = result.get("node_ip", record.node)
         record.node_id = result.get("node_id", record.node_id)
         record.device = result.get("device", record.device)
         record.time_s = float(result.get("time_total_s", record.time_s))
-        self.write()
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint, **info: Any) -> None:
         if self._final(trial):
@@ -129,8 +132,8 @@ class LeaderboardCallback(Callback):
         if self._final(trial):
             return
         record = self._record(trial)
-        if trial.last_result:
-            self.on_trial_result(iteration, trials, trial, trial.last_result)
+        if trial.last_result:  # Ray may end a trial on a result no on_trial_result saw
+            self._take(record, trial.last_result)
         record.status = COMPLETED if (trial.last_result or {}).get(M.FINISHED) else PRUNED
         record.ended_at = time.time()
         self.write()

@@ -70,6 +70,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
     """The Tuner of a new run, or (`resume`) of the run in `files.root` continued where it stopped;
     `retry`: ids of errored trials to resume too."""
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    storage, name = ray_experiment(settings, files)
     # The chain Tune would build from max_concurrent_trials, built here so the budget survives a
     # restore. Bounded concurrency: TPE asks only as slots free up (unbounded, it degrades to
     # random search), and Ray keeps that many trials pending, so every slot stays busy.
@@ -95,8 +96,8 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=ray_experiment(settings, files)[1],
-            storage_path=ray_experiment(settings, files)[0],
+            storage_path=storage,
+            name=name,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # The latest checkpoint is always kept (to resume); num_to_keep=1 adds the best one.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=M.CHECKPOINT_SCORE,
