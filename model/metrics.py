@@ -1,7 +1,8 @@
-"""Metric names and pure metric functions.
+"""Metric names, the other keys modules pass between them, and pure metric functions.
 
-The key constants below are the only spelling of each metric: the same strings go to
-`tune.report`, ASHA, Optuna and the leaderboard.
+The key constants below are the only spelling of each key: the same strings go to
+`tune.report`, ASHA, Optuna, the callbacks and the leaderboard. A bare string key shared by two
+modules is a defect: add a constant here instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ CHECKPOINT_SCORE = "checkpoint_score"
 # True on the last evaluation of a trial that ended on its own (full budget or patience).
 # A trial whose last result lacks it was stopped by the scheduler.
 FINISHED = "finished"
+
+# Other keys of a reported result (besides the metrics above).
+TRAIN_LOSS = "train_loss"  # mean training loss since the previous evaluation
+TRAIN_SAMPLES_PER_S = "train_samples_per_s"  # training rows per second since the previous evaluation
+DEVICE = "device"  # torch device the trial trained on, e.g. "cuda:0"
+NODE_ID = "node_id"  # Ray node id of the worker that ran the trial
+GPU_MEM_PEAK_GB = "gpu_mem_peak_gb"  # peak CUDA memory allocated by the trial (CUDA only)
+TIMESTAMP = "timestamp"  # Ray's wall-clock time of the result (seconds since the epoch)
+
+# Keys of a trial's config dict, as the searcher hands it to Ray and the callbacks read it back.
+PARAMS = "params"  # the sampled TrialConfig values
+OPTUNA_NUMBER = "optuna_number"  # the Optuna trial number
+WARM_START = "warm_start"  # name of the space's warm-start point the trial evaluates, or None
 
 # The metric the search maximises, and the scheduler's time unit.
 OBJECTIVE = LEVEL2_MACRO_F1
@@ -56,5 +70,5 @@ def classification_metrics(
         ),
         ACCURACY: float(accuracy_score(y_true, y_pred)),
         WORST5_F1: float(np.sort(per_class)[:5].mean()),
-        "per_class_f1": [float(x) for x in per_class],
+        PER_CLASS_F1: [float(x) for x in per_class],
     }
