@@ -1,10 +1,24 @@
-"""`python -m search <command>`: launch a search, resume it, export its leaderboard, train one config."""
+"""`python -m search <command>`: run and inspect a hyperparameter search, or train one configuration.
+
+    launch     run a search (Ray Tune + Optuna TPE + ASHA) and write RUN_DIR
+    resume     continue the search in RUN_DIR (interrupted or finished)
+    status     where the search in RUN_DIR stands: progress, best, top trials
+    export     write RUN_DIR's leaderboard as CSV, markdown or JSON
+    report     write an HTML report with figures to RUN_DIR/report/
+    train-one  train one configuration without Ray (debug, reproduce a leaderboard row)
+
+Each sub-parser sets `func` (its `cmd_*` handler); `main` calls it and turns the errors of bad input
+into `error: ...` and exit status 2. `launch` and `train-one` share `data_parser()`, and build their
+`Settings` with `Settings.from_namespace`, so a flag whose dest is a `Settings` field needs no other code.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from model.errors import ConfigError, DataError, RestoreFailed
 
@@ -12,69 +26,106 @@ EXIT_UNFINISHED = 1
 EXIT_USAGE = 2
 
 
-def _data_arguments(p: argparse.ArgumentParser) -> None:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends `(default: X)` to a flag's help unless the help already names its default or there is
+    no value to show (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "default" in (action.help or "") or action.default is None or action.default is False \
+                or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace, list[str]], None],
+             **kwargs: Any) -> argparse.ArgumentParser:
+    """Add sub-command `name`; `main` runs it as `args.func(args, argv)` (the raw argv is for the
+    commands that store their command line: launch, resume)."""
+    parser = sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _space_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--space", default=None, help="search-space YAML file or shipped name (default: demo)")
+    return parser
+
+
+def data_parser() -> argparse.ArgumentParser:
+    """The data and split flags, shared (argparse `parents=`) by `launch` and `train-one`.
+
+    Contract: every flag's `dest` is a `Settings` field, so a flag added here reaches the
+    `Settings` of both commands through `Settings.from_namespace` with no other change."""
     from search.settings import Settings
 
     d = Settings()
-    data = p.add_argument_group("data")
-    data.add_argument("--data", default=None, help="directory with train.csv (id,text,label), or the CSV")
+    parser = argparse.ArgumentParser(add_help=False)
+    data = parser.add_argument_group("data and split")
+    data.add_argument("--data", default=d.data,
+                      help="directory with train.csv (id,text,label), or the CSV (default: synthetic data)")
     data.add_argument("--synthetic", action="store_true", help="generated data (the default without --data)")
-    data.add_argument("--synthetic-rows", type=int, default=d.synthetic_rows)
-    data.add_argument("--synthetic-seed", type=int, default=d.synthetic_seed)
-    data.add_argument("--folds", type=int, default=d.folds, help="stratified folds")
+    data.add_argument("--synthetic-rows", type=int, default=d.synthetic_rows, help="rows of the generated data")
+    data.add_argument("--synthetic-seed", type=int, default=d.synthetic_seed, help="seed of the generated data")
+    data.add_argument("--folds", type=int, default=d.folds, help="stratified folds (split seeded by --seed)")
     data.add_argument("--fold", type=int, default=d.fold, help="the held-out fold trials are scored on")
     data.add_argument("--max-seq-len", type=int, default=d.max_seq_len, help="tokens per text incl. [CLS]/[SEP]")
+    return parser
 
 
 def _launch_parser(sub: argparse._SubParsersAction) -> None:
     from search.settings import DEFAULT_MAX_EPOCHS, Settings
 
     d = Settings()
-    p = sub.add_parser("launch", help="run a search (default: the demo space on synthetic data)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--space", default=None, help="search-space YAML file or shipped name (demo)")
-    _data_arguments(p)
+    p = _command(sub, "launch", cmd_launch, parents=[_space_parser(), data_parser()],
+                 help="run a search (default: the demo space on synthetic data)")
     run = p.add_argument_group("run")
-    run.add_argument("--name", default=None, help="run name (default: <space>-<date>-<time>)")
+    run.add_argument("--name", default=d.name, help="run name (default: <space>-<date>-<time>)")
     run.add_argument("--storage-path", default=d.storage_path, help="RUN_DIR is <storage-path>/<name>")
     run.add_argument("--num-samples", type=int, default=d.num_samples, help="trials to run")
-    run.add_argument("--seed", type=int, default=d.seed, help="sampler, split and training seed")
+    run.add_argument("--seed", type=int, default=d.seed, help="seed of the sampler, the split and every trial")
     sched = p.add_argument_group("scheduling (ASHA on level-2 macro-F1, time unit = epochs)")
-    sched.add_argument("--max-epochs", type=int, default=None,
+    sched.add_argument("--max-epochs", type=int, default=d.max_epochs,
                        help=f"full budget of a trial (ASHA max_t); default: the space's, else {DEFAULT_MAX_EPOCHS}")
     sched.add_argument("--grace-period", type=int, default=d.grace_period, help="epochs before a trial can be stopped")
-    sched.add_argument("--reduction-factor", type=float, default=d.reduction_factor)
+    sched.add_argument("--reduction-factor", type=float, default=d.reduction_factor,
+                       help="ASHA: 1/factor of the trials go on at each rung (> 1)")
     res = p.add_argument_group("resources")
-    res.add_argument("--address", default=None,
+    res.add_argument("--address", default=d.address,
                      help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, "
                      "else a new local Ray); the code is shipped to the nodes, which need only the requirements")
-    res.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
-    res.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial)
-    res.add_argument("--max-concurrent", type=int, default=None,
+    res.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial,
+                     help="CPUs Ray reserves per trial (also its torch threads)")
+    res.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial,
+                     help="GPUs Ray reserves per trial; fractions share a GPU (accounting only, no memory isolation)")
+    res.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
                      help="trials at once (default: as many as the resources hold)")
     res.add_argument("--max-failures", type=int, default=d.max_failures,
                      help="retries of a crashing trial, from its last checkpoint")
 
 
 def _train_one_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-one", help="train one configuration without Ray (debug, reproduce a row)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--space", default=None, help="search-space YAML file or shipped name (demo)")
+    from search.settings import DEFAULT_MAX_EPOCHS, Settings
+
+    d = Settings()
+    p = _command(sub, "train-one", cmd_train_one, parents=[_space_parser(), data_parser()],
+                 help="train one configuration without Ray (debug, reproduce a row)")
     p.add_argument("--point", default=None, help="start from this warm-start point of the space")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a TrialConfig field (repeatable), e.g. --set lr=0.001 --set loss=focal")
-    p.add_argument("--max-epochs", type=int, default=None, help="default: the space's, else 4")
-    p.add_argument("--seed", type=int, default=0)
+                   help="set a TrialConfig field (repeatable), e.g. --set lr=2e-05 --set loss=focal; numbers are "
+                   "read as Python int/float")
+    p.add_argument("--max-epochs", type=int, default=d.max_epochs,
+                   help=f"training epochs (default: the space's, else {DEFAULT_MAX_EPOCHS})")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the split and of training")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (a trial uses its CPUs)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _data_arguments(p)
 
 
 def _resume_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("resume", help="continue an interrupted (or finished) search",
-                       description="Continue the search in RUN_DIR: trials interrupted by the stop resume from "
-                       "their last checkpoint under the same id, ended trials are never trained again.")
+    p = _command(sub, "resume", cmd_resume, help="continue an interrupted (or finished) search",
+                 description="Continue the search in RUN_DIR: trials interrupted by the stop resume from "
+                 "their last checkpoint under the same id, ended trials are never trained again.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
     p.add_argument("--num-samples", type=int, default=None,
                    help="new total number of trials (default: the run's); raises the budget of a finished run")
@@ -85,32 +136,35 @@ def _resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a run's leaderboard (CSV, markdown or JSON)",
-                       description="Write the leaderboard of RUN_DIR, rebuilt from its trial records: CSV with "
-                       "every column, JSON (a list of row objects), or markdown with the comparison columns "
-                       "and the parameters. Works while the search runs.")
+    p = _command(sub, "export", cmd_export, help="write a run's leaderboard (CSV, markdown or JSON)",
+                 description="Write the leaderboard of RUN_DIR, rebuilt from its trial records: CSV with "
+                 "every column, JSON (a list of row objects), or markdown with the comparison columns "
+                 "and the parameters. Works while the search runs.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
     p.add_argument("--out", default=None, help="output file (default: standard output)")
-    p.add_argument("--format", default="csv", choices=["csv", "md", "json"])
+    p.add_argument("--format", default="csv", choices=["csv", "md", "json"],
+                   help="csv: every column; md: comparison columns and parameters; json: a list of row objects "
+                   "(default: csv)")
     p.add_argument("--top", type=int, default=None, help="only the first K rows (after --status)")
     p.add_argument("--status", action="append", default=None,
                    help="only rows with this status (repeatable): completed, pruned, running, error")
 
 
 def _report_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write an HTML report with figures to RUN_DIR/report/")
+    p = _command(sub, "report", cmd_report, help="write an HTML report with figures to RUN_DIR/report/")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
 
 
 def _status_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="where a search stands: progress, best, top trials")
+    p = _command(sub, "status", cmd_status, help="where a search stands: progress, best, top trials")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
     p.add_argument("--top", type=int, default=5, help="rows of the leaderboard to show")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do; `python -m search COMMAND --help` lists its flags")
     _launch_parser(sub)
     _resume_parser(sub)
     _train_one_parser(sub)
@@ -125,7 +179,7 @@ def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
     from search.settings import Settings
 
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
-    settings = Settings(**{k: v for k, v in vars(args).items() if k != "command"})
+    settings = Settings.from_namespace(args)
     _, frame = launch(settings, argv=argv)
     if not is_finished(frame, settings.num_samples):
         sys.exit(EXIT_UNFINISHED)
@@ -142,19 +196,17 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
         sys.exit(EXIT_UNFINISHED)
 
 
-def cmd_train_one(args: argparse.Namespace) -> None:
+def cmd_train_one(args: argparse.Namespace, argv: list[str]) -> None:
     from search.settings import Settings
     from search.train_one import parse_sets, train_one
 
     sys.stdout.reconfigure(line_buffering=True)
-    settings = Settings(space=args.space, data=args.data, synthetic=args.synthetic,
-                        synthetic_rows=args.synthetic_rows, synthetic_seed=args.synthetic_seed, folds=args.folds,
-                        fold=args.fold, max_seq_len=args.max_seq_len, max_epochs=args.max_epochs, seed=args.seed)
+    settings = Settings.from_namespace(args)
     train_one(settings, point=args.point, sets=parse_sets(args.sets), threads=args.threads, device=args.device,
               progress=not args.no_progress)
 
 
-def cmd_export(args: argparse.Namespace) -> None:
+def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
     from results.export import render, run_leaderboard, select
     from results.files import atomic_write_text
 
@@ -170,13 +222,13 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"wrote {len(frame)} rows to {args.out}")
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def cmd_report(args: argparse.Namespace, argv: list[str]) -> None:
     from results.report import write_report
 
     print(f"wrote {write_report(args.run_dir)}")
 
 
-def cmd_status(args: argparse.Namespace) -> None:
+def cmd_status(args: argparse.Namespace, argv: list[str]) -> None:
     from results.status import status_text
 
     print(status_text(args.run_dir, top=args.top))
@@ -186,18 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "launch":
-            cmd_launch(args, argv)
-        elif args.command == "resume":
-            cmd_resume(args, argv)
-        elif args.command == "train-one":
-            cmd_train_one(args)
-        elif args.command == "export":
-            cmd_export(args)
-        elif args.command == "status":
-            cmd_status(args)
-        elif args.command == "report":
-            cmd_report(args)
+        args.func(args, argv)
     except (ConfigError, DataError, FileNotFoundError, RestoreFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, fields
 
 from model.data import EncodedData, prepare_data, read_table, resolve_train_path
 from model.synthetic import DEFAULT_ROWS, synthesize
@@ -35,6 +36,13 @@ class Settings:
     fold: int = 0
     max_seq_len: int = 128
     address: str | None = None  # a running Ray cluster (auto, HOST:PORT, ray://HOST:PORT); None = local
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace) -> Settings:
+        """The settings of parsed CLI flags: every attribute named like a field sets that field; the
+        others (`func`, `command`, train-one's `--set`, `--device` ...) are not settings and are left out."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in vars(args).items() if key in names})
 
 
 def resolve_max_epochs(settings: Settings, space: SearchSpace) -> int:

@@ -7,20 +7,23 @@ column is such a call). The config is the space's fixed values, then a warm-star
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from model import metrics as M
-from model.config import TrialConfig, field_names
+from model.config import TrialConfig, field_names, field_type
 from model.errors import ConfigError
 from model.train import Evaluation, FitResult, fit
 from search.settings import DEFAULT_MAX_EPOCHS, Settings, load_data
 from spaces.space import SearchSpace, load_space
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
 
 
 def command_prefix(settings: Settings, *, space_path: Path, max_epochs: int) -> str:
@@ -37,17 +40,48 @@ def command_prefix(settings: Settings, *, space_path: Path, max_epochs: int) -> 
     return shlex.join(args)
 
 
+def parse_number(text: str) -> int | float | None:
+    """Python `int()`/`float()` syntax -> the number (`3`, `-0.5`, `2e-05`, `1E5`); anything else -> None.
+
+    Not YAML: YAML 1.1 reads `2e-05` and `1e-3` as strings. `float(repr(x)) == x` for every float, so a
+    value written with `repr`/`str` (the leaderboard's `command`) reads back exactly."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None
+
+
+def parse_set_value(name: str, text: str) -> Any:
+    """The value of `--set name=text` for `TrialConfig` field `name`: a number for a number field (a
+    finite one), the text itself for a string field. The field's check then validates it."""
+    if field_type(name) is str:
+        return text  # verbatim: a checkpoint directory named `2024` stays a string
+    example = f"--set {name}={_DEFAULTS[name]!r}"
+    number = parse_number(text)
+    if number is None:
+        raise ConfigError(f"--set {name}={text}: `{name}` takes a number ({field_type(name).__name__}), "
+                          f"e.g. {example}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(f"--set {name}={text}: `{name}` must be a finite number, e.g. {example}")
+    return number
+
+
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    """`["lr=0.001", "loss=focal"]` -> {"lr": 0.001, "loss": "focal"} (values read as YAML scalars)."""
-    values = {}
+    """`["lr=2e-05", "loss=focal"]` -> {"lr": 2e-05, "loss": "focal"} (see `parse_set_value`)."""
+    values, unknown = {}, []
     for item in items:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set {item!r} is not key=value, e.g. --set lr=0.001")
-        values[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-    unknown = sorted(set(values) - set(field_names()))
+        if key in _DEFAULTS:
+            values[key] = parse_set_value(key, text)
+        else:
+            unknown.append(key)
     if unknown:
-        raise ConfigError(f"--set names unknown field(s) {', '.join(unknown)}; valid fields are: "
+        raise ConfigError(f"--set names unknown field(s) {', '.join(sorted(set(unknown)))}; valid fields are: "
                           f"{', '.join(field_names())}")
     return values
 

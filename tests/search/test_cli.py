@@ -1,0 +1,206 @@
+"""The CLI: every flag documented, one data parser for launch and train-one, dispatch by `func`,
+exit status 2 on bad input, and `--set` values that read back as the numbers the leaderboard wrote."""
+
+import argparse
+import dataclasses
+import shlex
+
+import pytest
+
+import search.driver
+import search.settings
+import search.train_one
+from model.errors import ConfigError, DataError, RestoreFailed
+from results.ranking import reproduce_command
+from search import cli
+from search.settings import Settings
+from search.train_one import command_prefix, parse_sets, resolve_config
+from spaces.space import load_space
+
+COMMANDS = ["launch", "resume", "train-one", "export", "status", "report"]
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def test_the_commands_are_the_documented_ones():
+    assert sorted(subparsers(cli.build_parser())) == sorted(COMMANDS)
+    for command in COMMANDS:
+        assert f"    {command} " in cli.__doc__  # the module docstring lists every command
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_flag_has_help(command):
+    parser = subparsers(cli.build_parser())[command]
+    for action in flags(parser):
+        assert action.help and action.help.strip(), f"{command} {action.option_strings or action.dest} has no help"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_dispatches_to_its_handler(command, monkeypatch):
+    calls = []
+    name = "cmd_" + command.replace("-", "_")
+    monkeypatch.setattr(cli, name, lambda args, argv: calls.append((args.command, argv)))
+    argv = [command] if command in ("launch", "train-one") else [command, "runs/x"]
+    cli.main(argv)
+    assert calls == [(command, argv)]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_prints_cleanly(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"] if command is None else [command, "--help"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0 and err == ""
+    assert out.startswith("usage: python -m search") and "(default: None)" not in out
+
+
+@pytest.mark.parametrize("error", [ConfigError("bad flag"), DataError("bad row"), FileNotFoundError("no file"),
+                                   RestoreFailed("no restore")])
+def test_bad_input_is_an_error_line_and_exit_2(error, monkeypatch, capsys):
+    def fail(args, argv):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_status", fail)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["status", "runs/x"])
+    assert exit_.value.code == cli.EXIT_USAGE
+    assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_launch_flags_map_one_to_one_onto_settings():
+    launch = subparsers(cli.build_parser())["launch"]
+    assert {a.dest for a in flags(launch)} == {f.name for f in dataclasses.fields(Settings)}
+
+
+def test_settings_from_namespace_ignores_cli_only_attributes():
+    args = argparse.Namespace(command="train-one", func=print, sets=["lr=1"], device="cpu", fold=3, seed=7)
+    assert Settings.from_namespace(args) == Settings(fold=3, seed=7)
+
+
+# ----------------------------------------------------------------------------- the shared data flags
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Run `main` for launch or train-one and return the Settings each would have run with."""
+    seen = []
+    monkeypatch.setattr(search.driver, "launch", lambda settings, argv: (seen.append(settings), None))
+    monkeypatch.setattr(search.driver, "is_finished", lambda frame, num_samples: True)
+    monkeypatch.setattr(search.train_one, "train_one", lambda settings, **kwargs: seen.append(settings))
+
+    def run(argv: list[str]) -> Settings:
+        cli.main(argv)
+        return seen.pop()
+    return run
+
+
+def non_defaults(parser: argparse.ArgumentParser) -> tuple[list[str], dict]:
+    """Command-line flags giving every flag of `parser` a value other than its default, and those values."""
+    argv, expected = [], {}
+    for action in flags(parser):
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            argv, expected[action.dest] = [*argv, flag], True
+        elif action.type is int:
+            argv, expected[action.dest] = [*argv, flag, str(action.default + 3)], action.default + 3
+        else:
+            argv, expected[action.dest] = [*argv, flag, f"value-of-{action.dest}"], f"value-of-{action.dest}"
+    return argv, expected
+
+
+@pytest.mark.parametrize("command", ["launch", "train-one"])
+def test_every_data_flag_reaches_the_settings(command, captured):
+    argv, expected = non_defaults(cli.data_parser())
+    assert len(expected) >= 7
+    settings = captured([command, *argv])
+    assert {name: getattr(settings, name) for name in expected} == expected
+
+
+def test_a_flag_added_to_the_data_parser_works_in_launch_and_train_one(captured, monkeypatch):
+    @dataclasses.dataclass(frozen=True)
+    class WithTokenizer(Settings):
+        tokenizer: str = "char"
+
+    original = cli.data_parser
+
+    def data_parser():
+        parser = original()
+        parser.add_argument("--tokenizer", default="char", help="a flag the data parser does not have yet")
+        return parser
+
+    monkeypatch.setattr(search.settings, "Settings", WithTokenizer)
+    monkeypatch.setattr(cli, "data_parser", data_parser)
+    for command in ("launch", "train-one"):
+        assert captured([command, "--tokenizer", "bpe", "--fold", "2"]).tokenizer == "bpe"
+        assert captured([command]).tokenizer == "char"
+
+
+@pytest.mark.parametrize("data", [None, "some/dir"])
+def test_the_reproduction_prefix_rebuilds_the_data_settings(data, tmp_path):
+    settings = Settings(data=data and str(tmp_path / data), synthetic_rows=3000, synthetic_seed=4, folds=4, fold=1,
+                        max_seq_len=64, seed=9, cpus_per_trial=2)
+    prefix = command_prefix(settings, space_path=tmp_path / "space.yaml", max_epochs=5)
+    args = cli.build_parser().parse_args(shlex.split(prefix)[3:])
+    assert args.func is cli.cmd_train_one and args.threads == 2
+    rebuilt = Settings.from_namespace(args)
+    expected = {a.dest: getattr(settings, a.dest) for a in flags(cli.data_parser())}
+    expected["synthetic"] = data is None  # the prefix names the data source explicitly
+    if data is not None:  # the synthetic generator's flags do not apply to --data
+        expected.update(data=str((tmp_path / data).resolve()), synthetic_rows=Settings().synthetic_rows,
+                        synthetic_seed=Settings().synthetic_seed)
+    assert {name: getattr(rebuilt, name) for name in expected} == expected
+    assert (rebuilt.seed, rebuilt.max_epochs, rebuilt.space) == (9, 5, str((tmp_path / "space.yaml").resolve()))
+
+
+# ----------------------------------------------------------------------------- --set values
+
+
+@pytest.mark.parametrize("item, value", [
+    ("lr=2e-05", 2e-05), ("dice_smooth=1e-07", 1e-07), ("weight_decay=1e-3", 1e-3), ("lr=1E-4", 1e-4),
+    ("lr=0.1", 0.1), ("batch_size=3", 3), ("flood_b=1E5", 1e5), ("dropout=-0.5", -0.5),  # range: TrialConfig's job
+    ("loss=focal", "focal"), ("pooler=cls+mean", "cls+mean"), ("checkpoint=2024", "2024"), ("checkpoint=", ""),
+])
+def test_set_values_are_python_numbers_or_strings(item, value):
+    (parsed,) = parse_sets([item]).values()
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("lr=nan", r"--set lr=nan: `lr` must be a finite number, e.g. --set lr=0.001"),
+    ("lr=-inf", r"`lr` must be a finite number"),
+    ("lr=yes", r"--set lr=yes: `lr` takes a number \(float\), e.g. --set lr=0.001"),
+    ("lr=", r"`lr` takes a number"),
+    ("lrate=0.1", r"unknown field\(s\) lrate; valid fields are: encoder, "),
+    ("lr", r"--set 'lr' is not key=value"),
+])
+def test_bad_set_values_say_how_to_fix(item, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_sets([item])
+
+
+def test_true_and_false_stay_strings_as_no_trial_field_is_a_bool():
+    # parse_sets has no boolean rule because TrialConfig has no bool field; add one with the first.
+    assert bool not in {search.train_one.field_type(f.name) for f in dataclasses.fields(search.train_one.TrialConfig)}
+    assert parse_sets(["encoder=true"]) == {"encoder": "true"}
+
+
+def test_the_leaderboard_command_reads_back_the_same_values(tmp_path):
+    params = {"lr": 2e-05, "dice_smooth": 1e-07, "weight_decay": 1 / 3, "embedding_lr": 1.2345678901234567e-05,
+              "flood_b": 1e16, "dropout": 0.1 + 0.2, "batch_size": 16, "loss": "dice", "pooler": "cls+mean"}
+    prefix = command_prefix(Settings(), space_path=tmp_path / "space.yaml", max_epochs=2)
+    args = cli.build_parser().parse_args(shlex.split(reproduce_command(prefix, params))[3:])
+    sets = parse_sets(args.sets)
+    assert sets == params and all(type(sets[k]) is type(v) for k, v in params.items())
+    cfg = resolve_config(load_space("demo"), point=None, sets={"lr": 2e-05, "dice_smooth": 1e-07},
+                         max_epochs=None, seed=0)
+    assert (cfg.lr, cfg.dice_smooth) == (2e-05, 1e-07)
