@@ -4,9 +4,11 @@ Ray's `OptunaSearch` tells the study COMPLETE with a trial's *last* result, so a
 stopped after one epoch would enter TPE (and the study's `best_trial`) with its epoch-1 score as if
 it were a full run. Here:
 
-- every evaluation is an intermediate value of the Optuna trial at step = epoch;
-- a trial that ended on its own (its last result has `finished`) is COMPLETE with its *best*
-  level-2 macro-F1, the value the leaderboard ranks by;
+- every evaluation is an intermediate value of the Optuna trial at step = the optimizer steps
+  trained so far (`M.STEP`; the epoch only for a result without it), so evaluations within an
+  epoch get steps of their own;
+- a trial that ended on its own (its last result has `finished`, see `results.records.final_status`)
+  is COMPLETE with its *best* level-2 macro-F1, the value the leaderboard ranks by;
 - a trial the scheduler stopped is PRUNED (Optuna then takes its last intermediate value);
 - a trial that errored is FAIL.
 
@@ -25,6 +27,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from model import metrics as M
+from results.records import COMPLETED, final_status
 from spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,7 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         if warm_start:
             # Warm-start points go first, named so the leaderboard can show which is which.
             for name, point in space.warm_start.items():
-                self._ot_study.enqueue_trial(point, user_attrs={"warm_start": name})
+                self._ot_study.enqueue_trial(point, user_attrs={M.WARM_START: name})
 
     def restore(self, checkpoint_path: str) -> None:
         reopened = self._reopened  # this driver's, not one pickled by an earlier driver
@@ -107,8 +110,8 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         if params is None:
             return None
         ot_trial = self._ot_trials[trial_id]
-        return {"params": params, "optuna_number": ot_trial.number,
-                "warm_start": ot_trial.user_attrs.get("warm_start")}
+        return {M.PARAMS: params, M.OPTUNA_NUMBER: ot_trial.number,
+                M.WARM_START: ot_trial.user_attrs.get(M.WARM_START)}
 
     def _report(self, trial_id: str, result: dict[str, Any] | None) -> None:
         if result and self.metric in result and M.EPOCH in result:
@@ -131,7 +134,7 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         self._report(trial_id, result)
         if error:
             state, value = TrialState.FAIL, None
-        elif result and result.get(M.FINISHED):
+        elif final_status(result) == COMPLETED:
             state, value = TrialState.COMPLETE, float(result[M.BEST_LEVEL2_MACRO_F1])
         else:
             state, value = TrialState.PRUNED, None
