@@ -102,8 +102,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for row in frame.itertuples():
         history = records[row.trial_id].history
-        speed = [h["train_samples_per_s"] for h in history if "train_samples_per_s" in h]
-        memory = [h["gpu_mem_peak_gb"] for h in history if "gpu_mem_peak_gb" in h]
+        speed = [h[M.TRAIN_SAMPLES_PER_S] for h in history if M.TRAIN_SAMPLES_PER_S in h]
+        memory = [h[M.GPU_MEM_PEAK_GB] for h in history if M.GPU_MEM_PEAK_GB in h]
         print(f"| {row.optuna_number} | {row.status} | {row.epochs} | "
               f"{sum(speed) / len(speed) if speed else float('nan'):.0f} | "
               f"{max(memory) if memory else float('nan'):.2f} | {getattr(row, M.LEVEL2_MACRO_F1):.4f} |")

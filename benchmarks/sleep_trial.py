@@ -15,7 +15,7 @@ def sleep_trial(config: dict, *, duration: float, epochs: int) -> None:
     best = 0.0
     for epoch in range(1, epochs + 1):
         time.sleep(duration / epochs)
-        score = config["params"]["lr"] * 100 * epoch / epochs
+        score = config[M.PARAMS]["lr"] * 100 * epoch / epochs
         best = max(best, score)
         tune.report({M.EPOCH: epoch, M.LEVEL2_MACRO_F1: score, M.BEST_LEVEL2_MACRO_F1: best,
                      M.FINISHED: epoch == epochs})

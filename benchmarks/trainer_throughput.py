@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model import metrics as M
 from model.config import TrialConfig
 from model.data import prepare_data
 from model.network import build_model
@@ -65,7 +66,7 @@ def bare_loop(cfg: TrialConfig, data, epochs: int) -> float:
 
 def fit_speed(cfg: TrialConfig, data) -> float:
     result = fit(cfg, data, device="cpu")
-    speeds = [e.metrics["train_samples_per_s"] for e in result.history]
+    speeds = [e.metrics[M.TRAIN_SAMPLES_PER_S] for e in result.history]
     return float(np.mean(speeds[1:] or speeds))
 
 

@@ -12,7 +12,15 @@ STATUSES = (COMPLETED, PRUNED, RUNNING, ERROR)  # also the leaderboard's order o
 
 # Per-evaluation values a record keeps (the rest of a Tune result is bookkeeping).
 HISTORY_KEYS = (M.EPOCH, M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
-                "train_loss", "timestamp", "train_samples_per_s", "gpu_mem_peak_gb")
+                M.TRAIN_LOSS, M.TIMESTAMP, M.TRAIN_SAMPLES_PER_S, M.GPU_MEM_PEAK_GB)
+
+
+def final_status(last_result: dict[str, Any] | None) -> str:
+    """How a trial that ended without an error ended, from its last result: COMPLETED if it
+    finished on its own (full budget, or its own patience: the result has `M.FINISHED`), else
+    PRUNED (the scheduler stopped it). The one place this rule lives: the searcher's Optuna states,
+    the leaderboard and the progress lines all derive from it."""
+    return COMPLETED if (last_result or {}).get(M.FINISHED) else PRUNED
 
 
 @dataclass

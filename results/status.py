@@ -28,7 +28,7 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
     counts = {s: sum(r.status == s for r in records) for s in (COMPLETED, PRUNED, RUNNING, ERROR)}
     budget = run["settings"]["num_samples"]
     started = dt.datetime.fromisoformat(run["created"]).timestamp()
-    stamps = [h["timestamp"] for r in records for h in r.history if "timestamp" in h]
+    stamps = [h[M.TIMESTAMP] for r in records for h in r.history if M.TIMESTAMP in h]
     until = (now or time.time()) if pid else max(stamps, default=started)
     lines = [
         f"run {run['name']} ({files.root}), launched {run['created']}; "

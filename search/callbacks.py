@@ -12,7 +12,7 @@ from ray.tune.experiment import Trial
 from model import metrics as M
 from results.export import load_records, write_leaderboard
 from results.files import RunFiles
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
+from results.records import COMPLETED, ERROR, RUNNING, TrialRecord, final_status
 
 
 def error_message(trial: Trial) -> str:
@@ -71,8 +71,7 @@ class LeaderboardCallback(Callback):
                 record.error = ("lost: the driver was killed before Ray recorded this trial, so it cannot "
                                 "be continued (its Optuna trial is marked FAIL)")
             elif trial.status == Trial.TERMINATED:
-                finished = (trial.last_result or {}).get(M.FINISHED)
-                record.status = COMPLETED if finished else PRUNED
+                record.status = final_status(trial.last_result)
             elif trial.status == Trial.ERROR:
                 record.status, record.error = ERROR, error_message(trial)
             else:
@@ -88,8 +87,8 @@ class LeaderboardCallback(Callback):
         record = self.records.get(trial.trial_id)
         if record is None:
             config = trial.config
-            record = TrialRecord(trial_id=trial.trial_id, optuna_number=config.get("optuna_number"),
-                                 warm_start=config.get("warm_start"), params=dict(config.get("params", {})))
+            record = TrialRecord(trial_id=trial.trial_id, optuna_number=config.get(M.OPTUNA_NUMBER),
+                                 warm_start=config.get(M.WARM_START), params=dict(config.get(M.PARAMS, {})))
             self.records[trial.trial_id] = record
         return record
 
@@ -116,8 +115,8 @@ class LeaderboardCallback(Callback):
     def _take(record: TrialRecord, result: dict) -> None:
         record.add_evaluation(result)
         record.node = result.get("node_ip", record.node)
-        record.node_id = result.get("node_id", record.node_id)
-        record.device = result.get("device", record.device)
+        record.node_id = result.get(M.NODE_ID, record.node_id)
+        record.device = result.get(M.DEVICE, record.device)
         record.time_s = float(result.get("time_total_s", record.time_s))
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint, **info: Any) -> None:
@@ -134,7 +133,7 @@ class LeaderboardCallback(Callback):
         record = self._record(trial)
         if trial.last_result:  # Ray may end a trial on a result no on_trial_result saw
             self._take(record, trial.last_result)
-        record.status = COMPLETED if (trial.last_result or {}).get(M.FINISHED) else PRUNED
+        record.status = final_status(trial.last_result)
         record.ended_at = time.time()
         self.write()
 
@@ -160,7 +159,7 @@ class ProgressPrinter(Callback):
 
     @staticmethod
     def _name(trial: Trial) -> str:
-        number = trial.config.get("optuna_number")
+        number = trial.config.get(M.OPTUNA_NUMBER)
         return f"trial {number if number is not None else trial.trial_id}"
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
@@ -176,7 +175,7 @@ class ProgressPrinter(Callback):
             return
         self.ended += 1
         last = trial.last_result or {}
-        how = "completed" if last.get(M.FINISHED) else f"pruned by ASHA at epoch {last.get(M.EPOCH)}"
+        how = "completed" if final_status(last) == COMPLETED else f"pruned by ASHA at epoch {last.get(M.EPOCH)}"
         self._say(f"{self._name(trial)} {how}, best level-2 F1 "
                   f"{last.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f}  "
                   f"[{self.ended}/{self.num_samples} trials done]")

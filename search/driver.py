@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
-import logging
 import os
 import platform
 import shlex
@@ -33,7 +32,7 @@ from model.errors import ConfigError, RestoreFailed
 from results.export import load_records, save_records, top_table
 from results.files import RunFiles, atomic_write_json, atomic_write_text, driver_pid, read_json
 from results.records import ERROR, RUNNING, TrialRecord
-from search import preflight
+from search import internals, preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
 from search.cluster import REPO_ROOT, check_shared_storage, connect, is_uri
 from search.scheduler import BudgetSearchGenerator, ResumableASHA
@@ -82,10 +81,10 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
         # stay as they ended, errored ones too unless retried. Tuner.restore would bring back the
         # scheduler and the budget as launched; a new Tuner over the same directory takes ours.
         kind = tune.ResumeConfig.ResumeType
-        extra["_tuner_kwargs"] = {"resume_config": tune.ResumeConfig(
+        extra = internals.resume_kwargs(tune.ResumeConfig(
             unfinished=kind.RESUME,
             errored=kind.RESUME if retry else kind.SKIP,
-            finished=kind.SKIP)}
+            finished=kind.SKIP))
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
@@ -187,29 +186,17 @@ def ray_session(address: str | None):
             ray.shutdown()
 
 
-class _FailOnRestoreError(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith("Failed to restore the run state"):
-            cause = record.exc_info[1] if record.exc_info else None
-            raise RestoreFailed(f"Ray could not restore the experiment ({cause!r}); nothing was changed. The code "
-                                "probably changed incompatibly since the launch (the trial function, say): resume "
-                                "with the code that launched the run")
-        return True
+def _raise_restore_failed(cause: BaseException | None) -> None:
+    raise RestoreFailed(f"Ray could not restore the experiment ({cause!r}); nothing was changed. The code "
+                        "probably changed incompatibly since the launch (the trial function, say): resume "
+                        "with the code that launched the run")
 
 
-@contextlib.contextmanager
 def restore_must_succeed():
     """Make a failed restore an error. Ray's TuneController logs the failure and starts a new
     experiment in the same directory, whose newer state file would then hide the real one from
-    every later resume. A logging filter runs inside Ray's `except` block, before anything is
-    written, and its exception propagates (logging only shields handlers, not filters)."""
-    logger = logging.getLogger("ray.tune.execution.tune_controller")
-    guard = _FailOnRestoreError()
-    logger.addFilter(guard)
-    try:
-        yield
-    finally:
-        logger.removeFilter(guard)
+    every later resume; `internals.on_restore_failure` raises before anything is written."""
+    return internals.on_restore_failure(_raise_restore_failed)
 
 
 def run_files(settings: Settings, name: str) -> RunFiles:
@@ -243,6 +230,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     `trial_fn` is what each Ray trial calls, with `run_trial`'s signature; tests wrap it to inject
     failures.
     """
+    internals.check()  # before anything is written: the Ray and Optuna internals we use still hold
     preflight.check_settings(settings)
     space_path = resolve_space_path(settings.space)
     space = load_space(space_path)
@@ -279,6 +267,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     """Continue the run in `run_dir`: interrupted trials from their last checkpoint, ended trials
     never again (`retry_errored`: except errored ones, which resume from their last checkpoint
     under the same id), up to `num_samples` trials in all (default: the run's budget)."""
+    internals.check()  # before anything is written: the Ray and Optuna internals we use still hold
     files = RunFiles(Path(run_dir))
     if not files.run_json.exists():
         raise ConfigError(f"{run_dir} is not a run directory (no run.json): pass the RUN_DIR that "

@@ -3,21 +3,19 @@
 Ray Tune restores neither on `Tuner.restore`: the scheduler comes back empty (ray issue 30838), so
 resumed trials would never be compared with the trials before the restart, and the sample budget
 comes back frozen at its old value (ray issue 42221). Both are rebuilt here from what the run
-stores: the per-epoch history of every trial (RUN_DIR/trials.json) and run.json's budget.
+stores: the per-epoch history of every trial (RUN_DIR/trials.json) and run.json's budget. The
+rungs, the budget and the limiter's live trials are Ray's private state, reached through
+search/internals.py only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import SearchGenerator
 
-
-@dataclass(frozen=True)
-class _TrialRef:
-    trial_id: str
+from search import internals
 
 
 class ResumableASHA(ASHAScheduler):
@@ -33,14 +31,13 @@ class ResumableASHA(ASHAScheduler):
         each trial's results in time order therefore rebuilds the rungs of the uninterrupted run,
         whatever the order of the trials.
         """
-        bracket = self._brackets[0]
         for trial_id, history in histories.items():
             for time, value in sorted(history):
-                bracket.on_result(_TrialRef(trial_id), time, self._metric_op * value)
+                internals.asha_record(self, trial_id, time, value)
 
     def rung_records(self) -> list[tuple[float, dict[str, float]]]:
         """(milestone, {trial_id: signed metric}) per rung, lowest milestone first."""
-        return [(milestone, dict(recorded)) for milestone, recorded in reversed(self._brackets[0]._rungs)]
+        return list(reversed(internals.asha_rungs(self)))
 
 
 class BudgetSearchGenerator(SearchGenerator):
@@ -54,12 +51,8 @@ class BudgetSearchGenerator(SearchGenerator):
 
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)
-        limiter = self.searcher
-        for trial_id in self.retry - limiter.live_trials:
-            limiter.live_trials.add(trial_id)
-            limiter.num_unfinished_live_trials += 1
+        internals.count_as_live(self.searcher, self.retry)
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
-        self._total_samples = self.budget
-        self._finished = False
+        internals.set_sample_budget(self, self.budget)

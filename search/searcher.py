@@ -4,14 +4,19 @@ Ray's `OptunaSearch` tells the study COMPLETE with a trial's *last* result, so a
 stopped after one epoch would enter TPE (and the study's `best_trial`) with its epoch-1 score as if
 it were a full run. Here:
 
-- every evaluation is an intermediate value of the Optuna trial at step = epoch;
-- a trial that ended on its own (its last result has `finished`) is COMPLETE with its *best*
-  level-2 macro-F1, the value the leaderboard ranks by;
+- every evaluation is an intermediate value of the Optuna trial at step = the optimizer steps
+  trained so far (`M.STEP`; the epoch only for a result without it), so evaluations within an
+  epoch get steps of their own;
+- a trial that ended on its own (its last result has `finished`, see `results.records.final_status`)
+  is COMPLETE with its *best* level-2 macro-F1, the value the leaderboard ranks by;
 - a trial the scheduler stopped is PRUNED (Optuna then takes its last intermediate value);
 - a trial that errored is FAIL.
 
 So the study and the leaderboard agree on trials, states and best. `suggest` also returns the
 Optuna trial number and warm-start name with the parameters, for the leaderboard.
+
+OptunaSearch's private state (its study, asked and told trials) is reached through
+search/internals.py only.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from model import metrics as M
+from results.records import COMPLETED, final_status
+from search import internals
 from spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -50,15 +57,15 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         if warm_start:
             # Warm-start points go first, named so the leaderboard can show which is which.
             for name, point in space.warm_start.items():
-                self._ot_study.enqueue_trial(point, user_attrs={"warm_start": name})
+                self.study.enqueue_trial(point, user_attrs={M.WARM_START: name})
 
     def restore(self, checkpoint_path: str) -> None:
         reopened = self._reopened  # this driver's, not one pickled by an earlier driver
         super().restore(checkpoint_path)
         self._reopened = reopened
         for trial_id, storage_id in reopened.items():
-            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, storage_id)
-            self._completed_trials.discard(trial_id)
+            internals.asked_trials(self)[trial_id] = internals.trial_handle(self.study, storage_id)
+            internals.told_trials(self).discard(trial_id)
         self.reconcile()
 
     def reopen(self, numbers: dict[str, int]) -> dict[str, int]:
@@ -68,12 +75,12 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         returns {Ray trial id: new Optuna number}. The old trials stay FAIL in the study."""
         new_numbers = {}
         for trial_id, number in numbers.items():
-            old = self._ot_study.trials[number]
-            self._ot_study.add_trial(optuna.trial.create_trial(
+            old = self.study.trials[number]
+            self.study.add_trial(optuna.trial.create_trial(
                 state=TrialState.RUNNING, params=old.params, distributions=old.distributions,
                 user_attrs={**old.user_attrs, "retry_of": number}, intermediate_values=old.intermediate_values))
-            new = self._ot_study.get_trials(deepcopy=False)[-1]  # only this driver writes the study
-            self._reopened[trial_id] = new._trial_id
+            new = self.study.get_trials(deepcopy=False)[-1]  # only this driver writes the study
+            self._reopened[trial_id] = internals.storage_id(new)
             new_numbers[trial_id] = new.number
         return new_numbers
 
@@ -87,12 +94,13 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         proposes the same configuration again by itself. With `final`, at the end of a finished
         search, every RUNNING trial is failed.
         """
-        live = {t.number for tid, t in self._ot_trials.items() if tid not in self._completed_trials}
+        told = internals.told_trials(self)
+        live = {t.number for tid, t in internals.asked_trials(self).items() if tid not in told}
         lost = []
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in live and not final:
                 continue
-            self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+            self.study.tell(frozen.number, state=TrialState.FAIL)
             log.warning("Optuna trial %d was left RUNNING by an interrupted driver and no Ray trial holds it: "
                         "marked FAIL", frozen.number)
             lost.append(frozen.number)
@@ -100,15 +108,15 @@ class FidelityAwareOptunaSearch(OptunaSearch):
 
     @property
     def study(self) -> optuna.Study:
-        return self._ot_study
+        return internals.study(self)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         params = super().suggest(trial_id)
         if params is None:
             return None
-        ot_trial = self._ot_trials[trial_id]
-        return {"params": params, "optuna_number": ot_trial.number,
-                "warm_start": ot_trial.user_attrs.get("warm_start")}
+        ot_trial = internals.asked_trials(self)[trial_id]
+        return {M.PARAMS: params, M.OPTUNA_NUMBER: ot_trial.number,
+                M.WARM_START: ot_trial.user_attrs.get(M.WARM_START)}
 
     def _report(self, trial_id: str, result: dict[str, Any] | None) -> None:
         if result and self.metric in result and M.EPOCH in result:
@@ -116,27 +124,28 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 step = int(result.get(M.STEP, result[M.EPOCH]))
-                self._ot_trials[trial_id].report(float(result[self.metric]), step)
+                internals.asked_trials(self)[trial_id].report(float(result[self.metric]), step)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id not in self._completed_trials:
+        if trial_id not in internals.told_trials(self):
             self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        told, asked = internals.told_trials(self), internals.asked_trials(self)
+        if trial_id in told or trial_id not in asked:
             return
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = asked[trial_id]
         # Ray hands the last result to on_trial_complete only, so record it here too.
         self._report(trial_id, result)
         if error:
             state, value = TrialState.FAIL, None
-        elif result and result.get(M.FINISHED):
+        elif final_status(result) == COMPLETED:
             state, value = TrialState.COMPLETE, float(result[M.BEST_LEVEL2_MACRO_F1])
         else:
             state, value = TrialState.PRUNED, None
         try:
-            self._ot_study.tell(ot_trial, value, state=state)
+            self.study.tell(ot_trial, value, state=state)
         except (ValueError, RuntimeError) as err:  # e.g. already finished in a restored study
             log.warning("could not tell Optuna trial %s (%s): %s", ot_trial.number, state.name, err)
-        self._completed_trials.add(trial_id)
+        told.add(trial_id)

@@ -46,7 +46,7 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     checkpoint is its final evaluation, only reports that evaluation again and returns, so the
     restored search records its end without training it further.
     """
-    cfg = space.config(config["params"], **overrides)
+    cfg = space.config(config[M.PARAMS], **overrides)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per saved checkpoint
     state = load_state(tune.get_checkpoint())
     if state is not None and (state["report"][M.FINISHED] or tune.get_context().get_trial_id() in ended):
@@ -56,11 +56,11 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     device = default_device()  # CUDA only where Ray assigned this trial a GPU
 
     def report(evaluation: Evaluation) -> None:
-        metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, "device": str(device),
-                   "node_id": ray.get_runtime_context().get_node_id(),
+        metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, M.DEVICE: str(device),
+                   M.NODE_ID: ray.get_runtime_context().get_node_id(),
                    M.CHECKPOINT_SCORE: evaluation.metrics[M.LEVEL2_MACRO_F1] if evaluation.is_best else -1.0}
         if device.type == "cuda":
-            metrics["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            metrics[M.GPU_MEM_PEAK_GB] = torch.cuda.max_memory_allocated(device) / 2**30
         with tempfile.TemporaryDirectory() as tmp:
             torch.save({**evaluation.state(), "report": metrics}, Path(tmp) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -1,0 +1,311 @@
+"""The one seam to the private internals of Ray Tune and Optuna (DESIGN.md §5, trap 11).
+
+Ray's public API cannot express what this project needs: the searcher must tell Optuna the truth
+about pruned trials and adopt retried ones, the scheduler must refill ASHA's rungs and the sample
+budget after a restore (ray issues 30838 and 42221), and the driver must resume into an existing
+experiment and notice when Ray's restore fails. Each use of a private attribute, an internal
+argument or a log message of Ray or Optuna lives here and nowhere else (tests/search/
+test_internals.py scans the project for strays), with the assumption it rests on.
+
+`check()` verifies every assumption on the installed versions, cheaply (no Ray cluster: it builds
+the objects and inspects Ray's source), and fails naming the supported versions. The driver calls
+it once before a launch or a resume touches Ray; the test suite calls it too, so an upgrade of the
+pins fails loudly in CI rather than silently at a user's resume.
+
+Items (the function, then what it relies on):
+
+1. `study(searcher)`: `OptunaSearch._ot_study` is the `optuna.Study` the searcher asks and tells,
+   created by its constructor when a space is given.
+2. `asked_trials(searcher)`: `OptunaSearch._ot_trials` maps a Ray trial id to the `optuna.Trial`
+   `suggest` asked for it; `on_trial_result`/`on_trial_complete` look trials up there.
+3. `told_trials(searcher)`: `OptunaSearch._completed_trials` is the set of Ray trial ids whose
+   Optuna trial was told; later results and completions for them are ignored.
+4. `storage_id(frozen)`: `FrozenTrial._trial_id` is the storage's id of the trial (unique in the
+   storage; `number` counts per study), the id `optuna.trial.Trial(study, id)` takes.
+5. `trial_handle(study, storage_id)`: `optuna.trial.Trial(study, trial_id)`, a constructor Optuna
+   reserves to itself, gives a handle that reports to and is told as that existing trial.
+6. `asha_record(scheduler, ...)`: `AsyncHyperBandScheduler._brackets` is its list of brackets,
+   `_metric_op` is +1 for mode max and -1 for min, and `_Bracket.on_result(trial, time, value)`
+   records a signed value in the rung the time reached, reading only `trial.trial_id`.
+7. `asha_rungs(scheduler)`: `_Bracket._rungs` is a list of `(milestone, {trial_id: signed
+   value})`, highest milestone first.
+8. `set_sample_budget(generator, budget)`: `SearchGenerator._total_samples` and `_finished` decide
+   `is_finished()` (`_counter >= _total_samples or _finished`); `set_state` restores both as
+   launched.
+9. `count_as_live(limiter, trial_ids)`: `ConcurrencyLimiter.live_trials` and
+   `num_unfinished_live_trials` (public names, undocumented state): the limiter counts the trials
+   in `live_trials` against `max_concurrent` and ignores completions of trials not in it.
+10. `resume_kwargs(resume_config)`: `Tuner(_tuner_kwargs=...)` is forwarded by `TunerInternal` into
+    `tune.run(**kwargs)`, whose `resume_config` continues the experiment in the run's storage
+    (with our scheduler and search algorithm, which `Tuner.restore` would replace by the pickled ones).
+11. `on_restore_failure(handler)`: `TuneController.__init__` logs "Failed to restore the run
+    state." through `logger.exception` on the logger "ray.tune.execution.tune_controller", inside
+    its `except` block, before it starts a new experiment in the same directory; a logging filter
+    runs there and an exception it raises propagates (logging shields handlers, not filters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import ray
+from optuna.trial import FrozenTrial
+from ray import tune
+from ray.tune.execution.tune_controller import TuneController
+from ray.tune.impl.tuner_internal import TunerInternal
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from model.errors import ConfigError
+
+# The versions whose internals this module was written against: the pins of requirements.txt
+# (a test keeps the two equal). Other versions run only if every check below passes.
+SUPPORTED = {"ray": "2.60.0", "optuna": "5.0.0"}
+
+
+class UnsupportedInternals(ConfigError):
+    """The installed Ray or Optuna no longer provides an internal this project relies on."""
+
+
+# --- Optuna and Ray's OptunaSearch (search/searcher.py) -------------------------------------------
+
+def study(searcher: OptunaSearch) -> optuna.Study:
+    """The study `searcher` asks and tells (item 1)."""
+    return searcher._ot_study
+
+
+def asked_trials(searcher: OptunaSearch) -> dict[str, optuna.Trial]:
+    """Ray trial id -> the Optuna trial asked for it; the searcher's own dict, changes included (item 2)."""
+    return searcher._ot_trials
+
+
+def told_trials(searcher: OptunaSearch) -> set[str]:
+    """Ray trial ids whose Optuna trial the searcher has told; its own set, changes included (item 3)."""
+    return searcher._completed_trials
+
+
+def storage_id(frozen: FrozenTrial) -> int:
+    """The storage's id of a trial (item 4)."""
+    return frozen._trial_id
+
+
+def trial_handle(study: optuna.Study, storage_id: int) -> optuna.Trial:
+    """A live handle on the existing trial `storage_id` of `study`, to report to and tell (item 5)."""
+    return optuna.trial.Trial(study, storage_id)
+
+
+# --- Ray's ASHA, SearchGenerator and ConcurrencyLimiter (search/scheduler.py) ---------------------
+
+@dataclass(frozen=True)
+class _TrialRef:
+    """What `_Bracket.on_result` reads of a trial."""
+    trial_id: str
+
+
+def _single_bracket(scheduler: ASHAScheduler):
+    brackets = scheduler._brackets
+    if len(brackets) != 1:
+        raise ValueError(f"the scheduler has {len(brackets)} brackets; rung records need exactly one")
+    return brackets[0]
+
+
+def asha_record(scheduler: ASHAScheduler, trial_id: str, time: float, value: float) -> None:
+    """Record `trial_id`'s metric `value` at `time` in the rungs of the scheduler's one bracket, as
+    a result would; the decision is discarded (item 6)."""
+    _single_bracket(scheduler).on_result(_TrialRef(trial_id), time, scheduler._metric_op * value)
+
+
+def asha_rungs(scheduler: ASHAScheduler) -> list[tuple[float, dict[str, float]]]:
+    """(milestone, {trial_id: signed metric}) per rung of the one bracket, highest milestone first;
+    copies (item 7)."""
+    return [(milestone, dict(recorded)) for milestone, recorded in _single_bracket(scheduler)._rungs]
+
+
+def set_sample_budget(generator: SearchGenerator, budget: int) -> None:
+    """Make `generator` create trials until `budget` exist in all, whatever its restored state said (item 8)."""
+    generator._total_samples = budget
+    generator._finished = False
+
+
+def count_as_live(limiter: ConcurrencyLimiter, trial_ids: Iterable[str]) -> None:
+    """Count `trial_ids` as running trials of `limiter` again (trials a restored run resumes after
+    the limiter saw them end), so their slots and completions are accounted for (item 9)."""
+    for trial_id in set(trial_ids) - limiter.live_trials:
+        limiter.live_trials.add(trial_id)
+        limiter.num_unfinished_live_trials += 1
+
+
+# --- Ray's Tuner and TuneController (search/driver.py) --------------------------------------------
+
+def resume_kwargs(resume_config: tune.ResumeConfig) -> dict[str, Any]:
+    """Keyword arguments that make a new `tune.Tuner` resume the experiment already in its storage
+    path with `resume_config` (item 10)."""
+    return {"_tuner_kwargs": {"resume_config": resume_config}}
+
+
+RESTORE_LOGGER = "ray.tune.execution.tune_controller"
+RESTORE_FAILED = "Failed to restore the run state"
+
+
+class _RestoreFailureFilter(logging.Filter):
+    def __init__(self, handler: Callable[[BaseException | None], None]):
+        super().__init__()
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(RESTORE_FAILED):
+            self.handler(record.exc_info[1] if record.exc_info else None)
+        return True
+
+
+@contextlib.contextmanager
+def on_restore_failure(handler: Callable[[BaseException | None], None]) -> Iterator[None]:
+    """While active, call `handler(cause)` when Ray fails to restore an experiment, inside Ray's
+    `except` block and before it writes anything; an exception `handler` raises propagates out of
+    `Tuner.fit` (item 11)."""
+    logger = logging.getLogger(RESTORE_LOGGER)
+    guard = _RestoreFailureFilter(handler)
+    logger.addFilter(guard)
+    try:
+        yield
+    finally:
+        logger.removeFilter(guard)
+
+
+# --- The start-up check ---------------------------------------------------------------------------
+
+class _ProbeSearcher(Searcher):
+    """A searcher that always has a suggestion: what the limiter check wraps."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        return {"x": 0.0}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+
+def _probe_space(trial: optuna.Trial) -> None:
+    trial.suggest_float("x", 0.0, 1.0)
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise AssertionError(what)
+
+
+def _check_optuna_search() -> None:
+    """Items 1-5 on an in-memory study."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        searcher = OptunaSearch(_probe_space, metric="m", mode="max",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    _expect(isinstance(study(searcher), optuna.Study), "OptunaSearch._ot_study is not the searcher's optuna.Study")
+    searcher.suggest("probe")
+    asked = asked_trials(searcher)
+    _expect(isinstance(asked, dict) and isinstance(asked.get("probe"), optuna.Trial),
+            "OptunaSearch._ot_trials does not map a suggested Ray trial id to its optuna.Trial")
+    searcher.on_trial_complete("probe", {"m": 0.5})
+    told = told_trials(searcher)
+    _expect(isinstance(told, set) and "probe" in told,
+            "OptunaSearch._completed_trials does not hold the ids of the trials told to Optuna")
+    frozen = study(searcher).get_trials(deepcopy=False)[0]
+    _expect(frozen.state == optuna.trial.TrialState.COMPLETE and frozen.value == 0.5,
+            "OptunaSearch.on_trial_complete did not tell the asked trial through the study")
+    sid = storage_id(frozen)
+    _expect(isinstance(sid, int), "FrozenTrial._trial_id is not the trial's storage id (an int)")
+    _expect(trial_handle(study(searcher), sid).number == frozen.number,
+            "optuna.trial.Trial(study, FrozenTrial._trial_id) is not a handle on that trial")
+
+
+def _check_asha() -> None:
+    """Items 6-7 on a fresh one-bracket ASHA, in both modes."""
+    for mode, sign in (("max", 1.0), ("min", -1.0)):
+        scheduler = ASHAScheduler(time_attr="t", metric="m", mode=mode, max_t=4, grace_period=1,
+                                  reduction_factor=2, brackets=1)
+        _expect(scheduler._metric_op == sign, f"ASHAScheduler._metric_op is not {sign:+g} for mode {mode!r}")
+        _expect([m for m, _ in asha_rungs(scheduler)] == [4, 2, 1],
+                "ASHAScheduler._brackets[0]._rungs is not [(milestone, {trial_id: value})], highest first")
+        asha_record(scheduler, "probe", 2, 0.5)
+        _expect(asha_rungs(scheduler) == [(4, {}), (2, {"probe": sign * 0.5}), (1, {})],
+                "_Bracket.on_result(trial, time, value) does not record a value in the rung its time reached")
+
+
+def _check_generator_and_limiter() -> None:
+    """Items 8-9 on a generator over a limiter over a searcher that always has a suggestion."""
+    limiter = ConcurrencyLimiter(_ProbeSearcher(), max_concurrent=1)
+    generator = SearchGenerator(limiter)
+    state = generator.get_state()
+    generator.set_state({**state, "total_samples": 1, "finished": True})
+    set_sample_budget(generator, 3)
+    _expect(generator.total_samples == 3 and not generator.is_finished(),
+            "SearchGenerator._total_samples/_finished do not decide total_samples and is_finished()")
+    count_as_live(limiter, ["probe"])
+    _expect(limiter.suggest("other") is None,
+            "ConcurrencyLimiter does not count the trials in live_trials against max_concurrent")
+    limiter.on_trial_complete("probe", {})
+    _expect(not limiter.live_trials and limiter.num_unfinished_live_trials == 0 and limiter.suggest("other"),
+            "ConcurrencyLimiter.on_trial_complete does not release a trial counted in live_trials")
+
+
+def _check_tuner_kwargs() -> None:
+    """Item 10: Tuner takes _tuner_kwargs, TunerInternal passes them on to tune.run, which resumes."""
+    ((name, forwarded),) = resume_kwargs(tune.ResumeConfig()).items()
+    _expect(name in inspect.signature(tune.Tuner.__init__).parameters, f"tune.Tuner takes no {name} argument")
+    for method in ("_fit_internal", "_fit_resume"):
+        _expect(f"**self.{name}" in inspect.getsource(getattr(TunerInternal, method)),
+                f"TunerInternal.{method} does not pass {name} on to tune.run")
+    for key in forwarded:
+        _expect(key in inspect.signature(tune.run).parameters, f"tune.run takes no {key} argument")
+
+
+def _check_restore_log() -> None:
+    """Item 11: the message is still logged, by logger.exception, on the logger we filter."""
+    module = sys.modules[TuneController.__module__]
+    _expect(getattr(getattr(module, "logger", None), "name", None) == RESTORE_LOGGER,
+            f"TuneController no longer logs on the logger {RESTORE_LOGGER!r}")
+    _expect(f'logger.exception("{RESTORE_FAILED}' in inspect.getsource(TuneController.__init__),
+            f"TuneController.__init__ no longer logs {RESTORE_FAILED!r} with logger.exception")
+
+
+CHECKS: dict[str, Callable[[], None]] = {
+    "OptunaSearch and optuna.Trial (items 1-5)": _check_optuna_search,
+    "ASHA rungs (items 6-7)": _check_asha,
+    "SearchGenerator budget and ConcurrencyLimiter (items 8-9)": _check_generator_and_limiter,
+    "Tuner _tuner_kwargs (item 10)": _check_tuner_kwargs,
+    "TuneController restore-failure log (item 11)": _check_restore_log,
+}
+
+
+def problems() -> list[str]:
+    """What no longer holds on the installed versions: one line per failed check, [] if all hold."""
+    found = []
+    for name, run_check in CHECKS.items():
+        try:
+            run_check()
+        except Exception as err:  # any failure of a probe is a broken assumption
+            found.append(f"{name}: {err if isinstance(err, AssertionError) else repr(err)}")
+    return found
+
+
+def check() -> None:
+    """Raise `UnsupportedInternals`, naming the supported versions, unless every assumption holds."""
+    found = problems()
+    if found:
+        supported = ", ".join(f"{lib} {version}" for lib, version in SUPPORTED.items())
+        raise UnsupportedInternals(
+            f"the installed ray {ray.__version__} and optuna {optuna.__version__} no longer provide internals "
+            f"this project relies on (supported: {supported}, as pinned in requirements.txt):\n"
+            + "\n".join(f"  - {line}" for line in found)
+            + "\ninstall the supported versions (pip install -r requirements.txt), or adapt search/internals.py "
+            "to the new ones")
