@@ -10,12 +10,15 @@ one; `none` builds nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from model.config import TrialConfig
 from model.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py reads this module's registry (model/components.py)
+    from model.config import TrialConfig
 
 ADVERSARIAL = Registry("adversarial method")
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from model.errors import ConfigError
+from model.registry import Registry
 
 
 def _param(
@@ -41,9 +42,10 @@ class TrialConfig:
     num_heads: int = _param(2, "attention heads; must divide hidden_size", low=1)
     intermediate_size: int = _param(128, "feed-forward size", low=8)
     encoder_dropout: float = _param(0.1, "dropout inside the encoder", low=0, high=1, high_open=True)
-    checkpoint: str = _param("", "bert, albert, nezha: local checkpoint directory (config, weights, vocab.txt)")
-    rnn: str = _param("none", "sequence layer after the encoder (model/sequence.py)", registry="sequence")
-    rnn_layers: int = _param(1, "layers of each RNN of `rnn`", low=1, high=4)
+    checkpoint: str = _param("", "bert, albert, nezha: local checkpoint directory (config, weights, vocab.txt); "
+                             "its files are checked by preflight and when the encoder is built, not here")
+    rnn: str = _param("none", "bidirectional RNN layer after the encoder, or none (model/rnn.py)", registry="rnn")
+    rnn_layers: int = _param(1, "stacked layers of each RNN that `rnn` names", low=1, high=4)
 
     # --- pooling and head ---
     pooler: str = _param("cls", "pooler name, or several joined by '+' (concatenated), e.g. cls+mean",
@@ -102,11 +104,14 @@ class TrialConfig:
     seed: int = _param(0, "seed of initialisation, shuffling and dropout", low=0)
 
     def __post_init__(self) -> None:
+        """Pure validation, no I/O: a config naming a checkpoint rebuilds on any machine. Whether
+        the checkpoint directory holds a model is checked by `model.encoders.check_checkpoint`
+        (search/preflight.py before Ray starts, and the encoder when it is built)."""
         for f in fields(self):
             check_value(f.name, getattr(self, f.name))
         encoder = _registry("encoder")[self.encoder]
-        if hasattr(encoder, "check"):
-            encoder.check(self)
+        if hasattr(encoder, "check_config"):
+            encoder.check_config(self)  # the encoder's own cross-field rules, e.g. `checkpoint` is set
         if self.swa_start > self.max_epochs:
             raise ConfigError(f"`swa_start` {self.swa_start} is after the last epoch ({self.max_epochs}); lower it "
                               "or set 0 to turn SWA off")
@@ -156,13 +161,13 @@ def field_meta(name: str) -> dict[str, Any]:
     raise ConfigError(f"unknown TrialConfig field {name!r}; valid fields are: {', '.join(field_names())}")
 
 
-def _registry(kind: str) -> dict:
-    # Imported lazily: the registries' modules import this one.
-    from model import adversarial, contrastive, encoders, losses, poolers, sequence
+def _registry(kind: str) -> Registry:
+    # Imported on first use so that importing the schema (spaces/, the CLI) does not load torch and
+    # transformers. Not to break a cycle: the components import this module only under
+    # TYPE_CHECKING, and tests/model/test_imports.py counts this function-level import too.
+    from model.components import registry
 
-    return {"encoder": encoders.ENCODERS, "loss": losses.LOSSES, "pooler": poolers.POOLERS,
-            "sequence": sequence.SEQUENCE_LAYERS, "contrastive": contrastive.CONTRASTIVE,
-            "adversarial": adversarial.ADVERSARIAL}[kind]
+    return registry(kind)
 
 
 def coerce_value(name: str, value: Any) -> Any:
@@ -200,6 +205,6 @@ def check_value(name: str, value: Any) -> None:
         for part in value.split("+") if meta["registry"] == "pooler" else [value]:
             if part not in registry:
                 raise ConfigError(
-                    f"`{name}` is {value!r}, but {part!r} is not a known {meta['registry']}; "
-                    f"valid {meta['registry']} names are: {', '.join(sorted(registry))}"
+                    f"`{name}` is {value!r}, but {part!r} is not a known {registry.kind}; "
+                    f"valid {registry.kind} names are: {', '.join(sorted(registry))}"
                 )

@@ -8,12 +8,16 @@ as in the competition's "samples and classes" variant. A batch without any posit
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from pytorch_metric_learning import losses
 from torch import nn
 
-from model.config import TrialConfig
 from model.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py reads this module's registry (model/components.py)
+    from model.config import TrialConfig
 
 CONTRASTIVE = Registry("contrastive loss")
 

@@ -9,22 +9,29 @@ module with its own learning rate) and `hidden_size`. Nothing here downloads any
 weights and its vocab.txt. The data is encoded once with the run's vocabulary; such an encoder
 maps the run's ids to the checkpoint's through its vocab.txt (a token the checkpoint lacks becomes
 its [UNK]).
+
+A checkpoint is checked in two steps. `TrialConfig` runs the pure one (`check_config`: a directory
+is named), so a config rebuilds on a machine without the files; `check_checkpoint` reads the
+directory, in preflight before Ray starts and again when the encoder is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers import AlbertModel, BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
-from model.config import TrialConfig
 from model.errors import ConfigError
 from model.nezha import CONFIG_FILES, WEIGHT_FILES, load_nezha
 from model.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py reads this module's registry (model/components.py)
+    from model.config import TrialConfig
 
 ENCODERS = Registry("encoder")
 
@@ -65,6 +72,15 @@ class TinyBert(nn.Module):
         return self.bert(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
 
 
+def check_checkpoint(cfg: TrialConfig) -> None:
+    """Raise `ConfigError`, saying the fix, unless the checkpoint `cfg.encoder` loads is a usable
+    directory (encoders without a checkpoint, like `tiny`, pass). Reads the filesystem, so it runs
+    where the files must be: in preflight (search/preflight.py) and when the encoder is built."""
+    check = getattr(ENCODERS.get_class(cfg.encoder, field="encoder"), "check_checkpoint", None)
+    if check is not None:
+        check(cfg)
+
+
 def read_vocab(path: Path) -> dict[str, int]:
     """vocab.txt: one token per line, the line number is its id."""
     return {line.rstrip("\n"): i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines())}
@@ -82,12 +98,23 @@ class CheckpointEncoder(nn.Module):
         self.register_buffer("id_map", id_map)  # (run vocabulary,) checkpoint id of each run id
         self.hidden_size, self.max_positions = hidden_size, max_positions
 
+    @staticmethod
+    def _where(cfg: TrialConfig) -> str:
+        return f"`checkpoint` is {cfg.checkpoint!r}, but encoder {cfg.encoder!r} loads a local checkpoint:"
+
     @classmethod
-    def check(cls, cfg: TrialConfig) -> None:
-        """Fail unless `cfg.checkpoint` is a directory with a config, weights and vocab.txt."""
-        where = f"`checkpoint` is {cfg.checkpoint!r}, but encoder {cfg.encoder!r} loads a local checkpoint:"
+    def check_config(cls, cfg: TrialConfig) -> None:
+        """Pure (no I/O), run by `TrialConfig`: a checkpoint directory is named at all."""
         if not cfg.checkpoint:
-            raise ConfigError(f"{where} set it to a directory with {CONFIG_FILES[0]}, vocab.txt and the weights")
+            raise ConfigError(f"{cls._where(cfg)} set it to a directory with {CONFIG_FILES[0]}, vocab.txt and "
+                              "the weights")
+
+    @classmethod
+    def check_checkpoint(cls, cfg: TrialConfig) -> None:
+        """Reads the filesystem: fail unless `cfg.checkpoint` is a directory with a config, weights
+        and vocab.txt. Run by preflight and by `from_config`, never by `TrialConfig`."""
+        cls.check_config(cfg)
+        where = cls._where(cfg)
         directory = Path(cfg.checkpoint)
         if not directory.is_dir():
             raise ConfigError(f"{where} that directory does not exist (on a cluster, every node must see it)")
@@ -111,7 +138,7 @@ class CheckpointEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int) -> CheckpointEncoder:
-        cls.check(cfg)
+        cls.check_checkpoint(cfg)
         directory = Path(cfg.checkpoint)
         hf_logging.disable_progress_bar()  # no loading bar in every trial's log
         model, hidden_size, max_positions = cls.load(directory, cfg)

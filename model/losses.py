@@ -8,13 +8,17 @@ scaled to mean 1); labels absent from training get the largest weight present.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import TrialConfig
 from model.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py reads this module's registry (model/components.py)
+    from model.config import TrialConfig
 
 LOSSES = Registry("loss")
 

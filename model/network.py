@@ -1,18 +1,21 @@
-"""The classifier a trial trains: encoder -> sequence layer -> pooler(s) -> heads."""
+"""The classifier a trial trains: encoder -> rnn layer -> pooler(s) -> heads."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from model.config import TrialConfig
 from model.encoders import ENCODERS
 from model.heads import MultiSampleDropoutHead
 from model.poolers import build_pooler
-from model.sequence import SEQUENCE_LAYERS
+from model.rnn import RNN_LAYERS
+
+if TYPE_CHECKING:  # annotations only
+    from model.config import TrialConfig
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Classifier(nn.Module):
                  level1_head: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
+        # The `rnn` layer (model/rnn.py). The attribute keeps its old name: it is the key prefix of
+        # these weights in every saved state dict (trial checkpoints, fold models).
         self.sequence = sequence
         self.pooler = pooler
         self.head = head
@@ -48,7 +53,7 @@ def build_model(cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int, num
                 num_level1: int = 0) -> Classifier:
     """`vocab`: the run's tokens (index = id), which the input ids refer to."""
     encoder = ENCODERS.get_class(cfg.encoder, field="encoder").from_config(cfg, vocab=vocab, max_seq_len=max_seq_len)
-    sequence = SEQUENCE_LAYERS.get_class(cfg.rnn, field="rnn").from_config(cfg, hidden_size=encoder.hidden_size)
+    rnn = RNN_LAYERS.get_class(cfg.rnn, field="rnn").from_config(cfg, hidden_size=encoder.hidden_size)
     pooler = build_pooler(cfg, hidden_size=encoder.hidden_size)
     head = MultiSampleDropoutHead(in_dim=pooler.out_dim, num_labels=num_labels, count=cfg.msd_count,
                                   dropout=cfg.dropout, reduce=cfg.msd_reduce)
@@ -57,4 +62,4 @@ def build_model(cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int, num
         if num_level1 < 1:
             raise ValueError("an auxiliary level-1 head needs num_level1 >= 1")
         level1_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(pooler.out_dim, num_level1))
-    return Classifier(encoder=encoder, sequence=sequence, pooler=pooler, head=head, level1_head=level1_head)
+    return Classifier(encoder=encoder, sequence=rnn, pooler=pooler, head=head, level1_head=level1_head)

@@ -7,11 +7,15 @@ poolers named `a+b` in the config are concatenated by `build_pooler`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from model.config import TrialConfig
 from model.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py reads this module's registry (model/components.py)
+    from model.config import TrialConfig
 
 POOLERS = Registry("pooler")
 

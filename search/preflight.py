@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
+from model.encoders import check_checkpoint
 from model.errors import ConfigError
 from spaces.space import SearchSpace, SpaceError
 
 # Fields the driver owns: they are flags, identical for every trial, never searched.
 DRIVER_FIELDS = {"max_epochs": "--max-epochs", "seed": "--seed"}
+# Fields that decide which checkpoint directory a trial loads.
+CHECKPOINT_FIELDS = ("encoder", "checkpoint")
 
 
 def check_settings(s: Any) -> None:
@@ -46,26 +48,55 @@ def check_budget(*, max_epochs: int, grace_period: int) -> None:
 
 
 def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
-    """Driver-owned fields are not searched, and every warm-start point makes a valid config."""
+    """Driver-owned fields are not searched, every warm-start point makes a valid config, and every
+    checkpoint directory a trial may load is there (the fixed one, each choice, each warm start)."""
     for param in space.params:
         if param.name in DRIVER_FIELDS:
             raise SpaceError(f"{space.path}: `{param.name}` is set for all trials by "
                              f"{DRIVER_FIELDS[param.name]}; remove it from params")
-    for name, point in {"(defaults)": {}, **space.warm_start}.items():
+    points = {"(defaults)": {}, **space.warm_start}
+    for name, point in points.items():
         try:
             space.config(point, **overrides)
         except ConfigError as err:
             raise SpaceError(f"{space.path}: warm-start point {name!r} is not a valid config: {err}") from None
-    # Every encoder (and checkpoint) a trial may draw must load: a missing checkpoint directory
-    # would otherwise only show as failed trials.
-    choices = {p.name: p.choices for p in space.params if p.kind == "choice" and p.name in ("encoder", "checkpoint")}
-    for combo in itertools.product(*choices.values()):
-        values = dict(zip(choices, combo, strict=True))
-        try:
-            space.config(values, **overrides)
-        except ConfigError as err:
-            shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
-            raise SpaceError(f"{space.path}: trials with {shown} cannot run: {err}") from None
+    # `TrialConfig` does no I/O, so this is where a missing or incomplete checkpoint directory is
+    # found, on the driver before Ray starts, rather than as failed trials.
+    checked: set[tuple[str, str]] = set()
+    for name, point in points.items():
+        for values in checkpoint_draws(space, point):
+            shown = ", ".join(f"{k} = {v!r}" for k, v in values.items()) or "the fixed encoder and checkpoint"
+            source = f"trials with {shown}" if name == "(defaults)" else f"warm-start point {name!r} ({shown})"
+            try:
+                cfg = space.config({**point, **values}, **overrides)
+                if (cfg.encoder, cfg.checkpoint) not in checked:
+                    check_checkpoint(cfg)
+                    checked.add((cfg.encoder, cfg.checkpoint))
+            except ConfigError as err:
+                raise SpaceError(f"{space.path}: {source} cannot run: {err}") from None
+
+
+def checkpoint_draws(space: SearchSpace, point: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every assignment of the searched `CHECKPOINT_FIELDS` a trial starting from `point` (a
+    warm-start point, or {}) can draw, in sampling order. Values the point sets are pinned. A
+    condition on another parameter may go either way, so such a parameter is also tried inactive
+    (the `TrialConfig` default applies)."""
+    draws: list[dict[str, Any]] = [{}]
+    for param in space.params:
+        if param.name not in CHECKPOINT_FIELDS:
+            continue
+        values = ((point[param.name],) if param.name in point
+                  else param.choices if param.kind == "choice" else (param.value,))
+        known = [parent for parent in param.when if parent in CHECKPOINT_FIELDS]
+        undecided = len(known) < len(param.when) and param.name not in point
+        grown = []
+        for draw in draws:
+            if any(draw.get(parent) not in param.when[parent] for parent in known):
+                grown.append(draw)  # inactive in this draw
+                continue
+            grown += [{**draw, param.name: value} for value in values] + ([draw] if undecided else [])
+        draws = grown
+    return draws
 
 
 def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, nodes: list[dict]) -> None:

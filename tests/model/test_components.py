@@ -11,7 +11,7 @@ from model.losses import LOSSES, class_weights
 from model.network import Output, build_model
 from model.objective import Objective
 from model.poolers import POOLERS, build_pooler
-from model.sequence import SEQUENCE_LAYERS
+from model.rnn import RNN_LAYERS
 from tests.conftest import TINY, toy_vocab
 
 
@@ -89,10 +89,10 @@ def test_model_output_shape_and_padding_invariance():
     assert torch.allclose(model(ids2, mask).logits, out, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(SEQUENCE_LAYERS))
-def test_every_sequence_layer_keeps_width_and_ignores_padding(name):
+@pytest.mark.parametrize("name", sorted(RNN_LAYERS))
+def test_every_rnn_layer_keeps_width_and_ignores_padding(name):
     torch.manual_seed(0)
-    layer = SEQUENCE_LAYERS[name].from_config(TrialConfig(rnn=name, rnn_layers=2), hidden_size=8)
+    layer = RNN_LAYERS[name].from_config(TrialConfig(rnn=name, rnn_layers=2), hidden_size=8)
     hidden = torch.randn(3, 6, 8)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4], dtype=torch.bool)
     out = layer(hidden, mask)

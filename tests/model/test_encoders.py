@@ -1,6 +1,8 @@
 """Encoders: every one gives token states, ignores padding, and round-trips through its files."""
 
 import json
+import os
+import pathlib
 import random
 
 import numpy as np
@@ -9,8 +11,9 @@ import torch
 from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel
 
 from model.config import TrialConfig
-from model.encoders import ENCODERS, read_vocab
+from model.encoders import ENCODERS, check_checkpoint, read_vocab
 from model.errors import ConfigError
+from model.network import build_model
 from model.nezha import NezhaConfig, NezhaModel, load_nezha, relative_position_table
 from tests.conftest import TINY, toy_vocab
 
@@ -127,15 +130,48 @@ def test_nezha_relative_positions_follow_the_reference_formula():
     assert torch.equal(table[0, 5], table[0, 4])  # beyond the clip, all the same
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: "", r"`checkpoint` is '', but encoder 'bert' loads a local checkpoint: set it to a directory"),
-    (lambda d: str(d / "none"), r"that directory does not exist"),
-    (lambda d: (d.joinpath("x").mkdir(), str(d / "x"))[1], r"has no vocab.txt, config.json or bert_config.json, "
+def test_a_checkpoint_encoder_without_a_checkpoint_fails_when_the_config_is_built():
+    # Pure cross-field rule: no filesystem needed to know that no directory is named.
+    with pytest.raises(ConfigError, match=r"`checkpoint` is '', but encoder 'bert' loads a local checkpoint: "
+                                          r"set it to a directory"):
+        TrialConfig(encoder="bert")
+
+
+BAD_CHECKPOINTS = [
+    (lambda d: str(d / "none"), r"that directory does not exist \(on a cluster, every node must see it\)"),
+    (lambda d: (d.joinpath("x").mkdir(), str(d / "x"))[1], r".*x has no vocab.txt, config.json or bert_config.json, "
                                                            r"model.safetensors or pytorch_model.bin"),
-])
-def test_bad_checkpoints_fail_when_the_config_is_built(tmp_path, make, message):
-    with pytest.raises(ConfigError, match=message):
-        TrialConfig(encoder="bert", checkpoint=make(tmp_path))
+]
+
+
+@pytest.mark.parametrize("make, message", BAD_CHECKPOINTS)
+def test_bad_checkpoint_directories_fail_when_the_encoder_is_built_not_in_the_config(tmp_path, make, message):
+    cfg = TrialConfig(encoder="bert", checkpoint=make(tmp_path))  # no I/O: builds on any machine
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+    where = r"`checkpoint` is '.*', but encoder 'bert' loads a local checkpoint: "
+    with pytest.raises(ConfigError, match=where + message):
+        check_checkpoint(cfg)
+    with pytest.raises(ConfigError, match=where + message):
+        build_model(cfg, vocab=RUN_VOCAB, max_seq_len=20, num_labels=3)
+
+
+def test_the_config_does_no_filesystem_io(monkeypatch):
+    TrialConfig(encoder="bert", checkpoint="/x")  # loads the registries first (importing may stat files)
+
+    def no_io(*args, **kwargs):
+        raise AssertionError("TrialConfig touched the filesystem")
+
+    for name in ("exists", "is_dir", "is_file", "stat"):
+        monkeypatch.setattr(pathlib.Path, name, no_io)
+    for name in ("stat", "listdir", "scandir"):
+        monkeypatch.setattr(os, name, no_io)
+    cfg = TrialConfig(encoder="bert", checkpoint="/does/not/exist")
+    monkeypatch.undo()
+    assert cfg.checkpoint == "/does/not/exist"
+
+
+def test_tiny_needs_no_checkpoint():
+    check_checkpoint(TrialConfig(encoder="tiny", checkpoint="/does/not/exist"))  # ignored, like the field
 
 
 def test_sequences_longer_than_the_checkpoint_are_refused(tmp_path):

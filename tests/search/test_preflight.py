@@ -2,15 +2,17 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import ray
 
+from model.config import TrialConfig
 from model.errors import ConfigError, DataError
 from search.driver import launch
-from search.preflight import check_resources
+from search.preflight import check_resources, check_space
 from search.settings import Settings
-from spaces.space import SpaceError
+from spaces.space import SpaceError, parse_space
 
 TINY_SPACE = "fixed: {hidden_size: 16, num_heads: 2}\nparams:\n  lr: {float: [1.0e-3, 1.0e-2]}\n"
 ROWS = "".join(f"{i},{i % 7} 8 9,{1 + i % 2}-{1 + i % 2}\n" for i in range(40))  # 20 rows per label
@@ -118,3 +120,74 @@ def test_every_encoder_choice_must_load(tmp_path):
     (tmp_path / "s.yaml").write_text("params:\n  encoder: {choice: [tiny, nezha]}\n  lr: {float: [0.001, 0.01]}\n")
     with pytest.raises(SpaceError, match=r"trials with encoder = 'nezha' cannot run: `checkpoint` is ''"):
         launch(Settings(space=str(tmp_path / "s.yaml"), storage_path=str(tmp_path)), out=lambda _: None)
+
+
+def fake_checkpoint(directory):
+    """A directory with the files a checkpoint encoder needs (preflight only looks at their names)."""
+    directory.mkdir()
+    for name in ("config.json", "vocab.txt", "model.safetensors"):
+        (directory / name).write_text("")
+    return str(directory)
+
+
+MISSING = (r"`checkpoint` is '/does/not/exist', but encoder 'bert' loads a local checkpoint: "
+           r"that directory does not exist")
+CHECKPOINT_SPACES = {
+    "fixed": ("fixed: {encoder: bert, checkpoint: /does/not/exist}\nparams:\n  lr: {float: [0.001, 0.01]}\n",
+              r"trials with the fixed encoder and checkpoint cannot run: " + MISSING),
+    "choice": ("params:\n  encoder: {choice: [bert]}\n  checkpoint: {choice: [GOOD, /does/not/exist]}\n",
+               r"trials with encoder = 'bert', checkpoint = '/does/not/exist' cannot run: " + MISSING),
+    "encoder choice": ("fixed: {checkpoint: /does/not/exist}\nparams:\n  encoder: {choice: [tiny, bert]}\n",
+                       r"trials with encoder = 'bert' cannot run: " + MISSING),
+    "conditional": ("params:\n  encoder: {choice: [tiny, bert]}\n"
+                    "  checkpoint: {choice: [GOOD, /does/not/exist], when: {encoder: bert}}\n",
+                    r"trials with encoder = 'bert', checkpoint = '/does/not/exist' cannot run: " + MISSING),
+    "inactive checkpoint": ("params:\n  encoder: {choice: [bert, nezha]}\n"
+                            "  checkpoint: {choice: [GOOD], when: {encoder: bert}}\n",
+                            r"trials with encoder = 'nezha' cannot run: `checkpoint` is '', but encoder 'nezha'"),
+    "incomplete": ("fixed: {encoder: bert, checkpoint: EMPTY}\nparams:\n  lr: {float: [0.001, 0.01]}\n",
+                   r"trials with the fixed encoder and checkpoint cannot run: `checkpoint` is '.*empty', but "
+                   r"encoder 'bert' loads a local checkpoint: .*empty has no vocab.txt, config.json or "
+                   r"bert_config.json, model.safetensors or pytorch_model.bin"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_SPACES))
+def test_preflight_checks_every_checkpoint_the_space_can_produce(tmp_path, case):
+    good, empty = fake_checkpoint(tmp_path / "good"), tmp_path / "empty"
+    empty.mkdir()
+    text, message = CHECKPOINT_SPACES[case]
+    space = parse_space(text.replace("GOOD", good).replace("EMPTY", str(empty)), source="s.yaml")
+    with pytest.raises(SpaceError, match=r"s.yaml: " + message):
+        check_space(space, {"max_epochs": 1, "seed": 0})
+
+
+def test_preflight_checks_the_checkpoints_of_warm_starts(tmp_path):
+    # A warm-start point lies inside the space, so its checkpoint is also one of the choices; it
+    # is still checked in its own right, and the message names the point.
+    good = fake_checkpoint(tmp_path / "good")
+    text = (f"params:\n  encoder: {{choice: [bert]}}\n  checkpoint: {{choice: [{good}, /does/not/exist]}}\n"
+            "warm_start:\n  published: {checkpoint: /does/not/exist}\n")
+    space = parse_space(text, source="s.yaml")
+    with pytest.raises(SpaceError, match=r"trials with encoder = 'bert', checkpoint = '/does/not/exist' cannot run"):
+        check_space(space, {})
+    only_good = tuple(replace(p, choices=(good,)) if p.name == "checkpoint" else p for p in space.params)
+    space = replace(space, params=only_good)  # now only the warm-start point names the missing directory
+    with pytest.raises(SpaceError, match=r"warm-start point 'published' \(encoder = 'bert', checkpoint = "
+                                         r"'/does/not/exist'\) cannot run: " + MISSING):
+        check_space(space, {})
+
+
+def test_preflight_accepts_spaces_whose_checkpoints_are_there(tmp_path):
+    good = fake_checkpoint(tmp_path / "good")
+    text = (f"params:\n  encoder: {{choice: [tiny, bert, nezha]}}\n  checkpoint: {{choice: [{good}]}}\n"
+            f"warm_start:\n  a: {{encoder: nezha, checkpoint: {good}}}\n")
+    check_space(parse_space(text), {"max_epochs": 1, "seed": 0})
+
+
+def test_a_config_naming_a_missing_checkpoint_builds_but_preflight_refuses_it():
+    cfg = TrialConfig(encoder="bert", checkpoint="/does/not/exist")  # no I/O: rebuilds on any machine
+    space = parse_space("params:\n  lr: {float: [0.001, 0.01]}\n", source="s.yaml")
+    space = replace(space, fixed=cfg.to_dict())
+    with pytest.raises(SpaceError, match=MISSING + r" \(on a cluster, every node must see it\)"):
+        check_space(space, {})

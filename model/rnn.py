@@ -1,4 +1,6 @@
-"""Sequence layers between the encoder and the pooler (the BiLSTM/BiGRU of the competition models).
+"""RNN layers between the encoder and the pooler (the BiLSTM/BiGRU of the competition models).
+
+The `rnn` field names one (`none`: no layer), `rnn_layers` sets the depth of each RNN.
 
 Contract: `forward(hidden (B, T, H), mask (B, T) bool) -> (B, T, H)`; padded positions neither
 influence the output nor carry anything but zeros. `from_config(cfg, *, hidden_size)`.
@@ -7,20 +9,24 @@ Bidirectional layers use H/2 units per direction, so the width stays H.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from model.config import TrialConfig
 from model.registry import Registry
 
-SEQUENCE_LAYERS = Registry("sequence layer")
+if TYPE_CHECKING:  # annotations only: config.py reads this module's registry (model/components.py)
+    from model.config import TrialConfig
+
+RNN_LAYERS = Registry("rnn layer")
 
 
-@SEQUENCE_LAYERS.register("none")
-class NoSequenceLayer(nn.Module):
+@RNN_LAYERS.register("none")
+class NoRNN(nn.Module):
     @classmethod
-    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> NoSequenceLayer:
+    def from_config(cls, cfg: TrialConfig, *, hidden_size: int) -> NoRNN:
         return cls()
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -50,16 +56,16 @@ class _BiRNN(nn.Module):
         return out  # (B, T, 2 * (H // 2)), zeros at padded positions
 
 
-@SEQUENCE_LAYERS.register("lstm")
+@RNN_LAYERS.register("lstm")
 class BiLSTM(_BiRNN):
     kinds = (nn.LSTM,)
 
 
-@SEQUENCE_LAYERS.register("gru")
+@RNN_LAYERS.register("gru")
 class BiGRU(_BiRNN):
     kinds = (nn.GRU,)
 
 
-@SEQUENCE_LAYERS.register("lstm_gru")
+@RNN_LAYERS.register("lstm_gru")
 class BiLSTMThenGRU(_BiRNN):
     kinds = (nn.LSTM, nn.GRU)
