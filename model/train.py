@@ -34,7 +34,7 @@ from model.adversarial import ADVERSARIAL
 from model.config import TrialConfig
 from model.data import EncodedData, EncodedSplit
 from model.network import Classifier, build_model
-from model.objective import Objective
+from model.training_loss import TrainingLoss
 
 SCHEDULES = {
     "cosine": get_cosine_schedule_with_warmup,
@@ -181,8 +181,8 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
     seed_everything(cfg.seed)
     model = build_model(cfg, vocab=data.vocab.tokens, max_seq_len=data.max_seq_len,
                         num_labels=data.num_labels, num_level1=len(data.labels.level1)).to(device)
-    objective = Objective.from_config(cfg, class_counts=data.class_counts,
-                                      level1_of=data.labels.level1_of).to(device)
+    training_loss = TrainingLoss.from_config(cfg, class_counts=data.class_counts,
+                                             level1_of=data.labels.level1_of).to(device)
     adversary = ADVERSARIAL.get_class(cfg.adversarial, field="adversarial").from_config(cfg, model=model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     micro_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
@@ -207,7 +207,7 @@ def fit(cfg: TrialConfig, data: EncodedData, on_eval: Callable[[Evaluation], Non
     def forward_loss(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with _autocast(device):
             out = model(ids, mask)
-        return objective(out, labels, model.class_embeddings) / cfg.grad_accum
+        return training_loss(out, labels, model.class_embeddings) / cfg.grad_accum
 
     def run_evaluation(train_loss: float, samples_per_s: float) -> Evaluation:
         nonlocal best_score, best_epoch, since_best
