@@ -107,7 +107,7 @@ def test_eval_every_evaluates_inside_epochs(small_data):
 def test_resume_continues_exactly_with_every_option(small_data, values):
     cfg = small(max_epochs=2, **values)
     states = {}
-    full = fit(cfg, small_data, lambda e: states.setdefault(len(states), e.state()))
+    full = fit(cfg, small_data, lambda e: states.setdefault(len(states), e.snapshot()))
     cut = 1  # resume after the second evaluation
     resumed = fit(cfg, small_data, resume=states[cut])
     assert scores(resumed.history) == scores(full.history[cut + 1:])
