@@ -62,7 +62,7 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
         if device.type == "cuda":
             metrics[M.GPU_MEM_PEAK_GB] = torch.cuda.max_memory_allocated(device) / 2**30
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save({**evaluation.state(), "report": metrics}, Path(tmp) / STATE_FILE)
+            torch.save({**evaluation.snapshot(), "report": metrics}, Path(tmp) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     fit_explaining_oom(cfg, data, report, device=device, resume=state)

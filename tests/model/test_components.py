@@ -9,9 +9,9 @@ from model.contrastive import CONTRASTIVE
 from model.heads import MultiSampleDropoutHead
 from model.losses import LOSSES, class_weights
 from model.network import Output, build_model
-from model.objective import Objective
 from model.poolers import POOLERS, build_pooler
 from model.rnn import RNN_LAYERS
+from model.training_loss import TrainingLoss
 from tests.conftest import TINY, toy_vocab
 
 
@@ -168,17 +168,17 @@ def _output(batch=4, labels=5, groups=2):
                   level1_logits=torch.randn(batch, groups))
 
 
-def test_objective_adds_auxiliary_and_contrastive_terms():
+def test_training_loss_adds_auxiliary_and_contrastive_terms():
     out, target = _output(), torch.tensor([0, 0, 3, 4])
     level1_of = np.array([0, 0, 1, 1, 1])
-    plain = Objective.from_config(TrialConfig(), class_counts=np.ones(5), level1_of=level1_of)
+    plain = TrainingLoss.from_config(TrialConfig(), class_counts=np.ones(5), level1_of=level1_of)
     base = plain(out, target)
     assert base == LOSSES["ce"]()(out.logits, target)
-    aux = Objective.from_config(TrialConfig(aux_level1_weight=0.5), class_counts=np.ones(5), level1_of=level1_of)
+    aux = TrainingLoss.from_config(TrialConfig(aux_level1_weight=0.5), class_counts=np.ones(5), level1_of=level1_of)
     level1 = torch.nn.functional.cross_entropy(out.level1_logits, torch.tensor([0, 0, 1, 1]))
     assert aux(out, target) == pytest.approx((base + 0.5 * level1).item())
-    con = Objective.from_config(TrialConfig(contrastive="supcon", contrastive_weight=0.2), class_counts=np.ones(5),
-                                level1_of=level1_of)
+    con = TrainingLoss.from_config(TrialConfig(contrastive="supcon", contrastive_weight=0.2), class_counts=np.ones(5),
+                                   level1_of=level1_of)
     term = CONTRASTIVE["supcon"].from_config(TrialConfig())(out.features, target)
     assert con(out, target) == pytest.approx((base + 0.2 * term).item())
 
@@ -186,7 +186,7 @@ def test_objective_adds_auxiliary_and_contrastive_terms():
 def test_flooding_reflects_the_loss_below_the_level():
     out, target = _output(), torch.tensor([0, 1, 2, 3])
     logits = out.logits.clone().requires_grad_()
-    flooded = Objective.from_config(TrialConfig(flood_b=10.0), class_counts=np.ones(5), level1_of=np.zeros(5))
+    flooded = TrainingLoss.from_config(TrialConfig(flood_b=10.0), class_counts=np.ones(5), level1_of=np.zeros(5))
     loss = flooded(Output(logits=logits, features=out.features, level1_logits=None), target)
     plain = LOSSES["ce"]()(logits, target)
     assert loss.item() == pytest.approx(20.0 - plain.item())  # |l - b| + b with l < b

@@ -1,5 +1,8 @@
+import io
+
 import numpy as np
 import pytest
+import torch
 
 from model import metrics as M
 from model.config import TrialConfig
@@ -37,10 +40,40 @@ def test_fit_is_deterministic_on_cpu(small_data, tiny_cfg):
 def test_resume_continues_exactly(small_data, tiny_cfg):
     cfg = tiny_cfg.__class__(**{**tiny_cfg.to_dict(), "max_epochs": 3})
     states = {}
-    full = fit(cfg, small_data, lambda e: states.setdefault(e.epoch, e.state()))
+    full = fit(cfg, small_data, lambda e: states.setdefault(e.epoch, e.snapshot()))
     resumed = fit(cfg, small_data, resume=states[1])
     assert [e.epoch for e in resumed.history] == [2, 3]
     assert scores(resumed.history) == scores(full.history[1:])
+
+
+def test_snapshot_holds_the_cuda_rng_states_and_resume_restores_them(small_data, tiny_cfg, monkeypatch):
+    # Dropout on a GPU draws from the CUDA generators: without their states a resumed GPU run
+    # drifts. CUDA is faked (training stays on CPU) so this runs on any machine.
+    fake_states = [torch.tensor([1, 2, 3], dtype=torch.uint8), torch.tensor([4, 5, 6], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in fake_states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    states = []
+    fit(tiny_cfg, small_data, lambda e: states.append(e.snapshot()), device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(states[0]["cuda_rng"], fake_states, strict=True))
+    # through the round trip search/trainable.py makes: torch.save, then a weights_only load
+    buffer = io.BytesIO()
+    torch.save({**states[0], "report": {}}, buffer)
+    buffer.seek(0)
+    fit(tiny_cfg, small_data, device="cpu", resume=torch.load(buffer, weights_only=True))
+    assert len(restored) == 1
+    assert all(torch.equal(a, b) for a, b in zip(restored[0], fake_states, strict=True))
+
+
+def test_resume_leaves_the_state_it_resumed_from_unchanged(small_data, tiny_cfg):
+    states = []
+    fit(tiny_cfg, small_data, lambda e: states.append(e.snapshot()))
+    moments = [t.clone() for s in states[0]["optimizer"]["state"].values() for t in s.values()]
+    fit(tiny_cfg, small_data, resume=states[0])
+    after = [t for s in states[0]["optimizer"]["state"].values() for t in s.values()]
+    assert all(torch.equal(a, b) for a, b in zip(moments, after, strict=True))
 
 
 def test_patience_stops_and_marks_the_last_evaluation(small_data, tiny_cfg):

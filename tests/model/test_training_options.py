@@ -10,8 +10,8 @@ from model import metrics as M
 from model.adversarial import ADVERSARIAL
 from model.config import TrialConfig
 from model.network import build_model
-from model.objective import Objective
 from model.train import epoch_batches, fit, param_groups
+from model.training_loss import TrainingLoss
 from tests.conftest import TINY, toy_vocab
 
 
@@ -28,12 +28,12 @@ def test_every_attack_adds_its_gradient_and_restores_the_embeddings_exactly(name
     torch.manual_seed(0)
     cfg = TrialConfig(**TINY, adversarial=name, adv_epsilon=0.5, pgd_alpha=0.2, pgd_steps=3)
     model = build_model(cfg, vocab=toy_vocab(40), max_seq_len=12, num_labels=5)
-    objective = Objective.from_config(cfg, class_counts=np.ones(5), level1_of=np.zeros(5, dtype=int))
+    training_loss = TrainingLoss.from_config(cfg, class_counts=np.ones(5), level1_of=np.zeros(5, dtype=int))
     ids, mask, labels = torch.randint(5, 40, (4, 8)), torch.ones(4, 8, dtype=torch.bool), torch.tensor([0, 1, 2, 3])
     model.eval()  # no dropout: the clean and attacked passes differ only by the attack
 
     def loss_fn():
-        return objective(model(ids, mask), labels)
+        return training_loss(model(ids, mask), labels)
 
     loss_fn().backward()
     clean = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -107,7 +107,7 @@ def test_eval_every_evaluates_inside_epochs(small_data):
 def test_resume_continues_exactly_with_every_option(small_data, values):
     cfg = small(max_epochs=2, **values)
     states = {}
-    full = fit(cfg, small_data, lambda e: states.setdefault(len(states), e.state()))
+    full = fit(cfg, small_data, lambda e: states.setdefault(len(states), e.snapshot()))
     cut = 1  # resume after the second evaluation
     resumed = fit(cfg, small_data, resume=states[cut])
     assert scores(resumed.history) == scores(full.history[cut + 1:])

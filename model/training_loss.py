@@ -20,7 +20,11 @@ from model.losses import LOSSES
 from model.network import Output
 
 
-class Objective(nn.Module):
+class TrainingLoss(nn.Module):
+    """The scalar a trial's training minimises (not the search's objective, which is
+    `metrics.OBJECTIVE`): `forward(out, target (B,), class_embeddings (num_labels, D) | None) -> ()`.
+    """
+
     def __init__(self, *, main: nn.Module, level1_of: torch.Tensor, aux_weight: float = 0.0,
                  contrastive: nn.Module | None = None, contrastive_weight: float = 0.0,
                  with_classes: bool = False, flood_b: float = 0.0):
@@ -31,7 +35,7 @@ class Objective(nn.Module):
         self.with_classes, self.flood_b = with_classes, flood_b
 
     @classmethod
-    def from_config(cls, cfg: TrialConfig, *, class_counts: np.ndarray, level1_of: np.ndarray) -> Objective:
+    def from_config(cls, cfg: TrialConfig, *, class_counts: np.ndarray, level1_of: np.ndarray) -> TrainingLoss:
         return cls(main=LOSSES.get_class(cfg.loss, field="loss").from_config(cfg, class_counts=class_counts),
                    level1_of=torch.as_tensor(level1_of, dtype=torch.long), aux_weight=cfg.aux_level1_weight,
                    contrastive=CONTRASTIVE.get_class(cfg.contrastive, field="contrastive").from_config(cfg),
