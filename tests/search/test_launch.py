@@ -151,7 +151,7 @@ def test_leaderboard_is_readable_while_the_search_runs(run):
     assert set().union(*(set(board["trial_id"]) for board in seen)) == set(frame["trial_id"])
 
 
-def test_export_formats_and_filters(run, tmp_path):
+def test_export_formats_and_filters(run):
     files, frame, _, _ = run
 
     def export(*args):
