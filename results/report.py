@@ -26,6 +26,7 @@ import optuna  # noqa: E402
 import optuna.visualization.matplotlib as optuna_plots  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 from optuna.importance import FanovaImportanceEvaluator  # noqa: E402
 from optuna.study import StudyDirection  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
@@ -125,13 +126,27 @@ def plot_parallel(study: optuna.Study, *, top: int = TOP_TRIALS) -> plt.Figure |
     params = set().union(*(t.params for t in best))
     if not params:
         return "the search has no parameters"
-    with _optuna_plotting(figsize=(max(7.0, 1.4 * (len(params) + 1)), 4.5)):
+    with _optuna_plotting(figsize=(max(8.0, 1.4 * (len(params) + 1)), 4.5)):
         view = optuna.create_study(direction=study.direction)  # in memory: only the trials to draw
         view.add_trials(best)
         ax = optuna_plots.plot_parallel_coordinate(view, target_name=SCORE)
     ax.collections[0].set_cmap("viridis")  # Optuna's Blues draws the lowest score white, on white
+    for axis in ax.get_shared_x_axes().get_siblings(ax):  # the parameters' axes (Optuna's twins of ax)
+        if axis is not ax:
+            axis.tick_params(labelsize=8)
+            if axis.get_yscale() == "log":
+                _plain_log_labels(axis)
     ax.set_title(f"Top {len(best)} of {len(complete)} completed trials (color: {SCORE})", y=1.03)
     return ax.figure
+
+
+def _plain_log_labels(axis: plt.Axes) -> None:
+    """0.0046 rather than 4.6x10^-3 (which runs into the colorbar); minor ticks labelled only when
+    the axis spans less than a decade, as matplotlib's default does."""
+    low, high = axis.get_ylim()
+    plain = FuncFormatter(lambda value, _: f"{value:.2g}")
+    axis.yaxis.set_major_formatter(plain)
+    axis.yaxis.set_minor_formatter(plain if high < 10 * low else NullFormatter())
 
 
 def plot_intermediate(study: optuna.Study) -> plt.Figure | str:

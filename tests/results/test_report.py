@@ -119,6 +119,11 @@ def test_parallel_coordinates_draw_the_top_completed_trials(run):
     assert values == pytest.approx(completed[:3])
     assert [t.get_text() for t in ax.get_xticklabels()] == [SCORE, "focal_gamma", "loss", "lr"]
     assert ax.get_title() == f"Top 3 of 5 completed trials (color: {SCORE})"
+    # lr's log axis reads 0.001, not 10^-3 in mathtext, which is wide enough to run into the colorbar
+    ax.figure.canvas.draw()
+    (lr_axis,) = [a for a in ax.get_shared_x_axes().get_siblings(ax) if a.get_yscale() == "log"]
+    labels = [t.get_text() for t in lr_axis.get_yticklabels(which="both") if t.get_text()]
+    assert labels and all(re.fullmatch(r"[0-9.e-]+", label) for label in labels), labels
     plt.close("all")
 
 
