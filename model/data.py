@@ -26,7 +26,6 @@ from sklearn.model_selection import StratifiedKFold
 from model.errors import DataError
 
 TRAIN_COLUMNS = ("id", "text", "label")
-TEST_COLUMNS = ("id", "text")
 _LABEL_RE = re.compile(r"^\s*([^-\s]+)-([^-\s]+)\s*$")
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -153,6 +152,7 @@ class Vocab:
 
     @classmethod
     def build(cls, texts, *, min_count: int = 1) -> Vocab:
+        """Tokens seen at least `min_count` times (the others encode as [UNK])."""
         counts = Counter(tok for text in texts for tok in text.split())
         ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
         return cls(tokens=SPECIAL_TOKENS + tuple(t for t in ranked if t not in SPECIAL_TOKENS))

@@ -1,14 +1,20 @@
 """`python -m search report RUN_DIR`: an HTML page with figures about a run, in RUN_DIR/report/.
 
-Figures (PNG): level-2 macro-F1 of every evaluation over time with the best so far, parameter
-importances (Optuna's fANOVA over completed trials), parallel coordinates of the top trials,
-ASHA's rung survival (how many trials reached each epoch), and per-class F1 of the best trial.
+Figures (PNG). From the Optuna study, drawn by `optuna.visualization.matplotlib`: parameter
+importances (fANOVA over the completed trials; a conditional parameter counts only where every
+completed trial has it), parallel coordinates of the top completed trials, and each trial's level-2
+macro-F1 at every evaluation (Optuna's intermediate values). Drawn here, having no Optuna
+counterpart: every evaluation over wall-clock time with the best so far, ASHA's rung survival (how
+many trials reached each epoch), and per-class F1 of the best trial. A figure that cannot be drawn
+yet (too few trials) leaves a line that says why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +23,13 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+import optuna.visualization.matplotlib as optuna_plots  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from optuna.importance import FanovaImportanceEvaluator  # noqa: E402
+from optuna.study import StudyDirection  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from model import metrics as M  # noqa: E402
 from results.export import load_records, run_leaderboard  # noqa: E402
@@ -26,7 +38,33 @@ from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord  # no
 from results.status import status_text  # noqa: E402
 
 COLORS = {COMPLETED: "#1f77b4", PRUNED: "#9a9a9a", RUNNING: "#ff7f0e", ERROR: "#d62728"}
+STATUS_OF_STATE = {TrialState.COMPLETE: COMPLETED, TrialState.PRUNED: PRUNED, TrialState.RUNNING: RUNNING}
 TOP_TRIALS = 20
+SCORE = "level-2 macro-F1"  # the study's objective, as axes name it
+
+
+@contextlib.contextmanager
+def _optuna_plotting(figsize: tuple[float, float]):
+    """Around a call of Optuna's plotting: its `plt.style.use("ggplot")` changes matplotlib's global
+    settings, which must not leak into the figures drawn after it; it warns that its functions are
+    experimental and logs a warning for every study without the trials it needs (we say why)."""
+    verbosity = optuna.logging.get_verbosity()
+    with matplotlib.rc_context({"figure.figsize": figsize}), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "No artists with labels found", UserWarning)  # an empty plot: we say why
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+
+def _completed(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials with a finite value, best first."""
+    sign = -1 if study.direction == StudyDirection.MAXIMIZE else 1
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.value is not None and math.isfinite(t.value)]
+    return sorted(trials, key=lambda t: (sign * t.value, t.number))
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -35,11 +73,13 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_progress(records: list[TrialRecord], started: float, path: Path) -> bool:
+def plot_progress(records: list[TrialRecord], started: float) -> plt.Figure | str:
+    """Every evaluation of every trial over wall-clock time, colored by how the trial ended, and
+    the best so far. (Optuna's optimization history is per trial number, not over time.)"""
     points = sorted((h["timestamp"], h[M.LEVEL2_MACRO_F1], r.status) for r in records for h in r.history
                     if "timestamp" in h)
     if not points:
-        return False
+        return "no evaluation has a timestamp yet"
     minutes = np.array([(t - started) / 60 for t, _, _ in points])
     scores = np.array([s for _, s, _ in points])
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -48,89 +88,89 @@ def plot_progress(records: list[TrialRecord], started: float, path: Path) -> boo
         if mask.any():
             ax.scatter(minutes[mask], scores[mask], s=18, color=color, alpha=0.75, label=f"{status} trials")
     ax.step(minutes, np.maximum.accumulate(scores), where="post", color="black", lw=1.5, label="best so far")
-    ax.set(xlabel="minutes since launch", ylabel="level-2 macro-F1", title="Every evaluation, and the best so far")
+    ax.set(xlabel="minutes since launch", ylabel=SCORE, title="Every evaluation, and the best so far")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    _save(fig, path)
-    return True
+    return fig
 
 
-def plot_importances(study: optuna.Study, path: Path) -> str | None:
-    """Bar chart of parameter importances; returns why not when it cannot be computed."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+def plot_importances(study: optuna.Study) -> plt.Figure | str:
+    """Optuna's importance plot with fANOVA (Optuna's default, PED-ANOVA, would also rate the
+    conditional parameters, each over the trials that have it)."""
+    complete = _completed(study)
     if len(complete) < 2:
         return f"needs at least 2 completed trials (this run has {len(complete)})"
-    try:
-        importances = optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError) as err:
-        return f"Optuna could not compute them: {err}"
-    if not importances:
+    shared = set.intersection(*(set(t.params) for t in complete))
+    with _optuna_plotting(figsize=(7, 0.4 * len(shared) + 1.6)):
+        try:
+            ax = optuna_plots.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0),
+                                                     target_name=SCORE)
+        except (RuntimeError, ValueError) as err:  # e.g. every completed trial scored the same
+            return f"Optuna could not compute them: {err}"
+    if not ax.patches:
+        plt.close(ax.figure)
         return "no parameter is shared by all completed trials"
-    names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
-    ax.barh(names, [importances[n] for n in names], color="#1f77b4")
-    ax.set(xlabel="importance (fANOVA, completed trials)", title="Which parameters moved level-2 macro-F1")
-    ax.grid(axis="x", alpha=0.3)
-    _save(fig, path)
-    return None
+    ax.set_title(f"Which parameters moved {SCORE}", loc="left")
+    ax.set_xlabel(f"importance (fANOVA over the {len(complete)} completed trials)")
+    ax.get_legend().remove()
+    return ax.figure
 
 
-def _axis_values(column: pd.Series) -> tuple[np.ndarray, list[str] | None, tuple]:
-    """Values scaled to [0, 1]; tick labels for categories; (low, high) for numbers."""
-    present = column.dropna()
-    if present.empty:
-        return np.full(len(column), np.nan), None, (0, 0)
-    if not pd.api.types.is_numeric_dtype(present):
-        categories = sorted(present.astype(str).unique())
-        index = {c: i for i, c in enumerate(categories)}
-        scaled = column.map(lambda v: np.nan if pd.isna(v) else index[str(v)] / max(1, len(categories) - 1))
-        return scaled.to_numpy(dtype=float), categories, (0, 0)
-    values = column.astype(float).to_numpy()
-    low, high = np.nanmin(values), np.nanmax(values)
-    use_log = low > 0 and high / low > 20
-    if use_log:
-        values, low_s, high_s = np.log10(values), math.log10(low), math.log10(high)
-    else:
-        low_s, high_s = low, high
-    span = (high_s - low_s) or 1.0
-    return (values - low_s) / span, None, (low, high)
+def plot_parallel(study: optuna.Study, *, top: int = TOP_TRIALS) -> plt.Figure | str:
+    """Optuna's parallel coordinates of the `top` best completed trials. Pruned trials are left out:
+    their scores come from fewer epochs, so they do not compare with the completed ones."""
+    complete = _completed(study)
+    if len(complete) < 2:
+        return f"needs at least 2 completed trials (this run has {len(complete)})"
+    best = complete[:top]
+    params = set().union(*(t.params for t in best))
+    if not params:
+        return "the search has no parameters"
+    with _optuna_plotting(figsize=(max(8.0, 1.4 * (len(params) + 1)), 4.5)):
+        view = optuna.create_study(direction=study.direction)  # in memory: only the trials to draw
+        view.add_trials(best)
+        ax = optuna_plots.plot_parallel_coordinate(view, target_name=SCORE)
+    ax.collections[0].set_cmap("viridis")  # Optuna's Blues draws the lowest score white, on white
+    for axis in ax.get_shared_x_axes().get_siblings(ax):  # the parameters' axes (Optuna's twins of ax)
+        if axis is not ax:
+            axis.tick_params(labelsize=8)
+            if axis.get_yscale() == "log":
+                _plain_log_labels(axis)
+    ax.set_title(f"Top {len(best)} of {len(complete)} completed trials (color: {SCORE})", y=1.03)
+    return ax.figure
 
 
-def plot_parallel(frame: pd.DataFrame, path: Path) -> bool:
-    top = frame[frame["status"].isin([COMPLETED, PRUNED])].head(TOP_TRIALS)
-    params = [c for c in frame.columns if c.startswith("param.")]
-    if len(top) < 2 or not params:
-        return False
-    axes = params + [M.LEVEL2_MACRO_F1]
-    scaled, labels = [], []
-    for name in axes:
-        values, categories, (low, high) = _axis_values(top[name])
-        scaled.append(values)
-        short = name.removeprefix("param.")
-        labels.append(f"{short}\n{'/'.join(categories)}" if categories else f"{short}\n{low:.3g} .. {high:.3g}")
-    grid = np.array(scaled).T  # (trials, axes)
-    scores = top[M.LEVEL2_MACRO_F1].to_numpy(dtype=float)
-    cmap = plt.get_cmap("viridis")
-    norm = plt.Normalize(np.nanmin(scores), np.nanmax(scores))
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(axes)), 4.5))
-    x = np.arange(len(axes))
-    for row, score, status in zip(grid, scores, top["status"], strict=True):
-        ax.plot(x, row, color=cmap(norm(score)), lw=2.2 if status == COMPLETED else 1,
-                ls="-" if status == COMPLETED else "--", alpha=0.85)
-    for xi in x:
-        ax.axvline(xi, color="black", lw=0.6)
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_yticks([])
-    ax.set_xlim(-0.2, len(axes) - 0.8)
-    ax.set_title(f"Top {len(top)} trials (solid: completed, dashed: pruned; color: level-2 macro-F1)")
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
-    _save(fig, path)
-    return True
+def _plain_log_labels(axis: plt.Axes) -> None:
+    """0.0046 rather than 4.6x10^-3 (which runs into the colorbar); minor ticks labelled only when
+    the axis spans less than a decade, as matplotlib's default does."""
+    low, high = axis.get_ylim()
+    plain = FuncFormatter(lambda value, _: f"{value:.2g}")
+    axis.yaxis.set_major_formatter(plain)
+    axis.yaxis.set_minor_formatter(plain if high < 10 * low else NullFormatter())
 
 
-def plot_rungs(records: list[TrialRecord], *, max_epochs: int, grace: int, factor: float, path: Path) -> bool:
+def plot_intermediate(study: optuna.Study) -> plt.Figure | str:
+    """Optuna's intermediate values (the score at each evaluation, by optimizer step), one line per
+    trial, colored here by how the trial ended rather than one color per trial."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=tuple(STATUS_OF_STATE)) if t.intermediate_values]
+    if not trials:
+        return "no trial has been evaluated yet"
+    with _optuna_plotting(figsize=(8, 4)):
+        ax = optuna_plots.plot_intermediate_values(study)
+    status = {f"Trial{t.number}": STATUS_OF_STATE[t.state] for t in trials}  # Optuna's line labels
+    for line in ax.get_lines():
+        if line.get_label() in status:
+            line.set_color(COLORS[status[line.get_label()]])
+    shown = [s for s in COLORS if s in status.values()]
+    ax.legend(handles=[Line2D([0], [0], color=COLORS[s], marker=".", label=f"{s} trials") for s in shown],
+              loc="lower right", fontsize=8)
+    ax.set(xlabel="optimizer step", ylabel=SCORE, title="Every trial's evaluations (Optuna's intermediate values)")
+    return ax.figure
+
+
+def plot_rungs(records: list[TrialRecord], *, max_epochs: int, grace: int, factor: float) -> plt.Figure | str:
     if not records:
-        return False
+        return "no trial yet"
     epochs = np.arange(1, max_epochs + 1)
     reached = [sum(r.epochs >= e for r in records) for e in epochs]
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -143,14 +183,15 @@ def plot_rungs(records: list[TrialRecord], *, max_epochs: int, grace: int, facto
         ax.text(e, n, str(n), ha="center", va="bottom", fontsize=8)
     ax.set(xlabel="epoch", ylabel="trials that trained it", title="ASHA rung survival (dashed: rung milestones)")
     ax.set_xticks(epochs)
-    _save(fig, path)
-    return True
+    return fig
 
 
-def plot_per_class(record: TrialRecord, labels: list[str], path: Path) -> bool:
+def plot_per_class(record: TrialRecord | None, labels: list[str]) -> plt.Figure | str:
+    if record is None:
+        return "needs a completed trial"
     f1 = record.best_per_class_f1
     if not f1 or len(f1) != len(labels):
-        return False
+        return "the best trial has no per-class F1 for the run's labels"
     groups = sorted({lab.split("-")[0] for lab in labels}, key=lambda g: (len(g), g))
     cmap = plt.get_cmap("tab10")
     colors = [cmap(groups.index(lab.split("-")[0]) % 10) for lab in labels]
@@ -162,16 +203,17 @@ def plot_per_class(record: TrialRecord, labels: list[str], path: Path) -> bool:
     ax.axvline(np.mean(f1), color="black", lw=1, ls="--")
     ax.set(xlabel="F1 (dashed: macro average)", title="Per-class F1 of the best trial (color: level-1 label)")
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path)
-    return True
+    return fig
 
 
-def _figure(name: str, title: str, made: bool | str | None, why: str) -> str:
-    if made is True or made is None:
-        return f'<figure><img src="figures/{name}" alt="{html.escape(title)}"><figcaption>{html.escape(title)}' \
-               f"</figcaption></figure>"
-    reason = made if isinstance(made, str) else why
-    return f'<p class="missing">{html.escape(title)}: not drawn ({html.escape(reason)}).</p>'
+def _figure(made: plt.Figure | str, path: Path, title: str) -> str:
+    """Save a drawn figure and return its HTML, or the line that says why it was not drawn."""
+    if isinstance(made, str):
+        path.unlink(missing_ok=True)  # an earlier report's figure would be stale
+        return f'<p class="missing">{html.escape(title)}: not drawn ({html.escape(made)}).</p>'
+    _save(made, path)
+    return (f'<figure><img src="figures/{path.name}" alt="{html.escape(title)}"><figcaption>{html.escape(title)}'
+            "</figcaption></figure>")
 
 
 PAGE = """<!doctype html>
@@ -213,18 +255,14 @@ def write_report(run_dir: str | Path) -> Path:
     completed = frame[frame["status"] == COMPLETED]
     best_record = next((r for r in records if len(completed) and r.trial_id == completed.iloc[0]["trial_id"]), None)
     figures = [
-        _figure("progress.png", "Level-2 macro-F1 over time",
-                plot_progress(records, started, out / "progress.png"), "no evaluation has a timestamp yet"),
-        _figure("importance.png", "Parameter importances", plot_importances(study, out / "importance.png"), ""),
-        _figure("parallel.png", "Parallel coordinates of the top trials", plot_parallel(frame, out / "parallel.png"),
-                "needs at least 2 finished trials"),
-        _figure("rungs.png", "ASHA rung survival",
-                plot_rungs(records, max_epochs=run["max_epochs"], grace=settings["grace_period"],
-                           factor=settings["reduction_factor"], path=out / "rungs.png"), "no trial yet"),
-        _figure("per_class.png", "Per-class F1 of the best trial",
-                best_record is not None and plot_per_class(best_record, run["data"].get("level2_labels", []),
-                                                           out / "per_class.png"),
-                "needs a completed trial"),
+        _figure(plot_progress(records, started), out / "progress.png", "Level-2 macro-F1 over time"),
+        _figure(plot_importances(study), out / "importance.png", "Parameter importances"),
+        _figure(plot_parallel(study), out / "parallel.png", "Parallel coordinates of the top completed trials"),
+        _figure(plot_intermediate(study), out / "intermediate.png", "Level-2 macro-F1 at each evaluation, per trial"),
+        _figure(plot_rungs(records, max_epochs=run["max_epochs"], grace=settings["grace_period"],
+                           factor=settings["reduction_factor"]), out / "rungs.png", "ASHA rung survival"),
+        _figure(plot_per_class(best_record, run["data"].get("level2_labels", [])), out / "per_class.png",
+                "Per-class F1 of the best trial"),
     ]
     if len(completed):
         row = completed.iloc[0]

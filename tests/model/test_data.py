@@ -75,6 +75,14 @@ def test_vocab_is_frequency_sorted_after_special_tokens():
     assert vocab.index[PAD] == 0
 
 
+def test_vocab_min_count_leaves_rare_tokens_to_unk():
+    texts = ["b a b", "c b a"]  # b 3 times, a 2 times, c once
+    assert Vocab.build(texts, min_count=2).tokens == SPECIAL_TOKENS + ("b", "a")
+    assert Vocab.build(texts, min_count=3).tokens == SPECIAL_TOKENS + ("b",)
+    ids, _ = Vocab.build(texts, min_count=2).encode(["c a b"], max_seq_len=5)
+    assert ids.tolist() == [[2, 1, 6, 5, 3]]  # [CLS] [UNK] a b [SEP]
+
+
 def test_folds_are_stratified_seeded_and_disjoint(small_frame):
     labels = small_frame["label"].tolist()
     a_train, a_dev = fold_indices(labels, folds=5, fold=1, seed=3)

@@ -9,7 +9,7 @@ from model.config import TrialConfig
 from model.train import bucketed_batches, fit
 
 
-def test_fit_learns_well_above_chance(small_data, tiny_cfg):
+def test_fit_learns_well_above_chance(small_data):
     cfg = TrialConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, pooler="mean",
                       max_epochs=6, lr=3e-3, batch_size=16)
     seen = []

@@ -1,6 +1,7 @@
 """Adversarial training and the training-loop options: each changes what it should, resumes exactly."""
 
 import math
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -23,28 +24,94 @@ def small(**values):
     return TrialConfig(**{**TINY, "max_epochs": 2, "lr": 3e-3, "batch_size": 32, **values})
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(ADVERSARIAL) if n != "none"])
-def test_every_attack_adds_its_gradient_and_restores_the_embeddings_exactly(name):
+def attack_setup(name, **values):
+    """A tiny model after its clean backward pass; `loss_of(model)` is the batch's loss."""
     torch.manual_seed(0)
-    cfg = TrialConfig(**TINY, adversarial=name, adv_epsilon=0.5, pgd_alpha=0.2, pgd_steps=3)
+    cfg = TrialConfig(**TINY, adversarial=name, **values)
     model = build_model(cfg, vocab=toy_vocab(40), max_seq_len=12, num_labels=5)
+    model.eval()  # no dropout: the clean and attacked passes differ only by the attack
     training_loss = TrainingLoss.from_config(cfg, class_counts=np.ones(5), level1_of=np.zeros(5, dtype=int))
     ids, mask, labels = torch.randint(5, 40, (4, 8)), torch.ones(4, 8, dtype=torch.bool), torch.tensor([0, 1, 2, 3])
-    model.eval()  # no dropout: the clean and attacked passes differ only by the attack
+
+    def loss_of(m):
+        return training_loss(m(ids, mask), labels)
+
+    loss_of(model).backward()
+    return cfg, model, loss_of
+
+
+def grads_at(model, loss_of, embeddings):
+    """(loss, {name: gradient} of every parameter, the word embeddings' gradient) of a copy of `model`
+    whose word embeddings are `embeddings`."""
+    copy = deepcopy(model)
+    copy.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        copy.encoder.word_embeddings.weight.copy_(embeddings)
+    loss = loss_of(copy)
+    loss.backward()
+    grads = {n: p.grad for n, p in copy.named_parameters() if p.grad is not None}
+    return loss.detach(), grads, copy.encoder.word_embeddings.weight.grad
+
+
+def attack(cfg, model, loss_of):
+    """Run the attack; return its loss and the word embeddings each of its forward passes saw."""
+    weight = model.encoder.word_embeddings.weight
+    seen = []
 
     def loss_fn():
-        return training_loss(model(ids, mask), labels)
+        seen.append(weight.detach().clone())
+        return loss_of(model)
 
-    loss_fn().backward()
+    return ADVERSARIAL[cfg.adversarial].from_config(cfg, model=model).attack(loss_fn), seen
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(ADVERSARIAL) if n != "none"])
+def test_every_attack_adds_the_gradient_at_its_perturbation_and_restores_the_embeddings_exactly(name):
+    cfg, model, loss_of = attack_setup(name, adv_epsilon=0.5, pgd_alpha=0.2, pgd_steps=3)
     clean = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     weights = model.encoder.word_embeddings.weight.detach().clone()
-    adversary = ADVERSARIAL[name].from_config(cfg, model=model)
-    adv_loss = adversary.attack(loss_fn)
-    assert adv_loss is not None and torch.isfinite(adv_loss)
+    adv_loss, seen = attack(cfg, model, loss_of)
     assert torch.equal(model.encoder.word_embeddings.weight, weights)  # bit-identical after the attack
-    changed = [n for n, p in model.named_parameters() if n in clean and not torch.equal(p.grad, clean[n])]
-    assert changed  # the adversarial gradient was added
+    assert len(seen) == (cfg.pgd_steps if name == "pgd" else 1)
+    # the gradient of the last (the attacked) forward pass adds to the clean one; PGD's earlier
+    # steps only steer the attack
+    want_loss, adversarial, embedding_grad = grads_at(model, loss_of, seen[-1])
+    assert adv_loss == pytest.approx(want_loss.item(), rel=1e-6)
+    assert adversarial.keys() == clean.keys()
+    for n, p in model.named_parameters():
+        if n in clean:
+            assert torch.allclose(p.grad, clean[n] + adversarial[n], rtol=1e-5, atol=1e-7), n
+    assert embedding_grad.abs().sum() > 0  # so the sum differs from the clean gradient
     assert ADVERSARIAL["none"].from_config(cfg, model=model) is None
+
+
+def test_fgm_moves_the_embeddings_epsilon_along_the_unit_gradient():
+    cfg, model, loss_of = attack_setup("fgm", adv_epsilon=0.5)
+    weights = model.encoder.word_embeddings.weight.detach().clone()
+    g = model.encoder.word_embeddings.weight.grad.clone()
+    _, (attacked,) = attack(cfg, model, loss_of)
+    assert torch.allclose(attacked, weights + 0.5 * g / torch.linalg.vector_norm(g), rtol=0, atol=1e-7)
+    assert torch.linalg.vector_norm(attacked - weights).item() == pytest.approx(0.5, rel=1e-5)
+    assert torch.equal(attacked[g.abs().sum(1) == 0], weights[g.abs().sum(1) == 0])  # tokens not in the batch
+
+
+def test_pgd_climbs_alpha_steps_projected_onto_the_epsilon_ball():
+    epsilon, alpha = 0.5, 0.3
+    cfg, model, loss_of = attack_setup("pgd", adv_epsilon=epsilon, pgd_alpha=alpha, pgd_steps=3)
+    weights = model.encoder.word_embeddings.weight.detach().clone()
+    g = model.encoder.word_embeddings.weight.grad.clone()  # the first step climbs the clean gradient
+    _, seen = attack(cfg, model, loss_of)
+    projected, previous = 0, weights
+    for attacked in seen:
+        want = previous + alpha * g / torch.linalg.vector_norm(g) - weights  # perturbation after the step
+        norm = torch.linalg.vector_norm(want)
+        if norm > epsilon:  # back onto the ball around the clean embeddings
+            want, projected = want * (epsilon / norm), projected + 1
+        assert torch.allclose(attacked - weights, want, rtol=0, atol=1e-6)
+        g = grads_at(model, loss_of, attacked)[2]  # the next step's direction
+        previous = attacked
+    assert projected >= 1  # 3 steps of 0.3 leave the ball of 0.5: the projection was exercised
+    assert torch.linalg.vector_norm(seen[-1] - weights).item() == pytest.approx(epsilon, rel=1e-5)
 
 
 def test_param_groups_take_their_learning_rates():

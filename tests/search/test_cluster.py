@@ -113,7 +113,32 @@ def test_example_cluster_config_is_valid_for_ray_up():
     assert config["available_node_types"][config["head_node_type"]]["resources"] == {"CPU": 0}
 
 
-def test_code_shipped_to_workers_leaves_out_outputs_data_and_environments():
-    env = cluster_module.code_runtime_env()
-    assert env["working_dir"] == str(REPO_ROOT)
-    assert {"runs", "data", ".venv*", ".git"} <= set(env["excludes"])
+SHIPPED = ["README.md", "model/data.py", "results/report.py", "search/cluster.py", "spaces/demo.yaml"]
+NOT_SHIPPED = [".git/HEAD", ".pytest_cache/v/cache/lastfailed", ".ruff_cache/0.1/x", ".venv/bin/python",
+               ".venv-ci/lib/site.py", "data/train.csv", "model/__pycache__/data.cpython-311.pyc", "results/old.db",
+               "runs/e2e/leaderboard.csv", "runs/e2e/ray/trial_1/checkpoint/state.pt", "study.db"]
+
+
+@pytest.mark.e2e
+def test_code_shipped_to_workers_leaves_out_outputs_data_and_environments(simulated, monkeypatch, tmp_path):
+    assert cluster_module.code_runtime_env()["working_dir"] == str(REPO_ROOT)
+    # A checkout with a file in every place the excludes cover.
+    for name in SHIPPED + NOT_SHIPPED:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    monkeypatch.setattr(cluster_module, "REPO_ROOT", tmp_path)
+
+    @ray.remote(num_cpus=1)  # the head has no CPU: this runs on a worker node
+    def files_on_the_worker():
+        root = Path.cwd()  # Ray runs the task in its unpacked copy of the working_dir
+        return ray.get_runtime_context().get_node_id(), sorted(
+            str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    nodes, worker_ids, _ = simulated
+    assert cluster_module.connect(nodes.address)  # joins with the code as the job's working_dir
+    try:
+        node, files = ray.get(files_on_the_worker.remote(), timeout=120)
+    finally:
+        ray.shutdown()
+    assert node in worker_ids
+    assert files == SHIPPED

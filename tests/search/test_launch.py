@@ -151,7 +151,7 @@ def test_leaderboard_is_readable_while_the_search_runs(run):
     assert set().union(*(set(board["trial_id"]) for board in seen)) == set(frame["trial_id"])
 
 
-def test_export_formats_and_filters(run, tmp_path):
+def test_export_formats_and_filters(run):
     files, frame, _, _ = run
 
     def export(*args):
@@ -177,7 +177,7 @@ def test_status_and_report(run):
     assert f"best completed: level-2 macro-F1 {frame.iloc[0][M.LEVEL2_MACRO_F1]:.4f}" in text
     page = write_report(files.root)
     content = page.read_text()
-    for name in ("progress", "importance", "parallel", "rungs", "per_class"):
+    for name in ("progress", "importance", "parallel", "intermediate", "rungs", "per_class"):
         figure = page.parent / "figures" / f"{name}.png"
         assert f'src="figures/{name}.png"' in content
         assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,8 +56,15 @@ def kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """{path: (size, mtime)} of every file under root: changes when anything writes there."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
+    """The run after its kills and resumes (expensive, so shared by the module): tests only read it;
+    a test that changes a run works on its own copy (`run_copy`, `raised_budget`)."""
     root = tmp_path_factory.mktemp("resume")
     (root / "space.yaml").write_text(SPACE)
     run_dir, log = root / "runs" / "k", root / "driver.log"
@@ -94,6 +102,15 @@ def killed_and_resumed(tmp_path_factory):
     proc = start(["resume", str(run_dir)], log)
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     return run_dir, snapshots, log.read_text()
+
+
+@pytest.fixture
+def run_copy(killed_and_resumed, tmp_path):
+    """A copy of the module's run for one test to change. Same name: the study is named after it."""
+    run_dir, _, _ = killed_and_resumed
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy, symlinks=True)
+    return copy
 
 
 def test_every_trial_ends_exactly_once(killed_and_resumed):
@@ -139,17 +156,39 @@ def test_study_has_no_zombies_and_agrees_with_the_leaderboard(killed_and_resumed
     assert study.best_trial.number == board.iloc[0]["optuna_number"]
 
 
-def test_resume_raises_the_budget_of_a_finished_run(killed_and_resumed):
-    run_dir, _, _ = killed_and_resumed
-    before = records(run_dir)
+@pytest.fixture(scope="module")
+def raised_budget(killed_and_resumed, tmp_path_factory):
+    """A copy of the finished run resumed with 2 more trials; the shared run's files before and after."""
+    shared, _, _ = killed_and_resumed
+    run_dir = tmp_path_factory.mktemp("raised") / "runs" / shared.name
+    shutil.copytree(shared, run_dir, symlinks=True)
+    before, shared_before = records(run_dir), tree(shared)
     proc = subprocess.run([sys.executable, "-m", "search", "resume", str(run_dir), "--num-samples",
                            str(len(before) + 2)], capture_output=True, text=True, timeout=400)
+    return run_dir, before, proc, (shared_before, tree(shared))
+
+
+def test_resume_raises_the_budget_of_a_finished_run(raised_budget):
+    run_dir, before, proc, _ = raised_budget
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = records(run_dir)
     assert len(after) == len(before) + 2
     assert {tid: after[tid] for tid in before} == before  # the old trials did not move
     assert all(r["status"] in FINAL for r in after.values())
     assert json.loads((run_dir / "run.json").read_text())["settings"]["num_samples"] == len(before) + 2
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known bug: resuming a run directory that was moved or copied after its launch still writes into the "
+    "launch location: the restored searcher keeps the pickled Optuna storage (OptunaSearch.restore updates "
+    "__dict__), and new trials' checkpoints go to the old ray/ directory"))
+def test_resuming_a_copied_run_writes_only_into_the_copy(raised_budget):
+    run_dir, _, proc, (shared_before, shared_after) = raised_budget
+    assert proc.returncode == 0
+    study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert len(study.trials) == len(records(run_dir))
+    assert all(r["checkpoint"].startswith(str(run_dir)) for r in records(run_dir).values() if r["checkpoint"])
+    assert shared_after == shared_before
 
 
 @pytest.mark.parametrize(
@@ -167,12 +206,9 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path, prepare, kwargs, message
         resume(tmp_path, out=lambda _: None, **kwargs)
 
 
-def test_resume_refuses_a_lower_budget_and_a_space_the_code_rejects(killed_and_resumed, tmp_path):
-    run_dir, _, _ = killed_and_resumed
+def test_resume_refuses_a_lower_budget_and_a_space_the_code_rejects(run_copy):
     with pytest.raises(ConfigError, match=r"--num-samples 2 is below the \d+ trials the run already has"):
-        resume(run_dir, num_samples=2, out=lambda _: None)
-    copy = tmp_path / "copy"
-    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
-    (copy / "space.yaml").write_text(SPACE.replace("focal_gamma:", "focal_gama:"))
+        resume(run_copy, num_samples=2, out=lambda _: None)
+    (run_copy / "space.yaml").write_text(SPACE.replace("focal_gamma:", "focal_gama:"))
     with pytest.raises(ConfigError, match=r"no longer fits this version of the code.*'focal_gama'"):
-        resume(copy, out=lambda _: None)
+        resume(run_copy, out=lambda _: None)
