@@ -1,24 +1,28 @@
-"""The linear reference member on the real data: per-fold level-2 macro-F1, chosen C, seconds.
+"""The linear member on the real data: per-fold level-2 macro-F1, log-loss, CPU seconds; two-member ensembles.
 
     python -m benchmarks.linear_reference [--data ../shared/data/datagrand2021/train.csv --folds 5 --seed 0]
-    python -m benchmarks.linear_reference --compare-probabilities   # + the probability study on fold 0
+    python -m benchmarks.linear_reference --compare-probabilities   # + the older probability study on fold 0
 
 Over StratifiedKFold(folds, shuffle=True, random_state=seed) (as model.data.fold_indices), side by
-side in one run:
+side in one run, each fitted on the training rows of the fold and scored on its held-out rows:
 
-- `linear`: model.linear.fit_linear (TF-IDF 1-2 grams + LinearSVC with C chosen by inner CV on the
-  training rows, sigmoid-calibrated probabilities),
-- `reference`: the fixed TF-IDF + LinearSVC(C=0.5, class_weight=balanced) without calibration
-  (published on train.csv: 0.518 ± 0.010, folds 0.516 0.528 0.513 0.504 0.532),
+- `member`: model.linear.fit_linear as shipped (default grid: C=0.5 fixed; LinearSVC(balanced)
+  with probabilities softmax(decision / T), T fitted on inner out-of-fold decision values),
+- `member, C by inner CV`: the same with C chosen from model.linear.SEARCH_GRID by the inner CV,
+- `reference`: TF-IDF + LinearSVC(C=0.5, class_weight=balanced) (published on train.csv:
+  0.518 ± 0.010, folds 0.516 0.528 0.513 0.504 0.532); it has no probabilities, so its log-loss is
+  that of softmax(decision) at T=1, the uncalibrated scores an ensemble would otherwise average,
+- `sigmoid`: the previous member design, CalibratedClassifierCV(LinearSVC(C=0.5, balanced),
+  method="sigmoid", ensemble=False) over the same 3 inner folds, for the calibration comparison.
 
-then the OOF macro-F1 of both pooled over all rows and of their two-member ensembles through
-results.ensemble (equal weights, nothing selected): `prob` averages the linear member's
-probabilities with a softmax of the reference's decision values (the reference has no calibrated
-probabilities, so that member is flat and the average leans to the linear member), `rank` averages
-per-class ranks of the probabilities and the raw decision values (ranked within each fold).
+Log-loss is scikit-learn's, over all labels, probabilities clipped at 1e-15. Then the OOF macro-F1
+pooled over all rows, alone and for two-member ensembles through results.ensemble (equal weights,
+nothing selected): `prob` (probability mean; the reference enters as softmax(decision)), `rank`
+(per-row class ranks, a Borda count), and for comparison the former column-rank rule (each class
+column ranked over the rows of one held-out fold).
 
-std is over folds with ddof=0, as the published reference. Seconds are wall-clock and CPU per fold
-(the machines here are shared: CPU seconds are the steadier number). Runs single-threaded.
+std is over folds with ddof=0, as the published reference. CPU seconds per fold (process time; the
+machines here are shared, so wall time is noisier; it is printed too). Runs single-threaded.
 """
 
 from __future__ import annotations
@@ -29,48 +33,80 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
 
 from model.data import LabelSet, fold_indices, read_table
 from model.errors import DataError
-from model.linear import DEFAULT_GRID, REFERENCE_C, fit_linear, make_vectorizer, reference_pipeline
+from model.linear import (
+    DEFAULT_GRID,
+    INNER_FOLDS,
+    REFERENCE_C,
+    SEARCH_GRID,
+    fit_linear,
+    make_svc,
+    make_vectorizer,
+    reference_pipeline,
+    softmax,
+)
 from results.ensemble import macro_f1, nested_score
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "datagrand2021" / "train.csv"
+# ../shared from the repository root; one level further up from a git worktree under a sibling folder.
+DEFAULT_DATA = next((p for p in (REPO.parent / "shared" / "data" / "datagrand2021" / "train.csv",
+                                 REPO.parents[1] / "shared" / "data" / "datagrand2021" / "train.csv") if p.is_file()),
+                    REPO.parent / "shared" / "data" / "datagrand2021" / "train.csv")
 PUBLISHED = "0.518 ± 0.010 (folds 0.516 0.528 0.513 0.504 0.532)"
+VARIANTS = ("member", "member, C by inner CV", "reference", "sigmoid")
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+def timed(fn, *args, **kwargs):
+    """fn(*args, **kwargs) and its (wall, CPU) seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return out, (time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def fit_sigmoid(texts, y, *, seed: int):
+    """The previous member: TF-IDF + CalibratedClassifierCV(LinearSVC(C=0.5), sigmoid, ensemble=False)."""
+    vectorizer = make_vectorizer()
+    features = vectorizer.fit_transform(texts)
+    calibrated = CalibratedClassifierCV(make_svc(c=REFERENCE_C, seed=seed), method="sigmoid",
+                                        cv=StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=seed),
+                                        ensemble=False).fit(features, y)
+    return vectorizer, calibrated
+
+
+def column_rank_predict(scores: list[np.ndarray], fold_of: np.ndarray) -> np.ndarray:
+    """The former `rank` rule: each class column ranked over the rows of one held-out fold, summed."""
+    pred = np.empty(len(fold_of), dtype=np.int64)
+    for f in np.unique(fold_of):
+        rows = fold_of == f
+        pred[rows] = sum(rankdata(s[rows], method="average", axis=0) for s in scores).argmax(axis=1)
+    return pred
 
 
 def compare_probabilities(texts, y, train, held, num_labels: int, seed: int) -> None:
     """Calibrated LinearSVC (both ensemble settings) against LogisticRegression's own probabilities."""
-    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.svm import LinearSVC
 
     vectorizer = make_vectorizer()
     a, b = vectorizer.fit_transform(texts[train]), vectorizer.transform(texts[held])
-    inner = StratifiedKFold(3, shuffle=True, random_state=seed)
+    inner = StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=seed)
     candidates = {}
-    for c in DEFAULT_GRID:
+    for c in (0.1, 0.3, 1.0):
         for ensemble in (False, True):
             candidates[f"calibrated LinearSVC C={c} ensemble={ensemble}"] = CalibratedClassifierCV(
-                LinearSVC(C=c, class_weight="balanced", random_state=seed), method="sigmoid", cv=inner,
-                ensemble=ensemble)
+                make_svc(c=c, seed=seed), method="sigmoid", cv=inner, ensemble=ensemble)
     for c in (3.0, 10.0, 30.0):
         candidates[f"LogisticRegression lbfgs C={c}"] = LogisticRegression(C=c, class_weight="balanced", max_iter=1000)
     print("\n| probabilities (fold 0, fixed C) | macro-F1 | log-loss | wall s | CPU s |\n|---|---|---|---|---|")
     for name, estimator in candidates.items():
-        wall, cpu = time.perf_counter(), time.process_time()
-        estimator.fit(a, y[train])
+        _, (wall, cpu) = timed(estimator.fit, a, y[train])
         proba = np.zeros((len(held), num_labels))
         proba[:, estimator.classes_] = estimator.predict_proba(b)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         score = macro_f1(y[held], proba.argmax(axis=1), num_labels=num_labels)
         loss = log_loss(y[held], np.clip(proba, 1e-15, 1), labels=np.arange(num_labels))
         print(f"| {name} | {score:.4f} | {loss:.4f} | {wall:.1f} | {cpu:.1f} |", flush=True)
@@ -98,62 +134,75 @@ def main() -> None:
     texts = frame["text"].to_numpy()
     num_labels = len(labels.level2)
     names = frame["label"].tolist()
+    every = np.arange(num_labels)
 
-    proba = np.zeros((len(y), num_labels))  # linear member OOF probabilities
-    decision = np.zeros((len(y), num_labels))  # reference OOF decision values
+    proba = {v: np.zeros((len(y), num_labels)) for v in VARIANTS}  # OOF probabilities
+    decision = np.full((len(y), num_labels), -np.inf)  # reference OOF decision values
     fold_of = np.empty(len(y), dtype=np.int64)
     rows = []
     for fold in range(args.folds):
         train, held = fold_indices(names, folds=args.folds, fold=fold, seed=args.seed)
         fold_of[held] = fold
-        wall, cpu = time.perf_counter(), time.process_time()
-        member = fit_linear(texts[train], y[train], num_labels=num_labels, seed=args.seed)
-        proba[held] = member.predict_proba(texts[held])
-        linear_s = (time.perf_counter() - wall, time.process_time() - cpu)
-        wall, cpu = time.perf_counter(), time.process_time()
-        reference = reference_pipeline(seed=args.seed).fit(texts[train], y[train])
+        row = {"fold": fold, "rows": len(held), "s": {}, "f1": {}, "loss": {}}
+        xs, ys = texts[train], y[train]
+        member, row["s"]["member"] = timed(fit_linear, xs, ys, num_labels=num_labels, seed=args.seed)
+        searched, row["s"]["member, C by inner CV"] = timed(fit_linear, xs, ys, num_labels=num_labels,
+                                                            seed=args.seed, grid=SEARCH_GRID)
+        reference, row["s"]["reference"] = timed(reference_pipeline(seed=args.seed).fit, xs, ys)
+        (vectorizer, sigmoid), row["s"]["sigmoid"] = timed(fit_sigmoid, xs, ys, seed=args.seed)
+        proba["member"][held] = member.predict_proba(texts[held])
+        proba["member, C by inner CV"][held] = searched.predict_proba(texts[held])
         decision[np.ix_(held, reference.classes_)] = reference.decision_function(texts[held])
-        if len(reference.classes_) < num_labels:  # a label absent from training: never predicted
-            absent = np.setdiff1d(np.arange(num_labels), reference.classes_)
-            decision[np.ix_(held, absent)] = -np.inf
-        reference_s = (time.perf_counter() - wall, time.process_time() - cpu)
-        rows.append({
-            "fold": fold, "rows": len(held),
-            "linear": macro_f1(y[held], proba[held].argmax(axis=1), num_labels=num_labels),
-            "C": member.params["C"], "inner": member.cv_scores[member.params["C"]], "linear_s": linear_s,
-            "reference": macro_f1(y[held], decision[held].argmax(axis=1), num_labels=num_labels),
-            "reference_s": reference_s,
-        })
-        r = rows[-1]
-        print(f"fold {fold}: linear {r['linear']:.4f} (C={r['C']}), reference {r['reference']:.4f}", file=sys.stderr,
-              flush=True)
+        proba["reference"][held] = softmax(decision[held])  # absent labels (-inf) get 0
+        proba["sigmoid"][np.ix_(held, sigmoid.classes_)] = sigmoid.predict_proba(vectorizer.transform(texts[held]))
+        for v in VARIANTS:
+            p = proba[v][held]
+            row["f1"][v] = macro_f1(y[held], p.argmax(axis=1), num_labels=num_labels)
+            row["loss"][v] = log_loss(y[held], np.clip(p, 1e-15, 1), labels=every)
+        row.update(T=member.temperature, C_search=searched.params["C"], T_search=searched.temperature,
+                   same=bool((proba["member"][held].argmax(1) == decision[held].argmax(1)).all()))
+        rows.append(row)
+        print(f"fold {fold}: " + ", ".join(f"{v} {row['f1'][v]:.4f}/{row['loss'][v]:.3f}" for v in VARIANTS),
+              file=sys.stderr, flush=True)
 
     print(f"\n{args.data} ({len(y)} rows, {num_labels} labels), StratifiedKFold({args.folds}, shuffle=True, "
-          f"random_state={args.seed}); linear grid C in {list(DEFAULT_GRID)}, reference C={REFERENCE_C}\n")
-    print("| fold | held-out rows | linear macro-F1 | chosen C | inner-CV macro-F1 | linear s wall/CPU "
-          "| reference macro-F1 | reference s wall/CPU |\n|---|---|---|---|---|---|---|---|")
+          f"random_state={args.seed}); member grid C in {list(DEFAULT_GRID)}, inner-CV grid {list(SEARCH_GRID)}, "
+          f"reference C={REFERENCE_C}\n")
+    for key, title, fmt in (("f1", "held-out level-2 macro-F1", "{:.4f}"), ("loss", "held-out log-loss", "{:.4f}"),
+                            ("s", "seconds per fold, CPU (wall)", None)):
+        print(f"| {title} | " + " | ".join(VARIANTS) + " |\n" + "|---" * (len(VARIANTS) + 1) + "|")
+        for r in rows:
+            if fmt:
+                cells = [fmt.format(r[key][v]) for v in VARIANTS]
+            else:
+                cells = [f"{r[key][v][1]:.1f} ({r[key][v][0]:.1f})" for v in VARIANTS]
+            print(f"| fold {r['fold']} ({r['rows']} rows) | " + " | ".join(cells) + " |")
+        if fmt:
+            stats = [np.array([r[key][v] for r in rows]) for v in VARIANTS]
+            print("| mean ± std | " + " | ".join(f"{a.mean():.4f} ± {a.std():.4f}" for a in stats) + " |\n")
+        else:
+            print("| mean | " + " | ".join(f"{np.mean([r[key][v][1] for r in rows]):.1f} "
+                                           f"({np.mean([r[key][v][0] for r in rows]):.1f})" for v in VARIANTS) + " |\n")
+    print("| fold | member T | member labels == reference labels | inner-CV C | its T |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['fold']} | {r['rows']} | {r['linear']:.4f} | {r['C']} | {r['inner']:.4f} "
-              f"| {r['linear_s'][0]:.1f} / {r['linear_s'][1]:.1f} | {r['reference']:.4f} "
-              f"| {r['reference_s'][0]:.1f} / {r['reference_s'][1]:.1f} |")
-    lin, ref = np.array([r["linear"] for r in rows]), np.array([r["reference"] for r in rows])
-    print(f"| mean ± std | | {lin.mean():.4f} ± {lin.std():.4f} | | | "
-          f"{np.mean([r['linear_s'][0] for r in rows]):.1f} / {np.mean([r['linear_s'][1] for r in rows]):.1f} "
-          f"| {ref.mean():.4f} ± {ref.std():.4f} | "
-          f"{np.mean([r['reference_s'][0] for r in rows]):.1f} / {np.mean([r['reference_s'][1] for r in rows]):.1f} |")
+        print(f"| {r['fold']} | {r['T']:.4f} | {r['same']} | {r['C_search']} | {r['T_search']:.4f} |")
     print(f"\npublished reference: {PUBLISHED}")
 
     # Out-of-fold, pooled over all rows; the two-member ensembles have equal weights (nothing selected).
-    finite = np.where(np.isfinite(decision), decision, np.finfo(float).min / 4)
-    members = [proba, softmax(finite)]
     print("\n| OOF, pooled over all rows | macro-F1 |\n|---|---|")
-    print(f"| linear (calibrated) | {macro_f1(y, proba.argmax(axis=1), num_labels=num_labels):.4f} |")
-    reference_oof = macro_f1(y, decision.argmax(axis=1), num_labels=num_labels)
-    print(f"| reference (LinearSVC C={REFERENCE_C}) | {reference_oof:.4f} |")
-    prob = nested_score(members, y, fold_of, method="prob", selection="all")
-    rank = nested_score([proba, finite], y, fold_of, method="rank", selection="all")
-    print(f"| prob average (linear + softmax of reference decisions) | {prob.score:.4f} |")
-    print(f"| rank average (linear + reference decisions, ranks within each fold) | {rank.score:.4f} |")
+    for v in VARIANTS:
+        print(f"| {v} alone | {macro_f1(y, proba[v].argmax(axis=1), num_labels=num_labels):.4f} |")
+    for v in ("member", "member, C by inner CV", "sigmoid"):
+        pair = [proba[v], proba["reference"]]
+        prob = nested_score(pair, y, fold_of, method="prob", selection="all")
+        rank = nested_score(pair, y, fold_of, method="rank", selection="all")
+        column = macro_f1(y, column_rank_predict(pair, fold_of), num_labels=num_labels)
+        print(f"| {v} + reference: prob average | {prob.score:.4f} |")
+        print(f"| {v} + reference: rank average (per-row Borda) | {rank.score:.4f} |")
+        print(f"| {v} + reference: former column ranks within each fold | {column:.4f} |")
+    for v in ("member", "sigmoid"):
+        column = macro_f1(y, column_rank_predict([proba[v]], fold_of), num_labels=num_labels)
+        print(f"| {v} alone, former column ranks within each fold | {column:.4f} |")
 
     if args.compare_probabilities:
         train, held = fold_indices(names, folds=args.folds, fold=0, seed=args.seed)

@@ -9,19 +9,25 @@ combination of members, by which rule, and how good is it on rows it was not cho
 Combination rules (`METHODS`), all taking per-member weights `w_m >= 0`:
 
 - `prob`: the weighted mean of the members' probabilities; predict the argmax.
-- `rank`: each member's score for class c is replaced by its rank among the rows scored together,
-  column by column, `rank_m[n, c] = rankdata(P_m[:, c])[n] / N` (average ranks for ties, so values
-  lie in (0, 1]), then the weighted mean over members; predict the argmax over classes. Why: members
-  of different families are calibrated differently (a sigmoid-calibrated LinearSVC is flat, a BERT
-  trained with label smoothing is peaked, one trained with focal loss under-confident), and a plain
-  probability mean lets the most confident member dominate. Ranks keep only each member's ordering
-  of the rows per class. The ranks are relative to the rows passed in: scoring a test set ranks over
-  the test set, and `nested_score` ranks within each held-out fold. Caution, measured: the argmax
-  then compares per-class percentiles, which favours each row's "unusually high" class and so
-  over-predicts the rare labels. On the real train.csv (5-fold OOF of the calibrated linear member,
-  model/linear.py) the rule alone, one member, turns macro-F1 0.512 into 0.435; with the
-  uncalibrated reference LinearSVC as a second member, `rank` gives 0.422 where `prob` gives 0.514.
-  Column ranks suit per-class (AUC-like) metrics; for argmax decisions compare with `prob` first.
+- `rank`: per-row class ranks, a Borda count. Each member's row of class scores is replaced by the
+  ranks of its classes within that row, `rank_m[n, c] = rankdata(P_m[n, :])[c]`, 1 for the least
+  likely class up to C for the member's top class (average ranks for ties); then the weighted mean
+  over members; predict the argmax over classes. Why: members of different families are calibrated
+  differently (a LinearSVC's softmax is flat, a BERT trained with label smoothing is peaked, one
+  trained with focal loss under-confident), and a plain probability mean lets the most confident
+  member dominate. Ranks keep only each member's ordering of the classes per row, so any strictly
+  increasing transform of one member's scores (temperature, a power, log) changes nothing, and a
+  row's result depends on that row alone (no set of rows to rank over: test rows, held-out folds
+  and the OOF rows are all treated the same). Ranks within a row, not within a column: ranking each
+  class column over the rows (per-class percentiles, the AUC view) makes the argmax favour each
+  row's "unusually high" class and so over-predicts the rare labels. Measured on the real
+  train.csv (5-fold OOF pooled, `python -m benchmarks.linear_reference`): the sigmoid-calibrated
+  LinearSVC alone scores 0.512, and 0.4345 under column ranks (row ranks of one member are its own
+  argmax); paired with the uncalibrated reference LinearSVC (0.517), column ranks give 0.419, the
+  probability mean 0.514 and row ranks 0.521. With the temperature-scaled linear member of
+  model/linear.py (the reference's labels) every row-wise rule gives 0.517, column ranks 0.437.
+  With few members the Borda sums tie often (member A's first is B's second and vice versa); ties
+  go to the lower label index like every argmax here.
 - `vote`: each member votes for its argmax label with its weight (a member added k times by greedy
   selection has k votes); the most votes wins. Ties go to the label of the earliest member in the
   members list (member rank: list members best first) that voted for one of the tied labels, as the
@@ -115,15 +121,16 @@ def macro_f1(y_true, y_pred, *, num_labels: int) -> float:
 def _transform(stack: np.ndarray, method: str) -> np.ndarray:
     """(M, N, C) probabilities -> what the rule sums over members.
 
-    prob: (M, N, C) unchanged; rank: (M, N, C) column-wise ranks / N; vote: (M, N) argmax labels.
+    prob: (M, N, C) unchanged; rank: (M, N, C) ranks 1..C of the classes within each row (ties get
+    their average rank); vote: (M, N) argmax labels. All three are row-wise: row n of the result
+    depends on row n of the input only.
     """
     if method == "prob":
         return stack
     if method == "rank":
-        from scipy.stats import rankdata  # scipy ships with scikit-learn
+        from scipy.stats import rankdata  # scipy ships with scikit-learn; imported here to keep import light
 
-        n = stack.shape[1]
-        return rankdata(stack, method="average", axis=1) / max(n, 1)
+        return rankdata(stack, method="average", axis=2)
     return stack.argmax(axis=2)
 
 
@@ -162,8 +169,9 @@ def combine(probs: Sequence[np.ndarray], weights=None, method: str = "prob") -> 
     """(N, C) ensemble scores of M members' (N, C) scores; `weights` (M,) default to 1.
 
     prob: weighted mean probability (rows sum to 1 if the members' do); rank: weighted mean of the
-    normalised column ranks; vote: weighted share of votes per label (rows sum to 1). For `vote` the
-    argmax of these scores ignores the member-order tie-break: use `predict` for labels.
+    per-row class ranks, 1..C (rows sum to C(C+1)/2); vote: weighted share of votes per label (rows
+    sum to 1). For `vote` the argmax of these scores ignores the member-order tie-break: use
+    `predict` for labels.
     """
     _check_method(method)
     stack = _stack(probs)
@@ -287,14 +295,15 @@ def nested_score(probs: Sequence[np.ndarray], y, fold_of, *, method: str = "prob
     """Score a selection procedure on rows it did not see.
 
     For each fold f: select members (`select(..., selection, max_members)`) on the rows of the other
-    folds only, then predict fold f's rows with those weights (`rank` ranks within fold f). The
-    headline `score` is the macro-F1 of the pooled held-out predictions over all N rows, not the mean
-    of per-fold scores: the rarest labels have 2-3 rows per fold, so per-fold macro-F1 is noisy, and
-    pooling makes the number directly comparable with the in-sample OOF score of the same rows (the
-    gap is the selection's optimism). Per-fold scores come back too (`fold_scores`, `fold_mean`).
+    folds only, then predict fold f's rows with those weights. The headline `score` is the macro-F1
+    of the pooled held-out predictions over all N rows, not the mean of per-fold scores: the rarest
+    labels have 2-3 rows per fold, so per-fold macro-F1 is noisy, and pooling makes the number
+    directly comparable with the in-sample OOF score of the same rows (the gap is the selection's
+    optimism). Per-fold scores come back too (`fold_scores`, `fold_mean`).
 
-    With selection="all" nothing is chosen, so every fold gets the same equal weights; the function
-    still runs fold by fold so that all methods are compared on the same footing.
+    Every rule is row-wise (a row's prediction depends on its own scores and the weights only), so
+    the members' scores are transformed once for all rows, and with selection="all" (equal weights,
+    nothing chosen) the pooled score is exactly the in-sample OOF score.
 
     What this does not remove: the OOF probabilities of fold g came from a model trained on the
     other folds, fold f included, and the members themselves were picked by a search; both are
@@ -313,6 +322,7 @@ def nested_score(probs: Sequence[np.ndarray], y, fold_of, *, method: str = "prob
     if len(folds) < 2:
         raise EnsembleError(f"fold_of holds {len(folds)} fold(s); nested scoring needs >= 2 "
                             "(selection on the others, scoring on each)")
+    t = _transform(stack, method)  # row-wise, so the held-out rows' part is t[:, outer]
     predictions = np.empty(n, dtype=np.int64)
     fold_scores, fold_weights = [], []
     for f in folds:
@@ -320,7 +330,7 @@ def nested_score(probs: Sequence[np.ndarray], y, fold_of, *, method: str = "prob
         chosen = select(list(stack[:, inner]), y[inner], method=method, selection=selection,
                         max_members=max_members)
         w = np.asarray(chosen.weights, dtype=np.float64)
-        predictions[outer] = _decide(_transform(stack[:, outer], method), w, method, c)
+        predictions[outer] = _decide(t[:, outer], w, method, c)
         fold_scores.append(macro_f1(y[outer], predictions[outer], num_labels=c))
         fold_weights.append(chosen.weights)
     return NestedScore(score=macro_f1(y, predictions, num_labels=c), fold_scores=tuple(fold_scores),

@@ -79,17 +79,38 @@ def test_probability_average_of_two_known_matrices():
     assert predict([a, b], [3, 1], method="prob").tolist() == [0, 2]
 
 
-def test_rank_average_on_a_tiny_known_case():
-    a = np.array([[0.1, 0.9], [0.5, 0.5], [0.3, 0.7]])
-    b = np.array([[0.2, 0.8], [0.2, 0.8], [0.6, 0.4]])  # ties get the average rank
-    # a: column 0 ranks 1,3,2 and column 1 ranks 3,1,2; b: column 0 ranks 1.5,1.5,3, column 1 2.5,2.5,1; / N=3
-    expected = np.array([[2.5, 5.5], [4.5, 3.5], [5.0, 3.0]]) / 6
+def test_rank_average_is_a_borda_count_of_per_row_class_ranks():
+    a = np.array([[0.90, 0.08, 0.02], [0.2, 0.5, 0.3], [0.7, 0.2, 0.1]])
+    b = np.array([[0.10, 0.45, 0.45], [0.4, 0.1, 0.5], [0.2, 0.7, 0.1]])
+    # Ranks within each row, 1 = least likely; ties get the average rank.
+    # a: [3, 2, 1], [1, 3, 2], [3, 2, 1]; b: [1, 2.5, 2.5], [2, 1, 3], [2, 3, 1].
+    expected = np.array([[2.0, 2.25, 1.75], [1.5, 2.0, 2.5], [2.5, 2.5, 1.0]])
     np.testing.assert_allclose(combine([a, b], method="rank"), expected)
-    assert predict([a, b], method="rank").tolist() == [1, 0, 0]
-    # The probability average disagrees on rows 1 (0.35 vs 0.65) and 2 (0.45 vs 0.55).
-    assert predict([a, b], method="prob").tolist() == [1, 1, 1]
-    # Ranks ignore each member's calibration: a monotone squash of b changes nothing.
-    np.testing.assert_allclose(combine([a, b**3], method="rank"), expected)
+    # Row 0: the confident member a dominates the probability mean (0.50 for label 0), the Borda
+    # count picks the label both rank high. Row 2: a 2.5-2.5 tie goes to the lower label index.
+    assert predict([a, b], method="rank").tolist() == [1, 2, 0]
+    assert predict([a, b], method="prob").tolist() == [0, 2, 0]
+    # Weights: (3 * ranks_a + ranks_b) / 4.
+    weighted = np.array([[2.5, 2.125, 1.375], [1.25, 2.5, 2.25], [2.75, 2.25, 1.0]])
+    np.testing.assert_allclose(combine([a, b], [3, 1], method="rank"), weighted)
+    assert predict([a, b], [3, 1], method="rank").tolist() == [0, 1, 0]
+
+
+def test_rank_average_ignores_each_members_calibration_and_other_rows():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 6, 80)
+    a, b = noisy_member(y, 6, rng), noisy_member(y, 6, rng)
+    expected = combine([a, b], method="rank")
+    # Strictly increasing transforms of one member's scores: a power, a log, a sharper temperature.
+    for transformed in (b**3, np.log(b), softmax(np.log(b) / 0.1)):
+        np.testing.assert_allclose(combine([a, transformed], method="rank"), expected)
+    # Not so for the probability mean, which the sharpened member then dominates.
+    assert (predict([a, softmax(np.log(b) / 0.1)], method="prob") != predict([a, b], method="prob")).any()
+    # Each row is combined on its own: a subset of rows gets the same scores as in the full set.
+    np.testing.assert_allclose(combine([a[::7], b[::7]], method="rank"), expected[::7])
+    # Per-class scaling (what column ranks would undo) is not a per-row monotone transform: it counts.
+    scaled = b * np.array([1, 1, 1, 1, 1, 50.0])
+    assert (predict([a, scaled], method="rank") == 5).sum() > (predict([a, b], method="rank") == 5).sum()
 
 
 def test_vote_two_two_tie_goes_to_the_earliest_member():
@@ -221,7 +242,7 @@ def test_nested_score_pools_held_out_predictions(overfit_case):
     for f, score in zip(nested.folds, nested.fold_scores, strict=True):
         rows = fold_of == f
         assert score == pytest.approx(macro_f1(y[rows], nested.predictions[rows], num_labels=5))
-        # rank: ranks are taken within the held-out fold
+        # Every rule is row-wise: the held-out rows alone give the same predictions
         expected = predict([p[rows] for p in good], nested.fold_weights[f], method="rank")
         np.testing.assert_array_equal(nested.predictions[rows], expected)
     assert nested.fold_mean == pytest.approx(np.mean(nested.fold_scores))
@@ -232,8 +253,9 @@ def test_equal_weights_need_no_selection(overfit_case, method):
     good, _, y, fold_of = overfit_case
     nested = nested_score(good, y, fold_of, method=method, selection="all")
     assert all(w == (1, 1, 1) for w in nested.fold_weights)
-    if method != "rank":  # row-wise rules: the nested score is just the OOF score
-        assert nested.score == pytest.approx(macro_f1(y, predict(good, method=method), num_labels=5))
+    # Row-wise rules and equal weights: the nested score is just the OOF score.
+    assert nested.score == pytest.approx(macro_f1(y, predict(good, method=method), num_labels=5))
+    np.testing.assert_array_equal(nested.predictions, predict(good, method=method))
     assert select(good, y, method=method, selection="all").weights == (1, 1, 1)
 
 
