@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from model import metrics as M
 from model.config import TrialConfig
 from model.data import prepare_data
+from model.inference import batches
 from model.network import build_model
 from model.synthetic import synthesize
-from model.train import batches, epoch_batches, fit, seed_everything
+from model.train import epoch_batches, fit, seed_everything
 
 BASE = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, pooler="cls", batch_size=32,
             lr=1e-3, warmup_ratio=0.0)

@@ -13,7 +13,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from model import metrics as M
 from model.adversarial import ADVERSARIAL
 from model.config import TrialConfig
 from model.data import EncodedData, EncodedSplit
+from model.inference import autocast, batches, logits
 from model.network import Classifier, build_model
 from model.training_loss import TrainingLoss
 
@@ -50,6 +51,11 @@ class Evaluation:
     # The full training state (`TrainState.to_dict()`) for `fit(resume=...)`. Call it inside
     # on_eval: it copies the live model and optimizer, which train on after on_eval returns.
     snapshot: Callable[[], dict] = field(repr=False, compare=False)
+    # (N_dev, num_labels) float32 level-2 probabilities of the evaluated weights, in dev row order.
+    dev_probabilities: np.ndarray = field(repr=False, compare=False)
+    # The evaluated weights (the SWA average where it is scored, else the live model): a copy of
+    # their state_dict, loadable into `build_model(cfg, ...)`. Call it inside on_eval, like snapshot.
+    scored_weights: Callable[[], dict] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -307,7 +313,7 @@ def train_batch(parts: Parts, batch: tuple[torch.Tensor, torch.Tensor, torch.Ten
     ids, mask, labels = batch  # (B, L), (B, L), (B,)
 
     def loss_fn() -> torch.Tensor:
-        with _autocast(parts.device):
+        with autocast(parts.device):
             out = parts.model(ids, mask)
         return parts.loss(out, labels, parts.model.class_embeddings) / grad_accum
 
@@ -380,22 +386,6 @@ def bucketed_batches(lengths: np.ndarray, *, batch_size: int, rng: np.random.Gen
     return [groups[i] for i in rng.permutation(len(groups))]
 
 
-def batches(split: EncodedSplit, groups: Iterable[np.ndarray], device: torch.device
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (ids (B, L), mask (B, L), labels (B,)) per group of row indices, L = its longest row.
-
-    The arrays are already padded to max_seq_len and live in memory, so slicing them is all a
-    DataLoader with a padding collate would do, without its worker overhead.
-    """
-    for idx in groups:
-        width = int(split.lengths[idx].max())
-        ids = torch.from_numpy(split.ids[idx, :width].astype(np.int64))
-        mask = torch.arange(width)[None, :] < torch.from_numpy(split.lengths[idx])[:, None]
-        labels = torch.from_numpy(split.labels[idx])
-        yield (ids.to(device, non_blocking=True), mask.to(device, non_blocking=True),
-               labels.to(device, non_blocking=True))
-
-
 # --- evaluation ---
 
 
@@ -404,7 +394,7 @@ def run_evaluation(cfg: TrialConfig, data: EncodedData, parts: Parts, plan: Step
     """Evaluate after optimizer step `step`: the `Evaluation` to report, and the best record after it."""
     train_loss, samples_per_s = meter.read()  # before evaluating: only training time counts
     epoch = plan.epochs_at(step)
-    scores = score(cfg, data, parts, epoch=epoch)
+    scores, dev_logits, scored = score(cfg, data, parts, epoch=epoch)
     best = best.after(scores[M.LEVEL2_MACRO_F1], epoch=epoch)
     is_last = step >= plan.total_steps or (cfg.patience > 0 and best.since >= cfg.patience)
     report = {
@@ -417,40 +407,44 @@ def run_evaluation(cfg: TrialConfig, data: EncodedData, parts: Parts, plan: Step
     def snapshot() -> dict:
         return TrainState.capture(parts, step=step, epoch=epoch, best=best).to_dict()
 
+    def scored_weights() -> dict:
+        return copy.deepcopy(scored.state_dict())
+
     evaluation = Evaluation(epoch=epoch, metrics=report, per_class_f1=scores[M.PER_CLASS_F1],
-                            is_best=best.since == 0, is_last=is_last, snapshot=snapshot)
+                            is_best=best.since == 0, is_last=is_last, snapshot=snapshot,
+                            dev_probabilities=torch.softmax(dev_logits, dim=-1).numpy(),
+                            scored_weights=scored_weights)
     return evaluation, best
 
 
-def score(cfg: TrialConfig, data: EncodedData, parts: Parts, *, epoch: float) -> dict[str, Any]:
-    """Metrics at `epoch` of the weights a trial reports: the SWA average once it holds any (the
-    live weights join it from `swa_start` on, at every evaluation), else the live model."""
+def score(cfg: TrialConfig, data: EncodedData, parts: Parts, *, epoch: float
+          ) -> tuple[dict[str, Any], torch.Tensor, Classifier]:
+    """Metrics and dev logits at `epoch` of the weights a trial reports, and that model: the SWA
+    average once it holds any (the live weights join it from `swa_start` on, at every evaluation),
+    else the live model."""
     if parts.swa is not None and epoch >= cfg.swa_start:
         parts.swa.update_parameters(parts.model)
     scored = parts.swa.module if parts.swa is not None and parts.swa.n_averaged.item() > 0 else parts.model
-    scores = evaluate(scored, data.dev, level1_of=data.labels.level1_of, batch_size=2 * cfg.batch_size,
-                      device=parts.device)
+    scores, dev_logits = evaluate(scored, data.dev, level1_of=data.labels.level1_of,
+                                  batch_size=2 * cfg.batch_size, device=parts.device)
     parts.model.train()  # evaluate() put it in eval mode (when scored), and training goes on
-    return scores
+    return scores, dev_logits, scored
 
 
 @torch.no_grad()
 def evaluate(model: Classifier, split: EncodedSplit, *, level1_of: np.ndarray, batch_size: int,
-             device: torch.device) -> dict[str, Any]:
-    """Metrics of `model` on `split`; `dev_loss` is plain cross-entropy whatever the training loss,
-    so it compares across trials."""
-    model.eval()
-    order = np.argsort(split.lengths, kind="stable")  # similar lengths together: less padding
-    groups = np.split(order, range(batch_size, len(order), batch_size))
-    preds, loss_sum = np.empty(len(split), dtype=np.int64), 0.0
-    for idx, (ids, mask, labels) in zip(groups, batches(split, groups, device), strict=True):
-        with _autocast(device):
-            logits = model(ids, mask).logits.float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        preds[idx] = logits.argmax(-1).cpu().numpy()
-    out = M.classification_metrics(split.labels, preds, level1_of=level1_of)
-    out[M.DEV_LOSS] = loss_sum / len(split)
-    return out
+             device: torch.device) -> tuple[dict[str, Any], torch.Tensor]:
+    """Metrics of `model` on `split`, and its (N, num_labels) level-2 logits. `dev_loss` is plain
+    cross-entropy whatever the training loss, so it compares across trials."""
+    out = logits(model, split, batch_size=batch_size, device=device)
+    labels = torch.from_numpy(split.labels)
+    # Summed per batch of `logits`' order, as the loss of one batch at a time always was.
+    order = np.argsort(split.lengths, kind="stable")
+    loss_sum = sum(F.cross_entropy(out[idx], labels[idx], reduction="sum").item()
+                   for idx in map(torch.from_numpy, np.split(order, range(batch_size, len(order), batch_size))))
+    scores = M.classification_metrics(split.labels, out.argmax(-1).numpy(), level1_of=level1_of)
+    scores[M.DEV_LOSS] = loss_sum / len(split)
+    return scores, out
 
 
 # --- device and randomness ---
@@ -473,8 +467,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _autocast(device: torch.device):
-    # bf16 autocast on CUDA (no loss scaling needed); full precision on CPU.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
