@@ -112,62 +112,56 @@ def compare_probabilities(texts, y, train, held, num_labels: int, seed: int) -> 
         print(f"| {name} | {score:.4f} | {loss:.4f} | {wall:.1f} | {cpu:.1f} |", flush=True)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help=f"training CSV id,text,label (default {DEFAULT_DATA})")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--folds", type=int, default=5, help="stratified folds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the members")
     parser.add_argument("--compare-probabilities", action="store_true",
                         help="also compare probability sources on fold 0 (about 5 minutes: LogisticRegression is slow)")
-    args = parser.parse_args()
-    if not args.data.is_file():
-        sys.exit(f"error: training data not found at {args.data}. Pass --data PATH to a train.csv (header "
+    return parser.parse_args()
+
+
+def load(path: Path):
+    if not path.is_file():
+        sys.exit(f"error: training data not found at {path}. Pass --data PATH to a train.csv (header "
                  "id,text,label); the real file lives at ../shared/data/datagrand2021/train.csv from the repo "
                  "root (see its README)")
     try:
-        frame = read_table(args.data)
+        return read_table(path)
     except DataError as err:
         sys.exit(f"error: {err}")
-    labels = LabelSet.from_labels(frame["label"])
-    y = labels.encode(frame["label"])
-    texts = frame["text"].to_numpy()
-    num_labels = len(labels.level2)
-    names = frame["label"].tolist()
+
+
+def run_fold(fold: int, train: np.ndarray, held: np.ndarray, texts: np.ndarray, y: np.ndarray, proba: dict,
+             decision: np.ndarray, *, num_labels: int, seed: int) -> dict:
+    """Fit every variant on `train`, fill its OOF rows `held` in `proba`/`decision`; the fold's table row."""
     every = np.arange(num_labels)
+    row = {"fold": fold, "rows": len(held), "s": {}, "f1": {}, "loss": {}}
+    xs, ys = texts[train], y[train]
+    member, row["s"]["member"] = timed(fit_linear, xs, ys, num_labels=num_labels, seed=seed)
+    searched, row["s"]["member, C by inner CV"] = timed(fit_linear, xs, ys, num_labels=num_labels,
+                                                        seed=seed, grid=SEARCH_GRID)
+    reference, row["s"]["reference"] = timed(reference_pipeline(seed=seed).fit, xs, ys)
+    (vectorizer, sigmoid), row["s"]["sigmoid"] = timed(fit_sigmoid, xs, ys, seed=seed)
+    proba["member"][held] = member.predict_proba(texts[held])
+    proba["member, C by inner CV"][held] = searched.predict_proba(texts[held])
+    decision[np.ix_(held, reference.classes_)] = reference.decision_function(texts[held])
+    proba["reference"][held] = softmax(decision[held])  # absent labels (-inf) get 0
+    proba["sigmoid"][np.ix_(held, sigmoid.classes_)] = sigmoid.predict_proba(vectorizer.transform(texts[held]))
+    for v in VARIANTS:
+        p = proba[v][held]
+        row["f1"][v] = macro_f1(y[held], p.argmax(axis=1), num_labels=num_labels)
+        row["loss"][v] = log_loss(y[held], np.clip(p, 1e-15, 1), labels=every)
+    row.update(T=member.temperature, C_search=searched.params["C"], T_search=searched.temperature,
+               same=bool((proba["member"][held].argmax(1) == decision[held].argmax(1)).all()))
+    print(f"fold {fold}: " + ", ".join(f"{v} {row['f1'][v]:.4f}/{row['loss'][v]:.3f}" for v in VARIANTS),
+          file=sys.stderr, flush=True)
+    return row
 
-    proba = {v: np.zeros((len(y), num_labels)) for v in VARIANTS}  # OOF probabilities
-    decision = np.full((len(y), num_labels), -np.inf)  # reference OOF decision values
-    fold_of = np.empty(len(y), dtype=np.int64)
-    rows = []
-    for fold in range(args.folds):
-        train, held = fold_indices(names, folds=args.folds, fold=fold, seed=args.seed)
-        fold_of[held] = fold
-        row = {"fold": fold, "rows": len(held), "s": {}, "f1": {}, "loss": {}}
-        xs, ys = texts[train], y[train]
-        member, row["s"]["member"] = timed(fit_linear, xs, ys, num_labels=num_labels, seed=args.seed)
-        searched, row["s"]["member, C by inner CV"] = timed(fit_linear, xs, ys, num_labels=num_labels,
-                                                            seed=args.seed, grid=SEARCH_GRID)
-        reference, row["s"]["reference"] = timed(reference_pipeline(seed=args.seed).fit, xs, ys)
-        (vectorizer, sigmoid), row["s"]["sigmoid"] = timed(fit_sigmoid, xs, ys, seed=args.seed)
-        proba["member"][held] = member.predict_proba(texts[held])
-        proba["member, C by inner CV"][held] = searched.predict_proba(texts[held])
-        decision[np.ix_(held, reference.classes_)] = reference.decision_function(texts[held])
-        proba["reference"][held] = softmax(decision[held])  # absent labels (-inf) get 0
-        proba["sigmoid"][np.ix_(held, sigmoid.classes_)] = sigmoid.predict_proba(vectorizer.transform(texts[held]))
-        for v in VARIANTS:
-            p = proba[v][held]
-            row["f1"][v] = macro_f1(y[held], p.argmax(axis=1), num_labels=num_labels)
-            row["loss"][v] = log_loss(y[held], np.clip(p, 1e-15, 1), labels=every)
-        row.update(T=member.temperature, C_search=searched.params["C"], T_search=searched.temperature,
-                   same=bool((proba["member"][held].argmax(1) == decision[held].argmax(1)).all()))
-        rows.append(row)
-        print(f"fold {fold}: " + ", ".join(f"{v} {row['f1'][v]:.4f}/{row['loss'][v]:.3f}" for v in VARIANTS),
-              file=sys.stderr, flush=True)
 
-    print(f"\n{args.data} ({len(y)} rows, {num_labels} labels), StratifiedKFold({args.folds}, shuffle=True, "
-          f"random_state={args.seed}); member grid C in {list(DEFAULT_GRID)}, inner-CV grid {list(SEARCH_GRID)}, "
-          f"reference C={REFERENCE_C}\n")
+def print_fold_tables(rows: list[dict]) -> None:
     for key, title, fmt in (("f1", "held-out level-2 macro-F1", "{:.4f}"), ("loss", "held-out log-loss", "{:.4f}"),
                             ("s", "seconds per fold, CPU (wall)", None)):
         print(f"| {title} | " + " | ".join(VARIANTS) + " |\n" + "|---" * (len(VARIANTS) + 1) + "|")
@@ -188,7 +182,9 @@ def main() -> None:
         print(f"| {r['fold']} | {r['T']:.4f} | {r['same']} | {r['C_search']} | {r['T_search']:.4f} |")
     print(f"\npublished reference: {PUBLISHED}")
 
-    # Out-of-fold, pooled over all rows; the two-member ensembles have equal weights (nothing selected).
+
+def print_oof_table(proba: dict, y: np.ndarray, fold_of: np.ndarray, *, num_labels: int) -> None:
+    """Out-of-fold, pooled over all rows; the two-member ensembles have equal weights (nothing selected)."""
     print("\n| OOF, pooled over all rows | macro-F1 |\n|---|---|")
     for v in VARIANTS:
         print(f"| {v} alone | {macro_f1(y, proba[v].argmax(axis=1), num_labels=num_labels):.4f} |")
@@ -204,6 +200,26 @@ def main() -> None:
         column = macro_f1(y, column_rank_predict([proba[v]], fold_of), num_labels=num_labels)
         print(f"| {v} alone, former column ranks within each fold | {column:.4f} |")
 
+
+def main() -> None:
+    args = parse_args()
+    frame = load(args.data)
+    labels = LabelSet.from_labels(frame["label"])
+    y, texts, names = labels.encode(frame["label"]), frame["text"].to_numpy(), frame["label"].tolist()
+    num_labels = len(labels.level2)
+    proba = {v: np.zeros((len(y), num_labels)) for v in VARIANTS}  # OOF probabilities
+    decision = np.full((len(y), num_labels), -np.inf)  # reference OOF decision values
+    fold_of = np.empty(len(y), dtype=np.int64)
+    rows = []
+    for fold in range(args.folds):
+        train, held = fold_indices(names, folds=args.folds, fold=fold, seed=args.seed)
+        fold_of[held] = fold
+        rows.append(run_fold(fold, train, held, texts, y, proba, decision, num_labels=num_labels, seed=args.seed))
+    print(f"\n{args.data} ({len(y)} rows, {num_labels} labels), StratifiedKFold({args.folds}, shuffle=True, "
+          f"random_state={args.seed}); member grid C in {list(DEFAULT_GRID)}, inner-CV grid {list(SEARCH_GRID)}, "
+          f"reference C={REFERENCE_C}\n")
+    print_fold_tables(rows)
+    print_oof_table(proba, y, fold_of, num_labels=num_labels)
     if args.compare_probabilities:
         train, held = fold_indices(names, folds=args.folds, fold=0, seed=args.seed)
         compare_probabilities(texts, y, train, held, num_labels, args.seed)

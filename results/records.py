@@ -30,7 +30,7 @@ class TrialRecord:
     warm_start: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     status: str = RUNNING
-    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch, in order
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation, in order
     error: str | None = None
     node: str | None = None  # IP of the node it ran on
     node_id: str | None = None  # Ray's id of that node (unique even for several nodes on one host)
@@ -42,7 +42,8 @@ class TrialRecord:
     ended_at: float | None = None  # unix time it ended
 
     def add_evaluation(self, result: dict[str, Any]) -> None:
-        """Keep one entry per epoch: a re-reported epoch (a retried trial) replaces the old one."""
+        """Keep one entry per evaluation: a re-reported evaluation (a retried trial) replaces the old one
+        and any after it."""
         entry = {k: result[k] for k in HISTORY_KEYS if k in result}
         self.history = [h for h in self.history if h[M.EPOCH] < entry[M.EPOCH]] + [entry]
         if result.get(M.BEST_EPOCH) == entry[M.EPOCH] and M.PER_CLASS_F1 in result:

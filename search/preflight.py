@@ -15,7 +15,7 @@ CHECKPOINT_FIELDS = ("encoder", "checkpoint")
 
 
 def check_settings(s: Any) -> None:
-    """`s` is a `search.driver.Settings`."""
+    """`s` is a `search.settings.Settings`."""
     if s.num_samples < 1:
         raise ConfigError(f"--num-samples is {s.num_samples}, but must be >= 1")
     if s.max_epochs is not None and s.max_epochs < 1:
