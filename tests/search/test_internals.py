@@ -5,11 +5,12 @@ The scan (`violations`) walks the AST of every .py file of search/, model/, resu
 benchmarks/ except search/internals.py. A private name is `_x`: one leading underscore, not a
 dunder. It reports:
 
-1. `X._x` where X is anything but the bare names `self` and `cls` (a local, `super()`, a
-   subscript such as `bracket[0]._rungs`, a class such as `ResumableASHA._brackets`), unless X is
-   a module bound by a plain `import` of a package other than Ray and Optuna (`argparse.
-   _SubParsersAction` in the CLI); also `getattr`, `setattr`, `hasattr` or `delattr` of such an
-   X with a literal `"_x"`.
+1. `X._x` where X is anything but the bare names `self` and `cls` (a local, a subscript such as
+   `bracket[0]._rungs`, a class such as `ResumableASHA._brackets`), unless X is a module bound by
+   a plain `import` of a package other than Ray and Optuna (`argparse._SubParsersAction` in the
+   CLI), or `super()` in a class none of whose Ray or Optuna parents has `_x` (rule 3 judges
+   those; an argparse formatter's `super()._get_help_string` is fine); also `getattr`, `setattr`,
+   `hasattr` or `delattr` of such an X with a literal `"_x"`.
 2. In search/ (the package that imports Ray), `self._x` or `cls._x` inside a class that does not
    own `_x`: owned names are those the class body itself defines (a method, a class-level
    assignment) or assigns as `self._x = ...` in its own methods. So reading a parent's private
@@ -172,6 +173,16 @@ def violations(source: str, *, where: str, in_search: bool, ray_package: bool,
     def check_other(node: ast.AST, base: ast.AST, name: str, what: str) -> None:
         if isinstance(base, ast.Name) and base.id in modules and not is_third_party(modules[base.id]):
             return  # a private of a module such as argparse, not of Ray or Optuna
+        if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super":
+            cls = _enclosing_class(node, parents)
+            klass = resolve(cls.name) if cls is not None and rule3 else None
+            if cls is not None and not rule3:
+                return  # this module cannot subclass a Ray or Optuna class
+            if klass is not None:
+                parent = third_party_private(klass, name)
+                if parent:
+                    report(node, what, f"rule 3: {name} is private to {parent}, a parent of {cls.name}")
+                return  # a parent outside Ray and Optuna (an argparse formatter, say)
         report(node, what, "rule 1: private attribute of another object")
 
     for node in ast.walk(tree):
@@ -272,6 +283,14 @@ def test_the_scan_catches_what_the_seam_replaced():
 
         def parser(sub: argparse._SubParsersAction):     # a stdlib private: fine
             return getattr(sub, "_own", None)            # rule 1
+
+        class Formatter(argparse.HelpFormatter):
+            def _get_help_string(self, action):          # a stdlib private: fine
+                return super()._get_help_string(action)  # fine
+
+        class Searcher2(OptunaSearch):
+            def suggest(self, trial_id):
+                return super()._setup_study("max")     # rule 3 (a private of OptunaSearch)
         """)
     text = "\n".join(found)
     assert "_reopened" not in text and "_SubParsersAction" not in text
@@ -279,7 +298,8 @@ def test_the_scan_catches_what_the_seam_replaced():
                 ("getattr(self, '_ot_trials')", "rule 2"), ("getattr(self, '_ot_trials')", "rule 3"),
                 ("self._brackets", "rule 2"), ("self._brackets", "rule 3"),
                 ("self._brackets[0]._rungs", "rule 1"), ("self._total_samples", "rule 3"),
-                ("getattr(sub, '_own')", "rule 1"), ("'_tuner_kwargs'", "rule 4"), ("'_tuner_kwargs'", "rule 4"),
+                ("getattr(sub, '_own')", "rule 1"), ("super()._setup_study", "rule 3"),
+                ("'_tuner_kwargs'", "rule 4"), ("'_tuner_kwargs'", "rule 4"),
                 ("_tuner_kwargs=", "rule 4")]
     for what, rule in expected:
         assert any(f": {what} ({rule}" in line for line in found), (what, rule, text)
