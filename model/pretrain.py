@@ -560,6 +560,7 @@ class Progress:
     window: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, masked (all workers)
     tokens: float = 0.0  # real tokens trained on (all workers)
     seconds: float = 0.0  # training time
+    starts: list[int] = field(default_factory=list)  # the step each session of the run started from
 
 
 @dataclass(frozen=True)
@@ -569,7 +570,24 @@ class Summary:
     seconds: float
     tokens_per_s: float
     finished: bool
-    record: dict
+    record: dict  # what pretrain.json holds
+
+    @classmethod
+    def from_record(cls, record: dict) -> Summary:
+        return cls(steps=record["steps"], curve=record["loss_curve"], seconds=record["wall_time_s"],
+                   tokens_per_s=record["tokens_per_s"] or 0.0, finished=record["finished"], record=record)
+
+
+def record_fingerprint(record: dict) -> dict:
+    """The fingerprint of the run a pretrain.json describes."""
+    return fingerprint(PretrainConfig.from_dict(record["flags"]), record["corpus"])
+
+
+def record_is_done(record: dict, cfg: PretrainConfig) -> bool:
+    """Whether the run a pretrain.json describes has nothing left to train under `cfg` (a timed run
+    given a longer --time-budget has)."""
+    longer = cfg.time_budget is not None and record["wall_time_s"] < cfg.time_budget * 60
+    return record["finished"] and not longer
 
 
 def run_loop(data: PretrainData, cfg: PretrainConfig, store: CheckpointStore, *, device: torch.device,
@@ -634,6 +652,7 @@ def run_loop(data: PretrainData, cfg: PretrainConfig, store: CheckpointStore, *,
         return {
             "format": 1, "arch": cfg.arch, "finished": finished, "steps": run.step,
             "epochs": round(run.step / per_epoch, 4), "steps_per_epoch": per_epoch, "total_steps": total,
+            "started_at_steps": run.starts,
             "loss_curve": run.curve, "wall_time_s": round(run.seconds, 2),
             "tokens_per_s": round(run.tokens / run.seconds, 1) if run.seconds > 0 else None,
             "tokens_seen": int(run.tokens), "vocab_size": len(data.vocab), "documents": len(data),
@@ -663,6 +682,7 @@ def run_loop(data: PretrainData, cfg: PretrainConfig, store: CheckpointStore, *,
         return Summary(steps=run.step, curve=run.curve, seconds=run.seconds,
                        tokens_per_s=run.tokens / max(run.seconds, 1e-9), finished=True, record=record(True))
 
+    run.starts.append(run.step)
     bar = tqdm(total=total, initial=run.step, unit="step", desc=f"pretrain {cfg.arch}",
                disable=not progress or rank != 0, dynamic_ncols=True)
     clock, local = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]  # loss sum, correct, masked, tokens since last log

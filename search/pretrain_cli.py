@@ -79,7 +79,9 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                         "earlier training time")
 
     r = p.add_argument_group("resources")
-    r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present; bf16 autocast)")
+    r.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 ... (default: cuda if present; bf16 autocast on CUDA); with Ray, each "
+                   "worker uses the device Ray gives it")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (per worker with Ray)")
     r.add_argument("--address", default=None,
                    help="run data-parallel with Ray Train on this cluster: auto, HOST:PORT or ray://HOST:PORT")

@@ -43,6 +43,8 @@ from model.pretrain import (
     check_fingerprint,
     fingerprint,
     prepare_corpus,
+    record_fingerprint,
+    record_is_done,
     run_loop,
     write_state,
 )
@@ -127,8 +129,7 @@ def pretrain_distributed(cfg: PretrainConfig, corpus: Sequence[str | Path], out:
     current = fingerprint(cfg, data.files)
     _check_out(out)
     if out.joinpath(RECORD_FILE).exists():  # the export of an earlier run
-        record = json.loads(out.joinpath(RECORD_FILE).read_text())
-        check_fingerprint(fingerprint(PretrainConfig.from_dict(record["flags"]), record["corpus"]), current,
+        check_fingerprint(record_fingerprint(json.loads(out.joinpath(RECORD_FILE).read_text())), current,
                           where=f"--out {out}")
     stopper = connect(address)
     try:
@@ -138,8 +139,8 @@ def pretrain_distributed(cfg: PretrainConfig, corpus: Sequence[str | Path], out:
             with latest.as_directory() as directory:
                 check_fingerprint(json.loads((Path(directory) / RUN_FILE).read_text()), current,
                                   where=f"--storage-path {storage}")
-                finished = json.loads((Path(directory) / RECORD_FILE).read_text())["finished"]
-            if finished:  # nothing to train: no need to start workers
+                done = record_is_done(json.loads((Path(directory) / RECORD_FILE).read_text()), cfg)
+            if done:  # nothing to train: no need to start workers
                 _export(latest, out)
                 return _summary(out)
         elif resume:
@@ -184,6 +185,4 @@ def _export(checkpoint: ray.train.Checkpoint, out: Path) -> None:
 
 
 def _summary(out: Path) -> Summary:
-    record = json.loads((out / RECORD_FILE).read_text())
-    return Summary(steps=record["steps"], curve=record["loss_curve"], seconds=record["wall_time_s"],
-                   tokens_per_s=record["tokens_per_s"] or 0.0, finished=record["finished"], record=record)
+    return Summary.from_record(json.loads((out / RECORD_FILE).read_text()))

@@ -206,6 +206,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_bit_exactly(corpus, tmp_p
     resumed = run(corpus, tmp_path / "killed", on_step=seen.append, resume=True, **steps)
     assert seen == list(range(13, 21))  # continued after the checkpoint at step 12
     assert resumed.curve == whole.curve  # the loss curve goes on as if never interrupted
+    assert resumed.record["started_at_steps"] == [0, 12] and whole.record["started_at_steps"] == [0]
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -223,6 +224,14 @@ def test_a_time_budget_stops_training(corpus, tmp_path):
     assert summary.steps > 0 and summary.seconds >= 1.2
     record = json.loads((tmp_path / "pretrain.json").read_text())
     assert record["finished"] and record["total_steps"] is None and record["steps"] == summary.steps
+
+
+def test_a_timed_run_continues_with_a_longer_time_budget(corpus, tmp_path):
+    first = run(corpus, tmp_path, time_budget=0.005, log_every=2)  # 0.3 s
+    seen = []
+    longer = run(corpus, tmp_path, time_budget=0.02, log_every=2, on_step=seen.append)
+    assert seen[0] == first.steps + 1 and longer.steps > first.steps
+    assert longer.curve[: len(first.curve)] == first.curve and longer.seconds >= 1.2
 
 
 # ----------------------------------------------------------------------------- refusals

@@ -127,23 +127,29 @@ def test_sigkill_mid_run_then_the_same_command_continues_from_the_last_checkpoin
 
 
 @pytest.mark.e2e
-def test_a_two_worker_ray_train_run_writes_the_same_kind_of_checkpoint(corpus, tmp_path, local_ray, capsys):
+def test_a_two_worker_ray_train_run_writes_the_same_kind_of_checkpoint_and_continues_from_storage(
+        corpus, tmp_path, local_ray, capsys):
     out = tmp_path / "ddp"
-    argv = pretrain_args(corpus, out, "--steps", "20", "--save-every", "10", "--num-workers", "2")
-    cli.main(argv)
+    timed = ["--save-every", "4", "--log-every", "2", "--warmup-steps", "0"]
+    argv = pretrain_args(corpus, out, "--num-workers", "2", *timed)
+    cli.main([*argv, "--time-budget", "0.002"])  # 0.12 s of training
     assert f"checkpoint: {out}" in capsys.readouterr().out
     assert {"config.json", "model.safetensors", "vocab.txt", "pretrain.json"} <= {p.name for p in out.iterdir()}
-    assert sorted(p.name for p in (out / "ray" / "pretrain").glob("step-*")) == ["step-0000010", "step-0000020"]
-    record = json.loads((out / "pretrain.json").read_text())
-    assert record["workers"] == 2 and record["steps"] == 20 and record["finished"]
-    assert [p["step"] for p in record["loss_curve"]] == [10, 20]
-    # the same global batches and masks as one process: the loss differs only by the workers' dropout
-    cli.main(pretrain_args(corpus, tmp_path / "single", "--steps", "20", "--save-every", "10"))
-    single = json.loads((tmp_path / "single" / "pretrain.json").read_text())
-    for a, b in zip(record["loss_curve"], single["loss_curve"], strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], abs=0.05)
+    first = json.loads((out / "pretrain.json").read_text())
+    assert first["workers"] == 2 and first["finished"] and first["steps"] >= 2
+    assert (out / "ray" / "pretrain" / f"step-{first['steps']:07d}" / "state.pt").is_file()
     encoder = ENCODERS["bert"].from_config(TrialConfig(encoder="bert", checkpoint=str(out)),
                                            vocab=(out / "vocab.txt").read_text().splitlines(), max_seq_len=64)
     assert encoder.hidden_size == 32
-    cli.main(argv)  # the same command again: finished, nothing to train
-    assert "pretrained 20 steps" in capsys.readouterr().out
+
+    cli.main([*argv, "--time-budget", "0.01"])  # a longer budget: the run goes on from its checkpoint in storage
+    second = json.loads((out / "pretrain.json").read_text())
+    assert second["started_at_steps"] == [0, first["steps"]] and second["steps"] > first["steps"]
+    assert second["loss_curve"][: len(first["loss_curve"])] == first["loss_curve"]
+    assert second["wall_time_s"] >= 0.6
+
+    # the same global batches and masks as one process: the loss differs only by the workers' dropout
+    cli.main([*pretrain_args(corpus, tmp_path / "single", *timed), "--time-budget", "0.002"])
+    single = json.loads((tmp_path / "single" / "pretrain.json").read_text())
+    assert second["loss_curve"][0]["step"] == single["loss_curve"][0]["step"] == 2
+    assert second["loss_curve"][0]["loss"] == pytest.approx(single["loss_curve"][0]["loss"], abs=0.05)
