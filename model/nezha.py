@@ -191,6 +191,71 @@ class NezhaModel(nn.Module):
                   str(directory / "model.safetensors"))
 
 
+class NezhaPredictionHeadTransform(nn.Module):
+    def __init__(self, config: NezhaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(hidden)))
+
+
+class NezhaLMPredictionHead(nn.Module):
+    """(..., H) -> (..., vocab) logits; the decoder shares its weight with the word embeddings."""
+
+    def __init__(self, config: NezhaConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = NezhaPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.decoder.weight = word_embeddings.weight  # tied, as in BERT and the NEZHA release
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden)) + self.bias
+
+
+class NezhaOnlyMLMHead(nn.Module):
+    def __init__(self, config: NezhaConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.predictions = NezhaLMPredictionHead(config, word_embeddings)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.predictions(hidden)
+
+
+class NezhaForMaskedLM(nn.Module):
+    """NEZHA with BERT's masked-language-model head, for pretraining (model/pretrain.py).
+
+    Parameter names are those of the public NEZHA pretraining checkpoints (`bert.*` for the encoder,
+    `cls.predictions.*` for the head), so what `save` writes loads with `load_nezha`, which keeps
+    the encoder and ignores the head. `(B, T) ids, (B, T) bool mask -> (B, T, vocab)` logits;
+    `bert(ids, mask)` and `cls(states)` give the two halves (pretraining runs the head only on the
+    masked positions).
+    """
+
+    def __init__(self, config: NezhaConfig):
+        super().__init__()
+        self.config = config
+        self.bert = NezhaModel(config)
+        self.cls = NezhaOnlyMLMHead(config, self.bert.embeddings.word_embeddings)
+        self.cls.predictions.transform.apply(NezhaModel._init_weights)  # the decoder is the embeddings'
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.cls(self.bert(input_ids, mask))
+
+    def save(self, directory: str | Path) -> None:
+        """Write config.json and model.safetensors: `bert.*` and `cls.predictions.*` keys; the tied
+        decoder weight is stored once, as the word embeddings."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        state = {k: v.contiguous() for k, v in self.state_dict().items() if k != "cls.predictions.decoder.weight"}
+        save_file(state, str(directory / "model.safetensors"))
+
+
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     for name in WEIGHT_FILES:
         path = directory / name

@@ -6,6 +6,7 @@
     export     write RUN_DIR's leaderboard as CSV, markdown or JSON
     report     write an HTML report with figures to RUN_DIR/report/
     train-one  train one configuration without Ray (debug, reproduce a leaderboard row)
+    pretrain   masked-language-model pretraining of an encoder checkpoint (BERT or NEZHA)
 
 Each sub-parser sets `func` (its `cmd_*` handler); `main` calls it and turns the errors of bad input
 into `error: ...` and exit status 2. `launch` and `train-one` share `data_parser()`, and build their
@@ -161,6 +162,16 @@ def _status_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=5, help="rows of the leaderboard to show")
 
 
+def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
+    from search.pretrain_cli import add_pretrain_arguments
+
+    p = _command(sub, "pretrain", cmd_pretrain, help="MLM-pretrain an encoder checkpoint on unlabeled text",
+                 description="Masked-language-model pretraining (n-gram masking) of a BERT or NEZHA encoder on "
+                 "unlabeled text; OUT becomes a checkpoint directory for `--set encoder=bert|nezha --set "
+                 "checkpoint=OUT`. Resumable; data-parallel with Ray Train given --address or --num-workers.")
+    add_pretrain_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -171,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     _export_parser(sub)
     _status_parser(sub)
     _report_parser(sub)
+    _pretrain_parser(sub)
     return parser
 
 
@@ -232,6 +244,12 @@ def cmd_status(args: argparse.Namespace, argv: list[str]) -> None:
     from results.status import status_text
 
     print(status_text(args.run_dir, top=args.top))
+
+
+def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> None:
+    from search.pretrain_cli import cmd_pretrain as run
+
+    run(args, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

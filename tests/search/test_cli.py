@@ -17,7 +17,7 @@ from search.settings import Settings
 from search.train_one import command_prefix, parse_sets, resolve_config
 from spaces.space import load_space
 
-COMMANDS = ["launch", "resume", "train-one", "export", "status", "report"]
+COMMANDS = ["launch", "resume", "train-one", "export", "status", "report", "pretrain"]
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -51,6 +51,7 @@ def test_each_command_dispatches_to_its_handler(command, monkeypatch):
     name = "cmd_" + command.replace("-", "_")
     monkeypatch.setattr(cli, name, lambda args, argv: calls.append((args.command, argv)))
     argv = [command] if command in ("launch", "train-one") else [command, "runs/x"]
+    argv = [command, "--corpus", "c.csv", "--out", "o"] if command == "pretrain" else argv
     cli.main(argv)
     assert calls == [(command, argv)]
 

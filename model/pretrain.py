@@ -1,0 +1,782 @@
+"""Masked-language-model pretraining of a BERT or NEZHA encoder on unlabeled text, without Ray.
+
+`pretrain(cfg, corpus, out)` reads the corpus (CSV files with a `text` column, or text files with
+one document per line), builds the vocabulary from it (`Vocab.build`: special tokens first), and
+trains with n-gram masking (model/masking.py) until the budget (`steps`, `epochs` or
+`time_budget` minutes) is spent. `out` becomes a checkpoint directory the `bert` / `nezha` encoders
+of model/encoders.py load: config.json, model.safetensors, vocab.txt, plus pretrain.json (corpus
+hashes, steps, loss curve, timings, versions, settings).
+
+Exact resume: the data order is a function of (seed, epoch) and a batch's masks of (seed, epoch,
+batch), so a run continued from a checkpoint (model, optimizer, scheduler, RNG states, step, the
+unfinished loss-curve window) sees the same batches and, on CPU, ends with the same weights bit
+for bit as a run never interrupted.
+
+Data parallel: `run_loop` is the per-worker loop. `--batch-size` is the global batch: every worker
+masks the same global batch and trains on every `world`-th row of it (DistributedSampler's
+interleaved assignment), with the loss normalised by the global count of masked tokens, so the
+optimisation (steps, schedule, masks) is the same for any number of workers. The caller wraps the
+model (DDP) and stores checkpoints (`CheckpointStore`); search/pretrain_distributed.py does that
+with Ray Train. This module never imports Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.data import MASK, SPECIAL_TOKENS, Vocab
+from model.errors import ConfigError, DataError
+from model.masking import IGNORE_INDEX, mask_spans
+from model.nezha import NezhaConfig, NezhaForMaskedLM
+from model.registry import Registry
+from model.train import bucketed_batches
+
+CHECKPOINTS = "checkpoints"  # OUT/checkpoints/step-0000123/{state.pt, run.json}
+STATE_FILE, RUN_FILE, RECORD_FILE = "state.pt", "run.json", "pretrain.json"
+EXPORT_FILES = ("config.json", "model.safetensors", "vocab.txt", RECORD_FILE)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig:
+    """Everything that decides what a pretraining run computes (the CLI flags, one to one).
+
+    Its fields (less `time_budget`'s value) and the corpus hashes are a run's fingerprint: an
+    output directory holding a checkpoint of another fingerprint is refused."""
+
+    arch: str = "bert"
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_seq_len: int = 128
+    max_relative_position: int = 64  # nezha only
+    min_count: int = 1
+    mask_prob: float = 0.15
+    ngram_max: int = 3
+    lr: float = 5e-4
+    warmup_ratio: float = 0.06
+    warmup_steps: int | None = None
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    batch_size: int = 64
+    grad_accum: int = 1
+    steps: int | None = None
+    epochs: float | None = None
+    time_budget: float | None = None  # minutes of training
+    seed: int = 0
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        MLM_ARCHS.get_class(self.arch, field="arch")
+        positive = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "min_count", "ngram_max",
+                    "batch_size", "grad_accum", "log_every", "max_relative_position")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} is {getattr(self, name)}, but must be >= 1")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"--hidden-size {self.hidden_size} is not a multiple of --num-heads {self.num_heads}")
+        if self.max_seq_len < 3:
+            raise ConfigError(f"--max-seq-len is {self.max_seq_len}, but must be >= 3 ([CLS], a token, [SEP])")
+        if not 0 < self.mask_prob < 1:
+            raise ConfigError(f"--mask-prob is {self.mask_prob}, but must be in (0, 1), e.g. 0.15")
+        if not self.lr > 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError("--lr must be > 0, --weight-decay and --max-grad-norm >= 0")
+        if not 0 <= self.warmup_ratio < 1 or (self.warmup_steps is not None and self.warmup_steps < 0):
+            raise ConfigError("--warmup-ratio must be in [0, 1) and --warmup-steps >= 0")
+        budgets = [n for n in ("steps", "epochs", "time_budget") if getattr(self, n) is not None]
+        if len(budgets) != 1:
+            raise ConfigError(f"give exactly one budget: --steps, --epochs or --time-budget (got {budgets or 'none'})")
+        if not getattr(self, budgets[0]) > 0:
+            raise ConfigError(f"--{budgets[0].replace('_', '-')} is {getattr(self, budgets[0])}, but must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown pretraining setting(s) {unknown}; valid: {sorted(names)}")
+        return cls(**values)
+
+
+def fingerprint(cfg: PretrainConfig, corpus: Sequence[dict]) -> dict[str, Any]:
+    """What must match for a checkpoint to be continued: the settings and the corpus contents.
+    The time budget's value may change (continue a timed run for longer); its presence may not."""
+    settings = cfg.to_dict()
+    if settings["time_budget"] is not None:
+        settings["time_budget"] = "set"
+    return {"settings": settings, "corpus": [{"sha256": f["sha256"], "rows": f["rows"]} for f in corpus]}
+
+
+def check_fingerprint(stored: dict, current: dict, *, where: str) -> None:
+    """Raise a ConfigError naming every difference between a checkpoint's fingerprint and this run's."""
+    if stored == current:
+        return
+    diffs = [f"--{k.replace('_', '-')} {stored['settings'].get(k)!r} -> {v!r}"
+             for k, v in current["settings"].items() if stored["settings"].get(k) != v]
+    if stored["corpus"] != current["corpus"]:
+        diffs.append(f"corpus {_short(stored['corpus'])} -> {_short(current['corpus'])}")
+    raise ConfigError(f"{where} holds the checkpoint of a different pretraining run ({'; '.join(diffs)}). "
+                      f"Pass another --out, repeat that run's flags (see its {RECORD_FILE}) to continue it, "
+                      "or delete the directory to start over")
+
+
+def _short(corpus: list[dict]) -> str:
+    return "[" + ", ".join(f"{f['sha256'][:8]}({f['rows']} rows)" for f in corpus) + "]"
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+@dataclass(frozen=True)
+class Corpus:
+    texts: list[str]
+    files: list[dict]  # per file: path, sha256, rows (documents used)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_corpus(paths: Sequence[str | Path]) -> Corpus:
+    """Documents from CSV files (`.csv`: the `text` column, so train.csv and test.csv both serve) and
+    text files (anything else: one document per line). Blank documents are skipped."""
+    if not paths:
+        raise DataError("no corpus: pass --corpus FILE [FILE ...]")
+    texts, files = [], []
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"{path}: corpus file not found")
+        if path.suffix.lower() == ".csv":
+            try:
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+                raise DataError(f"{path}: not a readable UTF-8 CSV ({err})") from err
+            frame.columns = [c.strip() for c in frame.columns]
+            if "text" not in frame.columns:
+                raise DataError(f"{path}: no `text` column (found {','.join(frame.columns)}); a CSV corpus needs "
+                                "one, or give a text file (not .csv) with one document per line")
+            docs = frame["text"].str.strip().tolist()
+        else:
+            try:
+                docs = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: not a UTF-8 text file ({err})") from err
+        docs = [d for d in docs if d]
+        if not docs:
+            raise DataError(f"{path}: no non-empty documents")
+        texts += docs
+        files.append({"path": str(path.resolve()), "sha256": _sha256(path), "rows": len(docs)})
+    return Corpus(texts=texts, files=files)
+
+
+@dataclass(frozen=True)
+class PretrainData:
+    """The encoded corpus: what every worker needs (plain arrays, cheap to ship through Ray)."""
+
+    ids: np.ndarray  # (N, max_seq_len) int32, [CLS] tokens [SEP] then [PAD]
+    lengths: np.ndarray  # (N,) int32
+    vocab: Vocab
+    files: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @functools.cached_property
+    def mask_id(self) -> int:
+        return self.vocab.tokens.index(MASK)
+
+    @functools.cached_property
+    def special_ids(self) -> tuple[int, ...]:
+        return tuple(self.vocab.tokens.index(t) for t in SPECIAL_TOKENS)
+
+
+def prepare_corpus(paths: Sequence[str | Path], cfg: PretrainConfig) -> PretrainData:
+    corpus = read_corpus(paths)
+    vocab = Vocab.build(corpus.texts, min_count=cfg.min_count)
+    if len(vocab) <= len(SPECIAL_TOKENS):
+        raise DataError(f"no token occurs --min-count {cfg.min_count} times in the corpus; lower --min-count")
+    ids, lengths = vocab.encode(corpus.texts, max_seq_len=cfg.max_seq_len)
+    return PretrainData(ids=ids, lengths=lengths, vocab=vocab, files=corpus.files)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+MLM_ARCHS = Registry("arch")
+
+
+class MaskedLM(nn.Module):
+    """An encoder with its MLM head. `forward(ids (B, T), mask (B, T) bool, labels (B, T))` returns
+    (sum of the cross-entropy over masked positions, correct predictions, masked positions), the
+    head running on the masked positions only. Subclasses give `encode`, `predict`, `save`."""
+
+    @classmethod
+    def from_config(cls, cfg: PretrainConfig, *, vocab_size: int) -> MaskedLM:
+        raise NotImplementedError
+
+    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # -> (B, T, H)
+        raise NotImplementedError
+
+    def predict(self, states: torch.Tensor) -> torch.Tensor:  # (M, H) -> (M, vocab)
+        raise NotImplementedError
+
+    def save(self, directory: Path) -> None:
+        """Write config.json and model.safetensors, loadable by the encoder of the same name."""
+        raise NotImplementedError
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        states = self.encode(input_ids, mask)  # (B, T, H)
+        where = labels != IGNORE_INDEX  # (B, T)
+        logits = self.predict(states[where]).float()  # (M, vocab)
+        target = labels[where]
+        loss_sum = F.cross_entropy(logits, target, reduction="sum")
+        correct = (logits.argmax(-1) == target).sum()
+        return loss_sum, correct, where.sum()
+
+
+@MLM_ARCHS.register("bert")
+class BertMLM(MaskedLM):
+    """transformers' BertForMaskedLM; saved with save_pretrained (keys `bert.*`, `cls.*`), which
+    `BertModel.from_pretrained` (the `bert` encoder) reads, ignoring the head."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    @classmethod
+    def from_config(cls, cfg: PretrainConfig, *, vocab_size: int) -> BertMLM:
+        from transformers import BertConfig, BertForMaskedLM
+
+        return cls(BertForMaskedLM(BertConfig(
+            vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_seq_len, pad_token_id=0)))
+
+    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net.bert(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+
+    def predict(self, states: torch.Tensor) -> torch.Tensor:
+        return self.net.cls(states)
+
+    def save(self, directory: Path) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.net.save_pretrained(directory)
+
+
+@MLM_ARCHS.register("nezha")
+class NezhaMLM(MaskedLM):
+    """model/nezha.py's NezhaForMaskedLM; what it saves loads with `load_nezha` (the `nezha` encoder)."""
+
+    def __init__(self, net: NezhaForMaskedLM):
+        super().__init__()
+        self.net = net
+
+    @classmethod
+    def from_config(cls, cfg: PretrainConfig, *, vocab_size: int) -> NezhaMLM:
+        return cls(NezhaForMaskedLM(NezhaConfig(
+            vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_seq_len, max_relative_position=cfg.max_relative_position)))
+
+    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net.bert(input_ids, mask)
+
+    def predict(self, states: torch.Tensor) -> torch.Tensor:
+        return self.net.cls(states)
+
+    def save(self, directory: Path) -> None:
+        self.net.save(directory)
+
+
+def build_mlm(cfg: PretrainConfig, *, vocab_size: int) -> MaskedLM:
+    return MLM_ARCHS.get_class(cfg.arch, field="arch").from_config(cfg, vocab_size=vocab_size)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def steps_per_epoch(cfg: PretrainConfig, rows: int) -> int:
+    """Optimizer steps per epoch: full batches (the N mod batch_size rows left over are different
+    ones each epoch) grouped by grad_accum."""
+    steps = rows // cfg.batch_size // cfg.grad_accum
+    if steps < 1:
+        raise ConfigError(f"the corpus has {rows} documents, fewer than one step's --batch-size {cfg.batch_size} x "
+                          f"--grad-accum {cfg.grad_accum}; lower them or add documents")
+    return steps
+
+
+def total_steps(cfg: PretrainConfig, per_epoch: int) -> int | None:
+    """The run's steps; None under a time budget (it stops when the time is spent)."""
+    if cfg.steps is not None:
+        return cfg.steps
+    if cfg.epochs is not None:
+        return max(1, round(cfg.epochs * per_epoch))
+    return None
+
+
+def epoch_batches(lengths: np.ndarray, cfg: PretrainConfig, epoch: int) -> list[np.ndarray]:
+    """The global batches (row indices) of 0-based `epoch`: a function of (seed, epoch) only.
+    Every batch holds exactly batch_size rows of similar length."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    order = rng.permutation(len(lengths))
+    order = order[: len(order) - len(order) % cfg.batch_size]
+    return bucketed_batches(lengths, batch_size=cfg.batch_size, rng=rng, order=order)
+
+
+@dataclass(frozen=True)
+class Batch:
+    ids: torch.Tensor  # (b, L) this worker's rows, masked
+    mask: torch.Tensor  # (b, L) bool, True at real tokens
+    labels: torch.Tensor  # (b, L) IGNORE_INDEX except at masked positions
+    global_masked: int  # masked positions in the whole global batch (all workers)
+    tokens: int  # real tokens in this worker's rows
+
+
+def make_batch(data: PretrainData, rows: np.ndarray, cfg: PretrainConfig, *, epoch: int, micro: int,
+               rank: int = 0, world: int = 1) -> Batch:
+    """Mask global batch `micro` of `epoch` (masks seeded by (seed, epoch, micro)) and keep this
+    worker's rows: every `world`-th from `rank`."""
+    width = int(data.lengths[rows].max())
+    masked = mask_spans(data.ids[rows, :width], rng=np.random.default_rng([cfg.seed, epoch, micro]),
+                        mask_id=data.mask_id, vocab_size=len(data.vocab), special_ids=data.special_ids,
+                        mask_prob=cfg.mask_prob, ngram_max=cfg.ngram_max)
+    mine = np.arange(len(rows))[rank::world]
+    lengths = data.lengths[rows][mine]
+    return Batch(ids=torch.from_numpy(masked.inputs[mine]),
+                 mask=torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None].long(),
+                 labels=torch.from_numpy(masked.labels[mine]),
+                 global_masked=int((masked.labels != IGNORE_INDEX).sum()), tokens=int(lengths.sum()))
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights (1-d tensors), as BERT."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6)
+
+
+def warmup_steps(cfg: PretrainConfig, per_epoch: int) -> int:
+    if cfg.warmup_steps is not None:
+        return cfg.warmup_steps
+    total = total_steps(cfg, per_epoch)
+    return round(cfg.warmup_ratio * (total if total is not None else per_epoch))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, per_epoch: int):
+    """Linear warmup, then linear decay to 0 at the last step; under a time budget (no known last
+    step) the rate stays constant after warmup, and --warmup-ratio is a fraction of one epoch."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup, total = warmup_steps(cfg, per_epoch), total_steps(cfg, per_epoch)
+    if total is None:
+        return get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup)
+    return get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class CheckpointStore(Protocol):
+    """Where a run's checkpoints live. `save` is called by every worker at the same steps (Ray's
+    report is a barrier); `state` and `export` are None except on rank 0."""
+
+    def load(self) -> dict | None: ...
+
+    def save(self, *, step: int, state: dict | None, export: Callable[[Path], None] | None,
+             metrics: dict[str, float]) -> None: ...
+
+
+def write_state(directory: Path, state: dict) -> None:
+    torch.save(state, directory / STATE_FILE)
+    (directory / RUN_FILE).write_text(json.dumps(state["fingerprint"], indent=1))
+
+
+def _replace_files(source: Path, target: Path) -> None:
+    """Move every file of `source` into `target`, each atomically (os.replace)."""
+    for item in source.iterdir():
+        os.replace(item, target / item.name)
+
+
+class LocalCheckpoints:
+    """OUT/checkpoints/step-NNNNNNN/ (state.pt, run.json), written to a `.tmp` directory and then
+    renamed, so a kill never leaves a half-written checkpoint; the previous one is removed after.
+    The export (config, weights, vocab.txt, pretrain.json) is refreshed in OUT at every save."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.root = self.out / CHECKPOINTS
+
+    def latest(self) -> Path | None:
+        if not self.root.is_dir():
+            return None
+        done = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step-")
+                      and not p.name.endswith(".tmp") and (p / STATE_FILE).is_file())
+        return done[-1] if done else None
+
+    def load(self) -> dict | None:
+        latest = self.latest()
+        return None if latest is None else torch.load(latest / STATE_FILE, map_location="cpu", weights_only=False)
+
+    def save(self, *, step: int, state: dict | None, export: Callable[[Path], None] | None,
+             metrics: dict[str, float]) -> None:
+        if state is None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / f"step-{step:07d}"
+        tmp = self.root / f"{final.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        write_state(tmp, state)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in self.root.iterdir():
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+        if export is not None:
+            staging = self.out / ".export.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            export(staging)
+            _replace_files(staging, self.out)
+            staging.rmdir()
+
+
+def open_output(out: Path, current: dict, *, resume: bool) -> LocalCheckpoints:
+    """The checkpoint store of OUT after checking it may be used: new or empty; or holding this
+    run's checkpoint (continue); or a run that died before its first checkpoint (start over).
+    A different run's checkpoint, or files pretrain did not write, are refused."""
+    store = LocalCheckpoints(out)
+    latest = store.latest()
+    if latest is not None:
+        stored = json.loads((latest / RUN_FILE).read_text())
+        check_fingerprint(stored, current, where=f"--out {out}")
+        return store
+    if resume:
+        raise ConfigError(f"--resume: --out {out} holds no checkpoint to continue from (none was saved yet, or it "
+                          "is the wrong directory); run without --resume to start")
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; pass a directory")
+        # what a run that died before its first checkpoint leaves behind may be overwritten; nothing else
+        other = sorted(p.name for p in out.iterdir() if p.name not in (CHECKPOINTS, ".export.tmp"))
+        if other:
+            raise ConfigError(f"--out {out} holds {', '.join(other[:5])} but no pretraining checkpoint (a finished run "
+                              "whose checkpoints/ was deleted, or another model); pass a new or empty directory")
+    return store
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "numpy": np.__version__}
+    if "ray" in sys.modules:
+        versions["ray"] = sys.modules["ray"].__version__
+    return versions
+
+
+def _git_revision() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def _gather(value: Any, world: int) -> list[Any]:
+    """`value` of every worker (rank order); just [value] without a process group."""
+    import torch.distributed as dist
+
+    if world == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, value)
+    return out
+
+
+def _all_sum(values: list[float], world: int) -> list[float]:
+    import torch.distributed as dist
+
+    if world == 1 or not (dist.is_available() and dist.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _worker_seed(seed: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, 7]).generate_state(1)[0])
+
+
+@dataclass
+class Progress:
+    """Where a run stands; all of it goes into a checkpoint."""
+
+    step: int = 0
+    curve: list[dict] = field(default_factory=list)  # {step, loss, masked_acc} per log window
+    window: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, masked (all workers)
+    tokens: float = 0.0  # real tokens trained on (all workers)
+    seconds: float = 0.0  # training time
+    starts: list[int] = field(default_factory=list)  # the step each session of the run started from
+
+
+@dataclass(frozen=True)
+class Summary:
+    steps: int
+    curve: list[dict]
+    seconds: float
+    tokens_per_s: float
+    finished: bool
+    record: dict  # what pretrain.json holds
+
+    @classmethod
+    def from_record(cls, record: dict) -> Summary:
+        return cls(steps=record["steps"], curve=record["loss_curve"], seconds=record["wall_time_s"],
+                   tokens_per_s=record["tokens_per_s"] or 0.0, finished=record["finished"], record=record)
+
+
+def record_fingerprint(record: dict) -> dict:
+    """The fingerprint of the run a pretrain.json describes."""
+    return fingerprint(PretrainConfig.from_dict(record["flags"]), record["corpus"])
+
+
+def record_is_done(record: dict, cfg: PretrainConfig) -> bool:
+    """Whether the run a pretrain.json describes has nothing left to train under `cfg` (a timed run
+    given a longer --time-budget has)."""
+    longer = cfg.time_budget is not None and record["wall_time_s"] < cfg.time_budget * 60
+    return record["finished"] and not longer
+
+
+def run_loop(data: PretrainData, cfg: PretrainConfig, store: CheckpointStore, *, device: torch.device,
+             rank: int = 0, world: int = 1, wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+             save_every: int = 0, progress: bool = False, on_step: Callable[[int], None] | None = None,
+             run_info: dict | None = None) -> Summary:
+    """Pretrain on this worker until the budget is spent, continuing from `store.load()` if it has a
+    checkpoint; save every `save_every` steps (0: only at the end) and at the end.
+
+    `wrap` turns the model (already on `device`) into what trains: itself, or a DDP wrapper;
+    `on_step(step)` runs after each optimizer step and its save; `run_info` goes into pretrain.json.
+    """
+    from tqdm.auto import tqdm
+
+    if cfg.batch_size < world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is smaller than the {world} workers; each needs a row")
+    per_epoch = steps_per_epoch(cfg, len(data))
+    total = total_steps(cfg, per_epoch)
+    budget_s = None if cfg.time_budget is None else cfg.time_budget * 60
+    current = fingerprint(cfg, data.files)
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every worker and in every run
+    raw = build_mlm(cfg, vocab_size=len(data.vocab)).to(device)
+    optimizer = build_optimizer(raw, cfg)
+    scheduler = build_scheduler(optimizer, cfg, per_epoch)
+    state = store.load()
+    run = Progress()
+    if state is None:
+        torch.manual_seed(_worker_seed(cfg.seed, rank))  # dropout differs across workers
+    else:
+        check_fingerprint(state["fingerprint"], current, where="the checkpoint")
+        raw.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        run = Progress(**state["progress"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        if rank < len(rng["torch"]):
+            torch.set_rng_state(rng["torch"][rank])
+        else:
+            torch.manual_seed(_worker_seed(cfg.seed + run.step, rank))
+        if device.type == "cuda" and rng.get("cuda") and rank < len(rng["cuda"]):
+            torch.cuda.set_rng_state(rng["cuda"][rank], device)
+    model = wrap(raw)
+    model.train()
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    started = dict(run_info or {})
+
+    def snapshot() -> dict | None:
+        """The full state (rank 0; every worker must call it: the RNG states are gathered)."""
+        torch_states = _gather(torch.get_rng_state(), world)
+        cuda_states = _gather(torch.cuda.get_rng_state(device) if device.type == "cuda" else None, world)
+        if rank != 0:
+            return None
+        return {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "progress": asdict(run), "fingerprint": current,
+                "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch_states,
+                        "cuda": cuda_states if device.type == "cuda" else None}}
+
+    def record(finished: bool) -> dict:
+        return {
+            "format": 1, "arch": cfg.arch, "finished": finished, "steps": run.step,
+            "epochs": round(run.step / per_epoch, 4), "steps_per_epoch": per_epoch, "total_steps": total,
+            "started_at_steps": run.starts,
+            "loss_curve": run.curve, "wall_time_s": round(run.seconds, 2),
+            "tokens_per_s": round(run.tokens / run.seconds, 1) if run.seconds > 0 else None,
+            "tokens_seen": int(run.tokens), "vocab_size": len(data.vocab), "documents": len(data),
+            "corpus": data.files, "flags": cfg.to_dict(), "workers": world, "device": device.type,
+            "versions": _versions(), "git_revision": _git_revision(), **started,
+        }
+
+    def save(finished: bool) -> None:
+        state = snapshot()
+
+        def export(directory: Path) -> None:
+            raw.save(directory)
+            (directory / "vocab.txt").write_text("\n".join(data.vocab.tokens) + "\n", encoding="utf-8")
+            (directory / RECORD_FILE).write_text(json.dumps(record(finished), indent=1), encoding="utf-8")
+
+        last = run.curve[-1] if run.curve else {}
+        metrics = {"step": run.step, "loss": last.get("loss", math.nan), "masked_acc": last.get("masked_acc", math.nan),
+                   "tokens_per_s": run.tokens / run.seconds if run.seconds > 0 else 0.0}
+        store.save(step=run.step, state=state, export=export if rank == 0 else None, metrics=metrics)
+
+    def finished() -> bool:
+        if total is not None:
+            return run.step >= total
+        return run.seconds >= budget_s
+
+    if finished():  # a finished run started again: nothing to train
+        return Summary(steps=run.step, curve=run.curve, seconds=run.seconds,
+                       tokens_per_s=run.tokens / max(run.seconds, 1e-9), finished=True, record=record(True))
+
+    run.starts.append(run.step)
+    bar = tqdm(total=total, initial=run.step, unit="step", desc=f"pretrain {cfg.arch}",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    clock, local = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]  # loss sum, correct, masked, tokens since last log
+    done = False
+    while not done:
+        epoch = run.step // per_epoch
+        batches = epoch_batches(data.lengths, cfg, epoch)
+        first = (run.step % per_epoch) * cfg.grad_accum
+        for micro in range(first, per_epoch * cfg.grad_accum):
+            batch = make_batch(data, batches[micro], cfg, epoch=epoch, micro=micro, rank=rank, world=world)
+            boundary = (micro + 1) % cfg.grad_accum == 0
+            sync = contextlib.nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with autocast:
+                    loss_sum, correct, count = model(batch.ids.to(device, non_blocking=True),
+                                                     batch.mask.to(device, non_blocking=True),
+                                                     batch.labels.to(device, non_blocking=True))
+                # DDP averages gradients over workers: scale so the result is the global mean over masked tokens
+                (loss_sum * world / max(batch.global_masked, 1) / cfg.grad_accum).backward()
+            local[0] += loss_sum.item()
+            local[1] += correct.item()
+            local[2] += count.item()
+            local[3] += batch.tokens
+            if not boundary:
+                continue
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            run.step += 1
+            bar.update(1)
+            if run.step % cfg.log_every == 0 or (total is not None and run.step >= total):
+                now = time.perf_counter()
+                elapsed = now - clock
+                summed = _all_sum(local + [elapsed if rank == 0 else 0.0], world)
+                clock, local = now, [0.0, 0.0, 0.0, 0.0]
+                run.seconds += summed[4]
+                run.tokens += summed[3]
+                run.window = [a + b for a, b in zip(run.window, summed[:3], strict=True)]
+                loss = run.window[0] / max(run.window[2], 1)
+                acc = run.window[1] / max(run.window[2], 1)
+                run.curve.append({"step": run.step, "loss": round(loss, 5), "masked_acc": round(acc, 5)})
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", tok_s=f"{summed[3] / max(summed[4], 1e-9):.0f}")
+                run.window = [0.0, 0.0, 0.0]
+                done = finished()
+            if done or (save_every and run.step % save_every == 0):
+                _fold_pending(run, local, clock, rank, world)
+                clock, local = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]
+                save(finished=done)
+            if on_step is not None:
+                on_step(run.step)
+            if done:
+                break
+    bar.close()
+    return Summary(steps=run.step, curve=run.curve, seconds=run.seconds,
+                   tokens_per_s=run.tokens / max(run.seconds, 1e-9), finished=True, record=record(True))
+
+
+def _fold_pending(run: Progress, local: list[float], clock: float, rank: int, world: int) -> None:
+    """Before a checkpoint: move the statistics since the last log into the run's (checkpointed)
+    window, so a resumed run's next loss-curve point is the same as an uninterrupted run's."""
+    summed = _all_sum(local + [time.perf_counter() - clock if rank == 0 else 0.0], world)
+    run.window = [a + b for a, b in zip(run.window, summed[:3], strict=True)]
+    run.tokens += summed[3]
+    run.seconds += summed[4]
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path, *, resume: bool = False,
+             save_every: int = 500, device: str | torch.device | None = None, threads: int | None = None,
+             progress: bool = False, on_step: Callable[[int], None] | None = None,
+             command: Sequence[str] | None = None) -> Summary:
+    """Pretrain in this process (see the module docstring); `out` ends up a checkpoint directory.
+
+    Running it again on the same `out` continues from the last checkpoint (with `resume=True` a
+    missing checkpoint is an error); a finished run returns at once."""
+    out = Path(out)
+    data = prepare_corpus(corpus, cfg)
+    store = open_output(out, fingerprint(cfg, data.files), resume=resume)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    info = {"save_every": save_every, "threads": torch.get_num_threads(),
+            "command": list(command) if command is not None else None}
+    return run_loop(data, cfg, store, device=device, save_every=save_every, progress=progress, on_step=on_step,
+                    run_info=info)
