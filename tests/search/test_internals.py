@@ -5,7 +5,8 @@ The scan (`violations`) walks the AST of every .py file of search/, model/, resu
 benchmarks/ except search/internals.py. A private name is `_x`: one leading underscore, not a
 dunder. It reports:
 
-1. `X._x` where X is anything but the bare names `self` and `cls` (a local, a subscript such as
+1. In a module of search/ or benchmarks/, or one importing ray or optuna (the only modules
+   holding their objects): `X._x` where X is anything but the bare names `self` and `cls` (a local, a subscript such as
    `bracket[0]._rungs`, a class such as `ResumableASHA._brackets`), unless X is a module bound by
    a plain `import` of a package other than Ray and Optuna (`argparse._SubParsersAction` in the
    CLI), or `super()` in a class none of whose Ray or Optuna parents has `_x` (rule 3 judges
@@ -171,6 +172,8 @@ def violations(source: str, *, where: str, in_search: bool, ray_package: bool,
             report(node, what, f"rule 3: {name} is private to {parent}, a parent of {cls.name}")
 
     def check_other(node: ast.AST, base: ast.AST, name: str, what: str) -> None:
+        if not rule3:
+            return  # a module that neither imports Ray or Optuna nor lives in search/ holds none of their objects
         if isinstance(base, ast.Name) and base.id in modules and not is_third_party(modules[base.id]):
             return  # a private of a module such as argparse, not of Ray or Optuna
         if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super":
