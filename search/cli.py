@@ -7,6 +7,8 @@
     report     write an HTML report with figures to RUN_DIR/report/
     train-one  train one configuration without Ray (debug, reproduce a leaderboard row)
     pretrain   masked-language-model pretraining of an encoder checkpoint (BERT or NEZHA)
+    ensemble   choose an ensemble of the confirmed members from their out-of-fold predictions
+    predict    write a submission (id,label) for a test file with the ensemble, a member or a trial
 
 Each sub-parser sets `func` (its `cmd_*` handler); `main` calls it and turns the errors of bad input
 into `error: ...` and exit status 2. `launch` and `train-one` share `data_parser()`, and build their
@@ -172,6 +174,46 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     add_pretrain_arguments(p)
 
 
+def _ensemble_parser(sub: argparse._SubParsersAction) -> None:
+    from search.submit import DEFAULT_MAX_MEMBERS, DEFAULT_METHOD, ENSEMBLE_OPTIONS
+
+    p = _command(sub, "ensemble", cmd_ensemble, help="choose an ensemble of the confirmed members (no Ray)",
+                 description="Score every ensemble of the members `confirm` retrained, on their out-of-fold "
+                 "predictions, in-sample and nested (each fold predicted by a selection made without it), print "
+                 "them beside each member's score and write the chosen one to RUN_DIR/confirm/ensemble.json.")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed, after `python -m search confirm RUN_DIR`")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=list(ENSEMBLE_OPTIONS),
+                   help="greedy: greedy selection with replacement (Caruana) averaging probabilities; prob, rank, "
+                   "vote: every member with equal weight, by probability mean, mean per-row class rank or majority "
+                   f"vote (default: {DEFAULT_METHOD})")
+    p.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS,
+                   help="greedy: the number of additions (a member may be added several times)")
+
+
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    from search.submit import DEFAULT_BATCH_SIZE
+
+    p = _command(sub, "predict", cmd_predict, help="write a submission for a test file (no Ray)",
+                 description="Predict the level-2 label of every row of a test file (id,text) and write id,label "
+                 "in input order. A label column, if present, is not used for predicting; its level-2 macro-F1 "
+                 "is printed.")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed")
+    p.add_argument("--data", required=True, help="the test CSV (header id,text; a label column is only scored)")
+    p.add_argument("--out", required=True, help="the submission CSV to write (id,label)")
+    p.add_argument("--use", default=None, metavar="ensemble|confirmed:NAME|trial:ID",
+                   help="ensemble: RUN_DIR/confirm/ensemble.json; confirmed:NAME: a confirmed member, its fold "
+                   "models averaged; trial:ID: a search trial's best checkpoint (Ray trial id or Optuna number) "
+                   "(default: the ensemble if ensemble.json exists, else the best complete confirmed member, else "
+                   "the leaderboard's rank 1)")
+    p.add_argument("--probs", default=None, metavar="FILE",
+                   help="also write the scores the labels are the argmax of: FILE.npy as an (N, labels) float32 "
+                   "array, any other name as CSV with id and one column per label (probabilities; for rank and "
+                   "vote ensembles mean class ranks and vote shares)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per forward pass")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -183,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     _status_parser(sub)
     _report_parser(sub)
     _pretrain_parser(sub)
+    _ensemble_parser(sub)
+    _predict_parser(sub)
     return parser
 
 
@@ -250,6 +294,19 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> None:
     from search.pretrain_cli import cmd_pretrain as run
 
     run(args, argv)
+
+
+def cmd_ensemble(args: argparse.Namespace, argv: list[str]) -> None:
+    from search.submit import run_ensemble
+
+    run_ensemble(args.run_dir, method=args.method, max_members=args.max_members, argv=argv)
+
+
+def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
+    from search.submit import run_predict
+
+    run_predict(args.run_dir, data=args.data, out_path=args.out, use=args.use, probs_path=args.probs,
+                batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
 
 
 def main(argv: list[str] | None = None) -> None:

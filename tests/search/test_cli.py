@@ -17,7 +17,10 @@ from search.settings import Settings
 from search.train_one import command_prefix, parse_sets, resolve_config
 from spaces.space import load_space
 
-COMMANDS = ["launch", "resume", "train-one", "export", "status", "report", "pretrain"]
+COMMANDS = ["launch", "resume", "train-one", "export", "status", "report", "pretrain", "ensemble", "predict"]
+# The least each command needs on its command line.
+MINIMAL_ARGV = {"launch": [], "train-one": [], "pretrain": ["--corpus", "c.csv", "--out", "o"],
+                "predict": ["runs/x", "--data", "test.csv", "--out", "out.csv"]}
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -50,8 +53,7 @@ def test_each_command_dispatches_to_its_handler(command, monkeypatch):
     calls = []
     name = "cmd_" + command.replace("-", "_")
     monkeypatch.setattr(cli, name, lambda args, argv: calls.append((args.command, argv)))
-    argv = [command] if command in ("launch", "train-one") else [command, "runs/x"]
-    argv = [command, "--corpus", "c.csv", "--out", "o"] if command == "pretrain" else argv
+    argv = [command, *MINIMAL_ARGV.get(command, ["runs/x"])]
     cli.main(argv)
     assert calls == [(command, argv)]
 

@@ -1,0 +1,530 @@
+"""`python -m search ensemble` and `python -m search predict`: from confirmed fold models to a submission.
+
+Neither needs Ray. `ensemble` is selection over the out-of-fold (OOF) predictions that `confirm` left in
+RUN_DIR/confirm/ (the math is results/ensemble.py); it scores every option, in-sample and nested, and
+writes the chosen one to RUN_DIR/confirm/ensemble.json. `predict` runs fold models on a test file:
+the ensemble, one confirmed member (the mean over its fold models), or one search trial's best
+checkpoint, and writes `id,label`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model.errors import ConfigError, DataError
+from results.confirmed import (
+    COMPLETE,
+    CONFIRM_COMMAND,
+    ENSEMBLE_COMMAND,
+    LINEAR,
+    LINEAR_FILE,
+    ConfirmRun,
+    OutOfFold,
+    load_confirm,
+    load_oof,
+)
+from results.ensemble import EnsembleResult, build_ensemble, combine, macro_f1
+from results.ensemble import predict as ensemble_predict
+from results.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+# --method -> (selection, combination rule) of results.ensemble.
+ENSEMBLE_OPTIONS = {"greedy": ("greedy", "prob"), "prob": ("all", "prob"), "rank": ("all", "rank"),
+                    "vote": ("all", "vote")}
+OPTION_TEXT = {"greedy": "greedy selection with replacement, probability mean",
+               "prob": "all members, probability mean",
+               "rank": "all members, mean per-row class rank (Borda)",
+               "vote": "all members, majority vote (ties: better-ranked member)"}
+DEFAULT_METHOD = "greedy"
+DEFAULT_MAX_MEMBERS = 20
+DEFAULT_BATCH_SIZE = 256
+
+Out = Callable[[str], Any]
+
+
+def weights_text(members: Sequence[str], weights: Sequence[float]) -> str:
+    """"trial-3 x2, linear x1": the members with weight > 0, in member order."""
+    return ", ".join(f"{m} x{w:g}" for m, w in zip(members, weights, strict=True) if w > 0)
+
+
+# ============================================================================ ensemble
+
+
+@dataclass(frozen=True)
+class MemberScore:
+    name: str
+    kind: str
+    oof: float  # macro-F1 of the member's pooled OOF argmax (held out: no selection involved)
+    fold_scores: tuple[float, ...]  # per fold, folds sorted
+
+
+def member_scores(oof: OutOfFold, run: ConfirmRun) -> list[MemberScore]:
+    c = len(run.labels)
+    folds = np.unique(oof.fold_of)
+    scores = []
+    for name, probs in zip(oof.members, oof.probs, strict=True):
+        pred = probs.argmax(axis=1)
+        per_fold = tuple(macro_f1(oof.y[oof.fold_of == f], pred[oof.fold_of == f], num_labels=c) for f in folds)
+        scores.append(MemberScore(name=name, kind=run.member(name).kind, oof=macro_f1(oof.y, pred, num_labels=c),
+                                  fold_scores=per_fold))
+    return scores
+
+
+def ensemble_table(scores: Sequence[MemberScore], options: dict[str, EnsembleResult], chosen: str) -> str:
+    """Every member and every ensemble option, side by side (tabulate)."""
+    from tabulate import tabulate
+
+    best = max(scores, key=lambda s: s.oof)  # first maximum: the better-ranked member
+    rows = []
+    for s in scores:
+        rows.append(["best" if s is best else "", s.name, s.kind, f"{s.name} x1", s.oof, s.oof,
+                     f"{np.mean(s.fold_scores):.4f} ± {np.std(s.fold_scores):.4f}"])
+    for option, result in options.items():
+        rows.append(["*" if option == chosen else "", f"ensemble {option}", OPTION_TEXT[option],
+                     weights_text(result.members, result.weights), result.oof_score, result.nested_score,
+                     f"{np.mean(result.fold_scores):.4f} ± {np.std(result.fold_scores):.4f}"])
+    return tabulate(rows, headers=["", "model", "kind", "members", "OOF F1", "nested F1", "nested per fold"],
+                    floatfmt=".4f", disable_numparse=False)
+
+
+def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_METHOD, max_members: int = DEFAULT_MAX_MEMBERS,
+                 argv: list[str] | None = None, out: Out = print) -> dict[str, Any]:
+    """Score every ensemble option over the complete members' OOF predictions, write the one
+    `method` names to RUN_DIR/confirm/ensemble.json (returned), print the table."""
+    if method not in ENSEMBLE_OPTIONS:
+        raise ConfigError(f"--method {method!r} is not one of {', '.join(ENSEMBLE_OPTIONS)}")
+    if max_members < 1:
+        raise ConfigError(f"--max-members is {max_members}, but must be >= 1 (the number of greedy additions; "
+                          "2-3 times the number of members is typical)")
+    run = load_confirm(run_dir)
+    members, failed = run.complete_members()  # rank order: vote's tie-break and greedy's tie order
+    for name, why in failed.items():
+        out(f"note: leaving out {name}: {why}")
+    oof = load_oof(run, members)
+    scores = member_scores(oof, run)
+    started = time.perf_counter()
+    options = {}
+    for option, (selection, rule) in ENSEMBLE_OPTIONS.items():
+        options[option] = build_ensemble(list(oof.probs), oof.y, oof.fold_of, members=members, method=rule,
+                                         selection=selection,
+                                         max_members=max_members if selection == "greedy" else None)
+    chosen = options[method]
+    best = max(scores, key=lambda s: s.oof)
+    record = {
+        **chosen.to_dict(),
+        "option": method,
+        "member_kinds": {s.name: s.kind for s in scores},
+        "labels": list(run.labels),
+        "rows": int(len(oof.y)),
+        "member_scores": {s.name: {"oof": s.oof, "fold_scores": list(s.fold_scores)} for s in scores},
+        "best_member": best.name,
+        "beats_best_member": chosen.nested_score > best.oof,
+        "left_out": failed,
+        "options": {option: result.to_dict() for option, result in options.items()},
+        "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "search", *(argv or ["ensemble", str(run_dir)])]),
+    }
+    atomic_write_json(run.files.ensemble_json, record)
+    out(f"{len(members)} members, {len(oof.y)} OOF rows in {len(chosen.folds)} folds; "
+        f"ensembles scored in {time.perf_counter() - started:.1f}s")
+    out(ensemble_table(scores, options, method))
+    out("OOF F1: level-2 macro-F1 of the pooled out-of-fold predictions; for a greedy ensemble it is chosen on "
+        "the same rows (optimistic). nested F1: each fold predicted by a selection made on the other folds "
+        "only; a single member's OOF F1 is held out already.")
+    out(f"chose ensemble {method} ({OPTION_TEXT[method]}): {weights_text(chosen.members, chosen.weights)}; "
+        f"nested level-2 macro-F1 {chosen.nested_score:.4f}")
+    if not record["beats_best_member"]:
+        out(f"warning: the ensemble's nested score {chosen.nested_score:.4f} does not beat the best single member, "
+            f"{best.name} (OOF {best.oof:.4f}); `predict` uses ensemble.json by default: pass "
+            f"`--use confirmed:{best.name}` to submit that member instead")
+    out(f"wrote {run.files.ensemble_json}")
+    return record
+
+
+# ============================================================================ predict
+
+
+class FoldModel:
+    """One trained model of a member; `scores(texts)` -> (N, C) probabilities, columns in label order."""
+
+    description: str
+
+    def scores(self, texts: list[str], *, labels: tuple[str, ...], device, batch_size: int,
+               progress: bool) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _check_labels(have: Sequence[str], want: Sequence[str], what: str) -> None:
+    if tuple(have) != tuple(want):
+        raise ConfigError(f"{what} predicts labels {', '.join(have[:5])}... ({len(have)}), but the ensemble's are "
+                          f"{', '.join(want[:5])}... ({len(want)}): the models come from different data; rerun "
+                          "confirm and ensemble on one run")
+
+
+@dataclass(frozen=True)
+class NetworkDir(FoldModel):
+    """A model directory (model.inference.save_model_dir): its own vocabulary encodes the texts."""
+
+    path: Path
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    def scores(self, texts, *, labels, device, batch_size, progress):
+        from model.inference import encode_texts, load_model_dir, probabilities
+
+        model, info = load_model_dir(self.path, device=device)
+        _check_labels(info.labels.level2, labels, str(self.path))
+        split = encode_texts(texts, info.vocab, max_seq_len=info.max_seq_len)  # unseen tokens -> [UNK]
+        return probabilities(model, split, batch_size=batch_size, device=device, progress=progress)
+
+
+@dataclass(frozen=True)
+class LinearFile(FoldModel):
+    """A joblib dump of a model.linear.LinearMember (TF-IDF over the raw texts)."""
+
+    path: Path
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    def scores(self, texts, *, labels, device, batch_size, progress):
+        import joblib
+
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} is missing: the linear member's fold model, written by "
+                                    "`python -m search confirm`")
+        member = joblib.load(self.path)
+        if member.num_labels != len(labels):
+            raise ConfigError(f"{self.path} predicts {member.num_labels} labels, but the ensemble has {len(labels)}: "
+                              "rerun confirm and ensemble on one run")
+        return member.predict_proba(texts)
+
+
+@dataclass(frozen=True)
+class TrialCheckpoint(FoldModel):
+    """A search trial's best checkpoint (state.pt of a `TrainState`), rebuilt with the run's config and vocabulary."""
+
+    path: Path  # the checkpoint directory
+    config: Any  # TrialConfig
+    vocab: Any  # model.data.Vocab of the run's split
+    max_seq_len: int
+    labels: Any  # model.data.LabelSet
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    def scores(self, texts, *, labels, device, batch_size, progress):
+        import torch
+
+        from model.inference import encode_texts, probabilities
+        from model.network import build_model
+        from search.trainable import STATE_FILE
+
+        state = torch.load(self.path / STATE_FILE, weights_only=True, map_location="cpu")
+        model = build_model(self.config, vocab=self.vocab.tokens, max_seq_len=self.max_seq_len,
+                            num_labels=len(self.labels.level2), num_level1=len(self.labels.level1))
+        model.load_state_dict(scored_weights(state))
+        split = encode_texts(texts, self.vocab, max_seq_len=self.max_seq_len)
+        return probabilities(model.to(device), split, batch_size=batch_size, device=device, progress=progress)
+
+
+def scored_weights(state: dict) -> dict:
+    """The weights a checkpointed evaluation scored: the SWA average once it holds any (as
+    model.train.score does), else the live model."""
+    swa = state.get("swa")
+    if swa is not None and int(swa["n_averaged"]) > 0:
+        return {k.removeprefix("module."): v for k, v in swa.items() if k.startswith("module.")}
+    return state["model"]
+
+
+@dataclass(frozen=True)
+class PlanMember:
+    name: str
+    weight: float
+    folds: tuple[FoldModel, ...]  # their probabilities are averaged
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `predict` runs: members with weight > 0 (member-rank order), how they combine, the labels."""
+
+    description: str
+    members: tuple[PlanMember, ...]
+    method: str
+    labels: tuple[str, ...]
+
+    @property
+    def fold_models(self) -> int:
+        return sum(len(m.folds) for m in self.members)
+
+
+def member_fold_models(run: ConfirmRun, name: str) -> tuple[FoldModel, ...]:
+    """The fold models of a complete member, from jobs.json (folds, then seeds)."""
+    kind = run.member(name).kind
+    models: list[FoldModel] = []
+    for job in run.member_jobs(name):
+        if job.model_dir is None:
+            raise ConfigError(f"{run.files.jobs_json}: job {job.key} has no model_dir; rerun "
+                              f"`{CONFIRM_COMMAND.format(run_dir=run.files.run_dir)}`")
+        if kind == LINEAR:
+            models.append(LinearFile(job.model_dir if job.model_dir.suffix == ".joblib"
+                                     else job.model_dir / LINEAR_FILE))
+        else:
+            models.append(NetworkDir(job.model_dir))
+    return tuple(models)
+
+
+def _complete_member(run: ConfirmRun, name: str) -> None:
+    state, why = run.state(name)
+    if state != COMPLETE:
+        raise ConfigError(f"confirmed member {name} is not complete ({why}): resume confirm with "
+                          f"`{CONFIRM_COMMAND.format(run_dir=run.files.run_dir)}`, or pick another with --use")
+
+
+def _fold_summary(run: ConfirmRun, name: str, models: tuple[FoldModel, ...]) -> str:
+    jobs = run.member_jobs(name)
+    folds, seeds = len({j.fold for j in jobs}), len({j.seed for j in jobs})
+    return f"{len(models)} fold models ({folds} folds x {seeds} seed{'s' if seeds != 1 else ''})"
+
+
+def confirmed_plan(run_dir: str | Path, name: str, *, note: str = "") -> Plan:
+    run = load_confirm(run_dir)
+    if name not in {m.name for m in run.members}:
+        raise ConfigError(f"--use confirmed:{name}: {name!r} is not a member of {run.files.confirm_json}; pass one "
+                          f"of: {', '.join(run.rank_order())} (best first)")
+    _complete_member(run, name)
+    models = member_fold_models(run, name)
+    description = (f"confirmed member {name} ({run.member(name).kind}{note}): mean of "
+                   f"{_fold_summary(run, name, models)}")
+    return Plan(description=description, members=(PlanMember(name=name, weight=1.0, folds=models),),
+                method="prob", labels=run.labels)
+
+
+def ensemble_plan(run_dir: str | Path) -> Plan:
+    run = load_confirm(run_dir)
+    if not run.files.ensemble_json.is_file():
+        raise ConfigError(f"{run.files.ensemble_json} does not exist: run "
+                          f"`{ENSEMBLE_COMMAND.format(run_dir=run_dir)}` first, or pick a model with --use "
+                          "confirmed:NAME or trial:ID")
+    record = read_json(run.files.ensemble_json)
+    result = EnsembleResult.from_dict(record)
+    if tuple(record.get("labels", ())) != run.labels:
+        raise ConfigError(f"{run.files.ensemble_json} was chosen over other labels than confirm.json's: rerun "
+                          f"`{ENSEMBLE_COMMAND.format(run_dir=run_dir)}`")
+    members = []
+    for name, weight in zip(result.members, result.weights, strict=True):
+        if weight > 0:
+            _complete_member(run, name)
+            members.append(PlanMember(name=name, weight=float(weight), folds=member_fold_models(run, name)))
+    option = record.get("option", result.selection)
+    plan = Plan(description="", members=tuple(members), method=result.method, labels=run.labels)
+    description = (f"ensemble {option} ({OPTION_TEXT.get(option, result.method)}) of "
+                   f"{weights_text(result.members, result.weights)}: {plan.fold_models} fold models "
+                   f"(nested level-2 macro-F1 {result.nested_score:.4f})")
+    return Plan(description=description, members=plan.members, method=plan.method, labels=plan.labels)
+
+
+def _checkpoint_dir(files, stored: str) -> Path:
+    """The checkpoint directory a record names; if the run directory moved since, the same path under
+    its ray/ directory (the records keep the absolute path of the launch)."""
+    from search.trainable import STATE_FILE
+
+    path = Path(stored)
+    if (path / STATE_FILE).is_file():
+        return path
+    parts = path.parts
+    if "ray" in parts:
+        moved = files.ray_dir.joinpath(*parts[len(parts) - parts[::-1].index("ray"):])
+        if (moved / STATE_FILE).is_file():
+            return moved
+    raise FileNotFoundError(f"the trial's checkpoint {path / STATE_FILE} does not exist (nor under "
+                            f"{files.ray_dir}): it was deleted, or the run's storage is remote; copy the run "
+                            "directory with its ray/ folder")
+
+
+def trial_plan(run_dir: str | Path, ident: str | None) -> Plan:
+    """A search trial's best checkpoint: `ident` is its trial id or Optuna number; None = leaderboard rank 1."""
+    from model import metrics as M
+    from results.export import load_records, run_leaderboard
+    from results.files import RunFiles
+    from search.settings import Settings, load_data
+    from spaces.space import load_space
+
+    files = RunFiles(Path(run_dir))
+    frame = run_leaderboard(run_dir)  # a clear error for a non-run directory
+    if frame.empty:
+        raise ConfigError(f"{run_dir} has no trials yet: wait for the search, or pick --use ensemble / confirmed:NAME")
+    if ident is None:
+        row = frame.iloc[0]
+    else:
+        hits = frame[frame["trial_id"] == ident]  # a Ray trial id first, else an Optuna number ("3" or "trial-3")
+        number = ident.removeprefix("trial-")
+        if hits.empty and number.isdigit():
+            hits = frame[frame["optuna_number"] == int(number)]
+        if hits.empty:
+            raise ConfigError(f"--use trial:{ident}: no trial of {run_dir} has that trial id or Optuna number; "
+                              f"its trials: {', '.join(frame['trial_id'].head(10))}"
+                              + (" ..." if len(frame) > 10 else ""))
+        row = hits.iloc[0]
+    trial_id = row["trial_id"]
+    if not isinstance(row["checkpoint"], str) or not row["checkpoint"]:
+        raise ConfigError(f"trial {trial_id} has no checkpoint yet (status {row['status']}): pick another "
+                          f"with --use trial:ID (see `python -m search status {run_dir}`)")
+    checkpoint = _checkpoint_dir(files, row["checkpoint"])
+    run = read_json(files.run_json)
+    record = load_records(files)[trial_id]
+    space = load_space(files.space_yaml)
+    cfg = space.config(record.params, max_epochs=run["max_epochs"], seed=run["seed"])
+    try:
+        settings = Settings(**run["settings"])
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{files.run_json} is not a run record this version can read ({err!r}); use a confirmed "
+                          "member or the ensemble instead (--use confirmed:NAME, --use ensemble)") from None
+    data = load_data(settings)  # the run's split: its vocabulary and labels
+    model = TrialCheckpoint(path=checkpoint, config=cfg, vocab=data.vocab, max_seq_len=data.max_seq_len,
+                            labels=data.labels)
+    description = (f"trial {trial_id} (Optuna #{row['optuna_number']}, leaderboard rank {row['rank']}, "
+                   f"{row['status']}): its best checkpoint, epoch {row[M.BEST_EPOCH]:g}, level-2 macro-F1 "
+                   f"{row[M.LEVEL2_MACRO_F1]:.4f} on fold {run['fold']}")
+    return Plan(description=description, members=(PlanMember(name=trial_id, weight=1.0, folds=(model,)),),
+                method="prob", labels=tuple(data.labels.level2))
+
+
+USE_FORMS = "ensemble, confirmed:NAME, trial:ID"
+
+
+def resolve_plan(run_dir: str | Path, use: str | None) -> Plan:
+    """--use: `ensemble`, `confirmed:NAME`, `trial:ID`; None = the ensemble if ensemble.json exists,
+    else the best complete confirmed member (confirm.csv's order), else the leaderboard's rank 1."""
+    from results.confirmed import ConfirmFiles
+
+    if use is None:
+        files = ConfirmFiles.of(run_dir)
+        if files.ensemble_json.is_file():
+            return ensemble_plan(run_dir)
+        if files.confirm_csv.is_file():
+            run = load_confirm(run_dir)
+            ranked = run.rank_order()
+            complete = [n for n in ranked if run.state(n)[0] == COMPLETE]
+            if not complete:
+                raise ConfigError(f"no confirmed member of {run_dir} is complete: resume confirm with "
+                                  f"`{CONFIRM_COMMAND.format(run_dir=run_dir)}`, or pass --use trial:ID")
+            name = complete[0]
+            rank = ranked.index(name) + 1
+            return confirmed_plan(run_dir, name, note=f", rank {rank} of confirm.csv"
+                                  + ("" if rank == 1 else "; the better-ranked members are not complete"))
+        return trial_plan(run_dir, None)
+    kind, sep, value = use.partition(":")
+    if use == "ensemble":
+        return ensemble_plan(run_dir)
+    if sep and kind == "confirmed" and value:
+        return confirmed_plan(run_dir, value)
+    if sep and kind == "trial" and value:
+        return trial_plan(run_dir, value)
+    raise ConfigError(f"--use {use!r} is not one of: {USE_FORMS} (e.g. --use confirmed:trial-3, --use trial:3)")
+
+
+@dataclass(frozen=True)
+class TestFile:
+    ids: list[str]
+    texts: list[str]
+    labels: list[str] | None  # the file's `label` column, when it has a valid one
+    note: str | None  # why a `label` column is not scored
+
+
+def read_test(path: str | Path) -> TestFile:
+    """`id,text` with the project's reader and checks; a `label` column is kept for scoring only."""
+    from model.data import read_table
+
+    frame = read_table(path, columns=("id", "text"))
+    header = [c.strip() for c in pd.read_csv(path, nrows=0, dtype=str).columns]
+    labels, note = None, None
+    if "label" in header:
+        try:
+            labels = read_table(path)["label"].tolist()
+        except DataError as err:
+            note = f"its label column is not scored: {err}"
+    return TestFile(ids=frame["id"].tolist(), texts=frame["text"].tolist(), labels=labels, note=note)
+
+
+def member_scores_on(member: PlanMember, texts: list[str], *, labels, device, batch_size: int, progress: bool,
+                     bar) -> np.ndarray:
+    """(N, C) mean of the member's fold models' probabilities."""
+    total = np.zeros((len(texts), len(labels)))
+    for model in member.folds:
+        bar.set_postfix_str(f"{member.name}: {Path(model.description).name}")
+        total += model.scores(texts, labels=labels, device=device, batch_size=batch_size, progress=progress)
+        bar.update(1)
+    return total / len(member.folds)
+
+
+def write_probs(path: Path, ids: list[str], labels: Sequence[str], scores: np.ndarray) -> None:
+    """`.npy`: the (N, C) float32 array (rows in input order, columns in label order); anything else:
+    CSV with `id` and one column per level-2 label."""
+    if path.suffix == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, scores.astype(np.float32))
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        frame = pd.DataFrame(scores, columns=list(labels))
+        frame.insert(0, "id", ids)
+        atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n", float_format="%.6g"))
+
+
+def run_predict(run_dir: str | Path, *, data: str | Path, out_path: str | Path, use: str | None = None,
+                probs_path: str | Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None,
+                progress: bool = True, out: Out = print) -> dict[str, Any]:
+    """Predict `data` (id,text[,label]) with the plan `use` selects and write `id,label` to `out_path`."""
+    from tqdm.auto import tqdm
+
+    from model.train import prepare_device
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size is {batch_size}, but must be >= 1")
+    started = time.perf_counter()
+    test = read_test(data)
+    plan = resolve_plan(run_dir, use)
+    torch_device = prepare_device(device)
+    out(f"using {plan.description}")
+    out(f"{len(test.ids)} rows from {data}, on {torch_device}")
+    bar = tqdm(total=plan.fold_models, unit="model", desc="fold models", disable=not progress)
+    per_member = [member_scores_on(m, test.texts, labels=plan.labels, device=torch_device, batch_size=batch_size,
+                                   progress=progress, bar=bar) for m in plan.members]
+    bar.close()
+    weights = [m.weight for m in plan.members]
+    scores = combine(per_member, weights, plan.method)
+    pred = ensemble_predict(per_member, weights, plan.method)
+    predicted = [plan.labels[i] for i in pred]
+    submission = pd.DataFrame({"id": test.ids, "label": predicted})
+    atomic_write_text(Path(out_path), submission.to_csv(index=False, lineterminator="\n"))
+    if probs_path is not None:
+        write_probs(Path(probs_path), test.ids, plan.labels, scores)
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = {"rows": len(test.ids), "description": plan.description, "seconds": seconds}
+    if test.note:
+        out(f"note: {data}: {test.note}")
+    if test.labels is not None:
+        index = {label: i for i, label in enumerate(plan.labels)}
+        y = np.array([index.get(label, -1) for label in test.labels])  # an unknown label is always an error
+        result["level2_macro_f1"] = macro_f1(y, pred, num_labels=len(plan.labels))
+        result["accuracy"] = float(np.mean(y == pred))
+        unknown = int((y < 0).sum())
+        out(f"labels in {data}: level-2 macro-F1 {result['level2_macro_f1']:.4f}, accuracy {result['accuracy']:.4f}"
+            f" over {len(y)} rows" + (f" ({unknown} with labels the models do not know)" if unknown else ""))
+    models = f"{plan.fold_models} fold model" + ("s" if plan.fold_models != 1 else "")
+    out(f"wrote {out_path} ({len(test.ids)} rows)" + (f" and {probs_path}" if probs_path is not None else "")
+        + f" in {seconds:.1f}s ({models}, {len(test.ids) * plan.fold_models / seconds:.0f} rows x models / s)")
+    return result
