@@ -88,10 +88,6 @@ def job_label(job_id: str) -> str:
     return f"{member} fold {fold.removeprefix('fold')} seed {seed.removeprefix('seed')}"
 
 
-def stage_exists(run_dir: str | Path) -> bool:
-    return RunFiles(Path(run_dir)).confirm.confirm_json.exists()
-
-
 def stage_finished(files: ConfirmFiles) -> bool:
     """Every job of the stage completed, and every member's OOF file and confirm.csv are written."""
     if not files.confirm_json.exists() or not files.jobs_json.exists() or not files.confirm_csv.exists():
@@ -509,7 +505,7 @@ def confirm(run_dir: str | Path, *, top: int = C.DEFAULT_TOP, folds: int = C.DEF
                 spec = read_json(files.confirm_json)
                 out(f"the confirm stage of {run_files.root} already finished (top {spec['top']}, {spec['folds']} "
                     f"folds, {spec['seeds']} seed(s)): {files.confirm_csv}. To confirm with other --top, --folds or "
-                    f"--seeds, pass --force (deletes {files.root} and starts over) or copy the run directory first")
+                    f"--seeds, pass --force (deletes {files.root} and starts over)")
                 return Outcome(files, pd.read_csv(files.confirm_csv), finished=True, already=True)
             raise ConfigError(f"{run_files.root} has an unfinished confirm stage: continue it with "
                               f"`python -m search resume {run_files.root}` (or pass --force to delete {files.root} "
