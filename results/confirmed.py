@@ -27,50 +27,17 @@ import numpy as np
 import pandas as pd
 
 from model.errors import ConfigError
-from results.files import read_json
+from results.confirm import COMPLETE, LINEAR
+from results.files import ConfirmFiles, read_json
+from results.records import COMPLETED as JOB_COMPLETED
+from results.records import ERROR as JOB_ERROR
+from results.records import RUNNING as JOB_RUNNING
 
-CONFIRM_DIR = "confirm"
-NETWORK, LINEAR = "network", "linear"
-JOB_COMPLETED, JOB_RUNNING, JOB_ERROR = "completed", "running", "error"
-COMPLETE, FAILED, UNFINISHED = "complete", "failed", "unfinished"
-LINEAR_FILE = "linear.joblib"
-# The file names above are confirm's format; this command is how a user makes or finishes them.
+FAILED, UNFINISHED = "failed", "unfinished"  # a member that is not COMPLETE
+# How a user makes the stage, and how one finishes a stopped stage.
 CONFIRM_COMMAND = "python -m search confirm {run_dir}"
+RESUME_COMMAND = "python -m search resume {run_dir}"
 ENSEMBLE_COMMAND = "python -m search ensemble {run_dir}"
-
-
-@dataclass(frozen=True)
-class ConfirmFiles:
-    """The paths of RUN_DIR/confirm/."""
-
-    root: Path  # RUN_DIR/confirm
-
-    @classmethod
-    def of(cls, run_dir: str | Path) -> ConfirmFiles:
-        return cls(Path(run_dir) / CONFIRM_DIR)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.root.parent
-
-    @property
-    def confirm_json(self) -> Path:
-        return self.root / "confirm.json"
-
-    @property
-    def jobs_json(self) -> Path:
-        return self.root / "jobs.json"
-
-    @property
-    def confirm_csv(self) -> Path:
-        return self.root / "confirm.csv"
-
-    @property
-    def ensemble_json(self) -> Path:
-        return self.root / "ensemble.json"
-
-    def oof(self, member: str) -> Path:
-        return self.root / "oof" / f"{member}.npz"
 
 
 @dataclass(frozen=True)
@@ -170,7 +137,7 @@ class ConfirmRun:
         if unfinished or self.ranking is None:
             listing = "; ".join(f"{n}: {why}" for n, why in unfinished.items()) or "confirm.csv is not written yet"
             raise ConfigError(f"confirm in {self.files.run_dir} has not finished ({listing}): resume it with "
-                              f"`{CONFIRM_COMMAND.format(run_dir=self.files.run_dir)}`, then run this again")
+                              f"`{RESUME_COMMAND.format(run_dir=self.files.run_dir)}`, then run this again")
         failed = {n: why for n in self.rank_order() for state, why in [self.state(n)] if state == FAILED}
         complete = [n for n in self.rank_order() if n not in failed]
         if not complete:

@@ -7,6 +7,7 @@ RUN_DIR = <storage-path>/<name> holds:
     trials.json       one record per trial (params, per-epoch metrics, status), kept current
     leaderboard.csv   the ranked table, kept current
     ray/              Ray Tune's experiment directory (its state, trial_<id>/ directories, checkpoints)
+    confirm/          the confirm stage (`ConfirmFiles`): the top configs retrained on every fold
 """
 
 from __future__ import annotations
@@ -61,6 +62,90 @@ class RunFiles:
     def report_dir(self) -> Path:
         return self.root / "report"
 
+    @property
+    def confirm(self) -> ConfirmFiles:
+        return ConfirmFiles(self.root / "confirm")
+
+
+LINEAR_FILE = "linear.joblib"  # the linear member's fold model in its fold directory
+
+
+@dataclass(frozen=True)
+class ConfirmFiles:
+    """RUN_DIR/confirm: the confirm stage (`python -m search confirm`), read by `ensemble` and `predict`.
+
+        confirm.json     the stage's plan: K, F, S, split seed, budget, settings, labels, members
+        jobs.json        one record per (member, fold, seed) job, kept current
+        confirm.csv      one row per member, ranked
+        models/<member>/fold<f>-seed<s>/   a network fold model (model.inference.save_model_dir), and
+                         heldout.npz: its level-2 probabilities on the fold's held-out rows
+        models/linear/fold<f>/             linear.joblib (the LinearMember) and heldout.npz
+        oof/<member>.npz the member's out-of-fold probabilities over every training row
+        ensemble.json    what `python -m search ensemble` chose
+        ray/             Ray Tune's experiment directory of the stage (local storage)
+    """
+
+    root: Path  # RUN_DIR/confirm
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> ConfirmFiles:
+        return RunFiles(Path(run_dir)).confirm
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root.parent
+
+    @property
+    def confirm_json(self) -> Path:
+        return self.root / "confirm.json"
+
+    @property
+    def ensemble_json(self) -> Path:
+        """What `python -m search ensemble` chose, read by `predict`."""
+        return self.root / "ensemble.json"
+
+    @property
+    def jobs_json(self) -> Path:
+        return self.root / "jobs.json"
+
+    @property
+    def confirm_csv(self) -> Path:
+        return self.root / "confirm.csv"
+
+    @property
+    def ray_dir(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def oof_dir(self) -> Path:
+        return self.root / "oof"
+
+    def model_dir(self, member: str, fold: int, seed: int) -> Path:
+        """A network member's fold model directory."""
+        return self.models_dir / member / f"fold{fold}-seed{seed}"
+
+    def linear_dir(self, fold: int) -> Path:
+        return self.models_dir / "linear" / f"fold{fold}"
+
+    def linear_model(self, fold: int) -> Path:
+        return self.linear_dir(fold) / LINEAR_FILE
+
+    @staticmethod
+    def heldout(model_dir: Path) -> Path:
+        """The fold model's (n_held_out, C) level-2 probabilities and their training-file rows."""
+        return model_dir / "heldout.npz"
+
+    def oof(self, member: str) -> Path:
+        return self.oof_dir / f"{member}.npz"
+
+    def relative(self, path: Path) -> str:
+        """`path` relative to RUN_DIR/confirm, as jobs.json records it."""
+        return path.relative_to(self.root).as_posix()
+
 
 def driver_pid(files: RunFiles) -> int | None:
     """The pid of the driver holding the run's lock, or None when no driver is running on it."""
@@ -82,7 +167,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader (or a crash) only ever sees the old or the new file."""
+    """Write `data` to `path` so that a reader (or a crash) only ever sees the old or the new file:
+    a temporary sibling, flushed to disk, renamed over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -146,7 +146,13 @@ class LeaderboardCallback(Callback):
 
 
 class ProgressPrinter(Callback):
-    """One line per evaluation and per finished trial."""
+    """One line per evaluation and per finished trial.
+
+    Subclasses name trials differently (`name`), key the trials that ended before this driver
+    started differently (`key`: the trial id here) and count other units (`noun`).
+    """
+
+    noun = "trials"
 
     def __init__(self, *, max_epochs: int, num_samples: int, ended: frozenset[str] = frozenset()):
         self.max_epochs, self.num_samples = max_epochs, num_samples
@@ -157,32 +163,37 @@ class ProgressPrinter(Callback):
     def _say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.0f}s] {text}", flush=True)
 
-    @staticmethod
-    def _name(trial: Trial) -> str:
+    def key(self, trial: Trial) -> str:
+        return trial.trial_id
+
+    def name(self, trial: Trial) -> str:
         number = trial.config.get(M.OPTUNA_NUMBER)
         return f"trial {number if number is not None else trial.trial_id}"
 
+    def how(self, last: dict) -> str:
+        """How a trial that ended without an error ended."""
+        return "completed" if final_status(last) == COMPLETED else f"pruned by ASHA at epoch {last.get(M.EPOCH)}"
+
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
                         **info: Any) -> None:
-        if trial.trial_id in self.before:
+        if self.key(trial) in self.before:
             return
-        self._say(f"{self._name(trial)} epoch {result.get(M.EPOCH)}/{self.max_epochs}  "
+        self._say(f"{self.name(trial)} epoch {result.get(M.EPOCH)}/{self.max_epochs}  "
                   f"level-2 F1 {result.get(M.LEVEL2_MACRO_F1, float('nan')):.4f}  "
                   f"(best {result.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f})")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if trial.trial_id in self.before:
+        if self.key(trial) in self.before:
             return
         self.ended += 1
         last = trial.last_result or {}
-        how = "completed" if final_status(last) == COMPLETED else f"pruned by ASHA at epoch {last.get(M.EPOCH)}"
-        self._say(f"{self._name(trial)} {how}, best level-2 F1 "
+        self._say(f"{self.name(trial)} {self.how(last)}, best level-2 F1 "
                   f"{last.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f}  "
-                  f"[{self.ended}/{self.num_samples} trials done]")
+                  f"[{self.ended}/{self.num_samples} {self.noun} done]")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if trial.trial_id in self.before:
+        if self.key(trial) in self.before:
             return
         self.ended += 1
-        self._say(f"{self._name(trial)} failed: {error_message(trial)}  "
-                  f"[{self.ended}/{self.num_samples} trials done]")
+        self._say(f"{self.name(trial)} failed: {error_message(trial)}  "
+                  f"[{self.ended}/{self.num_samples} {self.noun} done]")

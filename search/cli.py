@@ -1,7 +1,8 @@
 """`python -m search <command>`: run and inspect a hyperparameter search, or train one configuration.
 
     launch     run a search (Ray Tune + Optuna TPE + ASHA) and write RUN_DIR
-    resume     continue the search in RUN_DIR (interrupted or finished)
+    resume     continue the search in RUN_DIR (interrupted or finished), or its unfinished confirm stage
+    confirm    retrain the top configs of RUN_DIR on every fold (and seeds): RUN_DIR/confirm/
     status     where the search in RUN_DIR stands: progress, best, top trials
     export     write RUN_DIR's leaderboard as CSV, markdown or JSON
     report     write an HTML report with figures to RUN_DIR/report/
@@ -126,16 +127,47 @@ def _train_one_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _resume_parser(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "resume", cmd_resume, help="continue an interrupted (or finished) search",
+    p = _command(sub, "resume", cmd_resume, help="continue an interrupted (or finished) search, or its confirm stage",
                  description="Continue the search in RUN_DIR: trials interrupted by the stop resume from "
-                 "their last checkpoint under the same id, ended trials are never trained again.")
+                 "their last checkpoint under the same id, ended trials are never trained again. When RUN_DIR "
+                 "has an unfinished confirm stage (and no --num-samples is given), continue that instead: "
+                 "jobs resume from their last checkpoint, completed jobs are never trained again.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
     p.add_argument("--num-samples", type=int, default=None,
-                   help="new total number of trials (default: the run's); raises the budget of a finished run")
-    p.add_argument("--max-failures", type=int, default=None, help="retries of a crashing trial (default: the run's)")
+                   help="new total number of trials (default: the run's); raises the budget of a finished run. "
+                   "Always resumes the search, even with an unfinished confirm stage")
+    p.add_argument("--max-failures", type=int, default=None,
+                   help="retries of a crashing trial or job (default: the run's, or the confirm stage's)")
     p.add_argument("--retry-errored", action="store_true",
-                   help="also resume the trials that ended as errors (after fixing the cause), from their last "
-                   "checkpoint under the same id")
+                   help="also resume the trials (or confirm jobs) that ended as errors (after fixing the cause), "
+                   "from their last checkpoint under the same id")
+
+
+def _confirm_parser(sub: argparse._SubParsersAction) -> None:
+    from results.confirm import DEFAULT_FOLDS, DEFAULT_SEEDS, DEFAULT_TOP
+
+    p = _command(sub, "confirm", cmd_confirm, help="retrain the top configs on every fold: RUN_DIR/confirm/",
+                 description="Retrain the top K completed trials of RUN_DIR's leaderboard at their full budget on "
+                 "every fold of a stratified F-fold split of the whole training file, for S seeds, through Ray Tune "
+                 "(no pruning), and the linear reference member on the same folds. Writes RUN_DIR/confirm/: "
+                 "confirm.csv (members ranked by mean level-2 macro-F1 with paired comparisons to the best), "
+                 "jobs.json, the fold models and every member's out-of-fold probabilities. Continue an "
+                 "interrupted stage with `python -m search resume RUN_DIR`.")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, help="configs to confirm: the first K completed trials")
+    p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="stratified folds of the whole training file")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help="training seeds per fold (seed s trains with the run's seed + s)")
+    p.add_argument("--no-linear", dest="linear", action="store_false", default=True,
+                   help="leave out the linear reference member (TF-IDF + LinearSVC; by default it is included)")
+    p.add_argument("--force", action="store_true",
+                   help="delete RUN_DIR/confirm (a finished or unfinished stage) and start over")
+    res = p.add_argument_group("resources (default: the run's)")
+    res.add_argument("--address", default=None, help="a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
+    res.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs Ray reserves per job")
+    res.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs Ray reserves per job")
+    res.add_argument("--max-concurrent", type=int, default=None, help="jobs at once")
+    res.add_argument("--max-failures", type=int, default=None, help="retries of a crashing job, from its checkpoint")
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
@@ -220,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="what to do; `python -m search COMMAND --help` lists its flags")
     _launch_parser(sub)
     _resume_parser(sub)
+    _confirm_parser(sub)
     _train_one_parser(sub)
     _export_parser(sub)
     _status_parser(sub)
@@ -243,12 +276,30 @@ def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
 
 def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
     from results.files import read_json
+    from search.confirm import resume_confirm, stage_pending
     from search.driver import is_finished, resume
 
     sys.stdout.reconfigure(line_buffering=True)
+    if args.num_samples is None and stage_pending(args.run_dir):
+        outcome = resume_confirm(args.run_dir, max_failures=args.max_failures, retry_errored=args.retry_errored)
+        if not outcome.finished:
+            sys.exit(EXIT_UNFINISHED)
+        return
     files, frame = resume(args.run_dir, num_samples=args.num_samples, max_failures=args.max_failures,
                           retry_errored=args.retry_errored, argv=argv)
     if not is_finished(frame, read_json(files.run_json)["settings"]["num_samples"]):
+        sys.exit(EXIT_UNFINISHED)
+
+
+def cmd_confirm(args: argparse.Namespace, argv: list[str]) -> None:
+    from search.confirm import confirm
+
+    sys.stdout.reconfigure(line_buffering=True)
+    outcome = confirm(args.run_dir, top=args.top, folds=args.folds, seeds=args.seeds, linear=args.linear,
+                      force=args.force, address=args.address, cpus_per_trial=args.cpus_per_trial,
+                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                      max_failures=args.max_failures, argv=argv)
+    if not outcome.finished:
         sys.exit(EXIT_UNFINISHED)
 
 

@@ -217,7 +217,11 @@ def ray_experiment(settings: Settings, files: RunFiles) -> tuple[str, str]:
 
 
 def has_experiment_state(settings: Settings, files: RunFiles) -> bool:
-    storage, name = ray_experiment(settings, files)
+    return experiment_has_state(*ray_experiment(settings, files))
+
+
+def experiment_has_state(storage: str, name: str) -> bool:
+    """Whether Ray's experiment `name` under `storage` (a path or URI) has saved its state."""
     fs, path = pyarrow.fs.FileSystem.from_uri(storage)
     listing = fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{name}", allow_not_found=True))
     return any(Path(info.path).name.startswith("experiment_state-") for info in listing)
@@ -269,18 +273,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     under the same id), up to `num_samples` trials in all (default: the run's budget)."""
     internals.check()  # before anything is written: the Ray and Optuna internals we use still hold
     files = RunFiles(Path(run_dir))
-    if not files.run_json.exists():
-        raise ConfigError(f"{run_dir} is not a run directory (no run.json): pass the RUN_DIR that "
-                          "`python -m search launch` printed")
-    run = read_json(files.run_json)
-    try:
-        settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
-                                       name=files.root.name)
-    except (KeyError, TypeError) as err:
-        raise ConfigError(f"{files.run_json} is not a run record this version can resume ({err!r}); it was "
-                          "written by another version of this project or edited by hand") from None
-    if not is_uri(settings.storage_path):  # the run directory may have moved since the launch
-        settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
+    run, settings = run_settings(files)
     if not has_experiment_state(settings, files):
         where = "/".join(ray_experiment(settings, files))
         raise ConfigError(f"{run_dir} has no Ray experiment state (in {where}): its launch stopped before the "
@@ -317,6 +310,24 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         frame = _search(files, settings, space, data, searcher, run["max_epochs"], resume=True, out=out,
                         trial_fn=trial_fn, retry=retry)
     return files, frame
+
+
+def run_settings(files: RunFiles) -> tuple[dict[str, Any], Settings]:
+    """The run record of `files.root` and the settings it was launched with; the storage path is
+    where the run directory is now (it may have moved since the launch)."""
+    if not files.run_json.exists():
+        raise ConfigError(f"{files.root} is not a run directory (no run.json): pass the RUN_DIR that "
+                          "`python -m search launch` printed")
+    run = read_json(files.run_json)
+    try:
+        settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
+                                       name=files.root.name)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{files.run_json} is not a run record this version can resume ({err!r}); it was "
+                          "written by another version of this project or edited by hand") from None
+    if not is_uri(settings.storage_path):
+        settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
+    return run, settings
 
 
 def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: FidelityAwareOptunaSearch,

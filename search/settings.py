@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+import pandas as pd
+
 from model.data import EncodedData, prepare_data, read_table, resolve_train_path
 from model.synthetic import DEFAULT_ROWS, synthesize
 from spaces.space import SearchSpace
@@ -51,13 +53,17 @@ def resolve_max_epochs(settings: Settings, space: SearchSpace) -> int:
     return int(space.fixed.get("max_epochs", DEFAULT_MAX_EPOCHS))
 
 
-def load_data(settings: Settings) -> EncodedData:
-    """Read (or generate) and encode the data once, in the driver."""
+def read_training_frame(settings: Settings) -> tuple[pd.DataFrame, str]:
+    """The validated training table the settings select (read, or generated) and where it came from."""
     if settings.data is not None:
         path = resolve_train_path(settings.data)
-        frame, source = read_table(path), str(path.resolve())
-    else:
-        frame, _ = synthesize(settings.synthetic_rows, seed=settings.synthetic_seed)
-        source = f"synthetic(rows={settings.synthetic_rows}, seed={settings.synthetic_seed})"
+        return read_table(path), str(path.resolve())
+    frame, _ = synthesize(settings.synthetic_rows, seed=settings.synthetic_seed)
+    return frame, f"synthetic(rows={settings.synthetic_rows}, seed={settings.synthetic_seed})"
+
+
+def load_data(settings: Settings) -> EncodedData:
+    """Read (or generate) and encode the data once, in the driver."""
+    frame, source = read_training_frame(settings)
     return prepare_data(frame, folds=settings.folds, fold=settings.fold, seed=settings.seed,
                         max_seq_len=settings.max_seq_len, source=source)

@@ -22,12 +22,11 @@ import numpy as np
 import pandas as pd
 
 from model.errors import ConfigError, DataError
+from results.confirm import COMPLETE, LINEAR
 from results.confirmed import (
-    COMPLETE,
     CONFIRM_COMMAND,
     ENSEMBLE_COMMAND,
-    LINEAR,
-    LINEAR_FILE,
+    RESUME_COMMAND,
     ConfirmRun,
     OutOfFold,
     load_confirm,
@@ -35,7 +34,7 @@ from results.confirmed import (
 )
 from results.ensemble import EnsembleResult, build_ensemble, combine, macro_f1
 from results.ensemble import predict as ensemble_predict
-from results.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from results.files import LINEAR_FILE, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 # --method -> (selection, combination rule) of results.ensemble.
 ENSEMBLE_OPTIONS = {"greedy": ("greedy", "prob"), "prob": ("all", "prob"), "rank": ("all", "rank"),
@@ -291,7 +290,7 @@ def _complete_member(run: ConfirmRun, name: str) -> None:
     state, why = run.state(name)
     if state != COMPLETE:
         raise ConfigError(f"confirmed member {name} is not complete ({why}): resume confirm with "
-                          f"`{CONFIRM_COMMAND.format(run_dir=run.files.run_dir)}`, or pick another with --use")
+                          f"`{RESUME_COMMAND.format(run_dir=run.files.run_dir)}`, or pick another with --use")
 
 
 def _fold_summary(run: ConfirmRun, name: str, models: tuple[FoldModel, ...]) -> str:
@@ -409,7 +408,7 @@ USE_FORMS = "ensemble, confirmed:NAME, trial:ID"
 def resolve_plan(run_dir: str | Path, use: str | None) -> Plan:
     """--use: `ensemble`, `confirmed:NAME`, `trial:ID`; None = the ensemble if ensemble.json exists,
     else the best complete confirmed member (confirm.csv's order), else the leaderboard's rank 1."""
-    from results.confirmed import ConfirmFiles
+    from results.files import ConfirmFiles
 
     if use is None:
         files = ConfirmFiles.of(run_dir)

@@ -1,8 +1,9 @@
-"""The trial function Ray runs: sampled params -> `TrialConfig` -> `model.train.fit`.
+"""The trial functions Ray runs: `run_trial` (a search trial: sampled params -> `TrialConfig` ->
+`model.train.fit`) and `confirm_trial` (a confirm job: one config on one fold with one seed).
 
-`report` (inside `run_trial`) is the one place that calls `tune.report`: once per evaluation,
-with a checkpoint of the full training state, so a retried or resumed trial continues from its
-last evaluation instead of starting over.
+`report_checkpoint` is the one place that calls `tune.report` with a checkpoint: once per
+evaluation, with the full training state, so a retried or resumed trial continues from its last
+evaluation instead of starting over.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ import torch
 from ray import tune
 
 from model import metrics as M
+from model.config import TrialConfig
 from model.data import EncodedData
 from model.train import Evaluation, default_device, fit
+from results.confirm import JOB_SCORES
 from spaces.space import SearchSpace
 
 STATE_FILE = "state.pt"
+# Keys of a checkpoint's state beside `TrainState`'s (which `fit(resume=...)` ignores).
+REPORT = "report"  # the metrics reported with the checkpoint
+BEST = "best"  # confirm jobs: the best evaluation so far, {BEST_WEIGHTS, BEST_DEV_PROBS, BEST_METRICS}
+BEST_WEIGHTS = "weights"  # its scored weights (a state_dict)
+BEST_DEV_PROBS = "dev_probs"  # (N_dev, C) float32 tensor: its level-2 probabilities, in dev row order
+BEST_METRICS = "metrics"  # its scores: JOB_SCORES and the epoch
 
 
 def trial_threads() -> int:
@@ -31,10 +40,39 @@ def trial_threads() -> int:
 
 
 def load_state(checkpoint: tune.Checkpoint | None) -> dict | None:
+    """The state a checkpoint holds (read on the driver too, for a confirm job's model)."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
         return torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
+
+
+def replayed(state: dict | None, *, ended: bool) -> bool:
+    """Re-report the last result and return True when the trial has nothing left to train: its
+    checkpoint is its final evaluation, or the run's records show it ended (`ended`) although Ray's
+    last experiment snapshot, taken before a driver was killed, still had it running."""
+    if state is not None and (state[REPORT][M.FINISHED] or ended):
+        tune.report(state[REPORT])
+        return True
+    return False
+
+
+def evaluation_metrics(evaluation: Evaluation, device: torch.device) -> dict[str, Any]:
+    """What a trial reports for one evaluation: its scores, per-class F1, device, node and the
+    checkpoint score."""
+    metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, M.DEVICE: str(device),
+               M.NODE_ID: ray.get_runtime_context().get_node_id(),
+               M.CHECKPOINT_SCORE: evaluation.metrics[M.LEVEL2_MACRO_F1] if evaluation.is_best else -1.0}
+    if device.type == "cuda":
+        metrics[M.GPU_MEM_PEAK_GB] = torch.cuda.max_memory_allocated(device) / 2**30
+    return metrics
+
+
+def report_checkpoint(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    """`tune.report(metrics)` with a checkpoint holding `state` and the metrics."""
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({**state, REPORT: metrics}, Path(tmp) / STATE_FILE)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, overrides: dict[str, Any],
@@ -49,23 +87,53 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     cfg = space.config(config[M.PARAMS], **overrides)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per saved checkpoint
     state = load_state(tune.get_checkpoint())
-    if state is not None and (state["report"][M.FINISHED] or tune.get_context().get_trial_id() in ended):
-        tune.report(state["report"])
+    if replayed(state, ended=tune.get_context().get_trial_id() in ended):
         return
     torch.set_num_threads(trial_threads())
     device = default_device()  # CUDA only where Ray assigned this trial a GPU
 
     def report(evaluation: Evaluation) -> None:
-        metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, M.DEVICE: str(device),
-                   M.NODE_ID: ray.get_runtime_context().get_node_id(),
-                   M.CHECKPOINT_SCORE: evaluation.metrics[M.LEVEL2_MACRO_F1] if evaluation.is_best else -1.0}
-        if device.type == "cuda":
-            metrics[M.GPU_MEM_PEAK_GB] = torch.cuda.max_memory_allocated(device) / 2**30
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save({**evaluation.snapshot(), "report": metrics}, Path(tmp) / STATE_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        report_checkpoint(evaluation_metrics(evaluation, device), evaluation.snapshot())
 
     fit_explaining_oom(cfg, data, report, device=device, resume=state)
+
+
+def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dict[str, dict[str, Any]],
+                  ended: frozenset[str] = frozenset()) -> None:
+    """Train one confirm job (`config[M.JOB]`), or continue it from its checkpoint.
+
+    `jobs[job_id]` holds the job's full `TrialConfig` (as a dict: its seed and budget included)
+    and its `fold`, an index into `folds` (one `EncodedData` per fold, each with its own
+    vocabulary). Every checkpoint holds the training state and the best evaluation so far
+    (`BEST`: its scored weights, dev probabilities and scores), so a resumed job keeps its best;
+    the driver writes the fold model and its held-out probabilities from the final checkpoint.
+    `ended`: jobs the stage's records show as completed (Ray's last experiment snapshot, taken
+    before a driver was killed, may still have them running, or not know them at all). Such a job,
+    and one whose checkpoint is its final evaluation, returns without training or reporting: Tune
+    then ends the trial on its last result without logging it again (no FIFO scheduler or grid
+    needs a result), so a job's progress.csv holds each evaluation once.
+    """
+    job_id = config[M.JOB]
+    job = jobs[job_id]
+    cfg = TrialConfig.from_dict(job["config"])
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    state = load_state(tune.get_checkpoint())
+    if job_id in ended or (state is not None and state[REPORT][M.FINISHED]):
+        return
+    torch.set_num_threads(trial_threads())
+    device = default_device()
+    best = state.get(BEST) if state is not None else None
+
+    def report(evaluation: Evaluation) -> None:
+        nonlocal best
+        if evaluation.is_best:
+            best = {BEST_WEIGHTS: evaluation.scored_weights(),
+                    BEST_DEV_PROBS: torch.from_numpy(evaluation.dev_probabilities),
+                    BEST_METRICS: {M.EPOCH: evaluation.epoch,
+                                   **{key: evaluation.metrics[key] for key in JOB_SCORES}}}
+        report_checkpoint(evaluation_metrics(evaluation, device), {**evaluation.snapshot(), BEST: best})
+
+    fit_explaining_oom(cfg, folds[job["fold"]], report, device=device, resume=state)
 
 
 def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device, resume: dict | None) -> None:

@@ -4,9 +4,11 @@ exit status 2 on bad input, and `--set` values that read back as the numbers the
 import argparse
 import dataclasses
 import shlex
+from pathlib import Path
 
 import pytest
 
+import search.confirm
 import search.driver
 import search.settings
 import search.train_one
@@ -17,7 +19,7 @@ from search.settings import Settings
 from search.train_one import command_prefix, parse_sets, resolve_config
 from spaces.space import load_space
 
-COMMANDS = ["launch", "resume", "train-one", "export", "status", "report", "pretrain", "ensemble", "predict"]
+COMMANDS = ["launch", "resume", "confirm", "train-one", "export", "status", "report", "pretrain", "ensemble", "predict"]
 # The least each command needs on its command line.
 MINIMAL_ARGV = {"launch": [], "train-one": [], "pretrain": ["--corpus", "c.csv", "--out", "o"],
                 "predict": ["runs/x", "--data", "test.csv", "--out", "out.csv"]}
@@ -88,6 +90,50 @@ def test_launch_flags_map_one_to_one_onto_settings():
 def test_settings_from_namespace_ignores_cli_only_attributes():
     args = argparse.Namespace(command="train-one", func=print, sets=["lr=1"], device="cpu", fold=3, seed=7)
     assert Settings.from_namespace(args) == Settings(fold=3, seed=7)
+
+
+def test_confirm_flags_reach_confirm_and_unfinished_runs_exit_1(monkeypatch):
+    calls = []
+
+    def fake_confirm(run_dir, **kwargs):
+        calls.append((run_dir, kwargs))
+        return search.confirm.Outcome(files=None, table=None, finished=False)
+
+    monkeypatch.setattr(search.confirm, "confirm", fake_confirm)
+    argv = ["confirm", "runs/x", "--top", "3", "--folds", "4", "--seeds", "2", "--no-linear", "--force",
+            "--address", "auto", "--cpus-per-trial", "2", "--gpus-per-trial", "0.5", "--max-concurrent", "6",
+            "--max-failures", "1"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == cli.EXIT_UNFINISHED
+    assert calls == [("runs/x", dict(top=3, folds=4, seeds=2, linear=False, force=True, address="auto",
+                                     cpus_per_trial=2.0, gpus_per_trial=0.5, max_concurrent=6, max_failures=1,
+                                     argv=argv))]
+    defaults = cli.build_parser().parse_args(["confirm", "runs/y"])
+    assert (defaults.top, defaults.folds, defaults.seeds, defaults.linear, defaults.force) == (5, 5, 1, True, False)
+    assert (defaults.address, defaults.cpus_per_trial, defaults.max_concurrent, defaults.max_failures) == (None,) * 4
+
+
+@pytest.mark.parametrize(("pending", "argv", "expected"), [
+    (True, ["resume", "runs/x"], "confirm"),
+    (True, ["resume", "runs/x", "--retry-errored", "--max-failures", "3"], "confirm"),
+    (True, ["resume", "runs/x", "--num-samples", "20"], "search"),  # --num-samples is about the search
+    (False, ["resume", "runs/x"], "search"),
+])
+def test_resume_continues_an_unfinished_confirm_stage_else_the_search(pending, argv, expected, monkeypatch):
+    calls = []
+    monkeypatch.setattr(search.confirm, "stage_pending", lambda run_dir: pending)
+    monkeypatch.setattr(search.confirm, "resume_confirm", lambda run_dir, **kw: (
+        calls.append(("confirm", kw)), search.confirm.Outcome(files=None, table=None, finished=True))[1])
+    files = search.driver.RunFiles(Path("runs/x"))
+    monkeypatch.setattr(search.driver, "resume", lambda run_dir, **kw: (calls.append(("search", kw)), (files, None))[1])
+    monkeypatch.setattr(search.driver, "is_finished", lambda frame, num_samples: True)
+    monkeypatch.setattr("results.files.read_json", lambda path: {"settings": {"num_samples": 0}})
+    cli.main(argv)
+    assert [c[0] for c in calls] == [expected]
+    if expected == "confirm":
+        assert calls[0][1] == {"max_failures": 3 if "--max-failures" in argv else None,
+                               "retry_errored": "--retry-errored" in argv}
 
 
 # ----------------------------------------------------------------------------- the shared data flags

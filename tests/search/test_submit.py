@@ -23,8 +23,9 @@ from model.linear import fit_linear
 from model.synthetic import synthesize
 from model.train import fit
 from results import ensemble as E
-from results.confirmed import ConfirmFiles, load_confirm
+from results.confirmed import load_confirm
 from results.export import run_leaderboard
+from results.files import ConfirmFiles
 from results.records import TrialRecord
 from search import cli
 from search.settings import Settings, load_data
@@ -299,7 +300,7 @@ def test_a_failed_member_is_left_out_with_a_note(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ("no-confirm", "has no confirm stage .*run `python -m search confirm .*` first"),
     ("running", r"has not finished \(trial-1: 1 of 2 jobs completed \(1 running\)\): resume it with "
-                r"`python -m search confirm "),
+                r"`python -m search resume "),
     ("missing-job", r"trial-1: 1 of 2 jobs completed \(0 running\)"),
     ("no-csv", r"has not finished \(confirm.csv is not written yet\)"),
     ("no-oof", r"all 2 jobs completed but .*trial-0.npz is missing"),
@@ -476,7 +477,7 @@ def test_a_label_column_is_scored_but_not_used(run_dir, built, tmp_path):
     ("no-ensemble", r"ensemble.json does not exist: run `python -m search ensemble .*` first"),
     ("no-member", r"--use confirmed:trial-9: 'trial-9' is not a member of .*confirm.json; pass one of: "),
     ("partial-member", r"confirmed member trial-0 is not complete \(2 of 3 jobs completed \(1 running\)\): resume "
-                       r"confirm with `python -m search confirm "),
+                       r"confirm with `python -m search resume "),
     ("no-trial", r"--use trial:zzz: no trial of .* has that trial id or Optuna number"),
     ("no-checkpoint", r"the trial's checkpoint .*state.pt does not exist"),
     ("no-run", r"is not a run directory \(no run.json\)"),

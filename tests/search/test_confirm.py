@@ -1,0 +1,249 @@
+"""End to end: `confirm` on local Ray over tiny synthetic data, and a confirm stage killed and resumed.
+
+The confirmed run is a finished search's run directory written without running the search (its
+run record by the launch's own `write_run_record`, its trial records by hand): confirm reads only
+run.json, space.yaml and trials.json, and the search itself is tested in test_launch.py.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from model import metrics as M
+from model.data import prepare_data
+from model.errors import ConfigError
+from model.inference import load_model_dir, probabilities
+from model.synthetic import synthesize
+from results import confirm as C
+from results.ensemble import macro_f1
+from results.export import write_leaderboard
+from results.files import RunFiles, read_json
+from results.records import TrialRecord
+from search.confirm import confirm, stage_finished, stage_pending
+from search.driver import write_run_record
+from search.settings import Settings, load_data
+from spaces.space import load_space
+from tests.conftest import E2E_SPACE
+from tests.search.test_resume import kill, start, wait_for
+
+pytestmark = pytest.mark.e2e
+
+ROWS, MAX_SEQ_LEN, MAX_EPOCHS, FOLDS = 600, 48, 2, 3
+# (trial id, optuna number, status, params, level-2 F1 per epoch): top 2 of the completed are 0 and 2;
+# trial 1 scored higher but was pruned, so it is no candidate.
+TRIALS = [
+    ("aaaa0000", 0, "completed", {"lr": 3e-3, "loss": "ce"}, [0.30, 0.40]),
+    ("aaaa0001", 1, "pruned", {"lr": 1e-2, "loss": "ce"}, [0.50]),
+    ("aaaa0002", 2, "completed", {"lr": 5e-3, "loss": "focal", "focal_gamma": 2.0}, [0.20, 0.35]),
+    ("aaaa0003", 3, "completed", {"lr": 1e-5, "loss": "ce"}, [0.10, 0.12]),
+]
+
+
+def make_search_run(root: Path) -> Path:
+    """A finished search's RUN_DIR (see the module docstring)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "space.yaml").write_text(E2E_SPACE)
+    settings = Settings(space=str(root / "space.yaml"), synthetic_rows=ROWS, max_seq_len=MAX_SEQ_LEN, num_samples=4,
+                        max_epochs=MAX_EPOCHS, storage_path=str(root / "runs"), name="s", max_concurrent=2, seed=0)
+    space = load_space(settings.space)
+    files = RunFiles(root / "runs" / "s")
+    write_run_record(files, settings=settings, space=space, space_path=Path(settings.space), data=load_data(settings),
+                     max_epochs=MAX_EPOCHS, argv=["launch"])
+    records = {tid: TrialRecord(trial_id=tid, optuna_number=n, status=status, params=params,
+                                history=[{M.EPOCH: e, M.LEVEL2_MACRO_F1: s} for e, s in enumerate(scores, 1)])
+               for tid, n, status, params, scores in TRIALS}
+    write_leaderboard(files, records, max_epochs=MAX_EPOCHS, param_names=space.searched, seed=0, fold=0)
+    return files.root
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory) -> Path:
+    return make_search_run(tmp_path_factory.mktemp("search"))
+
+
+@pytest.fixture(scope="module")
+def confirmed(search_run, tmp_path_factory, local_ray):
+    """A copy of the search run after `confirm --top 2 --folds 3`, and what it printed."""
+    run_dir = tmp_path_factory.mktemp("confirmed") / "runs" / "s"
+    shutil.copytree(search_run, run_dir)
+    lines = []
+    outcome = confirm(run_dir, top=2, folds=FOLDS, seeds=1, argv=["confirm", str(run_dir)], out=lines.append)
+    return run_dir, outcome, "\n".join(lines)
+
+
+def fold_data(fold: int):
+    return prepare_data(synthesize(ROWS, seed=0)[0], folds=FOLDS, fold=fold, seed=0, max_seq_len=MAX_SEQ_LEN)
+
+
+def test_confirm_csv_ranks_the_members_with_numbers_from_jobs_json(confirmed):
+    run_dir, outcome, output = confirmed
+    root = run_dir / "confirm"
+    assert outcome.finished and stage_finished(RunFiles(run_dir).confirm)
+    spec, jobs = read_json(root / "confirm.json"), read_json(root / "jobs.json")
+    assert [m["name"] for m in spec["members"]] == ["trial-0", "trial-2", "linear"]
+    assert [m.get("source_trial") for m in spec["members"]] == ["aaaa0000", "aaaa0002", None]
+    assert [m.get("leaderboard_rank") for m in spec["members"]] == [1, 2, None]
+    assert (spec["top"], spec["folds"], spec["seeds"], spec["split_seed"], spec["max_epochs"], spec["rows"]) == (
+        2, FOLDS, 1, 0, MAX_EPOCHS, ROWS)
+    assert len(spec["labels"]) == 35 and spec["settings"]["synthetic_rows"] == ROWS
+    assert set(jobs) == {f"{m}/fold{f}/seed0" for m in ("trial-0", "trial-2", "linear") for f in range(FOLDS)}
+    assert all(list(r) == list(C.JOB_KEYS) and r["status"] == "completed" and r["error"] is None
+               for r in jobs.values())
+    assert all(r[M.BEST_EPOCH] in (1, 2) for j, r in jobs.items() if not j.startswith("linear"))
+
+    frame = pd.read_csv(root / "confirm.csv", dtype={"source_trial": str})
+    assert sorted(frame["member"]) == ["linear", "trial-0", "trial-2"] and frame["rank"].tolist() == [1, 2, 3]
+    assert frame["level2_mean"].is_monotonic_decreasing and set(frame["status"]) == {"complete"}
+    assert (frame["n_scores"] == FOLDS).all()
+    best = frame.iloc[0]["member"]
+    for row in frame.itertuples():
+        scores = np.array([jobs[f"{row.member}/fold{f}/seed0"][M.LEVEL2_MACRO_F1] for f in range(FOLDS)])
+        level1 = [jobs[f"{row.member}/fold{f}/seed0"][M.LEVEL1_MACRO_F1] for f in range(FOLDS)]
+        best_scores = np.array([jobs[f"{best}/fold{f}/seed0"][M.LEVEL2_MACRO_F1] for f in range(FOLDS)])
+        assert row.level2_mean == pytest.approx(scores.mean()) and row.level2_std == pytest.approx(scores.std(ddof=1))
+        assert row.level1_mean == pytest.approx(np.mean(level1))
+        assert [getattr(row, f"level2_fold{f}") for f in range(FOLDS)] == pytest.approx(scores)
+        assert row.paired_diff_vs_best == pytest.approx((scores - best_scores).mean())
+        assert row.wins_vs_best == f"{(scores > best_scores).sum()}/{FOLDS}"
+    trial0 = frame.set_index("member").loc["trial-0"]
+    assert (trial0["kind"], trial0["source_trial"], trial0["optuna_number"], trial0["param.lr"]) == (
+        "network", "aaaa0000", 0, 3e-3)
+    assert frame.set_index("member").loc["linear", "kind"] == "linear"
+    assert "linear fold 2: level-2 F1" in output and f"confirm.csv: {root / 'confirm.csv'}" in output
+    assert "rank  member" in output  # the final table
+
+
+def test_oof_files_hold_every_training_row_once_per_member(confirmed):
+    run_dir, _, _ = confirmed
+    root = run_dir / "confirm"
+    frame = synthesize(ROWS, seed=0)[0]
+    jobs = read_json(root / "jobs.json")
+    table = pd.read_csv(root / "confirm.csv").set_index("member")
+    for member in ("trial-0", "trial-2", "linear"):
+        with np.load(root / "oof" / f"{member}.npz", allow_pickle=False) as oof:
+            probs, fold_of, y, ids = oof["probs"], oof["fold_of"], oof["y"], oof["ids"]
+        assert probs.dtype == np.float16 and probs.shape == (ROWS, 35)
+        assert fold_of.dtype == np.int16 and y.dtype == np.int64 and ids.dtype.kind == "U"
+        assert ids.tolist() == frame["id"].astype(str).tolist()
+        assert np.allclose(probs.astype(np.float64).sum(axis=1), 1.0, atol=0.02)
+        for fold in range(FOLDS):
+            data = fold_data(fold)
+            rows = np.flatnonzero(fold_of == fold)
+            assert len(rows) == len(data.dev)  # each fold holds out exactly its dev rows ...
+            assert (y[rows] == data.dev.labels).all()
+            job = jobs[f"{member}/fold{fold}/seed0"]
+            held_rows, held = C.read_heldout(root / job["model_dir"] / "heldout.npz")
+            assert held_rows.tolist() == rows.tolist()  # ... in dev order, so the OOF is those rows' probs
+            np.testing.assert_allclose(probs[rows], held, atol=1e-3)
+            assert macro_f1(y[rows], held.argmax(axis=1), num_labels=35) == pytest.approx(job[M.LEVEL2_MACRO_F1])
+        assert np.bincount(fold_of).sum() == ROWS  # every row once
+        assert table.loc[member, "oof_level2_macro_f1"] == pytest.approx(
+            macro_f1(y, probs.argmax(axis=1), num_labels=35))
+
+
+def test_fold_models_reproduce_their_jobs_dev_scores(confirmed):
+    run_dir, _, _ = confirmed
+    root = run_dir / "confirm"
+    jobs = read_json(root / "jobs.json")
+    for job_id, job in jobs.items():
+        data = fold_data(job["fold"])
+        if job["member"] == "linear":
+            assert job["model_dir"] == f"models/linear/fold{job['fold']}"
+            member = joblib.load(root / job["model_dir"] / "linear.joblib")
+            texts = synthesize(ROWS, seed=0)[0]["text"].to_numpy()
+            probs = member.predict_proba(texts[C.read_heldout(root / job["model_dir"] / "heldout.npz")[0]])
+        else:
+            assert job["model_dir"] == f"models/{job['member']}/fold{job['fold']}-seed0"
+            model, info = load_model_dir(root / job["model_dir"])
+            assert info.vocab == data.vocab and info.max_seq_len == MAX_SEQ_LEN  # the fold's own vocabulary
+            assert (info.config.max_epochs, info.config.seed) == (MAX_EPOCHS, 0)
+            probs = probabilities(model, data.dev, batch_size=64, device=torch.device("cpu"))
+        # the best evaluation's weights: its held-out probabilities and scores again
+        np.testing.assert_allclose(probs, C.read_heldout(root / job["model_dir"] / "heldout.npz")[1], atol=1e-5)
+        scores = M.classification_metrics(data.dev.labels, probs.argmax(axis=1), level1_of=data.labels.level1_of)
+        assert scores[M.LEVEL2_MACRO_F1] == job[M.LEVEL2_MACRO_F1], job_id
+        assert scores[M.LEVEL1_MACRO_F1] == pytest.approx(job[M.LEVEL1_MACRO_F1]), job_id
+
+
+def test_confirm_again_reports_the_finished_stage_or_refuses_an_unfinished_one(confirmed, tmp_path):
+    run_dir, _, _ = confirmed
+    lines = []
+    again = confirm(run_dir, top=3, out=lines.append)  # a finished stage: said so, nothing run
+    assert again.already and again.finished and "already finished" in lines[0] and "--force" in lines[0]
+    copy = tmp_path / "runs" / "s"
+    shutil.copytree(run_dir, copy)
+    jobs = read_json(copy / "confirm" / "jobs.json")
+    jobs["trial-2/fold1/seed0"]["status"] = "running"
+    (copy / "confirm" / "jobs.json").write_text(json.dumps(jobs))
+    assert stage_pending(copy)
+    with pytest.raises(ConfigError, match=r"unfinished confirm stage: continue it with `python -m search resume"):
+        confirm(copy, out=lines.append)
+
+
+def test_confirm_refuses_bad_flags_and_runs_without_completed_trials(search_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"--folds is 1, but must be >= 2"):
+        confirm(search_run, folds=1, out=print)
+    run_dir = tmp_path / "runs" / "s"
+    shutil.copytree(search_run, run_dir)
+    trials = read_json(run_dir / "trials.json")
+    (run_dir / "trials.json").write_text(json.dumps([{**t, "status": "pruned"} for t in trials]))
+    with pytest.raises(ConfigError, match=r"no completed trial to confirm \(statuses: 4 pruned\)"):
+        confirm(run_dir, out=print)
+    assert not (run_dir / "confirm").exists()
+
+
+def progress(trial_dir: Path) -> list:
+    path = trial_dir / "progress.csv"
+    return pd.read_csv(path)[M.EPOCH].tolist() if path.exists() and path.stat().st_size else []
+
+
+def test_a_killed_confirm_resumes_without_training_any_job_twice(search_run, tmp_path):
+    run_dir, log = tmp_path / "runs" / "s", tmp_path / "driver.log"
+    shutil.copytree(search_run, run_dir)
+    jobs_json, ray_dir = run_dir / "confirm" / "jobs.json", run_dir / "confirm" / "ray"
+
+    def jobs():
+        try:
+            return json.loads(jobs_json.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    proc = start(["confirm", str(run_dir), "--top", "1", "--folds", str(FOLDS)], log)
+    wait_for(lambda: any(r["status"] == "completed" and r["member"] != "linear" for r in jobs().values()), proc)
+    kill(proc)
+    printed = log.read_text()
+    assert "trial-0 fold 0 seed 0 epoch 1/2  level-2 F1" in printed and "[1/3 jobs done]" in printed
+    before = jobs()
+    done = {j: r for j, r in before.items() if r["status"] == "completed" and r["member"] != "linear"}
+    assert done and len(done) < FOLDS, "the kill came too late to interrupt anything"
+    progress_before = {d.name: progress(d) for d in ray_dir.glob("trial-*")}
+
+    proc = subprocess.run([sys.executable, "-m", "search", "resume", str(run_dir)], capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, log.read_text()[-2000:] + proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resuming the confirm stage" in proc.stdout
+    after = jobs()
+    assert set(after) == {f"{m}/fold{f}/seed0" for m in ("trial-0", "linear") for f in range(FOLDS)}
+    assert all(r["status"] == "completed" for r in after.values())
+    assert {j: after[j] for j in before if before[j]["status"] == "completed"} == {
+        j: r for j, r in before.items() if r["status"] == "completed"}  # completed jobs untouched
+    for trial_dir in ray_dir.glob("trial-*"):
+        epochs = progress(trial_dir)
+        assert epochs == list(range(1, len(epochs) + 1)), trial_dir.name  # no evaluation reported twice
+        if trial_dir.name.startswith(tuple(j.replace("/", "_") for j in done)):
+            assert epochs == progress_before[trial_dir.name], trial_dir.name  # a completed job never trained again
+    for job_id in after:
+        if job_id.startswith("trial-0"):
+            trained = [d for d in ray_dir.glob(job_id.replace("/", "_") + "_*") if progress(d)]
+            assert len(trained) == 1 and progress(trained[0])[-1] == MAX_EPOCHS, job_id  # one trial trained it
+    frame = pd.read_csv(run_dir / "confirm" / "confirm.csv")
+    assert sorted(frame["member"]) == ["linear", "trial-0"] and set(frame["status"]) == {"complete"}
+    assert (run_dir / "confirm" / "oof" / "trial-0.npz").exists() and not stage_pending(run_dir)
