@@ -7,6 +7,10 @@ macro-F1 at every evaluation (Optuna's intermediate values). Drawn here, having 
 counterpart: every evaluation over wall-clock time with the best so far, ASHA's rung survival (how
 many trials reached each epoch), and per-class F1 of the best trial. A figure that cannot be drawn
 yet (too few trials) leaves a line that says why.
+
+After `confirm` (and `ensemble`), the page also shows the confirmed members (confirm.csv: mean ± std
+of level-2 macro-F1 over folds and seeds, as a bar chart with every fold's score, and as a table)
+and the ensemble options `ensemble` scored (in-sample and nested), the chosen one first.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from optuna.study import StudyDirection  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from model import metrics as M  # noqa: E402
+from results.confirm import OOF_F1  # noqa: E402
 from results.export import load_records, run_leaderboard  # noqa: E402
-from results.files import RunFiles, atomic_write_text, read_json  # noqa: E402
+from results.files import ConfirmFiles, RunFiles, atomic_write_text, read_json  # noqa: E402
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord  # noqa: E402
 from results.status import status_text  # noqa: E402
 
@@ -235,9 +240,62 @@ th {{ background: #fafafa; }} .missing {{ color: #a33; }}
 <h2>Best trial</h2>{best}
 <h2>Figures</h2><div class="grid">{figures}</div>
 <h2>Leaderboard (top {top})</h2>{table}
+{confirm}
 <h2>Settings</h2><pre>{settings}</pre>
 </body></html>
 """
+
+
+def plot_confirmed(table: pd.DataFrame) -> plt.Figure | str:
+    """Mean ± std level-2 macro-F1 of each confirmed member, every fold's score as a dot."""
+    if table.empty:
+        return "no member has a score yet"
+    folds = [c for c in table.columns if c.startswith("level2_fold")]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
+    y = np.arange(len(table))[::-1]
+    ax.barh(y, table["level2_mean"], xerr=table["level2_std"].fillna(0), color="#1f77b4", alpha=0.6, capsize=3)
+    for row, position in zip(table.itertuples(index=False), y, strict=True):
+        scores = [getattr(row, f) for f in folds if pd.notna(getattr(row, f))]
+        ax.plot(scores, [position] * len(scores), "o", color="black", ms=3)
+    ax.set_yticks(y, table["member"])
+    low = np.nanmin(table[folds].to_numpy(dtype=float)) if folds else 0.0
+    ax.set_xlim(max(0.0, low - 0.05), None)
+    ax.set(xlabel=f"{SCORE}: mean ± std over folds and seeds (dots: each fold)",
+           title="Confirmed members on every fold")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def confirm_section(files: ConfirmFiles, out: Path) -> str:
+    """The confirm and ensemble part of the page ('' before `confirm` has written confirm.csv)."""
+    if not files.confirm_csv.is_file():
+        return ""
+    table = pd.read_csv(files.confirm_csv, dtype={"source_trial": str})
+    shown = [c for c in ("rank", "member", "kind", "optuna_number", "level2_mean", "level2_std", "level1_mean",
+                         OOF_F1, "paired_diff_vs_best", "wins_vs_best", "p_value_vs_best", "status")
+             if c in table.columns]
+    parts = ["<h2>Confirmed on every fold</h2>",
+             _figure(plot_confirmed(table), out / "confirmed.png", "Confirmed members: level-2 macro-F1 per fold"),
+             table[shown].to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="", border=0)]
+    if files.ensemble_json.is_file():
+        parts.append(ensemble_html(read_json(files.ensemble_json)))
+    return "\n".join(parts)
+
+
+def ensemble_html(record: dict) -> str:
+    """The ensemble options `python -m search ensemble` scored, the chosen one first."""
+    options = record.get("options", {})
+    chosen = record.get("option")
+    rows = [{"option": name + (" (chosen)" if name == chosen else ""),
+             "members": ", ".join(f"{m} x{w:g}" for m, w in zip(r["members"], r["weights"], strict=True) if w),
+             "OOF F1 (in-sample)": r["oof_score"], "nested F1": r["nested_score"]}
+            for name, r in sorted(options.items(), key=lambda item: item[0] != chosen)]
+    best = record.get("best_member")
+    note = (f"<p>Best single member: {html.escape(str(best))} (OOF level-2 macro-F1 "
+            f"{record['member_scores'][best]['oof']:.4f}). The nested score predicts each fold with a selection "
+            "made on the other folds only.</p>") if best in record.get("member_scores", {}) else ""
+    return ("<h2>Ensemble</h2>" + note
+            + pd.DataFrame(rows).to_html(index=False, float_format=lambda x: f"{x:.4f}", border=0))
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -281,7 +339,7 @@ def write_report(run_dir: str | Path) -> Path:
         subtitle=html.escape(f"launched {run['created']} - data {run['data']['source']} - "
                              f"{len(run['searched'])} searched parameters"),
         status=html.escape(status_text(run_dir, top=0)), best=best, figures="\n".join(figures),
-        top=min(TOP_TRIALS, len(frame)), table=table,
+        top=min(TOP_TRIALS, len(frame)), table=table, confirm=confirm_section(files.confirm, out),
         settings=html.escape("\n".join(f"{k}: {v}" for k, v in settings.items())))
     path = files.report_dir / "index.html"
     atomic_write_text(path, page)

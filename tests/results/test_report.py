@@ -2,12 +2,14 @@
 that agree with each other, as a search leaves them (no Ray, no training)."""
 
 import datetime as dt
+import json
 import re
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -179,3 +181,33 @@ def test_importances_that_cannot_be_computed_say_why(trials, reason):
                                      distributions={name: FloatDistribution(0, 1) for name in params}))
     assert plot_importances(study) == reason
     assert plt.get_fignums() == []
+
+
+def test_report_shows_the_confirmed_members_and_the_ensemble_options(run):
+    files, _ = run
+    assert "Confirmed on every fold" not in write_report(files.root).read_text()  # no confirm stage yet
+    confirm = files.confirm
+    confirm.root.mkdir()
+    pd.DataFrame([
+        {"rank": 1, "member": "trial-3", "kind": "network", "optuna_number": 3, "level2_mean": 0.52,
+         "level2_std": 0.01, "level1_mean": 0.6, "oof_level2_macro_f1": 0.521, "level2_fold0": 0.51,
+         "level2_fold1": 0.53, "paired_diff_vs_best": 0.0, "wins_vs_best": "0/2", "p_value_vs_best": None,
+         "status": "complete"},
+        {"rank": 2, "member": "linear", "kind": "linear", "optuna_number": None, "level2_mean": 0.5,
+         "level2_std": 0.02, "level1_mean": 0.55, "oof_level2_macro_f1": 0.499, "level2_fold0": 0.48,
+         "level2_fold1": 0.52, "paired_diff_vs_best": -0.02, "wins_vs_best": "0/2", "p_value_vs_best": 0.2,
+         "status": "complete"},
+    ]).to_csv(confirm.confirm_csv, index=False)
+    option = {"members": ["trial-3", "linear"], "weights": [2, 1], "oof_score": 0.55, "nested_score": 0.5432}
+    (confirm.ensemble_json).write_text(json.dumps({
+        "option": "greedy", "best_member": "trial-3",
+        "member_scores": {"trial-3": {"oof": 0.521}, "linear": {"oof": 0.499}},
+        "options": {"prob": {**option, "weights": [1, 1], "nested_score": 0.531}, "greedy": option}}))
+    page = write_report(files.root).read_text()
+    assert "Confirmed on every fold" in page and 'src="figures/confirmed.png"' in page
+    assert page.index("<td>trial-3</td>") < page.index("<td>linear</td>")
+    assert page.index("greedy (chosen)") < page.index("<td>prob</td>")  # the chosen option first
+    assert "trial-3 x2, linear x1" in page and "0.5432" in page
+    assert "Best single member: trial-3 (OOF level-2 macro-F1 0.5210)" in page
+    figure = files.report_dir / "figures" / "confirmed.png"
+    assert figure.read_bytes()[:4] == b"\x89PNG"
