@@ -437,7 +437,7 @@ def evaluate(model: Classifier, split: EncodedSplit, *, level1_of: np.ndarray, b
     """Metrics of `model` on `split`, and its (N, num_labels) level-2 logits. `dev_loss` is plain
     cross-entropy whatever the training loss, so it compares across trials."""
     out = logits(model, split, batch_size=batch_size, device=device)
-    labels = torch.from_numpy(split.labels)
+    labels = torch.tensor(split.labels)  # a copy: arrays from Ray's object store are read-only
     # Summed per batch of `logits`' order, as the loss of one batch at a time always was.
     order = np.argsort(split.lengths, kind="stable")
     loss_sum = sum(F.cross_entropy(out[idx], labels[idx], reduction="sum").item()

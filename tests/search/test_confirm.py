@@ -217,7 +217,9 @@ def test_a_killed_confirm_resumes_without_training_any_job_twice(search_run, tmp
             return {}
 
     proc = start(["confirm", str(run_dir), "--top", "1", "--folds", str(FOLDS)], log)
-    wait_for(lambda: any(r["status"] == "completed" and r["member"] != "linear" for r in jobs().values()), proc)
+    # The driver records a job in jobs.json before it prints the job's end: wait for both.
+    wait_for(lambda: any(r["status"] == "completed" and r["member"] != "linear" for r in jobs().values())
+             and "[1/3 jobs done]" in log.read_text(), proc)
     kill(proc)
     printed = log.read_text()
     assert "trial-0 fold 0 seed 0 epoch 1/2  level-2 F1" in printed and "[1/3 jobs done]" in printed
