@@ -88,6 +88,10 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--storage-path", default=d.storage_path, help="RUN_DIR is <storage-path>/<name>")
     run.add_argument("--num-samples", type=int, default=d.num_samples, help="trials to run")
     run.add_argument("--seed", type=int, default=d.seed, help="seed of the sampler, the split and every trial")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="fix a TrialConfig field for every trial (repeatable), over the space's `fixed`, e.g. "
+                     "--set checkpoint=ckpt/bert-h256; a field the space searches is refused. Kept in run.json for "
+                     "resume, confirm, predict and the leaderboard's train-one command")
     sched = p.add_argument_group("scheduling (ASHA on level-2 macro-F1, time unit = epochs)")
     sched.add_argument("--max-epochs", type=int, default=d.max_epochs,
                        help=f"full budget of a trial (ASHA max_t); default: the space's, else {DEFAULT_MAX_EPOCHS}")

@@ -75,7 +75,7 @@ from search.driver import (
 )
 from search.settings import Settings, read_training_frame
 from search.trainable import BEST, BEST_DEV_PROBS, BEST_METRICS, BEST_WEIGHTS, REPORT, confirm_trial, load_state
-from spaces.space import load_space
+from spaces.space import load_space, parse_sets
 
 # The settings confirm.json keeps: the run's data settings, then the resources the stage used.
 DATA_SETTINGS = ("data", "synthetic", "synthetic_rows", "synthetic_seed", "max_seq_len")
@@ -420,7 +420,9 @@ def plan_members(run_dir: Path, *, top: int, linear: bool, split_seed: int) -> l
 def plan_jobs(spec: dict[str, Any], run_files: RunFiles) -> dict[str, dict[str, Any]]:
     """{job id: member, fold, seed and the full TrialConfig (dict)} of every network job, from the
     run's stored space: defaults <- fixed <- the trial's params <- the stage's budget and seed."""
-    space = load_space(run_files.space_yaml)
+    # The run's --sets (a checkpoint the space leaves open, say) complete its stored space here too.
+    sets = parse_sets(read_json(run_files.run_json).get("settings", {}).get("sets", ()))
+    space = load_space(run_files.space_yaml, sets=sets)
     jobs = {}
     for member in spec["members"]:
         if member["kind"] != C.NETWORK:

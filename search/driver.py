@@ -37,10 +37,10 @@ from search.callbacks import LeaderboardCallback, ProgressPrinter
 from search.cluster import REPO_ROOT, check_shared_storage, connect, is_uri
 from search.scheduler import BudgetSearchGenerator, ResumableASHA
 from search.searcher import FidelityAwareOptunaSearch
-from search.settings import Settings, load_data, resolve_max_epochs
+from search.settings import Settings, load_data, resolve_max_epochs, space_of
 from search.train_one import command_prefix
 from search.trainable import run_trial
-from spaces.space import SearchSpace, load_space, resolve_space_path
+from spaces.space import SearchSpace, resolve_space_path
 
 
 def default_name(space_path: Path) -> str:
@@ -237,7 +237,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     internals.check()  # before anything is written: the Ray and Optuna internals we use still hold
     preflight.check_settings(settings)
     space_path = resolve_space_path(settings.space)
-    space = load_space(space_path)
+    space = space_of(settings, space_path)
     max_epochs = resolve_max_epochs(settings, space)
     preflight.check_budget(max_epochs=max_epochs, grace_period=settings.grace_period)
     preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
@@ -348,7 +348,7 @@ def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: 
 def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]) -> SearchSpace:
     """The space the run was launched with (its copy in RUN_DIR), checked against today's code."""
     try:
-        space = load_space(files.space_yaml)
+        space = space_of(settings, files.space_yaml)
         preflight.check_space(space, {"max_epochs": settings.max_epochs, "seed": settings.seed})
     except ConfigError as err:
         raise ConfigError(f"the run's search space no longer fits this version of the code, so its study "

@@ -6,7 +6,7 @@ from typing import Any
 
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
-from spaces.space import SearchSpace, SpaceError
+from spaces.space import SearchSpace, SpaceError, parse_sets
 
 # Fields the driver owns: they are flags, identical for every trial, never searched.
 DRIVER_FIELDS = {"max_epochs": "--max-epochs", "seed": "--seed"}
@@ -36,6 +36,10 @@ def check_settings(s: Any) -> None:
         raise ConfigError(f"--max-failures is {s.max_failures}, but must be >= 0")
     if s.max_seq_len < 3:
         raise ConfigError(f"--max-seq-len is {s.max_seq_len}, but must be >= 3")
+    for name in parse_sets(s.sets):
+        if name in DRIVER_FIELDS:
+            raise ConfigError(f"--set {name}=...: `{name}` is set for all trials by {DRIVER_FIELDS[name]}; "
+                              f"pass {DRIVER_FIELDS[name]} instead")
     if s.data is not None and s.synthetic:
         raise ConfigError("--data and --synthetic exclude each other: pass one")
 

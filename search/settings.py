@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import pandas as pd
 
 from model.data import EncodedData, prepare_data, read_table, resolve_train_path
 from model.synthetic import DEFAULT_ROWS, synthesize
-from spaces.space import SearchSpace
+from spaces.space import SearchSpace, load_space, parse_sets
 
 DEFAULT_MAX_EPOCHS = 4
 
@@ -38,13 +39,25 @@ class Settings:
     fold: int = 0
     max_seq_len: int = 128
     address: str | None = None  # a running Ray cluster (auto, HOST:PORT, ray://HOST:PORT); None = local
+    # `--set KEY=VALUE`, raw: TrialConfig fields fixed for every trial on top of the space's `fixed`
+    # (see `space_of`). Strings, so run.json stays plain JSON and reads back through `parse_sets`.
+    sets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sets", tuple(self.sets))  # argparse and run.json give lists
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> Settings:
         """The settings of parsed CLI flags: every attribute named like a field sets that field; the
-        others (`func`, `command`, train-one's `--set`, `--device` ...) are not settings and are left out."""
+        others (`func`, `command`, `--device` ...) are not settings and are left out."""
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in vars(args).items() if key in names})
+
+
+def space_of(settings: Settings, path: str | Path | None = None) -> SearchSpace:
+    """The space a run searches: `settings.space` (or `path`: the run's stored copy of it) with the
+    run's `--set` values fixed. Launch, resume, confirm and predict all load it through here."""
+    return load_space(settings.space if path is None else path, sets=parse_sets(settings.sets))
 
 
 def resolve_max_epochs(settings: Settings, space: SearchSpace) -> int:

@@ -359,8 +359,7 @@ def trial_plan(run_dir: str | Path, ident: str | None) -> Plan:
     from model import metrics as M
     from results.export import load_records, run_leaderboard
     from results.files import RunFiles
-    from search.settings import Settings, load_data
-    from spaces.space import load_space
+    from search.settings import Settings, load_data, space_of
 
     files = RunFiles(Path(run_dir))
     frame = run_leaderboard(run_dir)  # a clear error for a non-run directory
@@ -385,13 +384,13 @@ def trial_plan(run_dir: str | Path, ident: str | None) -> Plan:
     checkpoint = _checkpoint_dir(files, row["checkpoint"])
     run = read_json(files.run_json)
     record = load_records(files)[trial_id]
-    space = load_space(files.space_yaml)
-    cfg = space.config(record.params, max_epochs=run["max_epochs"], seed=run["seed"])
     try:
         settings = Settings(**run["settings"])
     except (KeyError, TypeError) as err:
         raise ConfigError(f"{files.run_json} is not a run record this version can read ({err!r}); use a confirmed "
                           "member or the ensemble instead (--use confirmed:NAME, --use ensemble)") from None
+    space = space_of(settings, files.space_yaml)  # with the run's --sets
+    cfg = space.config(record.params, max_epochs=run["max_epochs"], seed=run["seed"])
     data = load_data(settings)  # the run's split: its vocabulary and labels
     model = TrialCheckpoint(path=checkpoint, config=cfg, vocab=data.vocab, max_seq_len=data.max_seq_len,
                             labels=data.labels)

@@ -7,8 +7,6 @@ column is such a call). The config is the space's fixed values, then a warm-star
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import shlex
 import time
 from pathlib import Path
@@ -17,13 +15,11 @@ from typing import Any
 import torch
 
 from model import metrics as M
-from model.config import TrialConfig, field_names, field_type
+from model.config import TrialConfig, field_names, field_type  # noqa: F401 (tests reach them here)
 from model.errors import ConfigError
 from model.train import Evaluation, FitResult, fit
 from search.settings import DEFAULT_MAX_EPOCHS, Settings, load_data
-from spaces.space import SearchSpace, load_space
-
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+from spaces.space import SearchSpace, load_space, parse_number, parse_set_value, parse_sets  # noqa: F401
 
 
 def command_prefix(settings: Settings, *, space_path: Path, max_epochs: int) -> str:
@@ -37,53 +33,9 @@ def command_prefix(settings: Settings, *, space_path: Path, max_epochs: int) -> 
     args += ["--folds", str(settings.folds), "--fold", str(settings.fold), "--max-seq-len", str(settings.max_seq_len),
              "--max-epochs", str(max_epochs), "--seed", str(settings.seed),
              "--threads", str(max(1, int(settings.cpus_per_trial)))]
+    for item in settings.sets:  # launch's --set: the fixed values the run added to its space
+        args += ["--set", item]
     return shlex.join(args)
-
-
-def parse_number(text: str) -> int | float | None:
-    """Python `int()`/`float()` syntax -> the number (`3`, `-0.5`, `2e-05`, `1E5`); anything else -> None.
-
-    Not YAML: YAML 1.1 reads `2e-05` and `1e-3` as strings. `float(repr(x)) == x` for every float, so a
-    value written with `repr`/`str` (the leaderboard's `command`) reads back exactly."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return None
-
-
-def parse_set_value(name: str, text: str) -> Any:
-    """The value of `--set name=text` for `TrialConfig` field `name`: a number for a number field (a
-    finite one), the text itself for a string field. The field's check then validates it."""
-    if field_type(name) is str:
-        return text  # verbatim: a checkpoint directory named `2024` stays a string
-    example = f"--set {name}={_DEFAULTS[name]!r}"
-    number = parse_number(text)
-    if number is None:
-        raise ConfigError(f"--set {name}={text}: `{name}` takes a number ({field_type(name).__name__}), "
-                          f"e.g. {example}")
-    if isinstance(number, float) and not math.isfinite(number):
-        raise ConfigError(f"--set {name}={text}: `{name}` must be a finite number, e.g. {example}")
-    return number
-
-
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    """`["lr=2e-05", "loss=focal"]` -> {"lr": 2e-05, "loss": "focal"} (see `parse_set_value`)."""
-    values, unknown = {}, []
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not key=value, e.g. --set lr=0.001")
-        if key in _DEFAULTS:
-            values[key] = parse_set_value(key, text)
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ConfigError(f"--set names unknown field(s) {', '.join(sorted(set(unknown)))}; valid fields are: "
-                          f"{', '.join(field_names())}")
-    return values
 
 
 def resolve_config(space: SearchSpace, *, point: str | None, sets: dict[str, Any], max_epochs: int | None,
@@ -109,7 +61,9 @@ def describe(evaluation: Evaluation, max_epochs: int, seconds: float) -> str:
 
 def train_one(settings: Settings, *, point: str | None, sets: dict[str, Any], threads: int | None,
               device: str | None, progress: bool = True, out=print) -> FitResult:
-    space = load_space(settings.space)
+    # The fixed ones among the --sets complete the space (a checkpoint it leaves open, say) before it
+    # is validated; resolve_config applies them all again, searched ones included.
+    space = load_space(settings.space, sets=sets, skip_searched=True)
     cfg = resolve_config(space, point=point, sets=sets, max_epochs=settings.max_epochs, seed=settings.seed)
     data = load_data(settings)
     if threads:

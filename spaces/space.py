@@ -18,10 +18,19 @@ Format (every name is a `TrialConfig` field; see spaces/demo.yaml):
 `when` maps parent parameters to one allowed value or a list of them; a parameter is active only
 when every parent is active and has an allowed value. Inactive parameters are not sampled, not
 passed to the trial (the `TrialConfig` default applies) and empty in the leaderboard.
+
+Fixing values from the command line (`python -m search launch --set KEY=VALUE`): `load_space(...,
+sets={...})` merges the values into `fixed` before the space is validated, so a space may leave a
+value to its user (spaces/pretrained.yaml fixes `encoder: bert` but no `checkpoint`) and everything
+downstream (preflight, trials, confirm, predict) sees one ordinary space. A `--set` may only fix a
+field the space does not search: searching a narrower range is an edit of the space, not a flag.
+The raw `KEY=VALUE` strings are kept in the run's settings (run.json), so `resume`, `confirm`,
+`predict` and the leaderboard's `train-one` command rebuild the same space.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +51,55 @@ TOP_LEVEL = {"description", "fixed", "params", "warm_start"}
 
 class SpaceError(ConfigError):
     """A search-space file is invalid; the message names the file, line and parameter."""
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+
+
+def parse_number(text: str) -> int | float | None:
+    """Python `int()`/`float()` syntax -> the number (`3`, `-0.5`, `2e-05`, `1E5`); anything else -> None.
+
+    Not YAML: YAML 1.1 reads `2e-05` and `1e-3` as strings. `float(repr(x)) == x` for every float, so a
+    value written with `repr`/`str` (the leaderboard's `command`) reads back exactly."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None
+
+
+def parse_set_value(name: str, text: str) -> Any:
+    """The value of `--set name=text` for `TrialConfig` field `name`: a number for a number field (a
+    finite one), the text itself for a string field. The field's check then validates it."""
+    if field_type(name) is str:
+        return text  # verbatim: a checkpoint directory named `2024` stays a string
+    example = f"--set {name}={_DEFAULTS[name]!r}"
+    number = parse_number(text)
+    if number is None:
+        raise ConfigError(f"--set {name}={text}: `{name}` takes a number ({field_type(name).__name__}), "
+                          f"e.g. {example}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(f"--set {name}={text}: `{name}` must be a finite number, e.g. {example}")
+    return number
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`["lr=2e-05", "loss=focal"]` -> {"lr": 2e-05, "loss": "focal"} (see `parse_set_value`)."""
+    values, unknown = {}, []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} is not key=value, e.g. --set lr=0.001")
+        if key in _DEFAULTS:
+            values[key] = parse_set_value(key, text)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"--set names unknown field(s) {', '.join(sorted(set(unknown)))}; valid fields are: "
+                          f"{', '.join(field_names())}")
+    return values
 
 
 class _Mapping(dict):
@@ -162,13 +220,18 @@ def resolve_space_path(space: str | Path | None) -> Path:
     return path
 
 
-def load_space(space: str | Path | None = None) -> SearchSpace:
+def load_space(space: str | Path | None = None, *, sets: dict[str, Any] | None = None,
+               skip_searched: bool = False) -> SearchSpace:
+    """The space in file (or shipped name) `space`, with `sets` (`parse_sets` of `--set`s) fixed."""
     path = resolve_space_path(space)
     text = path.read_text(encoding="utf-8")
-    return parse_space(text, source=str(path))
+    return parse_space(text, source=str(path), sets=sets, skip_searched=skip_searched)
 
 
-def parse_space(text: str, *, source: str = "<space>") -> SearchSpace:
+def parse_space(text: str, *, source: str = "<space>", sets: dict[str, Any] | None = None,
+                skip_searched: bool = False) -> SearchSpace:
+    """`sets`: values that replace or add to `fixed` (launch's `--set`); naming a searched parameter is
+    an error, unless `skip_searched` (train-one, whose `--set`s also override sampled values itself)."""
     try:
         loader = _Loader(text)
         loader.name = source
@@ -185,7 +248,8 @@ def parse_space(text: str, *, source: str = "<space>") -> SearchSpace:
     if unknown:
         raise SpaceError(f"{where(unknown[0])}: unknown top-level key {unknown[0]!r}; "
                          f"valid keys are: {', '.join(sorted(TOP_LEVEL))}")
-    fixed = _parse_fixed(doc.get("fixed") or {}, where)
+    raw_fixed = _apply_sets(doc.get("fixed") or {}, doc.get("params") or {}, sets or {}, source, skip_searched)
+    fixed = _parse_fixed(raw_fixed, where)
     params = _parse_params(doc.get("params") or {}, where, fixed)
     if not any(p.searched for p in params):
         raise SpaceError(f"{source}: `params` declares nothing to search; add at least one float, int "
@@ -230,6 +294,28 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _apply_sets(fixed: Any, params: Any, sets: dict[str, Any], source: str, skip_searched: bool) -> Any:
+    """`fixed` with the `--set` values merged in (file lines kept for the file's own keys)."""
+    if not sets or not isinstance(fixed, dict):
+        return fixed
+    searched = [k for k in sets if isinstance(params, dict) and k in params]
+    if searched and not skip_searched:
+        names = ", ".join(searched)
+        raise SpaceError(f"--set {searched[0]}=...: {source} searches {names} (under `params`), and --set only "
+                         f"fixes fields a space does not search; drop the --set, or copy the space and move "
+                         f"{names} from `params` to `fixed` there")
+    for name, value in sets.items():
+        if name in searched:
+            continue
+        try:
+            check_value(name, coerce_value(name, value))
+        except ConfigError as err:
+            raise SpaceError(f"--set {name}={value}: {err}") from None
+    out = _Mapping({**fixed, **{k: v for k, v in sets.items() if k not in searched}})
+    out.lines = {k: line for k, line in getattr(fixed, "lines", {}).items() if k not in sets}
+    return out
+
+
 def _parse_fixed(fixed: dict, where: _Where) -> dict[str, Any]:
     if not isinstance(fixed, dict):
         raise SpaceError(f"{where('fixed')}: `fixed` must be a mapping of TrialConfig fields to values")
@@ -237,6 +323,11 @@ def _parse_fixed(fixed: dict, where: _Where) -> dict[str, Any]:
     try:
         TrialConfig.from_dict(out)
     except ConfigError as err:
+        if not out.get("checkpoint") and "`checkpoint`" in str(err):
+            # A space that fixes a checkpoint encoder but leaves the directory to its user.
+            raise SpaceError(f"{where.source} needs a checkpoint for encoder {out.get('encoder')!r}: pass --set "
+                             "checkpoint=DIR (a directory written by `python -m search pretrain`, or any "
+                             "checkpoint with a config, the weights and vocab.txt)") from None
         raise SpaceError(f"{where('fixed')}: the fixed values do not make a valid config: {err}") from None
     return out
 

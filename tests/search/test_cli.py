@@ -89,7 +89,7 @@ def test_launch_flags_map_one_to_one_onto_settings():
 
 def test_settings_from_namespace_ignores_cli_only_attributes():
     args = argparse.Namespace(command="train-one", func=print, sets=["lr=1"], device="cpu", fold=3, seed=7)
-    assert Settings.from_namespace(args) == Settings(fold=3, seed=7)
+    assert Settings.from_namespace(args) == Settings(fold=3, seed=7, sets=("lr=1",))  # --set is a setting
 
 
 def test_confirm_flags_reach_confirm_and_unfinished_runs_exit_1(monkeypatch):
