@@ -74,7 +74,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
     # restore. Bounded concurrency: TPE asks only as slots free up (unbounded, it degrades to
     # random search), and Ray keeps that many trials pending, so every slot stays busy.
     search_alg = BudgetSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=concurrency(settings)),
-                                       budget=settings.num_samples, retry=retry)
+                                       budget=settings.num_samples, retry=retry, location=(storage, name))
     extra = {}
     if resume:
         # Interrupted trials continue from their last checkpoint under the same id; finished trials
@@ -296,11 +296,14 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         check_shared_storage(settings.storage_path, ray.nodes())
         run["settings"]["num_samples"] = settings.num_samples
         run["settings"]["max_failures"] = settings.max_failures
+        run["ray_experiment"] = "/".join(ray_experiment(settings, files))  # where the run is now
         run.setdefault("resumed", []).append({
             "at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": shlex.join(["python", "-m", "search", *(argv or [])]),
             "git_revision": _git_revision()})
         atomic_write_json(files.run_json, run)
+        if not is_uri(settings.storage_path) and relocate_checkpoints(files, records):
+            save_records(files, records)
         done = sum(r.status != RUNNING for r in records.values())
         out(f"RUN_DIR {files.root}")
         out(f"resuming: {len(records)} trials recorded ({done} ended), budget {settings.num_samples} trials")
@@ -328,6 +331,26 @@ def run_settings(files: RunFiles) -> tuple[dict[str, Any], Settings]:
     if not is_uri(settings.storage_path):
         settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
     return run, settings
+
+
+def relocate_checkpoints(files: RunFiles, records: dict[str, TrialRecord]) -> bool:
+    """Point the records' checkpoint paths into `files.ray_dir`, where the run is now: a run moved
+    or copied since a driver recorded them still names the old location. A checkpoint of trial
+    <id> lives in `.../<ray dir>/trial_<id>/...` (`build_tuner`'s trial directories); paths not of
+    that form are left alone. True if any changed."""
+    ray_dir = files.ray_dir.resolve()
+    changed = False
+    for record in records.values():
+        if not record.checkpoint:
+            continue
+        parts = Path(record.checkpoint).parts
+        for i in range(len(parts) - 1, 0, -1):
+            if parts[i] == f"trial_{record.trial_id}" and parts[i - 1] == files.ray_dir.name:
+                moved = str(ray_dir.joinpath(*parts[i:]))
+                changed |= moved != record.checkpoint
+                record.checkpoint = moved
+                break
+    return changed
 
 
 def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: FidelityAwareOptunaSearch,

@@ -42,6 +42,23 @@ Items (the function, then what it relies on):
     state." through `logger.exception` on the logger "ray.tune.execution.tune_controller", inside
     its `except` block, before it starts a new experiment in the same directory; a logging filter
     runs there and an exception it raises propagates (logging shields handlers, not filters).
+12. `restore_searcher(searcher, checkpoint_path)`: `OptunaSearch.save` pickles the searcher's
+    `__dict__` and `OptunaSearch.restore` updates `__dict__` with it, so a restore would bring back
+    the launch's `_ot_study` and `_storage` (an `RDBStorage` on the study.db where the run was
+    launched) and asked trials whose `optuna.Trial.study`/`.storage` are bound to them; and
+    unpickling an `RDBStorage` connects to its URL (`create_all`), which creates a database file
+    at the launch location if the run has moved. So the pickle is loaded with `RDBStorage` replaced
+    by an inert stand-in, `__dict__` is updated as OptunaSearch does, and then `_ot_study`,
+    `_storage` and every asked trial are bound to the study and storage this searcher had before
+    the restore (this driver's, on the resumed RUN_DIR), keeping the restored sampler
+    (`Study.sampler`, the same object as `OptunaSearch._sampler`).
+13. `relocate_experiment(generator, storage_path, name)`: `SearchGenerator.set_state` brings back
+    the `_experiment` pickled at the launch, whose `spec["storage"]` (a `StorageContext` with the
+    launch's `storage_fs_path` and `experiment_dir_name`) is the storage of every trial it creates
+    (`_create_trial_from_spec(spec)` passes `spec.get("storage")` to the trial). Ray's
+    `TuneController._restore_trials` moves restored trials to the current storage by setting
+    `storage_filesystem`, `storage_fs_path` and `experiment_dir_name`; this does the same for the
+    trials created after a restore, with `ray.train._internal.storage.get_fs_and_path`.
 """
 
 from __future__ import annotations
@@ -49,16 +66,21 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import pickle
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 from optuna.trial import FrozenTrial
 from ray import tune
+from ray.train._internal.storage import StorageContext, get_fs_and_path
 from ray.tune.execution.tune_controller import TuneController
+from ray.tune.experiment import config_parser
 from ray.tune.impl.tuner_internal import TunerInternal
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
@@ -102,6 +124,37 @@ def trial_handle(study: optuna.Study, storage_id: int) -> optuna.Trial:
     return optuna.trial.Trial(study, storage_id)
 
 
+class _DetachedRDBStorage:
+    """What a pickled `RDBStorage` unpickles to in `restore_searcher`: its state, no connection."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class _DetachedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if name == "RDBStorage" and module.startswith("optuna.storages"):
+            return _DetachedRDBStorage
+        return super().find_class(module, name)
+
+
+def restore_searcher(searcher: OptunaSearch, checkpoint_path: str) -> None:
+    """`OptunaSearch.restore(checkpoint_path)`, but the searcher stays on the study and storage it
+    had before (this driver's) with the restored sampler, and the storage pickled at the launch is
+    never opened: a moved or copied run never reads or writes the launch location (item 12)."""
+    own_study, own_storage = searcher._ot_study, searcher._storage
+    with open(checkpoint_path, "rb") as handle:
+        state = _DetachedUnpickler(handle).load()
+    if not isinstance(state, dict):
+        raise ValueError(f"{checkpoint_path} is not a searcher state this version can restore (not a dict)")
+    searcher.__dict__.update(state)
+    own_study.sampler = searcher._ot_study.sampler
+    searcher._sampler = own_study.sampler
+    searcher._ot_study, searcher._storage = own_study, own_storage
+    for trial in searcher._ot_trials.values():
+        trial.study, trial.storage = own_study, own_study._storage
+
+
 # --- Ray's ASHA, SearchGenerator and ConcurrencyLimiter (search/scheduler.py) ---------------------
 
 @dataclass(frozen=True)
@@ -141,6 +194,20 @@ def count_as_live(limiter: ConcurrencyLimiter, trial_ids: Iterable[str]) -> None
     for trial_id in set(trial_ids) - limiter.live_trials:
         limiter.live_trials.add(trial_id)
         limiter.num_unfinished_live_trials += 1
+
+
+def relocate_experiment(generator: SearchGenerator, storage_path: str, name: str) -> None:
+    """Make the trials a restored `generator` creates live in the experiment `name` under
+    `storage_path` (a path or URI), where the run is now, not where it was launched (item 13)."""
+    experiment = generator._experiment
+    if experiment is None:
+        return
+    filesystem, fs_path = get_fs_and_path(storage_path)
+    for storage in {id(s): s for s in (experiment.spec.get("storage"), getattr(experiment, "storage", None))
+                    if s is not None}.values():
+        storage.storage_filesystem = filesystem
+        storage.storage_fs_path = Path(fs_path).as_posix()
+        storage.experiment_dir_name = name
 
 
 # --- Ray's Tuner and TuneController (search/driver.py) --------------------------------------------
@@ -278,12 +345,70 @@ def _check_restore_log() -> None:
             f"TuneController.__init__ no longer logs {RESTORE_FAILED!r} with logger.exception")
 
 
+def _probe_searcher(storage: optuna.storages.BaseStorage, seed: int) -> OptunaSearch:
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        return OptunaSearch(_probe_space, metric="m", mode="max", storage=storage, study_name="probe",
+                            sampler=optuna.samplers.RandomSampler(seed=seed))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _check_restore_searcher() -> None:
+    """Item 12: a searcher saved on a.db, restored after a.db moved to b.db, works on b.db only."""
+    with tempfile.TemporaryDirectory() as tmp:
+        launched, moved, saved = Path(tmp, "a.db"), Path(tmp, "b.db"), Path(tmp, "searcher.pkl")
+        searcher = _probe_searcher(optuna.storages.RDBStorage(f"sqlite:///{launched}"), seed=0)
+        searcher.suggest("probe")
+        sampler = type(study(searcher).sampler)
+        searcher.save(str(saved))
+        del searcher
+        launched.rename(moved)
+        resumed = _probe_searcher(optuna.storages.RDBStorage(f"sqlite:///{moved}"), seed=1)
+        own = study(resumed)
+        restore_searcher(resumed, str(saved))
+        _expect(not launched.exists(), "restoring an OptunaSearch opened the storage it was saved with")
+        _expect(study(resumed) is own and isinstance(own.sampler, sampler) and own.sampler is resumed._sampler,
+                "OptunaSearch.restore does not restore _ot_study/_sampler from the pickled __dict__")
+        asked = asked_trials(resumed).get("probe")
+        _expect(isinstance(asked, optuna.Trial), "OptunaSearch.restore does not restore _ot_trials")
+        asked.report(0.5, 1)
+        own.tell(asked, 0.5)
+        reread = optuna.load_study(study_name="probe", storage=f"sqlite:///{moved}").trials
+        _expect(not launched.exists() and len(reread) == 1 and reread[0].intermediate_values == {1: 0.5}
+                and reread[0].value == 0.5,
+                "a restored asked optuna.Trial (its .study/.storage) does not report to the rebound study")
+
+
+class _ProbeExperiment:
+    def __init__(self, storage: StorageContext):
+        self.storage = storage
+        self.spec = {"storage": storage}
+
+
+def _check_relocate_experiment() -> None:
+    """Item 13: set_state restores _experiment, whose spec["storage"] new trials are given."""
+    _expect('storage=spec.get("storage")' in inspect.getsource(config_parser._create_trial_from_spec),
+            'ray.tune.experiment.config_parser._create_trial_from_spec no longer gives trials spec["storage"]')
+    with tempfile.TemporaryDirectory() as tmp:
+        experiment = _ProbeExperiment(StorageContext(str(Path(tmp, "a")), "launched"))
+        generator = SearchGenerator(_ProbeSearcher())
+        generator.set_state({**generator.get_state(), "experiment": experiment})
+        relocate_experiment(generator, str(Path(tmp, "b")), "moved")
+        _expect(experiment.spec["storage"].experiment_fs_path == Path(tmp, "b", "moved").as_posix(),
+                "SearchGenerator.set_state does not restore _experiment, or StorageContext's "
+                "storage_fs_path/experiment_dir_name no longer decide experiment_fs_path")
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "OptunaSearch and optuna.Trial (items 1-5)": _check_optuna_search,
     "ASHA rungs (items 6-7)": _check_asha,
     "SearchGenerator budget and ConcurrencyLimiter (items 8-9)": _check_generator_and_limiter,
     "Tuner _tuner_kwargs (item 10)": _check_tuner_kwargs,
     "TuneController restore-failure log (item 11)": _check_restore_log,
+    "OptunaSearch restore onto this driver's study (item 12)": _check_restore_searcher,
+    "SearchGenerator experiment storage after a restore (item 13)": _check_relocate_experiment,
 }
 
 

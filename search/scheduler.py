@@ -43,11 +43,14 @@ class ResumableASHA(ASHAScheduler):
 class BudgetSearchGenerator(SearchGenerator):
     """SearchGenerator whose total number of trials is `budget`, also after a restore. `retry`:
     errored trials the restored run resumes; they count as live again in the concurrency limiter
-    (`searcher`), which otherwise ignores their completion."""
+    (`searcher`), which otherwise ignores their completion. `location`: (storage path, name) of
+    Ray's experiment where the run is now; the trials it creates after a restore go there, not to
+    the launch location its restored state names (a run directory may be moved or copied)."""
 
-    def __init__(self, searcher, *, budget: int, retry: frozenset[str] = frozenset()):
+    def __init__(self, searcher, *, budget: int, retry: frozenset[str] = frozenset(),
+                 location: tuple[str, str] | None = None):
         super().__init__(searcher)
-        self.budget, self.retry = budget, retry
+        self.budget, self.retry, self.location = budget, retry, location
 
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)
@@ -56,3 +59,5 @@ class BudgetSearchGenerator(SearchGenerator):
     def set_state(self, state: dict) -> None:
         super().set_state(state)
         internals.set_sample_budget(self, self.budget)
+        if self.location is not None:
+            internals.relocate_experiment(self, *self.location)

@@ -60,8 +60,11 @@ class FidelityAwareOptunaSearch(OptunaSearch):
                 self.study.enqueue_trial(point, user_attrs={M.WARM_START: name})
 
     def restore(self, checkpoint_path: str) -> None:
+        """OptunaSearch.restore, except that the searcher stays on this driver's study (the study.db
+        of the resumed RUN_DIR, wherever the run has moved since its launch) with the restored
+        sampler: the pickled state names the study.db of the launch location."""
         reopened = self._reopened  # this driver's, not one pickled by an earlier driver
-        super().restore(checkpoint_path)
+        internals.restore_searcher(self, checkpoint_path)
         self._reopened = reopened
         for trial_id, storage_id in reopened.items():
             internals.asked_trials(self)[trial_id] = internals.trial_handle(self.study, storage_id)

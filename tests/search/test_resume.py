@@ -16,7 +16,9 @@ import pytest
 
 from model.errors import ConfigError
 from results.export import read_leaderboard_csv
-from search.driver import resume
+from results.files import RunFiles
+from results.records import TrialRecord
+from search.driver import relocate_checkpoints, resume
 from tests.conftest import E2E_SPACE
 
 pytestmark = pytest.mark.e2e
@@ -168,20 +170,20 @@ def raised_budget(killed_and_resumed, tmp_path_factory):
     return run_dir, before, proc, (shared_before, tree(shared))
 
 
-def test_resume_raises_the_budget_of_a_finished_run(raised_budget):
+def test_resume_raises_the_budget_of_a_finished_run(killed_and_resumed, raised_budget):
+    shared, _, _ = killed_and_resumed
     run_dir, before, proc, _ = raised_budget
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = records(run_dir)
     assert len(after) == len(before) + 2
-    assert {tid: after[tid] for tid in before} == before  # the old trials did not move
+    # The old trials did not change, but for their checkpoints, now named inside the copy.
+    relocated = {tid: {**r, "checkpoint": r["checkpoint"] and r["checkpoint"].replace(str(shared), str(run_dir), 1)}
+                 for tid, r in before.items()}
+    assert {tid: after[tid] for tid in before} == relocated
     assert all(r["status"] in FINAL for r in after.values())
     assert json.loads((run_dir / "run.json").read_text())["settings"]["num_samples"] == len(before) + 2
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known bug: resuming a run directory that was moved or copied after its launch still writes into the "
-    "launch location: the restored searcher keeps the pickled Optuna storage (OptunaSearch.restore updates "
-    "__dict__), and new trials' checkpoints go to the old ray/ directory"))
 def test_resuming_a_copied_run_writes_only_into_the_copy(raised_budget):
     run_dir, _, proc, (shared_before, shared_after) = raised_budget
     assert proc.returncode == 0
@@ -189,6 +191,37 @@ def test_resuming_a_copied_run_writes_only_into_the_copy(raised_budget):
     assert len(study.trials) == len(records(run_dir))
     assert all(r["checkpoint"].startswith(str(run_dir)) for r in records(run_dir).values() if r["checkpoint"])
     assert shared_after == shared_before
+
+
+def test_a_moved_run_resumes_where_it_is_now(killed_and_resumed, tmp_path):
+    """`mv runs/a elsewhere/a`: the launch location is gone; resume works and never recreates it."""
+    shared, _, _ = killed_and_resumed
+    launched = tmp_path / "launched" / "runs" / shared.name
+    shutil.copytree(shared, launched, symlinks=True)
+    moved = tmp_path / "elsewhere" / shared.name
+    moved.parent.mkdir()
+    launched.rename(moved)
+    before = records(moved)
+    proc = subprocess.run([sys.executable, "-m", "search", "resume", str(moved), "--num-samples",
+                           str(len(before) + 1)], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = records(moved)
+    assert len(after) == len(before) + 1 and all(r["status"] in FINAL for r in after.values())
+    assert all(r["checkpoint"].startswith(str(moved)) for r in after.values() if r["checkpoint"])
+    study = optuna.load_study(study_name=moved.name, storage=f"sqlite:///{moved / 'study.db'}")
+    assert len(study.trials) == len(after)
+    assert not launched.exists()
+
+
+def test_relocate_checkpoints_points_records_into_the_run_where_it_is_now(tmp_path):
+    files = RunFiles(tmp_path / "runs" / "b")
+    old = "/elsewhere/runs/a/ray/trial_x1/checkpoint_000003"
+    recs = {"x1": TrialRecord("x1", checkpoint=old), "x2": TrialRecord("x2"),
+            "x3": TrialRecord("x3", checkpoint="/somewhere/else/ckpt")}
+    assert relocate_checkpoints(files, recs)
+    assert recs["x1"].checkpoint == str(files.ray_dir.resolve() / "trial_x1" / "checkpoint_000003")
+    assert recs["x2"].checkpoint is None and recs["x3"].checkpoint == "/somewhere/else/ckpt"
+    assert not relocate_checkpoints(files, recs)  # already there: nothing changes
 
 
 @pytest.mark.parametrize(
