@@ -297,6 +297,8 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         run["settings"]["num_samples"] = settings.num_samples
         run["settings"]["max_failures"] = settings.max_failures
         run["ray_experiment"] = "/".join(ray_experiment(settings, files))  # where the run is now
+        # The rows' reproduction commands name the run's space.yaml: where the run is now, too.
+        run["reproduce"] = command_prefix(settings, space_path=files.space_yaml, max_epochs=run["max_epochs"])
         run.setdefault("resumed", []).append({
             "at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": shlex.join(["python", "-m", "search", *(argv or [])]),

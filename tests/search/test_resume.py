@@ -210,6 +210,8 @@ def test_a_moved_run_resumes_where_it_is_now(killed_and_resumed, tmp_path):
     assert all(r["checkpoint"].startswith(str(moved)) for r in after.values() if r["checkpoint"])
     study = optuna.load_study(study_name=moved.name, storage=f"sqlite:///{moved / 'study.db'}")
     assert len(study.trials) == len(after)
+    board = read_leaderboard_csv(moved / "leaderboard.csv")
+    assert all(f"--space {moved.resolve() / 'space.yaml'} " in command for command in board["command"])
     assert not launched.exists()
 
 
