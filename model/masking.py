@@ -66,36 +66,13 @@ def mask_spans(
         raise ValueError(f"mask_ratio {mask_ratio} and random_ratio {random_ratio} must be >= 0 with a sum <= 1")
     probs = span_length_probs(ngram_max)
     ids = np.asarray(ids, dtype=np.int64)
-    rows, width = ids.shape
     maskable = ~np.isin(ids, np.asarray(special_ids, dtype=np.int64))  # (B, T)
     regular = np.setdiff1d(np.arange(vocab_size), np.asarray(special_ids, dtype=np.int64))
-    inputs, labels = ids.copy(), np.full_like(ids, IGNORE_INDEX)
-    spans: list[tuple[int, int, int, int]] = []
-    for r in range(rows):
-        candidates = np.flatnonzero(maskable[r])
-        if candidates.size == 0:
-            continue
-        budget = max(1, int(round(candidates.size * mask_prob)))
-        taken = np.zeros(width + 1, dtype=bool)  # one spare slot: taken[width] is never set
-        starts = rng.permutation(candidates)
-        lengths = rng.choice(ngram_max, size=candidates.size, p=probs) + 1
-        covered = 0
-        for start, n in zip(starts.tolist(), lengths.tolist(), strict=True):
-            if covered >= budget:
-                break
-            if taken[start] or (start > 0 and taken[start - 1]):
-                continue
-            n = min(n, budget - covered)
-            end = start  # grow [start, end) while the next position is free and keeps a gap after it
-            while end < start + n and end < width and maskable[r, end] and not taken[end + 1]:
-                end += 1
-            if end == start:
-                continue
-            taken[start:end] = True
-            covered += end - start
-            spans.append((r, start, end - start, -1))
+    spans = [(r, start, n, -1) for r in range(ids.shape[0])
+             for start, n in _row_spans(maskable[r], rng=rng, probs=probs, mask_prob=mask_prob)]
     # One draw per span for its fate, then the random replacement ids, in span order (reproducible).
     fates = rng.random(len(spans))
+    inputs, labels = ids.copy(), np.full_like(ids, IGNORE_INDEX)
     table = np.array(spans, dtype=np.int64).reshape(-1, 4)
     for k, (r, start, n, _) in enumerate(spans):
         stop = start + n
@@ -107,3 +84,33 @@ def mask_spans(
         else:
             table[k, 3] = KEEP
     return Masked(inputs=inputs, labels=labels, spans=table)
+
+
+def _row_spans(maskable: np.ndarray, *, rng: np.random.Generator, probs: np.ndarray,
+               mask_prob: float) -> list[tuple[int, int]]:
+    """(start, length) of the spans masked in one row, `maskable` (T,) its maskable positions."""
+    candidates = np.flatnonzero(maskable)
+    if candidates.size == 0:
+        return []
+    width = maskable.shape[0]
+    budget = max(1, int(round(candidates.size * mask_prob)))
+    taken = np.zeros(width + 1, dtype=bool)  # one spare slot: taken[width] is never set
+    starts = rng.permutation(candidates)
+    lengths = rng.choice(len(probs), size=candidates.size, p=probs) + 1
+    covered = 0
+    spans: list[tuple[int, int]] = []
+    for start, n in zip(starts.tolist(), lengths.tolist(), strict=True):
+        if covered >= budget:
+            break
+        if taken[start] or (start > 0 and taken[start - 1]):
+            continue
+        n = min(n, budget - covered)
+        end = start  # grow [start, end) while the next position is free and keeps a gap after it
+        while end < start + n and end < width and maskable[end] and not taken[end + 1]:
+            end += 1
+        if end == start:
+            continue
+        taken[start:end] = True
+        covered += end - start
+        spans.append((start, end - start))
+    return spans

@@ -604,142 +604,220 @@ def run_loop(data: PretrainData, cfg: PretrainConfig, store: CheckpointStore, *,
 
     if cfg.batch_size < world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is smaller than the {world} workers; each needs a row")
-    per_epoch = steps_per_epoch(cfg, len(data))
-    total = total_steps(cfg, per_epoch)
-    budget_s = None if cfg.time_budget is None else cfg.time_budget * 60
-    current = fingerprint(cfg, data.files)
+    loop = _Loop.start(data, cfg, store, device=device, rank=rank, world=world, wrap=wrap, run_info=run_info)
+    if loop.finished():  # a finished run started again: nothing to train
+        return loop.summary()
 
-    torch.manual_seed(cfg.seed)  # the same initial weights on every worker and in every run
-    raw = build_mlm(cfg, vocab_size=len(data.vocab)).to(device)
-    optimizer = build_optimizer(raw, cfg)
-    scheduler = build_scheduler(optimizer, cfg, per_epoch)
-    state = store.load()
-    run = Progress()
-    if state is None:
-        torch.manual_seed(_worker_seed(cfg.seed, rank))  # dropout differs across workers
-    else:
-        check_fingerprint(state["fingerprint"], current, where="the checkpoint")
-        raw.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        run = Progress(**state["progress"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        if rank < len(rng["torch"]):
-            torch.set_rng_state(rng["torch"][rank])
-        else:
-            torch.manual_seed(_worker_seed(cfg.seed + run.step, rank))
-        if device.type == "cuda" and rng.get("cuda") and rank < len(rng["cuda"]):
-            torch.cuda.set_rng_state(rng["cuda"][rank], device)
-    model = wrap(raw)
-    model.train()
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    started = dict(run_info or {})
+    loop.run.starts.append(loop.run.step)
+    bar = tqdm(total=loop.total, initial=loop.run.step, unit="step", desc=f"pretrain {cfg.arch}",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    _train(loop, bar, save_every=save_every, on_step=on_step)
+    bar.close()
+    return loop.summary()
 
-    def snapshot() -> dict | None:
+
+@dataclass
+class _Loop:
+    """The parts of one worker's pretraining loop and where it stands (`run`)."""
+
+    data: PretrainData
+    cfg: PretrainConfig
+    store: CheckpointStore
+    raw: MaskedLM  # the model itself: what is saved and clipped
+    model: nn.Module  # what trains: `raw` or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    rank: int
+    world: int
+    run: Progress
+    per_epoch: int
+    total: int | None
+    current: dict  # this run's fingerprint
+    info: dict  # run_info, for pretrain.json
+
+    @classmethod
+    def start(cls, data: PretrainData, cfg: PretrainConfig, store: CheckpointStore, *, device: torch.device,
+              rank: int, world: int, wrap: Callable[[nn.Module], nn.Module], run_info: dict | None) -> _Loop:
+        """Build the model, optimizer and scheduler, and continue from the store's checkpoint if any."""
+        per_epoch = steps_per_epoch(cfg, len(data))
+        total = total_steps(cfg, per_epoch)
+        current = fingerprint(cfg, data.files)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every worker and in every run
+        raw = build_mlm(cfg, vocab_size=len(data.vocab)).to(device)
+        optimizer = build_optimizer(raw, cfg)
+        scheduler = build_scheduler(optimizer, cfg, per_epoch)
+        run = _restore(store.load(), cfg, current, raw, optimizer, scheduler, device=device, rank=rank)
+        model = wrap(raw)
+        model.train()
+        return cls(data=data, cfg=cfg, store=store, raw=raw, model=model, optimizer=optimizer, scheduler=scheduler,
+                   device=device, rank=rank, world=world, run=run, per_epoch=per_epoch, total=total,
+                   current=current, info=dict(run_info or {}))
+
+    def snapshot(self) -> dict | None:
         """The full state (rank 0; every worker must call it: the RNG states are gathered)."""
-        torch_states = _gather(torch.get_rng_state(), world)
-        cuda_states = _gather(torch.cuda.get_rng_state(device) if device.type == "cuda" else None, world)
-        if rank != 0:
+        cuda = self.device.type == "cuda"
+        torch_states = _gather(torch.get_rng_state(), self.world)
+        cuda_states = _gather(torch.cuda.get_rng_state(self.device) if cuda else None, self.world)
+        if self.rank != 0:
             return None
-        return {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "progress": asdict(run), "fingerprint": current,
+        return {"model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "progress": asdict(self.run), "fingerprint": self.current,
                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch_states,
-                        "cuda": cuda_states if device.type == "cuda" else None}}
+                        "cuda": cuda_states if cuda else None}}
 
-    def record(finished: bool) -> dict:
+    def record(self, finished: bool) -> dict:
+        """What pretrain.json holds."""
+        run, cfg, data = self.run, self.cfg, self.data
         return {
             "format": 1, "arch": cfg.arch, "finished": finished, "steps": run.step,
-            "epochs": round(run.step / per_epoch, 4), "steps_per_epoch": per_epoch, "total_steps": total,
-            "started_at_steps": run.starts,
+            "epochs": round(run.step / self.per_epoch, 4), "steps_per_epoch": self.per_epoch,
+            "total_steps": self.total, "started_at_steps": run.starts,
             "loss_curve": run.curve, "wall_time_s": round(run.seconds, 2),
             "tokens_per_s": round(run.tokens / run.seconds, 1) if run.seconds > 0 else None,
             "tokens_seen": int(run.tokens), "vocab_size": len(data.vocab), "documents": len(data),
-            "corpus": data.files, "flags": cfg.to_dict(), "workers": world, "device": device.type,
-            "versions": _versions(), "git_revision": _git_revision(), **started,
+            "corpus": data.files, "flags": cfg.to_dict(), "workers": self.world, "device": self.device.type,
+            "versions": _versions(), "git_revision": _git_revision(), **self.info,
         }
 
-    def save(finished: bool) -> None:
-        state = snapshot()
+    def save(self, finished: bool) -> None:
+        """A checkpoint (every worker calls it); rank 0 also exports the model directory."""
+        state = self.snapshot()
+        run = self.run
 
         def export(directory: Path) -> None:
-            raw.save(directory)
-            (directory / "vocab.txt").write_text("\n".join(data.vocab.tokens) + "\n", encoding="utf-8")
-            (directory / RECORD_FILE).write_text(json.dumps(record(finished), indent=1), encoding="utf-8")
+            self.raw.save(directory)
+            (directory / "vocab.txt").write_text("\n".join(self.data.vocab.tokens) + "\n", encoding="utf-8")
+            (directory / RECORD_FILE).write_text(json.dumps(self.record(finished), indent=1), encoding="utf-8")
 
         last = run.curve[-1] if run.curve else {}
         metrics = {"step": run.step, "loss": last.get("loss", math.nan), "masked_acc": last.get("masked_acc", math.nan),
                    "tokens_per_s": run.tokens / run.seconds if run.seconds > 0 else 0.0}
-        store.save(step=run.step, state=state, export=export if rank == 0 else None, metrics=metrics)
+        self.store.save(step=run.step, state=state, export=export if self.rank == 0 else None, metrics=metrics)
 
-    def finished() -> bool:
-        if total is not None:
-            return run.step >= total
-        return run.seconds >= budget_s
+    def finished(self) -> bool:
+        if self.total is not None:
+            return self.run.step >= self.total
+        return self.run.seconds >= self.cfg.time_budget * 60
 
-    if finished():  # a finished run started again: nothing to train
+    def logs_now(self) -> bool:
+        """Whether the step just taken ends a loss-curve window."""
+        return self.run.step % self.cfg.log_every == 0 or (self.total is not None and self.run.step >= self.total)
+
+    def summary(self) -> Summary:
+        run = self.run
         return Summary(steps=run.step, curve=run.curve, seconds=run.seconds,
-                       tokens_per_s=run.tokens / max(run.seconds, 1e-9), finished=True, record=record(True))
+                       tokens_per_s=run.tokens / max(run.seconds, 1e-9), finished=True, record=self.record(True))
 
-    run.starts.append(run.step)
-    bar = tqdm(total=total, initial=run.step, unit="step", desc=f"pretrain {cfg.arch}",
-               disable=not progress or rank != 0, dynamic_ncols=True)
-    clock, local = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]  # loss sum, correct, masked, tokens since last log
+
+def _restore(state: dict | None, cfg: PretrainConfig, current: dict, raw: nn.Module,
+             optimizer: torch.optim.Optimizer, scheduler: Any, *, device: torch.device, rank: int) -> Progress:
+    """Load a checkpoint's model, optimizer, scheduler and RNG states (or, with none, seed this
+    worker's dropout); the run's progress."""
+    if state is None:
+        torch.manual_seed(_worker_seed(cfg.seed, rank))  # dropout differs across workers
+        return Progress()
+    check_fingerprint(state["fingerprint"], current, where="the checkpoint")
+    raw.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    run = Progress(**state["progress"])
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    if rank < len(rng["torch"]):
+        torch.set_rng_state(rng["torch"][rank])
+    else:
+        torch.manual_seed(_worker_seed(cfg.seed + run.step, rank))
+    if device.type == "cuda" and rng.get("cuda") and rank < len(rng["cuda"]):
+        torch.cuda.set_rng_state(rng["cuda"][rank], device)
+    return run
+
+
+@dataclass
+class _Pending:
+    """This worker's statistics since the last log or checkpoint: loss sum, correct, masked, tokens."""
+
+    clock: float = field(default_factory=time.perf_counter)
+    local: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+
+    def reset(self) -> None:
+        self.clock, self.local = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]
+
+
+def _train(loop: _Loop, bar: Any, *, save_every: int, on_step: Callable[[int], None] | None) -> None:
+    """The steps until the budget is spent: log windows, checkpoints and `on_step` after each step."""
+    cfg, run = loop.cfg, loop.run
+    pending = _Pending()
     done = False
     while not done:
-        epoch = run.step // per_epoch
-        batches = epoch_batches(data.lengths, cfg, epoch)
-        first = (run.step % per_epoch) * cfg.grad_accum
-        for micro in range(first, per_epoch * cfg.grad_accum):
-            batch = make_batch(data, batches[micro], cfg, epoch=epoch, micro=micro, rank=rank, world=world)
+        epoch = run.step // loop.per_epoch
+        batches = epoch_batches(loop.data.lengths, cfg, epoch)
+        first = (run.step % loop.per_epoch) * cfg.grad_accum
+        for micro in range(first, loop.per_epoch * cfg.grad_accum):
             boundary = (micro + 1) % cfg.grad_accum == 0
-            sync = contextlib.nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
-            with sync:
-                with autocast:
-                    loss_sum, correct, count = model(batch.ids.to(device, non_blocking=True),
-                                                     batch.mask.to(device, non_blocking=True),
-                                                     batch.labels.to(device, non_blocking=True))
-                # DDP averages gradients over workers: scale so the result is the global mean over masked tokens
-                (loss_sum * world / max(batch.global_masked, 1) / cfg.grad_accum).backward()
-            local[0] += loss_sum.item()
-            local[1] += correct.item()
-            local[2] += count.item()
-            local[3] += batch.tokens
+            _micro_step(loop, pending, batches[micro], epoch=epoch, micro=micro, boundary=boundary)
             if not boundary:
                 continue
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            run.step += 1
+            _optimizer_step(loop)
             bar.update(1)
-            if run.step % cfg.log_every == 0 or (total is not None and run.step >= total):
-                now = time.perf_counter()
-                elapsed = now - clock
-                summed = _all_sum(local + [elapsed if rank == 0 else 0.0], world)
-                clock, local = now, [0.0, 0.0, 0.0, 0.0]
-                run.seconds += summed[4]
-                run.tokens += summed[3]
-                run.window = [a + b for a, b in zip(run.window, summed[:3], strict=True)]
-                loss = run.window[0] / max(run.window[2], 1)
-                acc = run.window[1] / max(run.window[2], 1)
-                run.curve.append({"step": run.step, "loss": round(loss, 5), "masked_acc": round(acc, 5)})
-                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", tok_s=f"{summed[3] / max(summed[4], 1e-9):.0f}")
-                run.window = [0.0, 0.0, 0.0]
-                done = finished()
+            if loop.logs_now():
+                done = _log_window(loop, pending, bar)
             if done or (save_every and run.step % save_every == 0):
-                _fold_pending(run, local, clock, rank, world)
-                clock, local = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]
-                save(finished=done)
+                _fold_pending(run, pending.local, pending.clock, loop.rank, loop.world)
+                pending.reset()
+                loop.save(finished=done)
             if on_step is not None:
                 on_step(run.step)
             if done:
                 break
-    bar.close()
-    return Summary(steps=run.step, curve=run.curve, seconds=run.seconds,
-                   tokens_per_s=run.tokens / max(run.seconds, 1e-9), finished=True, record=record(True))
+
+
+def _micro_step(loop: _Loop, pending: _Pending, rows: np.ndarray, *, epoch: int, micro: int,
+                boundary: bool) -> None:
+    """Forward and backward of one micro-batch (DDP syncs gradients at a step's last one only)."""
+    cfg, device, model, world = loop.cfg, loop.device, loop.model, loop.world
+    batch = make_batch(loop.data, rows, cfg, epoch=epoch, micro=micro, rank=loop.rank, world=world)
+    sync = contextlib.nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with sync:
+        with autocast:
+            loss_sum, correct, count = model(batch.ids.to(device, non_blocking=True),
+                                             batch.mask.to(device, non_blocking=True),
+                                             batch.labels.to(device, non_blocking=True))
+        # DDP averages gradients over workers: scale so the result is the global mean over masked tokens
+        (loss_sum * world / max(batch.global_masked, 1) / cfg.grad_accum).backward()
+    pending.local[0] += loss_sum.item()
+    pending.local[1] += correct.item()
+    pending.local[2] += count.item()
+    pending.local[3] += batch.tokens
+
+
+def _optimizer_step(loop: _Loop) -> None:
+    if loop.cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(loop.raw.parameters(), loop.cfg.max_grad_norm)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.run.step += 1
+
+
+def _log_window(loop: _Loop, pending: _Pending, bar: Any) -> bool:
+    """Close a loss-curve window (summed over workers) and add its point; whether the run is done."""
+    run = loop.run
+    now = time.perf_counter()
+    elapsed = now - pending.clock
+    summed = _all_sum(pending.local + [elapsed if loop.rank == 0 else 0.0], loop.world)
+    pending.clock, pending.local = now, [0.0, 0.0, 0.0, 0.0]
+    run.seconds += summed[4]
+    run.tokens += summed[3]
+    run.window = [a + b for a, b in zip(run.window, summed[:3], strict=True)]
+    loss = run.window[0] / max(run.window[2], 1)
+    acc = run.window[1] / max(run.window[2], 1)
+    run.curve.append({"step": run.step, "loss": round(loss, 5), "masked_acc": round(acc, 5)})
+    bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", tok_s=f"{summed[3] / max(summed[4], 1e-9):.0f}")
+    run.window = [0.0, 0.0, 0.0]
+    return loop.finished()
 
 
 def _fold_pending(run: Progress, local: list[float], clock: float, rank: int, world: int) -> None:

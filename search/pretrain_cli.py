@@ -32,7 +32,14 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument("--save-every", type=int, default=500, metavar="STEPS",
                     help="checkpoint every that many optimizer steps (0: only at the end)")
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_arguments(p)
+    _add_masking_arguments(p)
+    _add_optimisation_arguments(p)
+    _add_budget_arguments(p)
+    _add_resource_arguments(p)
 
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--arch", default=_D.arch, choices=["bert", "nezha"],
                    help="bert: transformers' BertForMaskedLM; nezha: model/nezha.py with an MLM head")
@@ -48,12 +55,16 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--min-count", type=int, default=_D.min_count,
                    help="a token enters the vocabulary if it occurs this often in the corpus (rarer: [UNK])")
 
+
+def _add_masking_arguments(p: argparse.ArgumentParser) -> None:
     mk = p.add_argument_group("masking")
     mk.add_argument("--mask-prob", type=float, default=_D.mask_prob, help="fraction of a document's tokens masked")
     mk.add_argument("--ngram-max", type=int, default=_D.ngram_max,
                     help="longest masked span (n-gram masking: n tokens with probability ~ 1/n; 1: single tokens); "
                     "each span is [MASK] 80%%, random tokens 10%%, kept 10%%")
 
+
+def _add_optimisation_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("optimisation")
     o.add_argument("--lr", type=float, default=_D.lr, help="peak learning rate of AdamW")
     o.add_argument("--warmup-ratio", type=float, default=_D.warmup_ratio,
@@ -69,6 +80,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--log-every", type=int, default=_D.log_every,
                    help="a loss-curve point (mean MLM loss and masked-token accuracy) every that many steps")
 
+
+def _add_budget_arguments(p: argparse.ArgumentParser) -> None:
     b = p.add_argument_group("budget (one of them; default: --epochs 1)")
     budget = b.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None, help="optimizer steps (lr decays linearly to 0 at the end)")
@@ -78,6 +91,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                         help="train this many minutes (lr constant after warmup); a continued run counts its "
                         "earlier training time")
 
+
+def _add_resource_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("resources")
     r.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1 ... (default: cuda if present; bf16 autocast on CUDA); with Ray, each "
