@@ -17,9 +17,10 @@ directory, in preflight before Ray starts and again when the encoder is built.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -165,13 +166,44 @@ def _dropout(cfg: TrialConfig) -> dict:
     return {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
 
 
+# A pretraining checkpoint (`python -m search pretrain`, or any *ForMaskedLM / *ForPreTraining one)
+# carries its head's weights under these prefixes; the encoder does not use them, as expected.
+PRETRAINING_HEAD_PREFIXES = ("cls.", "predictions.", "sop_classifier.")
+
+
+def _from_pretrained(model_class: type, directory: Path, **kwargs: Any) -> nn.Module:
+    """`model_class.from_pretrained` without transformers' load report in every trial's log.
+
+    The report lists the pretraining head's weights as UNEXPECTED on every load of a pretraining
+    checkpoint, which is expected and buries what matters. We check the load ourselves instead:
+    encoder weights the checkpoint lacks (they would train from random init) and foreign weights
+    are warned about, in our words, once.
+    """
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(directory, local_files_only=True, output_loading_info=True,
+                                                  **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(info["missing_keys"])
+    foreign = sorted(k for k in info["unexpected_keys"] if not k.startswith(PRETRAINING_HEAD_PREFIXES))
+    if missing:
+        warnings.warn(f"{directory}: {len(missing)} encoder weights are not in the checkpoint and start from "
+                      f"random init ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})", stacklevel=3)
+    if foreign:
+        warnings.warn(f"{directory}: {len(foreign)} checkpoint weights are not used by the encoder "
+                      f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''})", stacklevel=3)
+    return model
+
+
 @ENCODERS.register("bert")
 class PretrainedBert(CheckpointEncoder):
     """A BERT (or RoBERTa-wwm-style BERT) checkpoint in Hugging Face format; dropout from the config."""
 
     @classmethod
     def load(cls, directory: Path, cfg: TrialConfig) -> tuple[nn.Module, int, int]:
-        model = BertModel.from_pretrained(directory, local_files_only=True, add_pooling_layer=False, **_dropout(cfg))
+        model = _from_pretrained(BertModel, directory, add_pooling_layer=False, **_dropout(cfg))
         return model, model.config.hidden_size, model.config.max_position_embeddings
 
 
@@ -181,8 +213,7 @@ class PretrainedAlbert(CheckpointEncoder):
 
     @classmethod
     def load(cls, directory: Path, cfg: TrialConfig) -> tuple[nn.Module, int, int]:
-        model = AlbertModel.from_pretrained(directory, local_files_only=True, add_pooling_layer=False,
-                                            **_dropout(cfg))
+        model = _from_pretrained(AlbertModel, directory, add_pooling_layer=False, **_dropout(cfg))
         return model, model.config.hidden_size, model.config.max_position_embeddings
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -179,3 +180,35 @@ def test_sequences_longer_than_the_checkpoint_are_refused(tmp_path):
     cfg = TrialConfig(encoder="bert", checkpoint=str(tmp_path / "b"))
     with pytest.raises(ConfigError, match=r"--max-seq-len 64 exceeds the 24 positions"):
         ENCODERS["bert"].from_config(cfg, vocab=RUN_VOCAB, max_seq_len=64)
+
+
+def _bert_for_masked_lm_checkpoint(directory):
+    """A BertForMaskedLM checkpoint, as `python -m search pretrain` writes: encoder + MLM head."""
+    from transformers import BertForMaskedLM
+
+    write_checkpoint("bert", directory)  # for vocab.txt
+    vocab_size = len((directory / "vocab.txt").read_text().split())
+    BertForMaskedLM(BertConfig(vocab_size=vocab_size, **SMALL)).save_pretrained(directory)
+
+
+def test_a_pretraining_checkpoint_loads_without_a_report_or_warnings(tmp_path, capsys, caplog):
+    _bert_for_masked_lm_checkpoint(tmp_path / "mlm")
+    cfg = TrialConfig(encoder="bert", checkpoint=str(tmp_path / "mlm"), **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the MLM head's weights are expected: no warning
+        ENCODERS["bert"].from_config(cfg, vocab=RUN_VOCAB, max_seq_len=20)
+    captured = capsys.readouterr()
+    assert "LOAD REPORT" not in captured.out + captured.err + caplog.text
+
+
+def test_encoder_weights_missing_from_the_checkpoint_are_warned_about(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    write_checkpoint("bert", tmp_path / "cut")
+    weights = load_file(tmp_path / "cut" / "model.safetensors")
+    dropped = next(k for k in weights if "encoder.layer.1." in k)
+    save_file({k: v for k, v in weights.items() if k != dropped}, tmp_path / "cut" / "model.safetensors",
+              metadata={"format": "pt"})
+    cfg = TrialConfig(encoder="bert", checkpoint=str(tmp_path / "cut"), **TINY)
+    with pytest.warns(UserWarning, match="1 encoder weights are not in the checkpoint"):
+        ENCODERS["bert"].from_config(cfg, vocab=RUN_VOCAB, max_seq_len=20)
