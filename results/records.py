@@ -66,3 +66,24 @@ class TrialRecord:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialRecord:
         return cls(**values)
+
+
+# Runs launched before the sampler and scheduler were choices: TPE with Optuna's 10 startup trials.
+LEGACY_METHOD = {"sampler": "tpe", "startup_trials": 10, "scheduler": "asha"}
+
+
+def run_method(run: dict[str, Any]) -> dict[str, Any]:
+    """The search method run.json records: sampler (`auto` resolved), startup trials, scheduler."""
+    return run.get("method", LEGACY_METHOD)
+
+
+def describe_method(method: dict[str, Any], settings: dict[str, Any]) -> str:
+    """One line for the launch output, `status` and the report, e.g. `tpe (2 startup trials) + asha
+    (grace 1, reduction 2)`."""
+    sampler = method["sampler"]
+    if sampler in ("tpe", "gp", "cmaes"):
+        sampler += f" ({method['startup_trials']} startup trials)"
+    scheduler = method["scheduler"]
+    if scheduler == "asha":
+        scheduler += f" (grace {settings['grace_period']}, reduction {settings['reduction_factor']:g})"
+    return f"{sampler} + {scheduler}"

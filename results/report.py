@@ -39,7 +39,7 @@ from model import metrics as M  # noqa: E402
 from results.confirm import OOF_F1  # noqa: E402
 from results.export import load_records, run_leaderboard  # noqa: E402
 from results.files import ConfirmFiles, RunFiles, atomic_write_text, read_json  # noqa: E402
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord  # noqa: E402
+from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, run_method  # noqa: E402
 from results.status import status_text  # noqa: E402
 
 COLORS = {COMPLETED: "#1f77b4", PRUNED: "#9a9a9a", RUNNING: "#ff7f0e", ERROR: "#d62728"}
@@ -317,8 +317,9 @@ def write_report(run_dir: str | Path) -> Path:
         _figure(plot_importances(study), out / "importance.png", "Parameter importances"),
         _figure(plot_parallel(study), out / "parallel.png", "Parallel coordinates of the top completed trials"),
         _figure(plot_intermediate(study), out / "intermediate.png", "Level-2 macro-F1 at each evaluation, per trial"),
-        _figure(plot_rungs(records, max_epochs=run["max_epochs"], grace=settings["grace_period"],
-                           factor=settings["reduction_factor"]), out / "rungs.png", "ASHA rung survival"),
+        *([_figure(plot_rungs(records, max_epochs=run["max_epochs"], grace=settings["grace_period"],
+                              factor=settings["reduction_factor"]), out / "rungs.png", "ASHA rung survival")]
+          if run_method(run)["scheduler"] == "asha" else []),
         _figure(plot_per_class(best_record, run["data"].get("level2_labels", [])), out / "per_class.png",
                 "Per-class F1 of the best trial"),
     ]

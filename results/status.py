@@ -9,7 +9,7 @@ from pathlib import Path
 from model import metrics as M
 from results.export import load_records, run_leaderboard, top_table
 from results.files import RunFiles, driver_pid, read_json
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING
+from results.records import COMPLETED, ERROR, PRUNED, RUNNING, describe_method, run_method
 from results.timeline import busy_fraction
 
 
@@ -35,6 +35,7 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
         + (f"a driver is running (pid {pid})" if pid else "no driver is running"),
         f"trials: {len(frame)} of {budget} started; {counts[COMPLETED]} completed, {counts[PRUNED]} pruned, "
         f"{counts[RUNNING]} running, {counts[ERROR]} failed",
+        f"method: {describe_method(run_method(run), run['settings'])}",
         f"elapsed: {_duration(until - started)}" + ("" if pid else " (launch to last result)"),
     ]
     slots = run.get("concurrency")

@@ -78,7 +78,7 @@ def data_parser() -> argparse.ArgumentParser:
 
 
 def _launch_parser(sub: argparse._SubParsersAction) -> None:
-    from search.settings import DEFAULT_MAX_EPOCHS, Settings
+    from search.settings import AUTO_GP_MAX_TRIALS, DEFAULT_MAX_EPOCHS, SAMPLERS, SCHEDULERS, Settings
 
     d = Settings()
     p = _command(sub, "launch", cmd_launch, parents=[_space_parser(), data_parser()],
@@ -92,6 +92,16 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
                      help="fix a TrialConfig field for every trial (repeatable), over the space's `fixed`, e.g. "
                      "--set checkpoint=ckpt/bert-h256; a field the space searches is refused. Kept in run.json for "
                      "resume, confirm, predict and the leaderboard's train-one command")
+    method = p.add_argument_group("search method (recorded in run.json; a resume keeps it)")
+    method.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
+                        help="Optuna sampler: tpe (multivariate, grouped, constant liar), random, gp (Gaussian "
+                        "process), qmc (scrambled Sobol), cmaes, or auto (gp for a space of numbers alone up to "
+                        f"{AUTO_GP_MAX_TRIALS} trials, else tpe)")
+    method.add_argument("--startup-trials", type=int, default=d.startup_trials,
+                        help="random trials before tpe/gp/cmaes model the results (default: 15%% of "
+                        "--num-samples, 2 to 10, at least the warm starts)")
+    method.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler,
+                        help="asha: stop the worst trials at each rung; fifo: train every trial to the end")
     sched = p.add_argument_group("scheduling (ASHA on level-2 macro-F1, time unit = epochs)")
     sched.add_argument("--max-epochs", type=int, default=d.max_epochs,
                        help=f"full budget of a trial (ASHA max_t); default: the space's, else {DEFAULT_MAX_EPOCHS}")

@@ -31,12 +31,12 @@ from model.data import EncodedData
 from model.errors import ConfigError, RestoreFailed
 from results.export import load_records, save_records, top_table
 from results.files import RunFiles, atomic_write_json, atomic_write_text, driver_pid, read_json
-from results.records import ERROR, RUNNING, TrialRecord
+from results.records import ERROR, RUNNING, TrialRecord, describe_method, run_method
 from search import internals, preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
 from search.cluster import REPO_ROOT, check_shared_storage, connect, is_uri
-from search.scheduler import BudgetSearchGenerator, ResumableASHA
-from search.searcher import FidelityAwareOptunaSearch
+from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, ResumableASHA, ResumableFIFO
+from search.searcher import FidelityAwareOptunaSearch, resolve_sampler, startup_trials
 from search.settings import Settings, load_data, resolve_max_epochs, space_of
 from search.train_one import command_prefix
 from search.trainable import run_trial
@@ -58,9 +58,22 @@ def concurrency(settings: Settings) -> int:
     return max(1, slots)
 
 
-def make_scheduler(settings: Settings, max_epochs: int) -> ResumableASHA:
+def make_scheduler(settings: Settings, max_epochs: int) -> ResumableASHA | ResumableFIFO:
+    if SCHEDULER_CLASSES[settings.scheduler] is ResumableFIFO:
+        return ResumableFIFO()
     return ResumableASHA(time_attr=M.TIME_ATTR, metric=M.OBJECTIVE, mode="max", max_t=max_epochs,
                          grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+
+
+def search_method(settings: Settings, space: SearchSpace) -> dict[str, Any]:
+    """The sampler (`auto` resolved), its startup trials and the scheduler, as run.json records them:
+    a resume builds the same searcher from this record."""
+    return {"sampler": resolve_sampler(settings.sampler, space, settings.num_samples),
+            "startup_trials": startup_trials(settings.num_samples, len(space.warm_start), settings.startup_trials),
+            "scheduler": settings.scheduler}
+
+
+LEGACY_METHOD = {"sampler": "tpe", "startup_trials": 10, "scheduler": "asha"}
 
 
 def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: RunFiles, max_epochs: int,
@@ -148,6 +161,7 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
                  "level2_labels": list(data.labels.level2)},
         "ray_experiment": "/".join(ray_experiment(settings, files)),
         "concurrency": concurrency(settings),
+        "method": search_method(settings, space),
         "reproduce": command_prefix(settings, space_path=files.space_yaml, max_epochs=max_epochs),
         "versions": _versions(),
         "git_revision": _git_revision(),
@@ -258,8 +272,10 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
             out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold "
                 f"{settings.fold} of {settings.folds}), {data.num_labels} labels; space {space_path.name}: "
                 f"{len(space.searched)} searched parameters, {len(space.warm_start)} warm-start points")
+            method = read_json(files.run_json)["method"]
             searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
-                                                 study_name=files.root.name, seed=settings.seed)
+                                                 study_name=files.root.name, seed=settings.seed,
+                                                 sampler=method["sampler"], n_startup_trials=method["startup_trials"])
             frame = _search(files, settings, space, data, searcher, max_epochs, resume=False, out=out,
                             trial_fn=trial_fn)
     return files, frame
@@ -309,8 +325,10 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         done = sum(r.status != RUNNING for r in records.values())
         out(f"RUN_DIR {files.root}")
         out(f"resuming: {len(records)} trials recorded ({done} ended), budget {settings.num_samples} trials")
+        method = run_method(run)  # the pickled searcher state then restores the sampler's history
         searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
-                                             study_name=files.root.name, seed=settings.seed, warm_start=False)
+                                             study_name=files.root.name, seed=settings.seed, warm_start=False,
+                                             sampler=method["sampler"], n_startup_trials=method["startup_trials"])
         retry = _reopen_errored(files, records, searcher, out) if retry_errored else frozenset()
         frame = _search(files, settings, space, data, searcher, run["max_epochs"], resume=True, out=out,
                         trial_fn=trial_fn, retry=retry)
@@ -393,8 +411,9 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
             out: Callable[[str], Any], trial_fn: Callable = run_trial, retry: frozenset[str] = frozenset()
             ) -> pd.DataFrame:
     """Run (or continue) the Tuner and return the final leaderboard."""
-    out(f"search: {settings.num_samples} trials, up to {max_epochs} epochs each, ASHA grace "
-        f"{settings.grace_period} / reduction {settings.reduction_factor:g}, {concurrency(settings)} at a time")
+    method = run_method(read_json(files.run_json))
+    out(f"search: {settings.num_samples} trials, up to {max_epochs} epochs each, "
+        f"{describe_method(method, asdict(settings))}, {concurrency(settings)} at a time")
     board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched, seed=settings.seed,
                                 fold=settings.fold, command_prefix=read_json(files.run_json).get("reproduce"))
     scheduler = make_scheduler(settings, max_epochs)

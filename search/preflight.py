@@ -6,6 +6,7 @@ from typing import Any
 
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
+from search.settings import SAMPLERS, SCHEDULERS
 from spaces.space import SearchSpace, SpaceError, parse_sets
 
 # Fields the driver owns: they are flags, identical for every trial, never searched.
@@ -42,6 +43,12 @@ def check_settings(s: Any) -> None:
                               f"pass {DRIVER_FIELDS[name]} instead")
     if s.data is not None and s.synthetic:
         raise ConfigError("--data and --synthetic exclude each other: pass one")
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler is {s.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if s.scheduler not in SCHEDULERS:
+        raise ConfigError(f"--scheduler is {s.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if s.startup_trials is not None and s.startup_trials < 0:
+        raise ConfigError(f"--startup-trials is {s.startup_trials}, but must be >= 0")
 
 
 def check_budget(*, max_epochs: int, grace_period: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import SearchGenerator
 
 from search import internals
@@ -38,6 +38,21 @@ class ResumableASHA(ASHAScheduler):
     def rung_records(self) -> list[tuple[float, dict[str, float]]]:
         """(milestone, {trial_id: signed metric}) per rung, lowest milestone first."""
         return list(reversed(internals.asha_rungs(self)))
+
+
+class ResumableFIFO(FIFOScheduler):
+    """No early stopping: every trial trains its full budget. Nothing to rebuild on resume."""
+
+    def replay(self, histories: dict[str, Iterable[tuple[float, float]]]) -> None:
+        pass
+
+    def rung_records(self) -> list[tuple[float, dict[str, float]]]:
+        return []
+
+
+# --scheduler (its names: search.settings.SCHEDULERS): `asha` stops the worst trials at each rung
+# (grace period, reduction factor); `fifo` trains every trial to the end (ASHA's baseline).
+SCHEDULER_CLASSES = {"asha": ResumableASHA, "fifo": ResumableFIFO}
 
 
 class BudgetSearchGenerator(SearchGenerator):

@@ -1,4 +1,5 @@
-"""The searcher: Optuna TPE over a `SearchSpace`, told the truth about early-stopped trials.
+"""The searcher: an Optuna sampler (TPE by default) over a `SearchSpace`, told the truth about
+early-stopped trials.
 
 Ray's `OptunaSearch` tells the study COMPLETE with a trial's *last* result, so a trial that ASHA
 stopped after one epoch would enter TPE (and the study's `best_trial`) with its epoch-1 score as if
@@ -22,6 +23,7 @@ search/internals.py only.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any
 
@@ -30,29 +32,64 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from model import metrics as M
+from model.errors import ConfigError
 from results.records import COMPLETED, final_status
 from search import internals
+from search.settings import AUTO_GP_MAX_TRIALS, SAMPLERS
 from spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
 
-def make_sampler(*, seed: int, n_startup_trials: int = 10) -> optuna.samplers.TPESampler:
-    """TPE with constant_liar (parallel asks see running trials as bad, so concurrent trials spread
-    out) and grouped multivariate sampling (conditional parameters are modelled per branch)."""
+def startup_trials(num_samples: int, warm_starts: int, requested: int | None = None) -> int:
+    """Random trials before a model-based sampler takes over. Optuna's default (10) made the demo's
+    12-trial search 10 random trials and 2 TPE ones: by default about 15% of the budget, at least
+    2 and at most Optuna's 10, and never fewer than the warm starts (they are the first trials)."""
+    if requested is not None:
+        return requested
+    return max(warm_starts, min(10, max(2, math.ceil(0.15 * num_samples))))
+
+
+def resolve_sampler(name: str, space: SearchSpace, num_samples: int) -> str:
+    """`auto`: a GP for a space of numbers alone (no choices, nothing conditional) searched for at
+    most AUTO_GP_MAX_TRIALS trials, else multivariate TPE with constant liar, which models
+    categorical and conditional parameters per branch. Other names are returned as given."""
+    if name != "auto":
+        return name
+    params = [p for p in space.params if p.searched]
+    numeric = all(p.kind in ("float", "int") and not p.when for p in params)
+    return "gp" if params and numeric and num_samples <= AUTO_GP_MAX_TRIALS else "tpe"
+
+
+def make_sampler(name: str = "tpe", *, seed: int, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
+    """One of Optuna's samplers. TPE with constant_liar (parallel asks see running trials as bad,
+    so concurrent trials spread out) and grouped multivariate sampling (conditional parameters are
+    modelled per branch). `auto` must be resolved first (`resolve_sampler`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True,
-                                          n_startup_trials=n_startup_trials)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True,
+                                              n_startup_trials=n_startup_trials)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+        if name == "cmaes":
+            # CMA-ES models numbers only; choices and conditional parameters are sampled at random.
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
+                                                warn_independent_sampling=False)
+    raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
     """`warm_start=False` when resuming: the points were queued by the launch."""
 
     def __init__(self, space: SearchSpace, *, storage: optuna.storages.BaseStorage, study_name: str,
-                 seed: int, n_startup_trials: int = 10, warm_start: bool = True):
-        super().__init__(space.sample, metric=M.OBJECTIVE, mode="max", study_name=study_name,
-                         storage=storage, sampler=make_sampler(seed=seed, n_startup_trials=n_startup_trials))
+                 seed: int, sampler: str = "tpe", n_startup_trials: int = 10, warm_start: bool = True):
+        super().__init__(space.sample, metric=M.OBJECTIVE, mode="max", study_name=study_name, storage=storage,
+                         sampler=make_sampler(sampler, seed=seed, n_startup_trials=n_startup_trials))
         self._reopened: dict[str, int] = {}  # Ray trial id -> storage id of its replacement Optuna trial
         if warm_start:
             # Warm-start points go first, named so the leaderboard can show which is which.

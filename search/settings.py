@@ -13,6 +13,13 @@ from model.synthetic import DEFAULT_ROWS, synthesize
 from spaces.space import SearchSpace, load_space, parse_sets
 
 DEFAULT_MAX_EPOCHS = 4
+# The choices of --sampler (search/searcher.py make_sampler) and --scheduler (search/scheduler.py
+# SCHEDULER_CLASSES). Named here, free of Ray and Optuna, so building the CLI imports neither.
+SAMPLERS = ("auto", "tpe", "random", "gp", "qmc", "cmaes")
+SCHEDULERS = ("asha", "fifo")
+# `auto` takes a Gaussian process for numeric spaces up to this many trials (a GP's fit grows with
+# the trials it has seen, and TPE catches up on long runs), as OptunaHub's AutoSampler does.
+AUTO_GP_MAX_TRIALS = 200
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ class Settings:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     max_concurrent: int | None = None  # None: as many trials as the cluster holds at once
+    sampler: str = "tpe"  # search/searcher.py SAMPLERS; `auto` is resolved at launch (run.json "method")
+    startup_trials: int | None = None  # random trials before the sampler models; None: ~15% of the budget
+    scheduler: str = "asha"  # search/scheduler.py SCHEDULERS
     max_failures: int = 2
     seed: int = 0
     folds: int = 5
