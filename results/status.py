@@ -1,4 +1,4 @@
-"""`python -m search status RUN_DIR`: where a search stands, while it runs or after."""
+"""`python -m search status RUN_DIR`: where a search (and its confirm stage) stands, while it runs or after."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import datetime as dt
 import time
 from pathlib import Path
 
+import numpy as np
+
 from model import metrics as M
+from results import confirm as C
 from results.export import load_records, run_leaderboard, top_table
-from results.files import RunFiles, driver_pid, read_json
+from results.files import ConfirmFiles, RunFiles, driver_pid, read_json
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING, describe_method, run_method
 from results.timeline import busy_fraction
 
@@ -51,4 +54,30 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
         lines += ["", f"top {min(top, len(frame))}:", top_table(frame, top)]
     if counts[RUNNING] and not pid:
         lines += ["", f"the search stopped before it finished: `python -m search resume {files.root}`"]
+    if files.confirm.confirm_json.exists():
+        lines += ["", *confirm_lines(files.confirm, driver_running=pid is not None)]
     return "\n".join(lines)
+
+
+def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
+    """The confirm stage's progress: jobs by state, then each member's folds done and its level-2
+    macro-F1 so far (mean +- std over its completed jobs)."""
+    spec = read_json(files.confirm_json)
+    jobs = read_json(files.jobs_json) if files.jobs_json.exists() else {}
+    folds, seeds = spec["folds"], spec["seeds"]
+    planned = {m["name"]: C.member_jobs(m, folds=folds, seeds=seeds) for m in spec["members"]}
+    states = [jobs.get(j, {}).get("status") for ids in planned.values() for j in ids]
+    counts = {s: states.count(s) for s in (COMPLETED, RUNNING, ERROR)}
+    lines = [f"confirm: {len(spec['members'])} members x {folds} folds x {seeds} seeds = {len(states)} jobs; "
+             f"{counts[COMPLETED]} completed, {counts[RUNNING]} running, {counts[ERROR]} failed, "
+             f"{len(states) - sum(counts.values())} not started"]
+    for name, ids in planned.items():
+        scores = [jobs[j][M.LEVEL2_MACRO_F1] for j in ids if jobs.get(j, {}).get("status") == COMPLETED]
+        score = (f"level-2 macro-F1 {np.mean(scores):.4f} +- {np.std(scores):.4f} so far" if scores
+                 else "no job completed yet")
+        lines.append(f"  {name}: {len(scores)}/{len(ids)} jobs completed, {score}")
+    if counts[COMPLETED] == len(states):
+        lines.append(f"confirm finished: {files.confirm_csv}")
+    elif not driver_running:
+        lines.append(f"the confirm stage stopped before it finished: `python -m search resume {files.run_dir}`")
+    return lines

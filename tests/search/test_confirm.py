@@ -27,6 +27,7 @@ from results.ensemble import macro_f1
 from results.export import write_leaderboard
 from results.files import RunFiles, read_json
 from results.records import TrialRecord
+from results.status import status_text
 from search.confirm import confirm, stage_finished, stage_pending
 from search.driver import write_run_record
 from search.settings import Settings, load_data
@@ -249,3 +250,23 @@ def test_a_killed_confirm_resumes_without_training_any_job_twice(search_run, tmp
     frame = pd.read_csv(run_dir / "confirm" / "confirm.csv")
     assert sorted(frame["member"]) == ["linear", "trial-0"] and set(frame["status"]) == {"complete"}
     assert (run_dir / "confirm" / "oof" / "trial-0.npz").exists() and not stage_pending(run_dir)
+
+
+def test_status_shows_the_confirm_stage_progress(confirmed, tmp_path):
+    run_dir, _, _ = confirmed
+    jobs = read_json(run_dir / "confirm" / "jobs.json")
+    text = status_text(run_dir)
+    assert f"confirm: 3 members x {FOLDS} folds x 1 seeds = {3 * FOLDS} jobs; {3 * FOLDS} completed, 0 running" in text
+    linear = [jobs[f"linear/fold{f}/seed0"][M.LEVEL2_MACRO_F1] for f in range(FOLDS)]
+    assert f"  linear: {FOLDS}/{FOLDS} jobs completed, level-2 macro-F1 {np.mean(linear):.4f} +- " in text
+    assert "confirm finished: " in text
+
+    copy = tmp_path / "runs" / "s"
+    shutil.copytree(run_dir, copy)
+    jobs["trial-2/fold1/seed0"]["status"] = "running"
+    del jobs["trial-2/fold2/seed0"]
+    (copy / "confirm" / "jobs.json").write_text(json.dumps(jobs))
+    text = status_text(copy)
+    assert f"{3 * FOLDS - 2} completed, 1 running, 0 failed, 1 not started" in text
+    assert f"  trial-2: 1/{FOLDS} jobs completed" in text
+    assert f"the confirm stage stopped before it finished: `python -m search resume {copy}`" in text
