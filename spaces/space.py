@@ -172,16 +172,20 @@ def _expanded_size(root: yaml.Node, source: str) -> int:
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    # Keys merged in by `<<: *alias` come first and may be overridden; the mapping's own keys not.
+    own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
     loader.flatten_mapping(node)
-    out = _Mapping()
+    out, seen = _Mapping(), set()
     out.lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if not isinstance(key, (str, int, float, bool)) and key is not None:
             raise SpaceError(f"{loader.name}: line {line}: a key must be a name, not {type(key).__name__} {key!r}")
-        if key in out:
-            raise SpaceError(f"{loader.name}: line {line}: key {key!r} repeated (first on line {out.lines[key]})")
+        if id(key_node) in own:
+            if key in seen:
+                raise SpaceError(f"{loader.name}: line {line}: key {key!r} repeated (first on line {out.lines[key]})")
+            seen.add(key)
         out[key] = loader.construct_object(value_node, deep=True)
         out.lines[key] = line
     return out
