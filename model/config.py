@@ -17,6 +17,28 @@ from model.errors import ConfigError
 from model.registry import Registry
 
 
+# Sanity limits: generous upper bounds on sizes and counts that have no natural maximum. No trial on
+# today's hardware comes near them; a value above one is a typo (an extra zero, `1e29`) that would
+# otherwise pass every check and only fail when a trial allocates memory, after Ray has started.
+# {field: (limit, why this limit)}. Raise one here if a larger value is intended.
+LIMITS: dict[str, tuple[int, str]] = {
+    "hidden_size": (16_384, "16x BERT-base's 768, above the largest public transformers"),
+    "intermediate_size": (65_536, "4x the hidden_size limit, the usual feed-forward ratio"),
+    "num_layers": (256, "above the deepest public transformers (~100 layers)"),
+    "num_heads": (256, "above the most heads of any public transformer (128)"),
+    "batch_size": (65_536, "the largest batches in the literature are ~64k sequences"),
+    "max_epochs": (10_000, "a fine-tuning search runs a few to a few hundred epochs"),
+    "swa_start": (10_000, "the max_epochs limit"),
+    "patience": (10_000, "the max_epochs limit"),
+    "eval_every": (10_000_000, "more optimizer steps than any trial takes"),
+    "seed": (2**32 - 1, "numpy's seed must fit in 32 bits"),
+}
+# Fields that TrialConfig's cross-field rules (`__post_init__`, an encoder's `check_config`) relate to
+# each other. A search space checks every combination of their values it can draw
+# (`spaces.space.check_combinations`), so a rule added there names its fields here.
+CROSS_FIELDS = ("encoder", "checkpoint", "hidden_size", "num_heads", "rnn", "swa_start", "max_epochs")
+
+
 def _param(
     default: Any,
     doc: str,
@@ -198,6 +220,10 @@ def check_value(name: str, value: Any) -> None:
         raise ConfigError(f"`{name}` is {value!r}, but must be {'>' if meta['low_open'] else '>='} {low}")
     if high is not None and (value > high or (meta["high_open"] and value == high)):
         raise ConfigError(f"`{name}` is {value!r}, but must be {'<' if meta['high_open'] else '<='} {high}")
+    if name in LIMITS and value > LIMITS[name][0]:
+        limit, why = LIMITS[name]
+        raise ConfigError(f"`{name}` is {value!r}, above its sanity limit {limit} ({why}); if the value is "
+                          f"intended, raise LIMITS[{name!r}] in model/config.py")
     if meta["choices"] is not None and value not in meta["choices"]:
         raise ConfigError(f"`{name}` is {value!r}, but must be one of: {', '.join(meta['choices'])}")
     if meta["registry"] is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
 from search.settings import SAMPLERS, SCHEDULERS
-from spaces.space import SearchSpace, SpaceError, parse_sets
+from spaces.space import SearchSpace, SpaceError, check_combinations, parse_sets
 
 # Fields the driver owns: they are flags, identical for every trial, never searched.
 DRIVER_FIELDS = {"max_epochs": "--max-epochs", "seed": "--seed"}
@@ -65,6 +65,7 @@ def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
         if param.name in DRIVER_FIELDS:
             raise SpaceError(f"{space.path}: `{param.name}` is set for all trials by "
                              f"{DRIVER_FIELDS[param.name]}; remove it from params")
+    check_combinations(space, overrides)  # again with the flags' max_epochs and seed
     points = {"(defaults)": {}, **space.warm_start}
     for name, point in points.items():
         try:
@@ -89,25 +90,8 @@ def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
 
 def checkpoint_draws(space: SearchSpace, point: dict[str, Any]) -> list[dict[str, Any]]:
     """Every assignment of the searched `CHECKPOINT_FIELDS` a trial starting from `point` (a
-    warm-start point, or {}) can draw, in sampling order. Values the point sets are pinned. A
-    condition on another parameter may go either way, so such a parameter is also tried inactive
-    (the `TrialConfig` default applies)."""
-    draws: list[dict[str, Any]] = [{}]
-    for param in space.params:
-        if param.name not in CHECKPOINT_FIELDS:
-            continue
-        values = ((point[param.name],) if param.name in point
-                  else param.choices if param.kind == "choice" else (param.value,))
-        known = [parent for parent in param.when if parent in CHECKPOINT_FIELDS]
-        undecided = len(known) < len(param.when) and param.name not in point
-        grown = []
-        for draw in draws:
-            if any(draw.get(parent) not in param.when[parent] for parent in known):
-                grown.append(draw)  # inactive in this draw
-                continue
-            grown += [{**draw, param.name: value} for value in values] + ([draw] if undecided else [])
-        draws = grown
-    return draws
+    warm-start point, or {}) can draw (see `SearchSpace.draws`)."""
+    return space.draws(CHECKPOINT_FIELDS, point)
 
 
 def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, nodes: list[dict]) -> None:

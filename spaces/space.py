@@ -31,7 +31,9 @@ The raw `KEY=VALUE` strings are kept in the run's settings (run.json), so `resum
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from typing import Any
 import optuna
 import yaml
 
-from model.config import TrialConfig, check_value, coerce_value, field_names, field_type
+from model.config import CROSS_FIELDS, LIMITS, TrialConfig, check_value, coerce_value, field_names, field_type
 from model.errors import ConfigError
 
 SPACES_DIR = Path(__file__).resolve().parent
@@ -47,6 +49,15 @@ DEFAULT_SPACE = SPACES_DIR / "demo.yaml"
 KINDS = ("float", "int", "choice", "value")
 OPTIONS = {"log", "step", "when"}
 TOP_LEVEL = {"description", "fixed", "params", "warm_start"}
+# Limits on the YAML document, far above any hand-written space (the shipped ones are ~5 KB, ~600
+# nodes, 5 levels deep): an alias bomb (`a: &a [x, x]`, `b: &b [*a, *a]`, ...) is a few hundred
+# bytes that expand to billions of nodes, and ends in a MemoryError wherever the space is walked.
+MAX_SPACE_BYTES = 1_000_000
+MAX_SPACE_NODES = 100_000  # after expanding aliases
+MAX_SPACE_DEPTH = 32
+# Cross-field combinations (`check_combinations`): an int range of a `CROSS_FIELDS` field is tried
+# at every value of its grid when it has at most this many, else at its bounds only.
+MAX_GRID = 256
 
 
 class SpaceError(ConfigError):
@@ -109,18 +120,72 @@ class _Mapping(dict):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader that refuses documents nested deeper than MAX_SPACE_DEPTH or that expand (aliases
+    counted at every use) to more than MAX_SPACE_NODES nodes, before anything is constructed."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        if self.depth > MAX_SPACE_DEPTH:
+            raise SpaceError(f"{self.name}: line {self.peek_event().start_mark.line + 1}: nested more than "
+                             f"{MAX_SPACE_DEPTH} levels deep; a space is a few levels of mappings and lists")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        size = _expanded_size(node, self.name)
+        if size > MAX_SPACE_NODES:
+            raise SpaceError(f"{self.name}: its aliases (*name) expand to {size} YAML nodes, more than the "
+                             f"{MAX_SPACE_NODES} a space may have (an alias bomb?); write the values out "
+                             "or use fewer nested aliases")
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _expanded_size(root: yaml.Node, source: str) -> int:
+    """Nodes of the document with every alias expanded, counted without expanding (iterative DFS, each
+    node once). A node that contains itself (`a: &a [*a]`) is refused."""
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in _children(node))
+        elif id(node) in sizes:
+            if sizes[id(node)] < 0:
+                raise SpaceError(f"{source}: line {node.start_mark.line + 1}: an alias refers to a node that "
+                                 "contains it (a recursive structure); a space cannot contain itself")
+        else:
+            sizes[id(node)] = -1  # on the current path
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node) if sizes.get(id(c), -1) < 0)
+    return sizes[id(root)]
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    # Keys merged in by `<<: *alias` come first and may be overridden; the mapping's own keys not.
+    own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
     loader.flatten_mapping(node)
-    out = _Mapping()
+    out, seen = _Mapping(), set()
     out.lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
-        if key in out:
-            raise SpaceError(f"{loader.name}: line {line}: key {key!r} repeated (first on line {out.lines[key]})")
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise SpaceError(f"{loader.name}: line {line}: a key must be a name, not {type(key).__name__} {key!r}")
+        if id(key_node) in own:
+            if key in seen:
+                raise SpaceError(f"{loader.name}: line {line}: key {key!r} repeated (first on line {out.lines[key]})")
+            seen.add(key)
         out[key] = loader.construct_object(value_node, deep=True)
         out.lines[key] = line
     return out
@@ -154,7 +219,23 @@ class Param:
             return False
         if self.kind == "int" and not float(value).is_integer():
             return False
-        return self.low <= value <= self.high
+        return self.low <= value <= self.high and self.on_grid(value)
+
+    def on_grid(self, value: float) -> bool:
+        """`value` is low + k * step (decimal arithmetic on the written numbers, as Optuna does)."""
+        return self.step is None or (_decimal(value) - _decimal(self.low)) % _decimal(self.step) == 0
+
+    def grid(self) -> tuple:
+        """The values `check_combinations` tries: every choice, the value, an int range's whole grid
+        when it has at most MAX_GRID points, else a range's bounds."""
+        if self.kind == "choice":
+            return self.choices
+        if self.kind == "value":
+            return (self.value,)
+        step = int(self.step or 1)
+        if self.kind == "int" and (self.high - self.low) // step < MAX_GRID:
+            return tuple(range(int(self.low), int(self.high) + 1, step))
+        return (self.low, self.high)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "float":
@@ -167,6 +248,10 @@ class Param:
         return self.value
 
 
+def _decimal(number: float) -> Decimal:
+    return Decimal(str(number))
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     path: str
@@ -174,6 +259,7 @@ class SearchSpace:
     fixed: dict[str, Any]
     params: tuple[Param, ...]  # parents before children
     warm_start: dict[str, dict[str, Any]]
+    lines: dict[str, int] = field(default_factory=dict, compare=False)  # of fixed and params, for errors
 
     @property
     def searched(self) -> list[str]:
@@ -203,6 +289,46 @@ class SearchSpace:
         """The trial config of sampled `params`: defaults <- fixed <- params <- overrides."""
         return TrialConfig.from_dict({**self.fixed, **params, **overrides})
 
+    def draws(self, names: tuple[str, ...], point: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every assignment of the searched parameters among `names` that a trial starting from `point`
+        (a warm-start point, or {}) can draw, in sampling order, each parameter over its `grid()`.
+        Values the point sets are pinned. A condition on a parameter outside `names` may go either
+        way, so such a parameter is also tried inactive (the `TrialConfig` default applies)."""
+        point = point or {}
+        draws: list[dict[str, Any]] = [{}]
+        for param in self.params:
+            if param.name not in names:
+                continue
+            values = (point[param.name],) if param.name in point else param.grid()
+            known = [parent for parent in param.when if parent in names]
+            undecided = len(known) < len(param.when) and param.name not in point
+            grown = []
+            for draw in draws:
+                if any(draw.get(parent) not in param.when[parent] for parent in known):
+                    grown.append(draw)  # inactive in this draw
+                    continue
+                grown += [{**draw, param.name: value} for value in values] + ([draw] if undecided else [])
+            draws = grown
+        return draws
+
+
+def check_combinations(space: SearchSpace, overrides: dict[str, Any] | None = None) -> None:
+    """Every combination of `CROSS_FIELDS` values the space can draw makes a valid `TrialConfig`
+    (hidden_size divisible by num_heads, a checkpoint for a checkpoint encoder, ...), so a bad one
+    fails here rather than as a failed trial. Only those fields combine, and only over their grids
+    (`Param.grid`), so a space of dozens of parameters and float ranges stays a few configs."""
+    overrides = overrides or {}
+    for draw in space.draws(CROSS_FIELDS):
+        try:
+            space.config(draw, **overrides)
+        except ConfigError as err:
+            shown = {**{k: v for k, v in space.fixed.items() if k in CROSS_FIELDS}, **draw}
+            combo = ", ".join(f"{k} = {v!r}" + (f" (line {space.lines[k]})" if k in space.lines else "")
+                              for k, v in shown.items() if k not in overrides)
+            raise SpaceError(f"{space.path}: trials with {combo or 'the defaults'} cannot run: {err}. Every "
+                             "combination a space can draw must make a valid config: narrow the choices or "
+                             "ranges, or add a `when` condition") from None
+
 
 # ----------------------------------------------------------------------------- loading
 
@@ -224,7 +350,12 @@ def load_space(space: str | Path | None = None, *, sets: dict[str, Any] | None =
                skip_searched: bool = False) -> SearchSpace:
     """The space in file (or shipped name) `space`, with `sets` (`parse_sets` of `--set`s) fixed."""
     path = resolve_space_path(space)
-    text = path.read_text(encoding="utf-8")
+    _check_size(path.stat().st_size, str(path))  # before reading a huge file into memory
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save the space as "
+                         "UTF-8 YAML") from None
     return parse_space(text, source=str(path), sets=sets, skip_searched=skip_searched)
 
 
@@ -232,6 +363,7 @@ def parse_space(text: str, *, source: str = "<space>", sets: dict[str, Any] | No
                 skip_searched: bool = False) -> SearchSpace:
     """`sets`: values that replace or add to `fixed` (launch's `--set`); naming a searched parameter is
     an error, unless `skip_searched` (train-one, whose `--set`s also override sampled values itself)."""
+    _check_size(len(text.encode("utf-8")), source)
     try:
         loader = _Loader(text)
         loader.name = source
@@ -254,11 +386,19 @@ def parse_space(text: str, *, source: str = "<space>", sets: dict[str, Any] | No
     if not any(p.searched for p in params):
         raise SpaceError(f"{source}: `params` declares nothing to search; add at least one float, int "
                          "or choice parameter")
+    lines = {**getattr(doc.get("params"), "lines", {}), **getattr(raw_fixed, "lines", {})}
     space = SearchSpace(path=source, description=str(doc.get("description", "")), fixed=fixed,
-                        params=params, warm_start={})
+                        params=params, warm_start={}, lines=lines)
+    # max_epochs is --max-epochs' unless the space fixes it; preflight checks again with the flag.
+    check_combinations(space, {} if "max_epochs" in fixed else {"max_epochs": LIMITS["max_epochs"][0]})
     warm = _parse_warm_start(doc.get("warm_start") or {}, where, space)
-    return SearchSpace(path=source, description=space.description, fixed=fixed, params=params,
-                       warm_start=warm)
+    return dataclasses.replace(space, warm_start=warm)
+
+
+def _check_size(size: int, source: str) -> None:
+    if size > MAX_SPACE_BYTES:
+        raise SpaceError(f"{source}: {size} bytes, more than the {MAX_SPACE_BYTES} a space file may have "
+                         "(hand-written spaces are a few KB); is it the right file?")
 
 
 class _Where:
@@ -371,7 +511,9 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
                          f"{', '.join(kinds) or 'none'})")
     kind = kinds[0]
     when = _parse_when(name, spec.get("when"), at)
-    log, step = bool(spec.get("log", False)), _number(spec.get("step"))
+    log, step = spec.get("log", False), _number(spec.get("step"))
+    if not isinstance(log, bool):
+        raise SpaceError(f"{at}: `{name}`: log is {log!r}, but must be true or false")
     if kind in ("value", "choice") and ("log" in spec or "step" in spec):
         raise SpaceError(f"{at}: `{name}`: log and step apply to float and int ranges only")
 
@@ -408,8 +550,16 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
         raise SpaceError(f"{at}: `{name}`: a log range needs low > 0, got {low}")
     if log and step is not None:
         raise SpaceError(f"{at}: `{name}`: Optuna cannot combine log with step; drop one")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0
+                             or not math.isfinite(step)):
         raise SpaceError(f"{at}: `{name}`: step must be a positive number, got {step!r}")
+    if step is not None and kind == "int" and not float(step).is_integer():
+        raise SpaceError(f"{at}: `{name}`: an int range needs a whole step, got {step!r}")
+    if step is not None and (_decimal(high) - _decimal(low)) % _decimal(step) != 0:
+        # Optuna would silently lower `high` to the last point of the grid.
+        top = _decimal(low) + (_decimal(high) - _decimal(low)) // _decimal(step) * _decimal(step)
+        raise SpaceError(f"{at}: `{name}`: step {step} does not divide the range [{low}, {high}], so {high} "
+                         f"is never drawn; make high {top} or pick a step that divides high - low")
     for bound in (low, high):
         _check_field(name, int(bound) if kind == "int" else float(bound), at, "bound of")
     return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
@@ -421,6 +571,12 @@ def _parse_when(name: str, when: Any, at: str) -> dict[str, tuple]:
     if not isinstance(when, dict) or not when:
         raise SpaceError(f"{at}: `{name}`: when must map parent parameters to allowed values, "
                          "e.g. when: {loss: focal}")
+    for parent, allowed in when.items():
+        if allowed == [] or allowed is None:
+            raise SpaceError(f"{at}: `{name}`: when {{{parent}: {allowed!r}}} lists no value, so `{name}` "
+                             f"would never be active; list the values of {parent} it applies to")
+        if not isinstance(allowed, (list, str, int, float, bool)):
+            raise SpaceError(f"{at}: `{name}`: when {parent}: {allowed!r} must be a value or a list of values")
     return {parent: tuple(_number(v) for v in (allowed if isinstance(allowed, list) else [allowed]))
             for parent, allowed in when.items()}
 
@@ -490,7 +646,8 @@ def _describe(param: Param) -> str:
         return "one of " + ", ".join(map(str, param.choices))
     if param.kind == "value":
         return f"= {param.value!r}"
-    return f"{param.kind} in [{param.low}, {param.high}]" + (" log" if param.log else "")
+    return (f"{param.kind} in [{param.low}, {param.high}]" + (" log" if param.log else "")
+            + (f" step {param.step}" if param.step is not None else ""))
 
 
 def _describe_when(param: Param) -> str:

@@ -118,7 +118,7 @@ def test_cli_prints_the_error_and_exits_2(tmp_path):
 
 def test_every_encoder_choice_must_load(tmp_path):
     (tmp_path / "s.yaml").write_text("params:\n  encoder: {choice: [tiny, nezha]}\n  lr: {float: [0.001, 0.01]}\n")
-    with pytest.raises(SpaceError, match=r"trials with encoder = 'nezha' cannot run: `checkpoint` is ''"):
+    with pytest.raises(SpaceError, match=r"trials with encoder = 'nezha' \(line 2\) cannot run: `checkpoint` is ''"):
         launch(Settings(space=str(tmp_path / "s.yaml"), storage_path=str(tmp_path)), out=lambda _: None)
 
 
@@ -144,7 +144,8 @@ CHECKPOINT_SPACES = {
                     r"trials with encoder = 'bert', checkpoint = '/does/not/exist' cannot run: " + MISSING),
     "inactive checkpoint": ("params:\n  encoder: {choice: [bert, nezha]}\n"
                             "  checkpoint: {choice: [GOOD], when: {encoder: bert}}\n",
-                            r"trials with encoder = 'nezha' cannot run: `checkpoint` is '', but encoder 'nezha'"),
+                            r"trials with encoder = 'nezha' \(line 2\) cannot run: `checkpoint` is '', but encoder "
+                            r"'nezha'"),  # refused as the space is read (`check_combinations`)
     "incomplete": ("fixed: {encoder: bert, checkpoint: EMPTY}\nparams:\n  lr: {float: [0.001, 0.01]}\n",
                    r"trials with the fixed encoder and checkpoint cannot run: `checkpoint` is '.*empty', but "
                    r"encoder 'bert' loads a local checkpoint: .*empty has no vocab.txt, config.json or "
@@ -157,8 +158,8 @@ def test_preflight_checks_every_checkpoint_the_space_can_produce(tmp_path, case)
     good, empty = fake_checkpoint(tmp_path / "good"), tmp_path / "empty"
     empty.mkdir()
     text, message = CHECKPOINT_SPACES[case]
-    space = parse_space(text.replace("GOOD", good).replace("EMPTY", str(empty)), source="s.yaml")
     with pytest.raises(SpaceError, match=r"s.yaml: " + message):
+        space = parse_space(text.replace("GOOD", good).replace("EMPTY", str(empty)), source="s.yaml")
         check_space(space, {"max_epochs": 1, "seed": 0})
 
 

@@ -2,6 +2,7 @@ import optuna
 import pytest
 
 from model.config import TrialConfig
+from model.errors import ConfigError
 from spaces.space import DEFAULT_SPACE, SpaceError, load_space, parse_space
 
 SPACE = """
@@ -113,3 +114,79 @@ def test_bad_spaces_name_line_parameter_and_fix(text, message):
 def test_missing_space_file_lists_the_shipped_ones(tmp_path):
     with pytest.raises(SpaceError, match=r"not found: pass a YAML file or one of: .*demo"):
         load_space(tmp_path / "none.yaml")
+
+
+# --- issue 12: limits, cross-field combinations, step grids, YAML limits (the refusals themselves
+# are in tests/catalogue/test_space_inputs.py) ---
+
+
+@pytest.mark.parametrize("name", ["demo", "seed", "pretrained"])
+def test_shipped_spaces_pass_the_combination_check_fast(name):
+    import time
+
+    from spaces.space import check_combinations
+
+    space = load_space(name, sets={"checkpoint": "/some/dir"} if name == "pretrained" else None)
+    started = time.perf_counter()
+    check_combinations(space, {"max_epochs": 4, "seed": 0})
+    assert time.perf_counter() - started < 0.1
+
+
+def test_combinations_try_conditional_fields_active_and_inactive():
+    # rnn is only drawn under loss = focal (a parent outside the cross fields), so trials also run
+    # with the default rnn = 'none': both are tried, and the odd hidden_size fails only with lstm.
+    space_text = ("fixed: {hidden_size: 63, num_heads: 1}\nparams:\n  loss: {choice: [ce, focal]}\n"
+                  "  rnn: {choice: [lstm], when: {loss: focal}}\n")
+    with pytest.raises(SpaceError, match=r"rnn = 'lstm' \(line 4\)"):
+        parse_space(space_text)
+    space = parse_space(space_text.replace("63", "64"))
+    assert space.draws(("rnn",)) == [{"rnn": "lstm"}, {}]
+
+
+def test_a_wide_int_range_of_a_cross_field_is_checked_at_its_bounds():
+    from spaces.space import MAX_GRID
+
+    space = parse_space("fixed: {num_heads: 8}\nparams:\n  hidden_size: {int: [64, 8192], step: 8}\n")
+    (param,) = space.params
+    assert (8192 - 64) // 8 >= MAX_GRID and param.grid() == (64, 8192)
+    narrow = parse_space("fixed: {num_heads: 8}\nparams:\n  hidden_size: {int: [64, 128], step: 32}\n")
+    assert narrow.params[0].grid() == (64, 96, 128)
+
+
+def test_swa_start_is_checked_against_max_epochs_only_once_the_flag_is_known():
+    from spaces.space import check_combinations
+
+    space = parse_space("params:\n  swa_start: {int: [0, 5]}\n")  # --max-epochs may be 10
+    check_combinations(space, {"max_epochs": 5})
+    with pytest.raises(SpaceError, match=r"swa_start = 4 \(line 2\) cannot run"):
+        check_combinations(space, {"max_epochs": 3})
+
+
+def test_steps_that_divide_the_range_and_warm_starts_on_the_grid_are_accepted():
+    space = parse_space("params:\n  dropout: {float: [0.0, 0.5], step: 0.1}\n  batch_size: {int: [16, 64], step: 16}\n"
+                        "warm_start:\n  a: {dropout: 0.3, batch_size: 48}\n")
+    assert space.warm_start["a"] == {"dropout": 0.3, "batch_size": 48}
+    dropout = space.params[0]
+    assert dropout.contains(0.3) and not dropout.contains(0.35)
+
+
+def test_sizes_up_to_the_sanity_limits_are_accepted():
+    from model.config import LIMITS
+
+    TrialConfig(batch_size=LIMITS["batch_size"][0], hidden_size=LIMITS["hidden_size"][0], num_heads=1)
+    with pytest.raises(ConfigError, match=r"raise LIMITS\['batch_size'\] in model/config.py"):
+        TrialConfig(batch_size=LIMITS["batch_size"][0] + 1)
+
+
+def test_ordinary_aliases_and_merge_keys_are_accepted():
+    space = parse_space("params:\n  lr: &rate {float: [1.0e-4, 1.0e-2], log: true}\n  head_lr: *rate\n"
+                        "warm_start:\n  a: &a {lr: 1.0e-3, head_lr: 1.0e-3}\n  b: {<<: *a, lr: 2.0e-3}\n")
+    assert space.warm_start["b"] == {"lr": 2.0e-3, "head_lr": 1.0e-3}
+
+
+def test_readme_documents_the_space_limits_and_keeps_the_resume_warning():
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    assert "alias bomb is refused" in readme and "LIMITS` in\n`model/config.py`" in readme
+    assert "Resuming unpickles Ray's saved state: resume only run directories you trust." in readme
