@@ -16,7 +16,6 @@ from typing import Any
 from model.errors import ConfigError
 from model.registry import Registry
 
-
 # Sanity limits: generous upper bounds on sizes and counts that have no natural maximum. No trial on
 # today's hardware comes near them; a value above one is a typo (an extra zero, `1e29`) that would
 # otherwise pass every check and only fail when a trial allocates memory, after Ray has started.

@@ -31,10 +31,9 @@ The raw `KEY=VALUE` strings are kept in the run's settings (run.json), so `resum
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
-from decimal import Decimal
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 

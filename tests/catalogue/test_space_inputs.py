@@ -17,7 +17,8 @@ SEARCHED = "params:\n  lr: {float: [1.0e-4, 1.0e-2], log: true}\n"  # line 2 sea
 CASES: dict[str, tuple[str | bytes, list[str]]] = {
     # --- sizes above the sanity limits (model/config.py LIMITS) ---
     "batch_size 1e29": ("fixed: {batch_size: 1e29}\n" + SEARCHED,
-                        ["line 1", "`batch_size`", "sanity limit 65536", "raise LIMITS['batch_size'] in model/config.py"]),
+                        ["line 1", "`batch_size`", "sanity limit 65536",
+                         "raise LIMITS['batch_size'] in model/config.py"]),
     "hidden_size 1e9 choice": ("params:\n  hidden_size: {choice: [64, 1000000000]}\n",
                                ["line 2", "`hidden_size`", "sanity limit 16384", "model/config.py"]),
     "num_layers range top": ("params:\n  num_layers: {int: [1, 100000]}\n",
@@ -109,8 +110,9 @@ CASES: dict[str, tuple[str | bytes, list[str]]] = {
     "condition lists no value": (
         "params:\n  loss: {choice: [ce, focal]}\n  focal_gamma: {float: [1.0, 3.0], when: {loss: []}}\n",
         ["line 3", "`focal_gamma`", "never be active", "list the values of loss"]),
-    "condition not a mapping": ("params:\n  loss: {choice: [ce, focal]}\n  focal_gamma: {float: [1.0, 3.0], when: focal}\n",
-                                ["line 3", "`focal_gamma`", "e.g. when: {loss: focal}"]),
+    "condition not a mapping": (
+        "params:\n  loss: {choice: [ce, focal]}\n  focal_gamma: {float: [1.0, 3.0], when: focal}\n",
+        ["line 3", "`focal_gamma`", "e.g. when: {loss: focal}"]),
     "conditions in a cycle": (
         "params:\n  loss: {choice: [ce, focal], when: {msd_count: 1}}\n  msd_count: {int: [1, 2], when: {loss: ce}}\n",
         ["cycle", "loss -> msd_count -> loss"]),
@@ -132,7 +134,8 @@ CASES: dict[str, tuple[str | bytes, list[str]]] = {
     "YAML syntax error": ("params:\n  lr: {float: [1.0e-4, 1.0e-2]\n", ["not valid YAML", "line 3"]),
     "repeated key": (SEARCHED + "  lr: {float: [0.001, 0.01]}\n", ["line 3", "key 'lr' repeated (first on line 2)"]),
     "alias bomb": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-                   + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+                   + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+                             for p, n in zip("abcdefgh", "bcdefghi", strict=True))
                    + SEARCHED,
                    ["aliases (*name) expand to", "more than the 100000", "alias bomb"]),
     "recursive alias": ("a: &a [*a]\n" + SEARCHED, ["line 1", "contains it", "cannot contain itself"]),
