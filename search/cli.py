@@ -278,13 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
+    from results.files import read_json
     from search.driver import is_finished, launch
     from search.settings import Settings
 
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
     settings = Settings.from_namespace(args)
-    _, frame = launch(settings, argv=argv)
-    if not is_finished(frame, settings.num_samples):
+    files, frame = launch(settings, argv=argv)
+    # run.json's budget: lowered to the trials run when the space held no more configurations
+    if not is_finished(frame, read_json(files.run_json)["settings"]["num_samples"]):
         sys.exit(EXIT_UNFINISHED)
 
 

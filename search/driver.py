@@ -430,6 +430,15 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     with restore_must_succeed() if resume else contextlib.nullcontext():
         tuner.fit()
     frame = board.write()
+    if searcher.exhausted and not (frame["status"] == RUNNING).any() and len(frame) < settings.num_samples:
+        out(f"the space holds no configuration not yet trained (the sampler proposed only repeats): the search "
+            f"ends after {len(frame)} of {settings.num_samples} trials, and run.json's budget is lowered to "
+            f"{len(frame)}")
+        run = read_json(files.run_json)
+        run["settings"]["num_samples"] = len(frame)
+        run["space_exhausted"] = True
+        atomic_write_json(files.run_json, run)
+        settings = dataclasses.replace(settings, num_samples=len(frame))
     if is_finished(frame, settings.num_samples):
         searcher.reconcile(final=True)
         out(summary(frame, files))

@@ -17,7 +17,9 @@ Items (the function, then what it relies on):
 1. `study(searcher)`: `OptunaSearch._ot_study` is the `optuna.Study` the searcher asks and tells,
    created by its constructor when a space is given.
 2. `asked_trials(searcher)`: `OptunaSearch._ot_trials` maps a Ray trial id to the `optuna.Trial`
-   `suggest` asked for it; `on_trial_result`/`on_trial_complete` look trials up there.
+   `suggest` asked for it; `on_trial_result`/`on_trial_complete` look trials up there, and
+   `suggest` asks the study anew for an id not in it (the duplicate guard withdraws a proposal by
+   deleting its entry, then suggests again).
 3. `told_trials(searcher)`: `OptunaSearch._completed_trials` is the set of Ray trial ids whose
    Optuna trial was told; later results and completions for them are ignored.
 4. `storage_id(frozen)`: `FrozenTrial._trial_id` is the storage's id of the trial (unique in the
@@ -282,11 +284,16 @@ def _check_optuna_search() -> None:
     asked = asked_trials(searcher)
     _expect(isinstance(asked, dict) and isinstance(asked.get("probe"), optuna.Trial),
             "OptunaSearch._ot_trials does not map a suggested Ray trial id to its optuna.Trial")
+    first = asked.pop("probe")
+    searcher.suggest("probe")
+    _expect(asked_trials(searcher)["probe"].number == first.number + 1,
+            "OptunaSearch.suggest does not ask a new optuna.Trial for a trial id withdrawn from _ot_trials")
+    study(searcher).tell(first, state=optuna.trial.TrialState.FAIL)
     searcher.on_trial_complete("probe", {"m": 0.5})
     told = told_trials(searcher)
     _expect(isinstance(told, set) and "probe" in told,
             "OptunaSearch._completed_trials does not hold the ids of the trials told to Optuna")
-    frozen = study(searcher).get_trials(deepcopy=False)[0]
+    frozen = study(searcher).get_trials(deepcopy=False)[1]
     _expect(frozen.state == optuna.trial.TrialState.COMPLETE and frozen.value == 0.5,
             "OptunaSearch.on_trial_complete did not tell the asked trial through the study")
     sid = storage_id(frozen)

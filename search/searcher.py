@@ -28,7 +28,8 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from model import metrics as M
@@ -39,6 +40,9 @@ from search.settings import AUTO_GP_MAX_TRIALS, SAMPLERS
 from spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
+
+DUPLICATE_OF = "duplicate_of"  # Optuna user attribute of a proposal the duplicate guard did not train
+MAX_DUPLICATE_ASKS = 100
 
 
 def startup_trials(num_samples: int, warm_starts: int, requested: int | None = None) -> int:
@@ -91,6 +95,7 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         super().__init__(space.sample, metric=M.OBJECTIVE, mode="max", study_name=study_name, storage=storage,
                          sampler=make_sampler(sampler, seed=seed, n_startup_trials=n_startup_trials))
         self._reopened: dict[str, int] = {}  # Ray trial id -> storage id of its replacement Optuna trial
+        self.exhausted = False  # the duplicate guard found nothing new to propose: the search ended
         if warm_start:
             # Warm-start points go first, named so the leaderboard can show which is which.
             for name, point in space.warm_start.items():
@@ -150,13 +155,51 @@ class FidelityAwareOptunaSearch(OptunaSearch):
     def study(self) -> optuna.Study:
         return internals.study(self)
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        params = super().suggest(trial_id)
-        if params is None:
-            return None
-        ot_trial = internals.asked_trials(self)[trial_id]
-        return {M.PARAMS: params, M.OPTUNA_NUMBER: ot_trial.number,
-                M.WARM_START: ot_trial.user_attrs.get(M.WARM_START)}
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next configuration, never one already trained or training (the duplicate guard).
+
+        Discrete spaces make samplers propose a configuration again (users of Optuna on clusters
+        report 10-20% of trials). A proposal equal to a COMPLETE trial's parameters is told COMPLETE
+        with that trial's value (the sampler learns what it would have learnt, and nothing is
+        trained twice); one equal to a trial in flight is told FAIL (the sampler ignores it). Either
+        gets the user attribute `duplicate_of` (the earlier trial's number), and the sampler is asked
+        again. Pruned trials stopped below the full budget, so their configuration may run again.
+        After MAX_DUPLICATE_ASKS duplicates in a row the space is taken as exhausted: the search ends.
+        """
+        asked = internals.asked_trials(self)
+        for _ in range(MAX_DUPLICATE_ASKS):
+            params = super().suggest(trial_id)
+            if params is None:
+                return None
+            ot_trial = asked[trial_id]
+            earlier = self._trained_equal(ot_trial)
+            if earlier is None:
+                return {M.PARAMS: params, M.OPTUNA_NUMBER: ot_trial.number,
+                        M.WARM_START: ot_trial.user_attrs.get(M.WARM_START)}
+            ot_trial.set_user_attr(DUPLICATE_OF, earlier.number)
+            if earlier.state == TrialState.COMPLETE:
+                self.study.tell(ot_trial, earlier.value)
+            else:
+                self.study.tell(ot_trial, state=TrialState.FAIL)
+            log.info("Optuna trial %d repeats trial %d's configuration: not trained, asking again",
+                     ot_trial.number, earlier.number)
+            del asked[trial_id]
+        log.warning("the sampler proposed only configurations already trained or training (%d in a row): "
+                    "the space looks exhausted, so the search ends", MAX_DUPLICATE_ASKS)
+        self.exhausted = True
+        return Searcher.FINISHED
+
+    def _trained_equal(self, ot_trial: optuna.Trial) -> FrozenTrial | None:
+        """The earliest other trial with `ot_trial`'s parameters that completed or is in flight."""
+        told = internals.told_trials(self)
+        live = {t.number for tid, t in internals.asked_trials(self).items() if tid not in told}
+        params = ot_trial.params
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if frozen.number == ot_trial.number or frozen.params != params:
+                continue
+            if frozen.state == TrialState.COMPLETE or frozen.number in live:
+                return frozen
+        return None
 
     def _report(self, trial_id: str, result: dict[str, Any] | None) -> None:
         if result and self.metric in result and M.EPOCH in result:

@@ -108,3 +108,19 @@ def test_a_random_fifo_search_records_its_method_trains_every_trial_fully_and_re
     resume(files.root, num_samples=4, out=lines.append)
     assert json.loads(files.run_json.read_text())["method"] == run["method"]
     assert any("tpe (2 startup trials) + fifo" in line for line in lines)
+
+
+def test_a_search_of_a_small_discrete_space_ends_when_the_space_is_exhausted(tmp_path, local_ray):
+    (tmp_path / "space.yaml").write_text(
+        "fixed: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, batch_size: 16}\n"
+        "params:\n  pooler: {choice: [cls, mean]}\n")
+    settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=600, max_seq_len=32, folds=4,
+                        num_samples=5, max_epochs=1, sampler="random", storage_path=str(tmp_path / "runs"),
+                        name="x", seed=0)
+    lines = []
+    files, frame = launch(settings, argv=["launch"], out=lines.append)
+    assert sorted(frame["param.pooler"]) == ["cls", "mean"]  # each configuration trained once
+    assert any("ends after 2 of 5 trials" in line for line in lines)
+    run = json.loads(files.run_json.read_text())
+    assert run["settings"]["num_samples"] == 2 and run["space_exhausted"]
+    assert not any("stopped early" in line for line in lines)
