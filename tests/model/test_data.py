@@ -151,3 +151,10 @@ def test_prepare_data_builds_vocab_from_the_training_part_only(small_frame):
     assert len(data.vocab) <= len(train_tokens) + len(SPECIAL_TOKENS)
     assert data.class_counts.sum() == len(data.train)
     assert (data.train.lengths <= 40).all() and (data.train.lengths >= 3).all()
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a BOM; the id column must still be found."""
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert read_table(path).equals(read_table(write_csv(tmp_path / "plain.csv", GOOD)))
