@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,20 +57,26 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path}: not a readable UTF-8 CSV ({err})") from err
+    header = ",".join(columns)
+    try:  # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{path}: the file is empty; it needs the header {header} and one row per text") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 ({err}); save it as UTF-8 (e.g. iconv -f GBK -t UTF-8)") from err
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: not a readable CSV ({str(err).strip()}); every row needs as many fields as "
+                        "the header: quote a field that holds a comma") from err
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; the header must be {','.join(columns)} "
+            f"{path}: missing column(s) {', '.join(missing)}; the header must be {header} "
             f"(found {','.join(frame.columns)})"
         )
     frame = frame[list(columns)].copy()
     if frame.empty:
-        raise DataError(f"{path}: no data rows")
+        raise DataError(f"{path}: no data rows under the header; add one row per text ({header})")
 
     line = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # header is line 1
     frame["id"] = frame["id"].str.strip()
@@ -186,23 +193,61 @@ class Vocab:
 # ----------------------------------------------------------------------------- splits and arrays
 
 
-def fold_indices(labels, *, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, dev_idx) of fold `fold` of a stratified, shuffled, seeded k-fold split."""
+def check_fold_flags(*, folds: int, fold: int) -> None:
+    """--folds and --fold on their own (the preflight runs it before reading any data)."""
     if folds < 2:
-        raise DataError(f"--folds is {folds}, but must be >= 2 (one fold is held out for evaluation)")
+        raise DataError(f"--folds is {folds}, but must be >= 2 (one fold is held out for evaluation; "
+                        "5 is the usual choice)")
     if not 0 <= fold < folds:
         raise DataError(f"--fold is {fold}, but must be in 0..{folds - 1} for --folds {folds}")
+
+
+def fold_indices(labels, *, folds: int, fold: int, seed: int, source: str = "the training data"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, dev_idx) of fold `fold` of a stratified, shuffled, seeded k-fold split.
+
+    A label with fewer rows than `folds` is absent from some dev folds (`absent_from_dev` says which);
+    it still has a training row in every fold as long as it has 2 rows, so only single-row labels,
+    and splits whose dev fold would score fewer than 2 labels, are refused.
+    """
+    check_fold_flags(folds=folds, fold=fold)
     counts = Counter(labels)
-    small = sorted((c, lab) for lab, c in counts.items() if c < folds)
-    if small:
-        listing = ", ".join(f"{lab} ({c} rows)" for c, lab in small)
-        raise DataError(
-            f"label(s) {listing} have fewer rows than --folds {folds}: a stratified split needs at least "
-            f"one row of every label per fold. Lower --folds to {small[0][0]} or fewer, or add rows"
-        )
+    _check_labels(counts, source)
+    largest, rows = counts.most_common(1)[0]
+    if folds > rows:  # StratifiedKFold refuses it: no label could be spread over every fold
+        raise DataError(f"--folds {folds} is more than the {rows} rows of the largest label, {largest}; pass "
+                        f"--folds {_folds_scoring_two_labels(counts)} or fewer")
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    train_idx, dev_idx = list(split.split(np.zeros(len(labels)), labels))[fold]
+    with warnings.catch_warnings():  # rows < folds: `dev_fold_note` tells the user which labels, and the fix
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        train_idx, dev_idx = list(split.split(np.zeros(len(labels)), labels))[fold]
+    scored = sorted({labels[i] for i in dev_idx}, key=_natural_key)
+    if len(scored) < 2:
+        raise DataError(
+            f"dev fold {fold} of --folds {folds} holds only label {scored[0]} ({len(dev_idx)} rows): a macro-F1 "
+            f"over one label is meaningless. Pass --folds {_folds_scoring_two_labels(counts)} or fewer, or add rows"
+        )
     return train_idx, dev_idx
+
+
+def _check_labels(counts: Counter, source: str) -> None:
+    """At least 2 labels, each with a row to train on and a row to score in some dev fold."""
+    if len(counts) < 2:
+        (label, rows), = counts.items()
+        raise DataError(f"{source} has a single label, {label} ({rows} rows): level-2 macro-F1 would "
+                        "be 1.0 whatever a model predicts. Add rows of at least one other label")
+    single = sorted((lab for lab, c in counts.items() if c == 1), key=_natural_key)
+    if single:
+        raise DataError(
+            f"{source}: label(s) {', '.join(single)} have 1 row each: a label needs at least 2 (one to train on, "
+            "one to score), whatever --folds is. Merge each into a sibling label (same level-1 label), drop its row, "
+            "or add rows of it"
+        )
+
+
+def _folds_scoring_two_labels(counts: Counter) -> int:
+    """The largest --folds whose every dev fold holds the two largest labels (>= 2 labels scored)."""
+    return max(2, sorted(counts.values())[-2])
 
 
 @dataclass(frozen=True)
@@ -246,7 +291,8 @@ def prepare_data(
     map to [UNK] as unseen test tokens would.
     """
     labels = LabelSet.from_labels(frame["label"])
-    train_idx, dev_idx = fold_indices(frame["label"].tolist(), folds=folds, fold=fold, seed=seed)
+    train_idx, dev_idx = fold_indices(frame["label"].tolist(), folds=folds, fold=fold, seed=seed,
+                                      source=source or "the training data")
     texts = frame["text"].to_numpy()
     y = labels.encode(frame["label"])
     vocab = Vocab.build(texts[train_idx])
@@ -257,6 +303,24 @@ def prepare_data(
 
     return EncodedData(train=split(train_idx), dev=split(dev_idx), labels=labels, vocab=vocab,
                        max_seq_len=max_seq_len, source=source)
+
+
+def absent_from_dev(data: EncodedData) -> dict[str, int]:
+    """{label: its rows} of the labels with no row in the dev fold (rows < --folds): macro-F1 counts
+    each as F1 0 there, so the user is told, and shown --folds that keeps every label scored."""
+    rows = data.class_counts + np.bincount(data.dev.labels, minlength=data.num_labels)
+    scored = np.bincount(data.dev.labels, minlength=data.num_labels) > 0
+    return {data.labels.level2[i]: int(rows[i]) for i in np.flatnonzero(~scored)}
+
+
+def dev_fold_note(data: EncodedData, *, fold: int, folds: int) -> str | None:
+    """A warning line when labels are absent from the dev fold, else None."""
+    absent = absent_from_dev(data)
+    if not absent:
+        return None
+    listing = ", ".join(f"{lab} ({rows} rows)" for lab, rows in absent.items())
+    return (f"warning: label(s) {listing} have no row in dev fold {fold} of --folds {folds}; level-2 macro-F1 "
+            f"counts each as F1 0 there. --folds {min(absent.values())} or fewer scores every label in every fold")
 
 
 # ----------------------------------------------------------------------------- command line

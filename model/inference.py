@@ -20,6 +20,7 @@ import torch
 
 from model.config import TrialConfig
 from model.data import EncodedSplit, LabelSet, Vocab
+from model.filemode import as_if_opened
 from model.network import Classifier, build_model
 
 WEIGHTS_FILE = "model.pt"
@@ -116,7 +117,7 @@ def save_model_dir(directory: str | Path, *, weights: dict[str, torch.Tensor], i
     try:
         torch.save({k: v.detach().cpu() for k, v in weights.items()}, tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(info.to_dict()), encoding="utf-8")
-        tmp.chmod(0o777 & ~_umask())
+        as_if_opened(tmp)  # mkdtemp makes it 0700
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
@@ -124,14 +125,6 @@ def save_model_dir(directory: str | Path, *, weights: dict[str, torch.Tensor], i
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_model_dir(directory: str | Path, *, device: torch.device | str = "cpu") -> tuple[Classifier, ModelInfo]:

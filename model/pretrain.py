@@ -47,6 +47,7 @@ from torch import nn
 
 from model.data import MASK, SPECIAL_TOKENS, Vocab
 from model.errors import ConfigError, DataError
+from model.filemode import as_if_opened
 from model.masking import IGNORE_INDEX, mask_spans
 from model.nezha import NezhaConfig, NezhaForMaskedLM
 from model.registry import Registry
@@ -687,6 +688,8 @@ class _Loop:
 
         def export(directory: Path) -> None:
             self.raw.save(directory)
+            for written in directory.iterdir():  # safetensors writes model.safetensors 0600
+                as_if_opened(written)
             (directory / "vocab.txt").write_text("\n".join(self.data.vocab.tokens) + "\n", encoding="utf-8")
             (directory / RECORD_FILE).write_text(json.dumps(self.record(finished), indent=1), encoding="utf-8")
 

@@ -17,6 +17,7 @@ a sibling's signal, and a few training labels are flipped to a sibling (label no
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ LEVEL2_COUNTS: dict[str, int] = {
 }
 DEFAULT_ROWS = sum(LEVEL2_COUNTS.values())  # 14,009
 TEST_ROWS_PER_TRAIN_ROW = 6004 / DEFAULT_ROWS
-MIN_ROWS_PER_LABEL = 6  # enough for a 5-fold stratified split at any size
+MIN_ROWS_PER_LABEL = 6  # rows of every label, label noise included: each in every dev fold of a 5-fold split
 
 COMMA, BANG = "，", "！"
 MAX_TOKEN_ID = 30400
@@ -54,13 +55,15 @@ GROUP_RATE, CLASS_RATE, BIGRAM_RATE = 1.5, 1.3, 0.8
 SIBLING_RATE, LABEL_NOISE = 0.25, 0.04
 
 
-def label_counts(rows: int) -> dict[str, int]:
+def label_counts(rows: int, *, flag: str = "--rows") -> dict[str, int]:
     """Rows per level-2 label for a dataset of `rows` rows: the real shape, scaled, each label
-    keeping at least MIN_ROWS_PER_LABEL rows; the largest label absorbs rounding."""
+    keeping at least MIN_ROWS_PER_LABEL rows; the largest label absorbs rounding. `flag` is the
+    option the user set `rows` with, for the error."""
     floor = MIN_ROWS_PER_LABEL * len(LEVEL2_COUNTS)
     if rows < floor + 1:
-        raise DataError(f"--rows is {rows}, but the synthetic generator needs at least {floor + 1} "
-                        f"({MIN_ROWS_PER_LABEL} per label for a stratified 5-fold split)")
+        raise DataError(f"{flag} is {rows}, but the synthetic generator needs at least {floor + 1} rows "
+                        f"({MIN_ROWS_PER_LABEL} per label x {len(LEVEL2_COUNTS)} labels, for a stratified "
+                        f"5-fold split): pass {flag} {floor + 1} or more")
     # Labels that would scale below the floor sit at it; the others share the rest in proportion.
     floored: set[str] = set()
     while True:
@@ -133,10 +136,25 @@ def _text(rng: np.random.Generator, vocab: _Vocabulary, label: str, siblings: li
     return " ".join(tokens[:length])
 
 
-def synthesize(rows: int = DEFAULT_ROWS, *, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _keep_floor(observed: list[str], true: np.ndarray) -> list[str]:
+    """Undo the label flips that took a label below MIN_ROWS_PER_LABEL rows (at small sizes noise
+    flips rows away from floored labels), so the floor holds as promised. Flips are undone after
+    they are drawn, so the random stream, and the data of every size the floor does not bind, stay."""
+    observed, have = list(observed), Counter(observed)
+    undone = True
+    while undone:  # undoing a flip into a label can take that one below the floor: repeat
+        undone = False
+        for i, lab in enumerate(true):
+            if observed[i] != lab and have[lab] < MIN_ROWS_PER_LABEL:
+                have[observed[i]] -= 1
+                observed[i], have[lab], undone = lab, have[lab] + 1, True
+    return observed
+
+
+def synthesize(rows: int = DEFAULT_ROWS, *, seed: int = 0, flag: str = "--rows") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train `id,text,label`, test `id,text`) frames; deterministic for a given (rows, seed)."""
     rng = np.random.default_rng(seed)
-    counts = label_counts(rows)
+    counts = label_counts(rows, flag=flag)
     labels = list(counts)
     vocab = _Vocabulary(rng, labels)
     siblings = {lab: [s for s in labels if s != lab and s.split("-")[0] == lab.split("-")[0]]
@@ -147,6 +165,7 @@ def synthesize(rows: int = DEFAULT_ROWS, *, seed: int = 0) -> tuple[pd.DataFrame
     noisy = rng.random(rows) < LABEL_NOISE
     observed = [rng.choice(siblings[lab]) if flip and siblings[lab] else lab
                 for lab, flip in zip(train_labels, noisy, strict=True)]
+    observed = _keep_floor(observed, train_labels)
     train = pd.DataFrame({"id": np.arange(rows), "text": texts, "label": observed})
 
     test_rows = max(1, round(rows * TEST_ROWS_PER_TRAIN_ROW))

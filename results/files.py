@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model.filemode import file_mode
+
 
 @dataclass(frozen=True)
 class RunFiles:
@@ -168,10 +170,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a reader (or a crash) only ever sees the old or the new file:
-    a temporary sibling, flushed to disk, renamed over `path`."""
+    a temporary sibling, flushed to disk, renamed over `path`. The file gets the mode `open()` would
+    give it (0644 under a umask of 022)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from the group and web servers
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

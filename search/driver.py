@@ -27,7 +27,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from model import metrics as M
-from model.data import EncodedData
+from model.data import EncodedData, dev_fold_note
 from model.errors import ConfigError, RestoreFailed
 from results.export import load_records, save_records, top_table
 from results.files import RunFiles, atomic_write_json, atomic_write_text, driver_pid, read_json
@@ -272,6 +272,8 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
             out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold "
                 f"{settings.fold} of {settings.folds}), {data.num_labels} labels; space {space_path.name}: "
                 f"{len(space.searched)} searched parameters, {len(space.warm_start)} warm-start points")
+            if note := dev_fold_note(data, fold=settings.fold, folds=settings.folds):
+                out(note)
             method = read_json(files.run_json)["method"]
             searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
                                                  study_name=files.root.name, seed=settings.seed,

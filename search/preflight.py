@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from model.data import check_fold_flags
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
 from search.settings import SAMPLERS, SCHEDULERS
@@ -35,20 +36,30 @@ def check_settings(s: Any) -> None:
         raise ConfigError(f"--max-concurrent is {s.max_concurrent}, but must be >= 1")
     if s.max_failures < 0:
         raise ConfigError(f"--max-failures is {s.max_failures}, but must be >= 0")
-    if s.max_seq_len < 3:
-        raise ConfigError(f"--max-seq-len is {s.max_seq_len}, but must be >= 3")
     for name in parse_sets(s.sets):
         if name in DRIVER_FIELDS:
             raise ConfigError(f"--set {name}=...: `{name}` is set for all trials by {DRIVER_FIELDS[name]}; "
                               f"pass {DRIVER_FIELDS[name]} instead")
-    if s.data is not None and s.synthetic:
-        raise ConfigError("--data and --synthetic exclude each other: pass one")
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"--sampler is {s.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if s.scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler is {s.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if s.startup_trials is not None and s.startup_trials < 0:
         raise ConfigError(f"--startup-trials is {s.startup_trials}, but must be >= 0")
+    check_data_flags(s)
+
+
+def check_data_flags(s: Any) -> None:
+    """The data and split flags `launch` and `train-one` share, before any data is read or made."""
+    if s.data is not None and s.synthetic:
+        raise ConfigError("--data and --synthetic exclude each other: pass one")
+    if s.max_seq_len < 3:
+        raise ConfigError(f"--max-seq-len is {s.max_seq_len}, but must be >= 3 ([CLS], a token, [SEP]; "
+                          "128 covers the real texts)")
+    for flag, value in (("--seed", s.seed), ("--synthetic-seed", s.synthetic_seed)):
+        if value < 0:
+            raise ConfigError(f"{flag} is {value}, but must be >= 0")
+    check_fold_flags(folds=s.folds, fold=s.fold)
 
 
 def check_budget(*, max_epochs: int, grace_period: int) -> None:

@@ -81,7 +81,7 @@ def read_training_frame(settings: Settings) -> tuple[pd.DataFrame, str]:
     if settings.data is not None:
         path = resolve_train_path(settings.data)
         return read_table(path), str(path.resolve())
-    frame, _ = synthesize(settings.synthetic_rows, seed=settings.synthetic_seed)
+    frame, _ = synthesize(settings.synthetic_rows, seed=settings.synthetic_seed, flag="--synthetic-rows")
     return frame, f"synthetic(rows={settings.synthetic_rows}, seed={settings.synthetic_seed})"
 
 

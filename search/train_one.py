@@ -16,8 +16,10 @@ import torch
 
 from model import metrics as M
 from model.config import TrialConfig, field_names, field_type  # noqa: F401 (tests reach them here)
+from model.data import dev_fold_note
 from model.errors import ConfigError
 from model.train import Evaluation, FitResult, fit
+from search.preflight import check_data_flags
 from search.settings import DEFAULT_MAX_EPOCHS, Settings, load_data
 from spaces.space import SearchSpace, load_space, parse_number, parse_set_value, parse_sets  # noqa: F401
 
@@ -63,6 +65,7 @@ def train_one(settings: Settings, *, point: str | None, sets: dict[str, Any], th
               device: str | None, progress: bool = True, out=print) -> FitResult:
     # The fixed ones among the --sets complete the space (a checkpoint it leaves open, say) before it
     # is validated; resolve_config applies them all again, searched ones included.
+    check_data_flags(settings)
     space = load_space(settings.space, sets=sets, skip_searched=True)
     cfg = resolve_config(space, point=point, sets=sets, max_epochs=settings.max_epochs, seed=settings.seed)
     data = load_data(settings)
@@ -70,6 +73,8 @@ def train_one(settings: Settings, *, point: str | None, sets: dict[str, Any], th
         torch.set_num_threads(threads)
     out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold {settings.fold} "
         f"of {settings.folds})")
+    if note := dev_fold_note(data, fold=settings.fold, folds=settings.folds):
+        out(note)
     out("config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
     started = time.perf_counter()
     result = fit(cfg, data, lambda e: out(describe(e, cfg.max_epochs, time.perf_counter() - started)),

@@ -1,7 +1,21 @@
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from model.data import PAD, SPECIAL_TOKENS, LabelSet, Vocab, fold_indices, prepare_data, read_table, resolve_train_path
+from model.data import (
+    PAD,
+    SPECIAL_TOKENS,
+    LabelSet,
+    Vocab,
+    absent_from_dev,
+    dev_fold_note,
+    fold_indices,
+    prepare_data,
+    read_table,
+    resolve_train_path,
+)
 from model.errors import DataError
 from tests.conftest import write_csv
 
@@ -49,10 +63,36 @@ def test_missing_file_says_what_to_pass(tmp_path):
         resolve_train_path(tmp_path / "nowhere")
 
 
-def test_label_with_fewer_rows_than_folds():
-    labels = ["1-1"] * 10 + ["1-2"] * 10 + ["3-18"] * 3
-    with pytest.raises(DataError, match=r"3-18 \(3 rows\) have fewer rows than --folds 5.*Lower --folds to 3"):
-        fold_indices(labels, folds=5, fold=0, seed=0)
+@pytest.mark.parametrize("labels, folds, fold, message", [
+    (["1-1"] * 30, 5, 0, r"has a single label, 1-1 \(30 rows\).*1.0 whatever a model predicts.*Add rows of"),
+    (["1-1"] * 10 + ["1-2"] * 10 + ["3-18"], 5, 0, r"3-18 have 1 row each.*Merge each into a sibling label"),
+    (["1-1"] * 10 + ["1-2"] * 10 + ["3-18"], 2, 0, r"3-18 have 1 row each: .* whatever --folds is"),
+    (["1-1"] * 3 + ["1-2"] * 2, 5, 0, r"--folds 5 is more than the 3 rows of the largest label, 1-1; pass --folds 2"),
+    (["1-1"] * 20 + ["1-2"] * 2, 4, 2, r"dev fold 2 of --folds 4 holds only label 1-1.*meaningless.*--folds 2"),
+])
+def test_splits_that_cannot_score_are_refused_with_the_fix(labels, folds, fold, message):
+    with pytest.raises(DataError, match=message):
+        fold_indices(labels, folds=folds, fold=fold, seed=0)
+
+
+def test_a_label_with_fewer_rows_than_folds_is_kept_and_named_where_absent():
+    """3 rows at 5 folds: in 3 dev folds, absent from 2, in training in all 5 (issue 12)."""
+    frame = pd.DataFrame({"id": [str(i) for i in range(23)], "text": ["1 2"] * 23,
+                          "label": ["1-1"] * 10 + ["1-2"] * 10 + ["3-18"] * 3})
+    notes = []
+    for fold in range(5):
+        data = prepare_data(frame, folds=5, fold=fold, seed=0, max_seq_len=8)
+        assert data.class_counts.min() >= 1  # every label is trained on in every fold
+        notes.append(dev_fold_note(data, fold=fold, folds=5))
+        assert (absent_from_dev(data) == {"3-18": 3}) == (notes[-1] is not None)
+    absent = [n for n in notes if n is not None]
+    assert len(absent) == 2
+    assert re.search(r"^warning: label\(s\) 3-18 \(3 rows\) have no row in dev fold \d of --folds 5; level-2 "
+                     r"macro-F1 counts each as F1 0 there. --folds 3 or fewer scores every label", absent[0])
+
+
+def test_no_note_when_every_label_is_in_the_dev_fold(small_data):
+    assert absent_from_dev(small_data) == {} and dev_fold_note(small_data, fold=0, folds=4) is None
 
 
 def test_label_vocabulary_is_naturally_sorted_with_parents():
@@ -95,7 +135,9 @@ def test_folds_are_stratified_seeded_and_disjoint(small_frame):
     assert not np.array_equal(a_dev, other)
 
 
-@pytest.mark.parametrize("folds, fold, message", [(1, 0, "must be >= 2"), (5, 5, r"must be in 0..4")])
+@pytest.mark.parametrize("folds, fold, message", [
+    (1, 0, "must be >= 2"), (5, 5, r"must be in 0..4"), (5, -1, r"must be in 0..4"),
+])
 def test_bad_fold_arguments(small_frame, folds, fold, message):
     with pytest.raises(DataError, match=message):
         fold_indices(small_frame["label"].tolist(), folds=folds, fold=fold, seed=0)
@@ -109,3 +151,10 @@ def test_prepare_data_builds_vocab_from_the_training_part_only(small_frame):
     assert len(data.vocab) <= len(train_tokens) + len(SPECIAL_TOKENS)
     assert data.class_counts.sum() == len(data.train)
     assert (data.train.lengths <= 40).all() and (data.train.lengths >= 3).all()
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a BOM; the id column must still be found."""
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert read_table(path).equals(read_table(write_csv(tmp_path / "plain.csv", GOOD)))

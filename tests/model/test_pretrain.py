@@ -4,6 +4,8 @@ encoders load, exact resume after a kill, and the refusal of a different run's o
 import dataclasses
 import hashlib
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -217,6 +219,19 @@ def test_a_finished_run_started_again_returns_at_once(corpus, tmp_path):
     seen = []
     again = run(corpus, tmp_path, steps=10, on_step=seen.append)
     assert seen == [] and again.steps == 10 and again.curve == first.curve
+
+
+@pytest.mark.parametrize("arch", ["bert", "nezha"])
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640)])
+def test_the_exported_files_get_the_umasks_mode(corpus, tmp_path, arch, mask, expected):
+    """safetensors writes model.safetensors 0600; teammates sharing the checkpoint must read it."""
+    old = os.umask(mask)
+    try:
+        run(corpus, tmp_path, arch=arch, steps=2)
+    finally:
+        os.umask(old)
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in tmp_path.iterdir() if p.is_file()} == \
+        {name: oct(expected) for name in ("config.json", "model.safetensors", "pretrain.json", "vocab.txt")}
 
 
 def test_a_time_budget_stops_training(corpus, tmp_path):

@@ -10,7 +10,7 @@ from sklearn.svm import LinearSVC
 from model.data import main as data_main
 from model.data import read_table
 from model.errors import DataError
-from model.synthetic import DEFAULT_ROWS, LEVEL2_COUNTS, label_counts, synthesize
+from model.synthetic import DEFAULT_ROWS, LEVEL2_COUNTS, MIN_ROWS_PER_LABEL, label_counts, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,15 @@ def test_deterministic_and_seeded():
 def test_scaled_sizes_keep_every_label_splittable():
     counts = label_counts(400)
     assert sum(counts.values()) == 400 and len(counts) == 35 and min(counts.values()) >= 6
-    with pytest.raises(DataError, match="at least 211"):
+    with pytest.raises(DataError, match="--rows is 100, but the synthetic generator needs at least 211 rows"):
         label_counts(100)
+
+
+@pytest.mark.parametrize("rows, seed", [(400, 4), (300, 0), (211, 3), (600, 0)])
+def test_label_noise_keeps_every_label_at_the_floor(rows, seed):
+    """Noise flips rows to siblings; at 400 rows, seed 4 it once left a label with 4 rows."""
+    counts = synthesize(rows, seed=seed)[0]["label"].value_counts()
+    assert len(counts) == 35 and counts.min() >= MIN_ROWS_PER_LABEL
 
 
 def test_cli_writes_readable_files(tmp_path, capsys):

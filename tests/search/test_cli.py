@@ -15,9 +15,11 @@ import search.train_one
 from model.errors import ConfigError, DataError, RestoreFailed
 from results.ranking import reproduce_command
 from search import cli
+from search.cli import main
 from search.settings import Settings
 from search.train_one import command_prefix, parse_sets, resolve_config
 from spaces.space import load_space
+from tests.conftest import E2E_SPACE
 
 COMMANDS = ["launch", "resume", "confirm", "train-one", "export", "status", "report", "pretrain", "ensemble", "predict"]
 # The least each command needs on its command line.
@@ -253,3 +255,21 @@ def test_the_leaderboard_command_reads_back_the_same_values(tmp_path):
     cfg = resolve_config(load_space("demo"), point=None, sets={"lr": 2e-05, "dice_smooth": 1e-07},
                          max_epochs=None, seed=0)
     assert (cfg.lr, cfg.dice_smooth) == (2e-05, 1e-07)
+
+
+def test_train_one_names_the_labels_absent_from_its_dev_fold(tmp_path, capsys):
+    """A label with fewer rows than --folds is trained on, and the user told where it is not scored."""
+    (tmp_path / "space.yaml").write_text(E2E_SPACE)
+    rows = [f"{i},{i % 7} {i % 3} 9,{label}\n" for i, label in enumerate(["1-1"] * 12 + ["1-2"] * 12 + ["3-18"] * 2)]
+    (tmp_path / "train.csv").write_text("id,text,label\n" + "".join(rows))
+    outputs = [main_output(tmp_path, fold, capsys) for fold in range(4)]
+    absent = [fold for fold, out in enumerate(outputs) if "3-18 (2 rows)" in out]
+    assert len(absent) == 2  # its 2 rows are in 2 of the 4 dev folds
+    fold, out = absent[0], outputs[absent[0]]
+    assert f"warning: label(s) 3-18 (2 rows) have no row in dev fold {fold} of --folds 4" in out
+    assert "--folds 2 or fewer scores every label in every fold" in out and "best: epoch 1" in out
+
+def main_output(tmp_path, fold, capsys) -> str:
+    main(["train-one", "--space", str(tmp_path / "space.yaml"), "--data", str(tmp_path), "--folds", "4",
+          "--fold", str(fold), "--max-epochs", "1", "--max-seq-len", "8", "--device", "cpu", "--no-progress"])
+    return capsys.readouterr().out

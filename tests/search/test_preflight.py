@@ -55,9 +55,10 @@ CASES = {
     "bad label": (data("id,text,label\n1,2,1-1\n2,3,x\n"), DataError, r"label 'x', which is not of the form L1-L2"),
     "duplicate id": (data("id,text,label\n1,2,1-1\n1,3,1-1\n"), DataError, r"id '1' appears on lines 2, 3"),
     "rare label": (data("id,text,label\n" + ROWS + "99,5 5,3-18\n"), DataError,
-                   r"label\(s\) 3-18 \(1 rows\) have fewer rows than --folds 5"),
+                   r"label\(s\) 3-18 have 1 row each: a label needs at least 2"),
     "fold out of range": (flags(fold=5, synthetic_rows=300), DataError, r"--fold is 5, but must be in 0..4"),
-    "tiny synthetic": (flags(synthetic_rows=50), DataError, r"--rows is 50, but the synthetic generator needs"),
+    "tiny synthetic": (flags(synthetic_rows=50), DataError,
+                       r"--synthetic-rows is 50, but the synthetic generator needs at least 211 rows"),
     # search space
     "no such space": (flags(space="nope"), SpaceError, r"search space 'nope' not found: pass a YAML file or one"),
     "unknown field": (space("params:\n  lrate: {float: [0.1, 1]}\n"), SpaceError,
