@@ -10,6 +10,7 @@ checkpoint, and writes `id,label`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import shlex
 import time
@@ -48,6 +49,10 @@ DEFAULT_MAX_MEMBERS = 20
 DEFAULT_BATCH_SIZE = 256
 
 Out = Callable[[str], Any]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def weights_text(members: Sequence[str], weights: Sequence[float]) -> str:
@@ -128,6 +133,9 @@ def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_METHOD, max_membe
         "best_member": best.name,
         "beats_best_member": chosen.nested_score > best.oof,
         "left_out": failed,
+        # What the choice was made on: `predict` refuses an ensemble whose members' OOF files changed
+        # since (a `confirm --force` retrained them), as its weights no longer mean anything.
+        "oof_sha256": {name: file_sha256(run.files.oof(name)) for name in members},
         "options": {option: result.to_dict() for option, result in options.items()},
         "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(["python", "-m", "search", *(argv or ["ensemble", str(run_dir)])]),
@@ -322,6 +330,12 @@ def ensemble_plan(run_dir: str | Path) -> Plan:
     result = EnsembleResult.from_dict(record)
     if tuple(record.get("labels", ())) != run.labels:
         raise ConfigError(f"{run.files.ensemble_json} was chosen over other labels than confirm.json's: rerun "
+                          f"`{ENSEMBLE_COMMAND.format(run_dir=run_dir)}`")
+    stale = [name for name, digest in record.get("oof_sha256", {}).items()
+             if not run.files.oof(name).is_file() or file_sha256(run.files.oof(name)) != digest]
+    if stale:
+        raise ConfigError(f"{run.files.ensemble_json} was chosen on out-of-fold predictions that changed since "
+                          f"(of {', '.join(stale)}: was confirm run again?): rerun "
                           f"`{ENSEMBLE_COMMAND.format(run_dir=run_dir)}`")
     members = []
     for name, weight in zip(result.members, result.weights, strict=True):

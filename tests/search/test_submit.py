@@ -18,6 +18,7 @@ import torch
 from model import metrics as M
 from model.config import TrialConfig
 from model.data import LabelSet, fold_indices, prepare_data
+from model.errors import ConfigError
 from model.inference import ModelInfo, encode_texts, load_model_dir, probabilities, save_model_dir
 from model.linear import fit_linear
 from model.synthetic import synthesize
@@ -510,3 +511,16 @@ def test_confirm_reader_ranks_by_confirm_csv(run_dir, built):
     assert run.rank_order() == built["ranked"]
     assert [m.name for m in run.members] == built["confirm_json_order"]
     assert run.complete_members() == (built["ranked"], {})
+
+
+def test_an_ensemble_chosen_on_oof_files_that_changed_since_is_refused(run_dir, built, test_rows, tmp_path):
+    record = run_ensemble(run_dir, out=lambda line: None)
+    files = ConfirmFiles.of(run_dir)
+    assert set(record["oof_sha256"]) == set(record["members"])
+    member = next(m for m, w in zip(record["members"], record["weights"], strict=True) if w > 0)
+    arrays = dict(np.load(files.oof(member)))
+    arrays["probs"] = arrays["probs"][::-1].copy()  # as if `confirm --force` had retrained the member
+    np.savez(files.oof(member), **arrays)
+    with pytest.raises(ConfigError, match=rf"out-of-fold predictions that changed since \(of {member}: .*rerun "
+                                          r"`python -m search ensemble"):
+        _predict(run_dir, tmp_path, test_rows, use="ensemble")
