@@ -39,6 +39,7 @@ TIMESTAMP = "timestamp"  # Ray's wall-clock time of the result (seconds since th
 PARAMS = "params"  # the sampled TrialConfig values
 OPTUNA_NUMBER = "optuna_number"  # the Optuna trial number
 WARM_START = "warm_start"  # name of the space's warm-start point the trial evaluates, or None
+DUPLICATE_OF = "duplicate_of"  # Optuna user attribute: a proposal the duplicate guard settled untrained
 JOB = "job"  # a confirm trial's job id, `<member>/fold<f>/seed<s>` (results/confirm.py)
 
 # The metric the search maximises, and the scheduler's time unit.

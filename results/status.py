@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 
 from model import metrics as M
 from results import confirm as C
@@ -41,6 +42,9 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
         f"method: {describe_method(run_method(run), run['settings'])}",
         f"elapsed: {_duration(until - started)}" + ("" if pid else " (launch to last result)"),
     ]
+    if repeats := duplicate_proposals(files, run["name"]):
+        lines.append(f"duplicates: the sampler proposed {repeats} configurations already trained or training; "
+                     "they reused the earlier result instead of training again")
     slots = run.get("concurrency")
     busy = busy_fraction(records, slots, now=time.time() if pid else None) if slots else None
     if busy is not None:
@@ -81,3 +85,11 @@ def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
     elif not driver_running:
         lines.append(f"the confirm stage stopped before it finished: `python -m search resume {files.run_dir}`")
     return lines
+
+
+def duplicate_proposals(files: RunFiles, study_name: str) -> int:
+    """Optuna trials the duplicate guard settled without training (search/searcher.py)."""
+    if not files.study_db.is_file():
+        return 0
+    study = optuna.load_study(study_name=study_name, storage=files.study_url)
+    return sum(M.DUPLICATE_OF in t.user_attrs for t in study.get_trials(deepcopy=False))

@@ -41,7 +41,6 @@ from spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
-DUPLICATE_OF = "duplicate_of"  # Optuna user attribute of a proposal the duplicate guard did not train
 MAX_DUPLICATE_ASKS = 100
 
 
@@ -176,7 +175,7 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             if earlier is None:
                 return {M.PARAMS: params, M.OPTUNA_NUMBER: ot_trial.number,
                         M.WARM_START: ot_trial.user_attrs.get(M.WARM_START)}
-            ot_trial.set_user_attr(DUPLICATE_OF, earlier.number)
+            ot_trial.set_user_attr(M.DUPLICATE_OF, earlier.number)
             if earlier.state == TrialState.COMPLETE:
                 self.study.tell(ot_trial, earlier.value)
             else:

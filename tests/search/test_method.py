@@ -1,6 +1,7 @@
 """The search method: --sampler, --startup-trials and --scheduler, recorded and kept on resume."""
 
 import json
+import re
 
 import optuna
 import pytest
@@ -11,7 +12,7 @@ from results.status import status_text
 from search import preflight
 from search.driver import launch, make_scheduler, resume, search_method
 from search.scheduler import SCHEDULER_CLASSES, ResumableASHA, ResumableFIFO
-from search.searcher import FidelityAwareOptunaSearch, make_sampler, resolve_sampler, startup_trials
+from search.searcher import MAX_DUPLICATE_ASKS, FidelityAwareOptunaSearch, make_sampler, resolve_sampler, startup_trials
 from search.settings import AUTO_GP_MAX_TRIALS, SAMPLERS, SCHEDULERS, Settings
 from spaces.space import parse_space
 from tests.conftest import E2E_SPACE
@@ -124,3 +125,7 @@ def test_a_search_of_a_small_discrete_space_ends_when_the_space_is_exhausted(tmp
     run = json.loads(files.run_json.read_text())
     assert run["settings"]["num_samples"] == 2 and run["space_exhausted"]
     assert not any("stopped early" in line for line in lines)
+    text = status_text(files.root)
+    assert "trials: 2 of 2 started" in text
+    repeats = re.search(r"duplicates: the sampler proposed (\d+) configurations already trained or training", text)
+    assert repeats and int(repeats[1]) >= MAX_DUPLICATE_ASKS
