@@ -320,8 +320,10 @@ def cmd_train_one(args: argparse.Namespace, argv: list[str]) -> None:
 
 def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
     from results.export import render, run_leaderboard, select
-    from results.files import atomic_write_text
+    from results.files import atomic_write_text, check_output_file
 
+    if args.out is not None:
+        check_output_file(args.out, args.run_dir)
     try:
         frame = select(run_leaderboard(args.run_dir), top=args.top, statuses=args.status)
     except ValueError as err:
@@ -330,7 +332,10 @@ def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        atomic_write_text(Path(args.out), text)
+        try:
+            atomic_write_text(Path(args.out), text)
+        except OSError as err:
+            raise ConfigError(f"--out {args.out} cannot be written ({err.strerror}); pass a file you can write") from None
         print(f"wrote {len(frame)} rows to {args.out}")
 
 
@@ -359,8 +364,12 @@ def cmd_ensemble(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
+    from results.files import check_output_file
     from search.submit import run_predict
 
+    for flag, path in (("--out", args.out), ("--probs", args.probs)):
+        if path is not None:
+            check_output_file(path, args.run_dir, flag=flag)
     run_predict(args.run_dir, data=args.data, out_path=args.out, use=args.use, probs_path=args.probs,
                 batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
 

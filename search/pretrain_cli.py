@@ -101,7 +101,7 @@ def _add_resource_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (per worker with Ray)")
     r.add_argument("--address", default=None,
                    help="run data-parallel with Ray Train on this cluster: auto, HOST:PORT or ray://HOST:PORT")
-    r.add_argument("--num-workers", type=int, default=None,
+    r.add_argument("--num-workers", type=at_least(1), default=None,
                    help="Ray Train workers (DDP: gloo on CPU, NCCL on GPU); given alone, a local Ray")
     r.add_argument("--gpus-per-worker", type=at_least(0, cast=float), default=0, help="GPUs per Ray Train worker")
     r.add_argument("--cpus-per-worker", type=above(0), default=1, help="CPUs per Ray Train worker")
