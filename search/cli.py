@@ -335,7 +335,8 @@ def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
         try:
             atomic_write_text(Path(args.out), text)
         except OSError as err:
-            raise ConfigError(f"--out {args.out} cannot be written ({err.strerror}); pass a file you can write") from None
+            raise ConfigError(f"--out {args.out} cannot be written ({err.strerror}); pass a file you can "
+                              "write") from None
         print(f"wrote {len(frame)} rows to {args.out}")
 
 

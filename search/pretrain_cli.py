@@ -59,7 +59,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_masking_arguments(p: argparse.ArgumentParser) -> None:
     mk = p.add_argument_group("masking")
-    mk.add_argument("--mask-prob", type=finite_float, default=_D.mask_prob, help="fraction of a document's tokens masked")
+    mk.add_argument("--mask-prob", type=finite_float, default=_D.mask_prob,
+                    help="fraction of a document's tokens masked")
     mk.add_argument("--ngram-max", type=int, default=_D.ngram_max,
                     help="longest masked span (n-gram masking: n tokens with probability ~ 1/n; 1: single tokens); "
                     "each span is [MASK] 80%%, random tokens 10%%, kept 10%%")
@@ -77,7 +78,8 @@ def _add_optimisation_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--batch-size", type=int, default=_D.batch_size,
                    help="documents per micro-batch, over all workers together")
     o.add_argument("--grad-accum", type=int, default=_D.grad_accum, help="micro-batches per optimizer step")
-    o.add_argument("--seed", type=at_least(0), default=_D.seed, help="seed of the weights, the data order and the masks")
+    o.add_argument("--seed", type=at_least(0), default=_D.seed,
+                   help="seed of the weights, the data order and the masks")
     o.add_argument("--log-every", type=int, default=_D.log_every,
                    help="a loss-curve point (mean MLM loss and masked-token accuracy) every that many steps")
 
