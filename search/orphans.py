@@ -4,8 +4,9 @@ A driver that starts a local Ray (`ray.init(address="local")`) owns a session,
 /tmp/ray/session_<date>_<pid>, <pid> being the driver's. When the driver is killed with SIGKILL,
 Ray 2.60's GCS server, raylet and workers go with it, but the raylet's two agents
 (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`) are reparented to init and live on for a minute or
-two (seen with Ray 2.60 on Linux), one pair per killed driver, so a crash loop or quick relaunches pile them up. Their command line is rewritten
-(it no longer names the session); what still ties them to it is their open log files in <session>/logs.
+two (seen with Ray 2.60 on Linux), one pair per killed driver, so a crash loop or quick relaunches
+pile them up. Their command line is rewritten (it no longer names the session); what still ties
+them to it is their open log files in <session>/logs.
 
 `reap_orphans()` (called before a driver starts a new local Ray, so a resume or the next launch cleans
 up) ends exactly those processes: ones holding files of a session whose driver pid is gone and
