@@ -94,20 +94,21 @@ def dead_sessions(root: Path | None = None, processes: dict[int, tuple[int, int,
     return dead
 
 
-def orphans(root: Path | None = None) -> dict[int, str]:
-    """{pid: command line} of this user's Ray processes that hold files of a dead session. (Not only
-    children of init: under a subreaper such as `systemd --user` orphans are adopted by it.)"""
+def orphans(root: Path | None = None, *, only: Path | None = None) -> dict[int, str]:
+    """{pid: command line} of this user's Ray processes that hold files of a dead session (`only`:
+    of that session, if it is dead). Not only children of init: under a subreaper such as
+    `systemd --user` orphans are adopted by it."""
     processes = _processes()
-    sessions = [str(s) + os.sep for s in dead_sessions(root, processes)]
+    sessions = [str(s) + os.sep for s in dead_sessions(root, processes) if only in (None, s)]
     me = os.getuid()
     return {pid: cmd.strip() for pid, (_, uid, cmd) in processes.items()
             if uid == me and pid != os.getpid() and _is_ray(cmd) and _pid_alive(pid)
             and any(_open_under(pid, s) for s in sessions)}
 
 
-def reap_orphans(root: Path | None = None, *, grace_s: float = 3.0) -> dict[int, str]:
+def reap_orphans(root: Path | None = None, *, only: Path | None = None, grace_s: float = 3.0) -> dict[int, str]:
     """End the orphans of dead local sessions (SIGTERM, then SIGKILL after `grace_s`); returns them."""
-    found = orphans(root)
+    found = orphans(root, only=only)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in found:
             try:

@@ -60,3 +60,61 @@ def test_a_session_whose_core_runs_is_alive(tmp_path):
     gcs = {1234: (1, 0, f"/x/ray/core/src/ray/gcs/gcs_server --log_dir={session}/logs")}
     assert dead_sessions(root, gcs) == []
     assert dead_sessions(root, {}) == [session]
+
+
+DRIVER = """
+import ray
+from search.cluster import connect
+connect(None)
+print(ray.get_runtime_context().get_node_id(), flush=True)
+import time; time.sleep(300)
+"""
+
+
+def _descendants(root: int) -> set[int]:
+    from search.orphans import _processes
+
+    table, found, grown = _processes(), {root}, True
+    while grown:
+        kids = {pid for pid, (ppid, _, _) in table.items() if ppid in found}
+        grown = not kids <= found
+        found |= kids
+    return found - {root}
+
+
+def test_a_sigkilled_drivers_ray_is_reaped_by_the_next_local_start():
+    """A real driver with a local Ray, killed with SIGKILL: the agents it leaves are ended by
+    `reap_orphans`, which `connect` runs before the next local Ray starts."""
+    import os
+    import signal
+
+    from search.cluster import REPO_ROOT
+    from search.orphans import _pid_alive, ray_temp_root
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert driver.stdout.readline().strip()
+        time.sleep(3)  # the raylet starts its agents
+        left = _descendants(driver.pid)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    session = next(ray_temp_root().glob(f"session_*_{driver.pid}"))
+    deadline = time.monotonic() + 60
+    while session not in dead_sessions() and time.monotonic() < deadline:
+        time.sleep(0.5)  # the GCS server and raylet follow their driver
+    ended = reap_orphans(only=session)  # other sessions' orphans are not this test's to end
+    assert ended and set(ended) <= left, "only the dead driver's processes are ended"
+    assert not [pid for pid in left if _pid_alive(pid)], "the killed driver's Ray left processes behind"
+
+
+def test_connect_reaps_before_it_starts_a_local_ray(monkeypatch):
+    import search.cluster as cluster
+
+    calls = []
+    monkeypatch.setattr(cluster, "reap_orphans", lambda: calls.append("reap") or {})
+    monkeypatch.setattr(cluster.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(cluster.ray, "init", lambda **kwargs: calls.append("init"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cluster.connect(None) and calls == ["reap", "init"]
