@@ -43,6 +43,10 @@ LAUNCH = {
     "name dot": (["--name", "."], ["--name", "'.' is not a name", "plain name"]),
     "name dot dot": (["--name", ".."], ["--name", "'..' is not a name", "plain name"]),
     "name empty": (["--name", ""], ["--name", "'' is not a name", "plain name"]),
+    "name of a half-made run": (["--storage-path", "{tmp}", "--name", "half"],
+                                ["half already exists but holds no started search", "rm -r"]),
+    "name of a file": (["--storage-path", "{tmp}", "--name", "file.txt"],
+                       ["file.txt already exists", "pick another --name"]),
     "storage path a file": (["--storage-path", "{file}"], ["--storage-path", "is a file, not a directory"]),
     "storage path under a file": (["--storage-path", "{file}/runs"], ["--storage-path", "is a file, not a directory"]),
     "storage path unwritable": (["--storage-path", "/sys/runs"], ["--storage-path /sys/runs is not writable",
@@ -123,6 +127,7 @@ def place(tmp_path):
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "file.txt").write_text("id,text\n1,5 6 7\n")
     (tmp_path / "work" / "space.yaml").write_text(E2E_SPACE)
+    (tmp_path / "work" / "half").mkdir()  # what a launch that failed early used to leave
 
     def fill(argv: list[str], run: str = "") -> list[str]:
         return [a.format(tmp=tmp_path / "work", file=tmp_path / "work" / "file.txt", run=run) for a in argv]
