@@ -149,6 +149,25 @@ class ConfirmFiles:
         return path.relative_to(self.root).as_posix()
 
 
+def check_output_file(path: str | Path, run_dir: str | Path, *, flag: str = "--out") -> None:
+    """Refuse an output file of a command on RUN_DIR that would destroy something: a path inside
+    RUN_DIR (the run's records, study and checkpoints live there, and a reader of trials.json or
+    leaderboard.csv would then find a table of another shape), or a directory. A new or existing
+    plain file elsewhere is fine."""
+    from model.errors import ConfigError
+
+    out, root = Path(path), Path(run_dir).resolve()
+    if out.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; pass a file name, e.g. {flag} {out / 'leaderboard.csv'}")
+    target = out.resolve()  # follows links, so a link into RUN_DIR is caught too
+    if target == root or root in target.parents:
+        raise ConfigError(f"{flag} {path} is inside the run directory {run_dir}, whose files are the run's own; "
+                          f"write it elsewhere, e.g. {flag} {out.name}")
+    existing = next(p for p in target.parents if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file, not a directory; pass a path in a directory")
+
+
 def driver_pid(files: RunFiles) -> int | None:
     """The pid of the driver holding the run's lock, or None when no driver is running on it."""
     if not files.driver_lock.exists():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ConfigError, DataError, RestoreFailed
+from search.flags import at_least, finite_float, plain_name
 
 EXIT_UNFINISHED = 1
 EXIT_USAGE = 2
@@ -70,7 +71,7 @@ def data_parser() -> argparse.ArgumentParser:
                       help="directory with train.csv (id,text,label), or the CSV (default: synthetic data)")
     data.add_argument("--synthetic", action="store_true", help="generated data (the default without --data)")
     data.add_argument("--synthetic-rows", type=int, default=d.synthetic_rows, help="rows of the generated data")
-    data.add_argument("--synthetic-seed", type=int, default=d.synthetic_seed, help="seed of the generated data")
+    data.add_argument("--synthetic-seed", type=at_least(0), default=d.synthetic_seed, help="seed of the generated data")
     data.add_argument("--folds", type=int, default=d.folds, help="stratified folds (split seeded by --seed)")
     data.add_argument("--fold", type=int, default=d.fold, help="the held-out fold trials are scored on")
     data.add_argument("--max-seq-len", type=int, default=d.max_seq_len, help="tokens per text incl. [CLS]/[SEP]")
@@ -84,10 +85,10 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "launch", cmd_launch, parents=[_space_parser(), data_parser()],
                  help="run a search (default: the demo space on synthetic data)")
     run = p.add_argument_group("run")
-    run.add_argument("--name", default=d.name, help="run name (default: <space>-<date>-<time>)")
+    run.add_argument("--name", type=plain_name, default=d.name, help="run name (default: <space>-<date>-<time>)")
     run.add_argument("--storage-path", default=d.storage_path, help="RUN_DIR is <storage-path>/<name>")
     run.add_argument("--num-samples", type=int, default=d.num_samples, help="trials to run")
-    run.add_argument("--seed", type=int, default=d.seed, help="seed of the sampler, the split and every trial")
+    run.add_argument("--seed", type=at_least(0), default=d.seed, help="seed of the sampler, the split and every trial")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a TrialConfig field for every trial (repeatable), over the space's `fixed`, e.g. "
                      "--set checkpoint=ckpt/bert-h256; a field the space searches is refused. Kept in run.json for "
@@ -97,7 +98,7 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
                         help="Optuna sampler: tpe (multivariate, grouped, constant liar), random, gp (Gaussian "
                         "process), qmc (scrambled Sobol), cmaes, or auto (gp for a space of numbers alone up to "
                         f"{AUTO_GP_MAX_TRIALS} trials, else tpe)")
-    method.add_argument("--startup-trials", type=int, default=d.startup_trials,
+    method.add_argument("--startup-trials", type=at_least(0), default=d.startup_trials,
                         help="random trials before tpe/gp/cmaes model the results (default: 15%% of "
                         "--num-samples, 2 to 10, at least the warm starts)")
     method.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler,
@@ -106,15 +107,15 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
     sched.add_argument("--max-epochs", type=int, default=d.max_epochs,
                        help=f"full budget of a trial (ASHA max_t); default: the space's, else {DEFAULT_MAX_EPOCHS}")
     sched.add_argument("--grace-period", type=int, default=d.grace_period, help="epochs before a trial can be stopped")
-    sched.add_argument("--reduction-factor", type=float, default=d.reduction_factor,
+    sched.add_argument("--reduction-factor", type=finite_float, default=d.reduction_factor,
                        help="ASHA: 1/factor of the trials go on at each rung (> 1)")
     res = p.add_argument_group("resources")
     res.add_argument("--address", default=d.address,
                      help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, "
                      "else a new local Ray); the code is shipped to the nodes, which need only the requirements")
-    res.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial,
+    res.add_argument("--cpus-per-trial", type=finite_float, default=d.cpus_per_trial,
                      help="CPUs Ray reserves per trial (also its torch threads)")
-    res.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial,
+    res.add_argument("--gpus-per-trial", type=finite_float, default=d.gpus_per_trial,
                      help="GPUs Ray reserves per trial; fractions share a GPU (accounting only, no memory isolation)")
     res.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
                      help="trials at once (default: as many as the resources hold)")
@@ -132,10 +133,10 @@ def _train_one_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="set a TrialConfig field (repeatable), e.g. --set lr=2e-05 --set loss=focal; numbers are "
                    "read as Python int/float")
-    p.add_argument("--max-epochs", type=int, default=d.max_epochs,
+    p.add_argument("--max-epochs", type=at_least(1), default=d.max_epochs,
                    help=f"training epochs (default: the space's, else {DEFAULT_MAX_EPOCHS})")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the split and of training")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (a trial uses its CPUs)")
+    p.add_argument("--seed", type=at_least(0), default=d.seed, help="seed of the split and of training")
+    p.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (a trial uses its CPUs)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -178,8 +179,8 @@ def _confirm_parser(sub: argparse._SubParsersAction) -> None:
                    help="delete RUN_DIR/confirm (a finished or unfinished stage) and start over")
     res = p.add_argument_group("resources (default: the run's)")
     res.add_argument("--address", default=None, help="a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
-    res.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs Ray reserves per job")
-    res.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs Ray reserves per job")
+    res.add_argument("--cpus-per-trial", type=finite_float, default=None, help="CPUs Ray reserves per job")
+    res.add_argument("--gpus-per-trial", type=finite_float, default=None, help="GPUs Ray reserves per job")
     res.add_argument("--max-concurrent", type=int, default=None, help="jobs at once")
     res.add_argument("--max-failures", type=int, default=None, help="retries of a crashing job, from its checkpoint")
 
@@ -207,7 +208,7 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 def _status_parser(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "status", cmd_status, help="where a search stands: progress, best, top trials")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
-    p.add_argument("--top", type=int, default=5, help="rows of the leaderboard to show")
+    p.add_argument("--top", type=at_least(1), default=5, help="rows of the leaderboard to show")
 
 
 def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
@@ -331,8 +332,10 @@ def cmd_train_one(args: argparse.Namespace, argv: list[str]) -> None:
 
 def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
     from results.export import render, run_leaderboard, select
-    from results.files import atomic_write_text
+    from results.files import atomic_write_text, check_output_file
 
+    if args.out is not None:
+        check_output_file(args.out, args.run_dir)
     try:
         frame = select(run_leaderboard(args.run_dir), top=args.top, statuses=args.status)
     except ValueError as err:
@@ -341,7 +344,11 @@ def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        atomic_write_text(Path(args.out), text)
+        try:
+            atomic_write_text(Path(args.out), text)
+        except OSError as err:
+            raise ConfigError(f"--out {args.out} cannot be written ({err.strerror}); pass a file you can "
+                              "write") from None
         print(f"wrote {len(frame)} rows to {args.out}")
 
 
@@ -370,8 +377,12 @@ def cmd_ensemble(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
+    from results.files import check_output_file
     from search.submit import run_predict
 
+    for flag, path in (("--out", args.out), ("--probs", args.probs)):
+        if path is not None:
+            check_output_file(path, args.run_dir, flag=flag)
     run_predict(args.run_dir, data=args.data, out_path=args.out, use=args.use, probs_path=args.probs,
                 batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
 

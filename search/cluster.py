@@ -18,6 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from model.errors import ConfigError
+from search.orphans import reap_orphans
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Never shipped to the workers: outputs, data, environments, caches.
@@ -42,6 +43,10 @@ def connect(address: str | None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
+        ended = reap_orphans()  # the Ray agents an earlier driver left when it was killed
+        if ended:
+            print(f"note: ended {len(ended)} Ray process(es) left by a killed driver's local Ray: "
+                  + ", ".join(f"{pid} {cmd.split()[0]}" for pid, cmd in ended.items()))
         # Local workers share this disk: pointing them at the checkout is enough, wherever the
         # driver was started from.
         path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)

@@ -13,6 +13,7 @@ import fcntl
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict
@@ -144,7 +145,6 @@ def _versions() -> dict[str, str]:
 
 def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace, space_path: Path,
                      data: EncodedData, max_epochs: int, argv: list[str] | None) -> None:
-    files.root.mkdir(parents=True)
     atomic_write_text(files.space_yaml, space_path.read_text(encoding="utf-8"))
     atomic_write_json(files.run_json, {
         "name": files.root.name,
@@ -167,6 +167,34 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
         "git_revision": _git_revision(),
         "host": platform.node(),
     })
+
+
+def _refuse_existing(settings: Settings, files: RunFiles) -> None:
+    if has_experiment_state(settings, files):
+        raise ConfigError(f"{files.root} already exists: resume it with `python -m search resume {files.root}`,"
+                          " or pick another --name")
+    raise ConfigError(f"{files.root} already exists but holds no started search (not a run, or a launch that "
+                      f"stopped before its first trial): pick another --name, or delete it (rm -r {files.root})")
+
+
+@contextlib.contextmanager
+def new_run_dir(settings: Settings, files: RunFiles):
+    """Create RUN_DIR for the block; if the block fails before Ray's experiment has saved its state
+    (before the first trial: nothing there that `resume` could continue), remove RUN_DIR again, so a
+    failed launch leaves no half-made run behind and the same launch can simply be repeated."""
+    try:
+        files.root.mkdir(parents=True)
+    except FileExistsError:  # another launch took the name since the check
+        _refuse_existing(settings, files)
+    try:
+        yield
+    except BaseException:
+        started = True  # if that cannot be told, keep the directory
+        with contextlib.suppress(Exception):
+            started = has_experiment_state(settings, files)
+        if not started:
+            shutil.rmtree(files.root, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -255,19 +283,19 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     max_epochs = resolve_max_epochs(settings, space)
     preflight.check_budget(max_epochs=max_epochs, grace_period=settings.grace_period)
     preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
+    preflight.check_run_location(settings)
     files = run_files(settings, settings.name or default_name(space_path))
     if files.root.exists():
-        raise ConfigError(f"{files.root} already exists: resume it with `python -m search resume {files.root}`,"
-                          " or pick another --name")
+        _refuse_existing(settings, files)
     data = load_data(settings)
 
     with ray_session(settings.address):
         preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
                                   gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
         check_shared_storage(settings.storage_path, ray.nodes())
-        write_run_record(files, settings=settings, space=space, space_path=space_path, data=data,
-                         max_epochs=max_epochs, argv=argv)
-        with run_lock(files):
+        with new_run_dir(settings, files), run_lock(files):
+            write_run_record(files, settings=settings, space=space, space_path=space_path, data=data,
+                             max_epochs=max_epochs, argv=argv)
             out(f"RUN_DIR {files.root}")
             out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold "
                 f"{settings.fold} of {settings.folds}), {data.num_labels} labels; space {space_path.name}: "

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from model.data import check_fold_flags
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
+from search.flags import name_problem
 from search.settings import SAMPLERS, SCHEDULERS
 from spaces.space import SearchSpace, SpaceError, check_combinations, parse_sets
 
@@ -18,6 +22,10 @@ CHECKPOINT_FIELDS = ("encoder", "checkpoint")
 
 def check_settings(s: Any) -> None:
     """`s` is a `search.settings.Settings`."""
+    for flag, value in (("--reduction-factor", s.reduction_factor), ("--cpus-per-trial", s.cpus_per_trial),
+                        ("--gpus-per-trial", s.gpus_per_trial)):
+        if not math.isfinite(value):  # nan passes every comparison below, inf most of them
+            raise ConfigError(f"{flag} is {value}, but must be a finite number")
     if s.num_samples < 1:
         raise ConfigError(f"--num-samples is {s.num_samples}, but must be >= 1")
     if s.max_epochs is not None and s.max_epochs < 1:
@@ -60,6 +68,28 @@ def check_data_flags(s: Any) -> None:
         if value < 0:
             raise ConfigError(f"{flag} is {value}, but must be >= 0")
     check_fold_flags(folds=s.folds, fold=s.fold)
+
+
+def check_run_location(s: Any) -> None:
+    """A new run's RUN_DIR = <storage-path>/<name> (`s`: `Settings`): the name is a plain name, so the
+    run stays under --storage-path, and the storage path is a directory this process can write."""
+    from search.cluster import is_uri  # imports ray, which the checks above do not need
+
+    if s.name is not None and (problem := name_problem(s.name)):
+        raise ConfigError(f"--name {problem}; pass a plain name such as my-search (the run goes to "
+                          "<storage-path>/<name>; choose the directory with --storage-path)")
+    if is_uri(s.storage_path):
+        return
+    path = Path(s.storage_path)
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--storage-path {s.storage_path}: {existing} is a file, not a directory; pass a "
+                          "directory (a missing one is created)")
+    try:  # the only sure test of writability (root passes os.access on a read-only mount)
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as err:
+        raise ConfigError(f"--storage-path {s.storage_path} is not writable ({existing}: {err.strerror}); pass a "
+                          "directory you can write to") from None
 
 
 def check_budget(*, max_epochs: int, grace_period: int) -> None:

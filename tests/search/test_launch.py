@@ -113,6 +113,7 @@ def test_run_dir_is_self_describing(run):
 def test_export_cli_writes_the_same_table(run, tmp_path):
     files, _, _, _ = run
     out = tmp_path / "board.csv"
+    out.write_text("an older export\n")  # an existing plain file outside RUN_DIR is overwritten
     proc = subprocess.run([sys.executable, "-m", "search", "export", str(files.root), "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -38,6 +38,11 @@ def flags(**values):
     return lambda tmp_path: values
 
 
+def storage_file(tmp_path):
+    (tmp_path / "runs").write_text("not a directory")
+    return {}
+
+
 CASES = {
     # scheduler and run settings
     "no trials": (flags(num_samples=0), ConfigError, r"--num-samples is 0, but must be >= 1"),
@@ -48,6 +53,12 @@ CASES = {
     "zero concurrency": (flags(max_concurrent=0), ConfigError, r"--max-concurrent is 0, but must be >= 1"),
     "negative failures": (flags(max_failures=-1), ConfigError, r"--max-failures is -1, but must be >= 0"),
     "two data sources": (flags(data="x", synthetic=True), ConfigError, r"--data and --synthetic exclude"),
+    "nan reduction factor": (flags(reduction_factor=float("nan")), ConfigError,
+                             r"--reduction-factor is nan, but must be a finite number"),
+    "inf cpus": (flags(cpus_per_trial=float("inf")), ConfigError, r"--cpus-per-trial is inf, but must be a finite"),
+    "name a path": (flags(name="../x"), ConfigError, r"--name '../x' is a path, not a name"),
+    "name dot": (flags(name="."), ConfigError, r"--name '.' is not a name; pass a plain name"),
+    "storage a file": (storage_file, ConfigError, r"--storage-path .*is a file, not a directory"),
     # data
     "missing data": (flags(data="/nonexistent/dir"), DataError, r"does not exist. Pass --data DIR with a train.csv"),
     "missing column": (data("id,text\n1,2 3\n"), DataError, r"missing column\(s\) label"),
@@ -93,12 +104,19 @@ def test_bad_input_fails_fast_and_starts_no_trial(tmp_path, case):
     assert not (tmp_path / "runs" / "x").exists()  # no run directory, so no trial
 
 
-def test_existing_run_dir_is_not_overwritten(tmp_path):
+@pytest.mark.parametrize("started, message", [
+    (True, r"already exists: resume it with `python -m search resume .*taken`"),
+    (False, r"already exists but holds no started search .*pick another --name, or delete it \(rm -r .*taken\)"),
+])
+def test_existing_run_dir_is_not_overwritten(tmp_path, started, message):
     (tmp_path / "space.yaml").write_text(TINY_SPACE)
-    (tmp_path / "taken").mkdir()
-    with pytest.raises(ConfigError, match=r"already exists: resume it with `python -m search resume .*taken`"):
+    (tmp_path / "taken" / "ray").mkdir(parents=True)
+    if started:  # Ray's experiment saved its state: a run that resume continues
+        (tmp_path / "taken" / "ray" / "experiment_state-2026.json").write_text("{}")
+    with pytest.raises(ConfigError, match=message):
         launch(Settings(space=str(tmp_path / "space.yaml"), storage_path=str(tmp_path), name="taken"),
                out=lambda _: None)
+    assert (tmp_path / "taken" / "ray").is_dir()
 
 
 @pytest.mark.parametrize("cpus, gpus, message", [(4, 0, r"largest node has 2 CPUs"), (1, 1, r"has 0 GPUs")])
@@ -193,3 +211,36 @@ def test_a_config_naming_a_missing_checkpoint_builds_but_preflight_refuses_it():
     space = replace(space, fixed=cfg.to_dict())
     with pytest.raises(SpaceError, match=MISSING + r" \(on a cluster, every node must see it\)"):
         check_space(space, {})
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """launch without starting Ray: its session and node checks are no-ops (the run sets --max-concurrent)."""
+    import contextlib
+
+    import search.driver as driver
+
+    monkeypatch.setattr(driver, "ray_session", lambda address: contextlib.nullcontext())
+    monkeypatch.setattr(driver.ray, "nodes", lambda: [])
+    monkeypatch.setattr(driver.preflight, "check_resources", lambda **kwargs: None)
+    return driver
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_a_launch_failing_before_its_first_trial_leaves_no_run_dir(tmp_path, monkeypatch, no_ray, started):
+    """A failure between creating RUN_DIR and Ray's first experiment state removes RUN_DIR (the
+    launch can simply be repeated); once Ray has saved its state, RUN_DIR stays for `resume`."""
+    def fail(space, *, storage, study_name, seed):
+        if started:
+            (tmp_path / "runs" / "x" / "ray").mkdir()
+            (tmp_path / "runs" / "x" / "ray" / "experiment_state-2026.json").write_text("{}")
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(no_ray, "FidelityAwareOptunaSearch", fail)
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    settings = Settings(space=str(tmp_path / "space.yaml"), storage_path=str(tmp_path / "runs"), name="x",
+                        synthetic_rows=300, max_concurrent=1)
+    with pytest.raises(RuntimeError, match="injected"):
+        launch(settings, out=lambda _: None)
+    assert (tmp_path / "runs" / "x").exists() == started
+    assert (tmp_path / "runs").is_dir()  # the storage path itself is not ours to remove

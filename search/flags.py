@@ -1,0 +1,71 @@
+"""argparse `type=` functions shared by every command's flags.
+
+A bad number or name is refused while the command line is parsed, before a file is read or Ray
+starts; argparse prefixes the message with the flag (`argument --reduction-factor: ...`) and exits
+with status 2. Range checks that need other settings stay in preflight (and `Settings` built in
+Python go through those); these catch what no later check can: nan and inf (every comparison with
+nan is False, so `nan <= 1` lets it through), and names that are paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def _parse(text: str, cast: type) -> float:
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if cast is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number; pass a number such as 2")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A float that is not nan, inf or -inf."""
+    return _parse(text, float)
+
+
+def at_least(low: float, *, cast: type = int) -> Callable[[str], float]:
+    """A finite `cast` number >= `low`."""
+    def parse(text: str) -> float:
+        value = _parse(text, cast)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is below {low:g}; pass a number >= {low:g}")
+        return value
+    parse.__name__ = f"number >= {low:g}"
+    return parse
+
+
+def above(low: float) -> Callable[[str], float]:
+    """A finite float > `low`."""
+    def parse(text: str) -> float:
+        value = _parse(text, float)
+        if value <= low:
+            raise argparse.ArgumentTypeError(f"{text} must be > {low:g}")
+        return value
+    parse.__name__ = f"number > {low:g}"
+    return parse
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` is not a plain directory name (None if it is): a run name becomes
+    <storage-path>/<name>, so a separator, `.` or `..` would put the run elsewhere."""
+    if name in ("", ".", ".."):
+        return f"{name!r} is not a name"
+    if "/" in name or "\\" in name or "\0" in name:
+        return f"{name!r} is a path, not a name (no / or \\)"
+    if name.startswith("-"):
+        return f"{name!r} starts with '-'"
+    return None
+
+
+def plain_name(text: str) -> str:
+    problem = name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}; pass a plain name such as my-search (the run goes to "
+                                         "<storage-path>/<name>; choose the directory with --storage-path)")
+    return text
