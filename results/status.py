@@ -8,7 +8,7 @@ from pathlib import Path
 
 from model import metrics as M
 from results.export import load_records, run_leaderboard, top_table
-from results.files import RunFiles, driver_pid, read_json
+from results.files import RunFiles, driver_pid, read_run
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING
 from results.timeline import busy_fraction
 
@@ -22,7 +22,7 @@ def _duration(seconds: float) -> str:
 def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) -> str:
     files = RunFiles(Path(run_dir))
     frame = run_leaderboard(run_dir)  # raises a clear error for a non-run directory
-    run = read_json(files.run_json)
+    run = read_run(files)
     records = load_records(files).values()
     pid = driver_pid(files)
     counts = {s: sum(r.status == s for r in records) for s in (COMPLETED, PRUNED, RUNNING, ERROR)}
