@@ -203,8 +203,8 @@ RECOVERY = {
                 "(status and export do not)",
     "space.yaml": "restore it from a backup or another copy of the run: it is the space as launched (run.json's "
                   "`space` names the file it was copied from, which may have changed since)",
-    "ray": "restore RUN_DIR/ray from a backup or another copy of the run: resume needs Ray's experiment state "
-           "(status, export, report and confirm do not)",
+    "ray": "restore RUN_DIR/ray from a backup or another copy of the run: resume needs Ray's experiment state, "
+           "`predict --use trial:ID` a trial's checkpoint (status, export, report and confirm need neither)",
     "confirm.json": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
     "jobs.json": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
     "confirm.csv": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
