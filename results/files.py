@@ -234,9 +234,9 @@ def read_json(path: Path, expect: type | None = None) -> Any:
     return value
 
 
-# run.json's keys the commands read, and their types.
+# run.json's keys the commands read, and their types (`data`, read by report only, is checked there).
 RUN_KEYS = {"name": str, "created": str, "settings": dict, "searched": list, "max_epochs": int, "seed": int,
-            "fold": int, "data": dict}
+            "fold": int}
 SETTINGS_KEYS = ("num_samples", "grace_period", "reduction_factor")  # of run.json's `settings`, read by status
 
 

@@ -319,6 +319,8 @@ def write_report(run_dir: str | Path) -> Path:
     # Everything is read (and a damaged file refused) before anything is written.
     frame = run_leaderboard(run_dir)
     run = read_run(files)
+    if not isinstance(run.get("data"), dict) or "source" not in run["data"]:
+        raise damaged(files.run_json, "no `data` object with the data's `source`")
     records = list(load_records(files).values())
     check_study(files, run["name"])  # Optuna would create a missing study.db
     study = optuna.load_study(study_name=run["name"], storage=files.study_url)

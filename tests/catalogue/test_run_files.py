@@ -54,6 +54,10 @@ def without_max_epochs(run: dict) -> dict:
     return {k: v for k, v in run.items() if k != "max_epochs"}
 
 
+def without_data(run: dict) -> dict:
+    return {k: v for k, v in run.items() if k != "data"}
+
+
 def created_not_a_date(run: dict) -> dict:
     return {**run, "created": "yesterday"}
 
@@ -107,6 +111,7 @@ CASES = [
     ("run.json", edited_json(as_list), "export", ["a JSON list where an object belongs", RESTORE]),
     ("run.json", edited_json(without_max_epochs), "export", ["no `max_epochs`", RESTORE]),
     ("run.json", edited_json(without_max_epochs), "resume", ["no `max_epochs`", RESTORE]),
+    ("run.json", edited_json(without_data), "report", ["no `data` object", RESTORE]),
     ("run.json", edited_json(created_not_a_date), "status", ["`created` is 'yesterday'", RESTORE]),
     ("run.json", edited_json(without_num_samples), "status", ["`settings.num_samples`", RESTORE]),
     ("run.json", a_directory, "export", ["Is a directory", RESTORE]),

@@ -228,7 +228,7 @@ def test_relocate_checkpoints_points_records_into_the_run_where_it_is_now(tmp_pa
 
 # The keys of run.json every command reads (results/files.py RUN_KEYS), and no more.
 MINIMAL_RUN = {"name": "r", "created": "2026-01-01T00:00:00+00:00", "searched": [], "max_epochs": 2, "seed": 0,
-               "fold": 0, "data": {}, "settings": {"num_samples": 2, "grace_period": 1, "reduction_factor": 2}}
+               "fold": 0, "settings": {"num_samples": 2, "grace_period": 1, "reduction_factor": 2}}
 
 
 @pytest.mark.parametrize(
