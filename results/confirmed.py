@@ -155,7 +155,7 @@ def load_confirm(run_dir: str | Path) -> ConfirmRun:
     if not files.confirm_json.is_file():
         raise ConfigError(f"{run_dir} has no confirm stage ({files.confirm_json} is missing): run "
                           f"`{CONFIRM_COMMAND.format(run_dir=run_dir)}` first")
-    record = read_json(files.confirm_json)
+    record = read_json(files.confirm_json, dict)
     missing = [key for key in ("members", "labels", "rows", "folds", "seeds") if key not in record]
     try:
         if missing:
@@ -167,7 +167,7 @@ def load_confirm(run_dir: str | Path) -> ConfirmRun:
                           f"`python -m search confirm`; rerun it") from None
     jobs = []
     if files.jobs_json.is_file():
-        for key, job in read_json(files.jobs_json).items():
+        for key, job in read_json(files.jobs_json, dict).items():
             model_dir = job.get("model_dir")
             score = job.get("level2_macro_f1")
             jobs.append(Job(key=key, member=job["member"], fold=int(job["fold"]), seed=int(job["seed"]),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from model import metrics as M
-from results.files import RunFiles, atomic_write_json, atomic_write_text, read_json
+from results.files import RunFiles, atomic_write_json, atomic_write_text, damaged, read_json, read_run
 from results.ranking import PARAM_PREFIX, leaderboard
 from results.records import STATUSES, TrialRecord
 
@@ -18,9 +18,32 @@ def save_records(files: RunFiles, records: dict[str, TrialRecord]) -> None:
 
 
 def load_records(files: RunFiles) -> dict[str, TrialRecord]:
+    """The run's trial records: none before the first trial started; a trials.json that is missing
+    although the run has trials (leaderboard.csv, or a trial's result in RUN_DIR/ray), or that holds
+    records this version cannot read, is `damaged`."""
     if not files.trials_json.exists():
+        if files.leaderboard_csv.exists() or any(files.ray_dir.glob("trial_*/result.json")):
+            raise damaged(files.trials_json, "missing, although the run has trials")
         return {}
-    return {d["trial_id"]: TrialRecord.from_dict(d) for d in read_json(files.trials_json)}
+    records = {}
+    for i, values in enumerate(read_json(files.trials_json, list)):
+        record = _record(values, files.trials_json, i)
+        records[record.trial_id] = record
+    return records
+
+
+def _record(values: object, path: Path, i: int) -> TrialRecord:
+    """Record `i` of trials.json, checked for what the leaderboard reads."""
+    try:
+        record = TrialRecord.from_dict(values)  # type: ignore[arg-type]
+        ok = (isinstance(record.trial_id, str) and record.status in STATUSES and isinstance(record.params, dict)
+              and isinstance(record.history, list)
+              and all(isinstance(h, dict) and M.EPOCH in h and M.LEVEL2_MACRO_F1 in h for h in record.history))
+    except TypeError as err:
+        raise damaged(path, f"record {i} is not a trial record: {err}") from None
+    if not ok:
+        raise damaged(path, f"record {i} is not a trial record (trial_id, status, params or history)")
+    return record
 
 
 FORMATS = ("csv", "md", "json")
@@ -100,11 +123,7 @@ def write_leaderboard(files: RunFiles, records: dict[str, TrialRecord], *, max_e
 def run_leaderboard(run_dir: str | Path) -> pd.DataFrame:
     """The leaderboard of a run directory, rebuilt from its records."""
     files = RunFiles(Path(run_dir))
-    if not files.run_json.exists():
-        raise FileNotFoundError(
-            f"{run_dir} is not a run directory (no run.json): pass the RUN_DIR that `python -m search "
-            "launch` printed, e.g. runs/<name>")
-    run = read_json(files.run_json)
+    run = read_run(files)
     return leaderboard(load_records(files).values(), max_epochs=run["max_epochs"],
                        param_names=run["searched"], seed=run["seed"], fold=run["fold"],
                        command_prefix=run.get("reproduce"))

@@ -12,14 +12,18 @@ RUN_DIR = <storage-path>/<name> holds:
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import fcntl
 import json
 import os
+import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model.errors import ConfigError
 from model.filemode import file_mode
 
 
@@ -209,5 +213,90 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=1, sort_keys=False, default=str) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+# How to get each run file back, for the error a damaged one gives (`damaged`). Nothing rebuilds
+# run.json or the study from the other files: their content exists nowhere else.
+RECOVERY = {
+    "run.json": "restore it from a backup or another copy of the run: no other file holds the run's settings "
+                "(trials.json and leaderboard.csv still hold every trial's scores)",
+    "trials.json": "restore it from a backup or another copy of the run: it is the leaderboard's source (Ray's "
+                   "per-trial results, RUN_DIR/ray/trial_*/result.json, hold the same evaluations)",
+    "leaderboard.csv": "`python -m search export RUN_DIR --out leaderboard.csv` rewrites it from trials.json",
+    "study.db": "restore it from a backup or another copy of the run: resume and report need the Optuna study "
+                "(status and export do not)",
+    "space.yaml": "restore it from a backup or another copy of the run: it is the space as launched (run.json's "
+                  "`space` names the file it was copied from, which may have changed since)",
+    "ray": "restore RUN_DIR/ray from a backup or another copy of the run: resume needs Ray's experiment state, "
+           "`predict --use trial:ID` a trial's checkpoint (status, export, report and confirm need neither)",
+    "confirm.json": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
+    "jobs.json": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
+    "confirm.csv": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
+    "ensemble.json": "choose the ensemble again with `python -m search ensemble RUN_DIR`",
+}
+
+
+def damaged(path: Path, problem: str) -> ConfigError:
+    """The error for a damaged run file: which file, what is wrong, and how to get it back."""
+    key = path.name if path.name in RECOVERY else next((p.name for p in path.parents if p.name in RECOVERY), "")
+    recovery = RECOVERY.get(key, "restore it from a backup or another copy of the run")
+    return ConfigError(f"{path} is damaged ({problem}); nothing was changed. To recover: {recovery}")
+
+
+def read_json(path: Path, expect: type | None = None) -> Any:
+    """The JSON value in `path`; a file that cannot be read, is not JSON, or (`expect`: dict or
+    list) holds another kind of value is `damaged`."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise damaged(path, err.strerror or str(err)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise damaged(path, f"not valid JSON: {err}") from None
+    if expect is not None and not isinstance(value, expect):
+        kinds = {dict: "an object", list: "a list"}
+        raise damaged(path, f"a JSON {type(value).__name__} where {kinds.get(expect, expect.__name__)} belongs")
+    return value
+
+
+# run.json's keys the commands read, and their types (`data`, read by report only, is checked there).
+RUN_KEYS = {"name": str, "created": str, "settings": dict, "searched": list, "max_epochs": int, "seed": int,
+            "fold": int}
+SETTINGS_KEYS = ("num_samples", "grace_period", "reduction_factor")  # of run.json's `settings`, read by status
+
+
+def read_run(files: RunFiles) -> dict[str, Any]:
+    """run.json, checked for the keys every command reads (a missing run.json: not a run directory)."""
+    if not files.run_json.exists():
+        raise FileNotFoundError(
+            f"{files.root} is not a run directory (no run.json): pass the RUN_DIR that `python -m search "
+            "launch` printed, e.g. runs/<name>")
+    run = read_json(files.run_json, dict)
+    for key, kind in RUN_KEYS.items():
+        if key not in run:
+            raise damaged(files.run_json, f"no `{key}`")
+        if not isinstance(run[key], kind) or (kind is int and isinstance(run[key], bool)):
+            raise damaged(files.run_json, f"`{key}` is {run[key]!r}, not a JSON {kind.__name__}")
+    for key in SETTINGS_KEYS:
+        if not isinstance(run["settings"].get(key), int | float):
+            raise damaged(files.run_json, f"`settings.{key}` is {run['settings'].get(key)!r}, not a number")
+    try:
+        dt.datetime.fromisoformat(run["created"])
+    except ValueError:
+        raise damaged(files.run_json, f"`created` is {run['created']!r}, not a date") from None
+    return run
+
+
+def check_study(files: RunFiles, name: str) -> None:
+    """Refuse a missing or damaged study.db, opened read-only: Optuna's RDBStorage would create
+    an empty study where the file is missing, and fail deep inside on a damaged one."""
+    path = files.study_db
+    if not path.is_file():
+        raise damaged(path, "missing" if not path.exists() else "not a file")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            (check,) = db.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            found = db.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone()
+    except sqlite3.Error as err:
+        raise damaged(path, f"not a readable Optuna study: {err}") from None
+    if not found:
+        raise damaged(path, f"it holds no study named {name!r}")

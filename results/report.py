@@ -38,7 +38,15 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from model import metrics as M  # noqa: E402
 from results.confirm import OOF_F1  # noqa: E402
 from results.export import load_records, run_leaderboard  # noqa: E402
-from results.files import ConfirmFiles, RunFiles, atomic_write_text, read_json  # noqa: E402
+from results.files import (  # noqa: E402
+    ConfirmFiles,
+    RunFiles,
+    atomic_write_text,
+    check_study,
+    damaged,
+    read_json,
+    read_run,
+)
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, run_method  # noqa: E402
 from results.status import status_text  # noqa: E402
 
@@ -266,19 +274,34 @@ def plot_confirmed(table: pd.DataFrame) -> plt.Figure | str:
     return fig
 
 
-def confirm_section(files: ConfirmFiles, out: Path) -> str:
-    """The confirm and ensemble part of the page ('' before `confirm` has written confirm.csv)."""
+def read_confirmed(files: ConfirmFiles) -> tuple[pd.DataFrame | None, dict | None]:
+    """confirm.csv and ensemble.json for the page (None before `confirm` and `ensemble` wrote them),
+    read before the report writes anything: a damaged one is refused."""
     if not files.confirm_csv.is_file():
+        return None, None
+    try:
+        table = pd.read_csv(files.confirm_csv, dtype={"source_trial": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
+        raise damaged(files.confirm_csv, f"not a CSV table: {err}") from None
+    missing = sorted({"member", "level2_mean", "level2_std"} - set(table.columns))
+    if missing:
+        raise damaged(files.confirm_csv, f"no column {', '.join(missing)}")
+    chosen = read_json(files.ensemble_json, dict) if files.ensemble_json.is_file() else None
+    return table, chosen
+
+
+def confirm_section(table: pd.DataFrame | None, chosen: dict | None, out: Path) -> str:
+    """The confirm and ensemble part of the page ('' before `confirm` has written confirm.csv)."""
+    if table is None:
         return ""
-    table = pd.read_csv(files.confirm_csv, dtype={"source_trial": str})
     shown = [c for c in ("rank", "member", "kind", "optuna_number", "level2_mean", "level2_std", "level1_mean",
                          OOF_F1, "paired_diff_vs_best", "wins_vs_best", "p_value_vs_best", "status")
              if c in table.columns]
     parts = ["<h2>Confirmed on every fold</h2>",
              _figure(plot_confirmed(table), out / "confirmed.png", "Confirmed members: level-2 macro-F1 per fold"),
              table[shown].to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="", border=0)]
-    if files.ensemble_json.is_file():
-        parts.append(ensemble_html(read_json(files.ensemble_json)))
+    if chosen is not None:
+        parts.append(ensemble_html(chosen))
     return "\n".join(parts)
 
 
@@ -301,14 +324,20 @@ def ensemble_html(record: dict) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report/index.html and its figures; return the page's path."""
     files = RunFiles(Path(run_dir))
+    # Everything is read (and a damaged file refused) before anything is written.
     frame = run_leaderboard(run_dir)
-    run = read_json(files.run_json)
+    run = read_run(files)
+    if not isinstance(run.get("data"), dict) or "source" not in run["data"]:
+        raise damaged(files.run_json, "no `data` object with the data's `source`")
     records = list(load_records(files).values())
+    check_study(files, run["name"])  # Optuna would create a missing study.db
+    study = optuna.load_study(study_name=run["name"], storage=files.study_url)
+    confirmed = read_confirmed(files.confirm)
+    status = status_text(run_dir, top=0)
     out = files.report_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
     started = pd.Timestamp(run["created"]).timestamp()
     settings = run["settings"]
-    study = optuna.load_study(study_name=run["name"], storage=files.study_url)
 
     completed = frame[frame["status"] == COMPLETED]
     best_record = next((r for r in records if len(completed) and r.trial_id == completed.iloc[0]["trial_id"]), None)
@@ -339,8 +368,8 @@ def write_report(run_dir: str | Path) -> Path:
         title=html.escape(f"Search {run['name']}"),
         subtitle=html.escape(f"launched {run['created']} - data {run['data']['source']} - "
                              f"{len(run['searched'])} searched parameters"),
-        status=html.escape(status_text(run_dir, top=0)), best=best, figures="\n".join(figures),
-        top=min(TOP_TRIALS, len(frame)), table=table, confirm=confirm_section(files.confirm, out),
+        status=html.escape(status), best=best, figures="\n".join(figures),
+        top=min(TOP_TRIALS, len(frame)), table=table, confirm=confirm_section(*confirmed, out),
         settings=html.escape("\n".join(f"{k}: {v}" for k, v in settings.items())))
     path = files.report_dir / "index.html"
     atomic_write_text(path, page)

@@ -10,9 +10,10 @@ import numpy as np
 import optuna
 
 from model import metrics as M
+from model.errors import ConfigError
 from results import confirm as C
 from results.export import load_records, run_leaderboard, top_table
-from results.files import ConfirmFiles, RunFiles, driver_pid, read_json
+from results.files import ConfirmFiles, RunFiles, check_study, driver_pid, read_json, read_run
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING, describe_method, run_method
 from results.timeline import busy_fraction
 
@@ -26,7 +27,7 @@ def _duration(seconds: float) -> str:
 def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) -> str:
     files = RunFiles(Path(run_dir))
     frame = run_leaderboard(run_dir)  # raises a clear error for a non-run directory
-    run = read_json(files.run_json)
+    run = read_run(files)
     records = load_records(files).values()
     pid = driver_pid(files)
     counts = {s: sum(r.status == s for r in records) for s in (COMPLETED, PRUNED, RUNNING, ERROR)}
@@ -89,7 +90,9 @@ def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
 
 def duplicate_proposals(files: RunFiles, study_name: str) -> int:
     """Optuna trials the duplicate guard settled without training (search/searcher.py)."""
-    if not files.study_db.is_file():
-        return 0
+    try:
+        check_study(files, study_name)  # opens nothing that is not there, reads only
+    except ConfigError:
+        return 0  # `status` works without the study (report and resume say what is wrong with it)
     study = optuna.load_study(study_name=study_name, storage=files.study_url)
     return sum(M.DUPLICATE_OF in t.user_attrs for t in study.get_trials(deepcopy=False))

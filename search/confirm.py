@@ -59,12 +59,21 @@ from model.inference import ModelInfo, save_model_dir
 from model.linear import DEFAULT_GRID, INNER_FOLDS, fit_linear
 from results import confirm as C
 from results.export import load_records, run_leaderboard
-from results.files import ConfirmFiles, RunFiles, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from results.files import (
+    ConfirmFiles,
+    RunFiles,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    damaged,
+    read_json,
+)
 from results.records import COMPLETED, ERROR, RUNNING
 from search import internals, preflight
 from search.callbacks import ProgressPrinter, error_message
 from search.cluster import check_shared_storage, is_uri
 from search.driver import (
+    check_space_copy,
     concurrency,
     experiment_has_state,
     quiet_ray,
@@ -92,7 +101,9 @@ def stage_finished(files: ConfirmFiles) -> bool:
     """Every job of the stage completed, and every member's OOF file and confirm.csv are written."""
     if not files.confirm_json.exists() or not files.jobs_json.exists() or not files.confirm_csv.exists():
         return False
-    spec, jobs = read_json(files.confirm_json), read_json(files.jobs_json)
+    spec, jobs = read_json(files.confirm_json, dict), read_json(files.jobs_json, dict)
+    if not isinstance(spec.get("members"), list) or not all(isinstance(m, dict) for m in spec["members"]):
+        raise damaged(files.confirm_json, "no `members` list")
     return all(C.member_complete(jobs, m, folds=spec["folds"], seeds=spec["seeds"]) and files.oof(m["name"]).exists()
                for m in spec["members"])
 
@@ -493,6 +504,8 @@ def confirm(run_dir: str | Path, *, top: int = C.DEFAULT_TOP, folds: int = C.DEF
     internals.check()
     run_files = RunFiles(Path(run_dir))
     run, settings = run_settings(run_files)
+    check_space_copy(run_files)
+    load_records(run_files)  # a damaged trials.json is refused before the lock
     files = run_files.confirm
     for flag, value, low in (("--top", top, 1), ("--folds", folds, 2), ("--seeds", seeds, 1)):
         if value < low:

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import os
+import pickletools
 import platform
 import shlex
 import shutil
@@ -24,6 +25,7 @@ import optuna
 import pandas as pd
 import pyarrow.fs
 import ray
+import yaml
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
@@ -31,7 +33,17 @@ from model import metrics as M
 from model.data import EncodedData, dev_fold_note
 from model.errors import ConfigError, RestoreFailed
 from results.export import load_records, save_records, top_table
-from results.files import RunFiles, atomic_write_json, atomic_write_text, driver_pid, read_json
+from results.files import (
+    RunFiles,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_study,
+    damaged,
+    driver_pid,
+    read_json,
+    read_run,
+)
 from results.records import ERROR, RUNNING, TrialRecord, describe_method, run_method
 from search import internals, preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
@@ -214,6 +226,7 @@ def run_lock(files: RunFiles):
         handle.flush()
         yield
     finally:
+        handle.truncate(0)  # no stale pid: and a command that failed leaves the file as it found it
         handle.close()
 
 
@@ -229,9 +242,10 @@ def ray_session(address: str | None):
 
 
 def _raise_restore_failed(cause: BaseException | None) -> None:
-    raise RestoreFailed(f"Ray could not restore the experiment ({cause!r}); nothing was changed. The code "
-                        "probably changed incompatibly since the launch (the trial function, say): resume "
-                        "with the code that launched the run")
+    raise RestoreFailed(f"Ray could not restore the experiment ({cause!r}); nothing was changed. Either the "
+                        "code changed incompatibly since the launch (the trial function, say): resume with the "
+                        "code that launched the run; or RUN_DIR/ray is damaged: restore it from a backup or "
+                        "another copy of the run")
 
 
 def restore_must_succeed():
@@ -320,23 +334,28 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     internals.check()  # before anything is written: the Ray and Optuna internals we use still hold
     files = RunFiles(Path(run_dir))
     run, settings = run_settings(files)
+    records = load_records(files)
     if not has_experiment_state(settings, files):
         where = "/".join(ray_experiment(settings, files))
+        if records:
+            raise damaged(Path(where), "no experiment state, although the run has trials")
         raise ConfigError(f"{run_dir} has no Ray experiment state (in {where}): its launch stopped before the "
                           "search started, so there is nothing to resume. Launch it again (under a new --name)")
+    if not is_uri(settings.storage_path):
+        check_experiment(files)
+    check_study(files, run["name"])  # before Optuna's RDBStorage, which creates a missing study.db
     if num_samples is not None:
         settings = dataclasses.replace(settings, num_samples=num_samples)
     if max_failures is not None:
         settings = dataclasses.replace(settings, max_failures=max_failures)
     preflight.check_settings(settings)
     space = _stored_space(files, settings, out)
-    records = load_records(files)
     if settings.num_samples < len(records):
         raise ConfigError(f"--num-samples {settings.num_samples} is below the {len(records)} trials the run "
                           "already has; pass at least that many")
     data = load_data(settings)
 
-    with ray_session(settings.address), run_lock(files):
+    with ray_session(settings.address), run_lock(files), rolled_back_on_restore_failure(files):
         preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
                                   gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
         check_shared_storage(settings.storage_path, ray.nodes())
@@ -355,9 +374,10 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         done = sum(r.status != RUNNING for r in records.values())
         out(f"RUN_DIR {files.root}")
         out(f"resuming: {len(records)} trials recorded ({done} ended), budget {settings.num_samples} trials")
+        # The study is named after the run as launched: a copied or renamed RUN_DIR keeps that name.
         method = run_method(run)  # the pickled searcher state then restores the sampler's history
         searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
-                                             study_name=files.root.name, seed=settings.seed, warm_start=False,
+                                             study_name=run["name"], seed=settings.seed, warm_start=False,
                                              sampler=method["sampler"], n_startup_trials=method["startup_trials"])
         retry = _reopen_errored(files, records, searcher, out) if retry_errored else frozenset()
         frame = _search(files, settings, space, data, searcher, run["max_epochs"], resume=True, out=out,
@@ -368,19 +388,55 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
 def run_settings(files: RunFiles) -> tuple[dict[str, Any], Settings]:
     """The run record of `files.root` and the settings it was launched with; the storage path is
     where the run directory is now (it may have moved since the launch)."""
-    if not files.run_json.exists():
-        raise ConfigError(f"{files.root} is not a run directory (no run.json): pass the RUN_DIR that "
-                          "`python -m search launch` printed")
-    run = read_json(files.run_json)
+    run = read_run(files)
     try:
         settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
                                        name=files.root.name)
     except (KeyError, TypeError) as err:
-        raise ConfigError(f"{files.run_json} is not a run record this version can resume ({err!r}); it was "
-                          "written by another version of this project or edited by hand") from None
+        raise damaged(files.run_json, f"its settings are not ones this version can resume ({err}): written by "
+                      "another version of this project, or edited by hand") from None
     if not is_uri(settings.storage_path):
         settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
     return run, settings
+
+
+def check_experiment(files: RunFiles) -> None:
+    """Refuse a damaged Ray experiment in RUN_DIR/ray before Ray reads it (Ray would fail deep in
+    its restore, or start over): the latest experiment state must be Ray's JSON, and the searcher's
+    and search generator's states whole pickles (their opcodes read to the end; nothing is loaded)."""
+    states = sorted(files.ray_dir.glob("experiment_state-*.json"))
+    state = read_json(states[-1], dict)
+    if not isinstance(state.get("trial_data"), list) or not isinstance(state.get("runner_data"), dict):
+        raise damaged(states[-1], "not Ray's experiment state (no `trial_data` list or `runner_data` object)")
+    for pattern in ("searcher-state-*.pkl", "search_gen_state-*.json"):
+        saved = sorted(files.ray_dir.glob(pattern))
+        if not saved:
+            raise damaged(files.ray_dir, f"no {pattern}: the searcher's state is missing")
+        _check_pickle(saved[-1])
+
+
+def _check_pickle(path: Path) -> None:
+    try:
+        ops = [op.name for op, _, _ in pickletools.genops(path.read_bytes())]
+    except OSError as err:
+        raise damaged(path, err.strerror or str(err)) from None
+    except ValueError as err:
+        raise damaged(path, f"not a whole pickle: {err}") from None
+    if not ops or ops[-1] != "STOP":
+        raise damaged(path, "not a whole pickle: it ends early")
+
+
+@contextlib.contextmanager
+def rolled_back_on_restore_failure(files: RunFiles):
+    """A resume that Ray cannot restore changes nothing: run.json and trials.json, which resume
+    rewrites before Ray reads its experiment, get their old bytes back."""
+    saved = {path: path.read_bytes() for path in (files.run_json, files.trials_json) if path.exists()}
+    try:
+        yield
+    except RestoreFailed:
+        for path, data in saved.items():
+            atomic_write_bytes(path, data)
+        raise
 
 
 def relocate_checkpoints(files: RunFiles, records: dict[str, TrialRecord]) -> bool:
@@ -418,8 +474,21 @@ def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: 
     return frozenset(new_numbers)
 
 
+def check_space_copy(files: RunFiles) -> None:
+    """Refuse a missing or damaged space.yaml as such (not as a space that no longer fits the code)."""
+    try:
+        doc = yaml.safe_load(files.space_yaml.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise damaged(files.space_yaml, err.strerror or str(err)) from None
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise damaged(files.space_yaml, f"not valid YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise damaged(files.space_yaml, f"a YAML {type(doc).__name__} where a mapping belongs")
+
+
 def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]) -> SearchSpace:
     """The space the run was launched with (its copy in RUN_DIR), checked against today's code."""
+    check_space_copy(files)
     try:
         space = space_of(settings, files.space_yaml)
         preflight.check_space(space, {"max_epochs": settings.max_epochs, "seed": settings.seed})

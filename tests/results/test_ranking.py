@@ -74,7 +74,9 @@ def test_records_and_leaderboard_round_trip_through_files(tmp_path):
                                         rec("b", PRUNED, [0.2], 1, params={"lr": 0.1})]}
     save_records(files, records)
     assert load_records(files) == records
-    atomic_write_json(files.run_json, {"max_epochs": 2, "searched": ["lr"], "seed": 3, "fold": 1})
+    atomic_write_json(files.run_json, {"name": "r", "created": "2026-01-01T00:00:00+00:00", "max_epochs": 2,
+                                       "searched": ["lr"], "seed": 3, "fold": 1,
+                                       "settings": {"num_samples": 2, "grace_period": 1, "reduction_factor": 2}})
     written = write_leaderboard(files, records, max_epochs=2, param_names=["lr"], seed=3, fold=1)
     from_csv = read_leaderboard_csv(files.leaderboard_csv)
     assert from_csv["trial_id"].tolist() == ["a", "b"]

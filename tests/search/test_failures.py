@@ -67,9 +67,12 @@ def test_a_restore_ray_cannot_do_is_an_error_and_changes_nothing(tmp_path, local
     files, _ = launch(settings, out=lambda _: None, trial_fn=functools.partial(run_trial))
     ray.shutdown()
     states = sorted(files.ray_dir.glob("experiment_state-*.json"))
+    ours = {path: path.read_bytes() for path in (files.run_json, files.trials_json, files.driver_lock)}
     with pytest.raises(RestoreFailed, match=r"Ray could not restore the experiment .*Unknown trainable"):
         resume(files.root, num_samples=2, out=lambda _: None)
     assert sorted(files.ray_dir.glob("experiment_state-*.json")) == states
+    # Not the budget, not the `resumed` list, not the driver's pid: the refused resume left them as they were.
+    assert {path: path.read_bytes() for path in ours} == ours
     assert len(run_leaderboard(files.root)) == 1
 
 

@@ -226,18 +226,22 @@ def test_relocate_checkpoints_points_records_into_the_run_where_it_is_now(tmp_pa
     assert not relocate_checkpoints(files, recs)  # already there: nothing changes
 
 
+# The keys of run.json every command reads (results/files.py RUN_KEYS), and no more.
+MINIMAL_RUN = {"name": "r", "created": "2026-01-01T00:00:00+00:00", "searched": [], "max_epochs": 2, "seed": 0,
+               "fold": 0, "settings": {"num_samples": 2, "grace_period": 1, "reduction_factor": 2}}
+
+
 @pytest.mark.parametrize(
     "prepare, kwargs, message",
     [
         (lambda d: None, {}, r"is not a run directory \(no run.json\)"),
-        (lambda d: (d / "run.json").write_text("{}"), {}, r"run.json is not a run record this version can resume"),
-        (lambda d: (d / "run.json").write_text('{"settings": {}, "max_epochs": 2}'), {},
-         r"has no Ray experiment state"),
+        (lambda d: (d / "run.json").write_text("{}"), {}, r"run.json is damaged \(no `name`\)"),
+        (lambda d: (d / "run.json").write_text(json.dumps(MINIMAL_RUN)), {}, r"has no Ray experiment state"),
     ],
 )
 def test_resume_refuses_what_it_cannot_resume(tmp_path, prepare, kwargs, message):
     prepare(tmp_path)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises((ConfigError, FileNotFoundError), match=message):
         resume(tmp_path, out=lambda _: None, **kwargs)
 
 
