@@ -279,22 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
-    from results.files import read_json
-    from search.driver import is_finished, launch
+    from search.driver import is_finished, launch, run_budget
     from search.settings import Settings
 
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
     settings = Settings.from_namespace(args)
     files, frame = launch(settings, argv=argv)
-    # run.json's budget: lowered to the trials run when the space held no more configurations
-    if not is_finished(frame, read_json(files.run_json)["settings"]["num_samples"]):
+    if not is_finished(frame, run_budget(files)):
         sys.exit(EXIT_UNFINISHED)
 
 
 def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
-    from results.files import read_json
     from search.confirm import resume_confirm, stage_pending
-    from search.driver import is_finished, resume
+    from search.driver import is_finished, resume, run_budget
 
     sys.stdout.reconfigure(line_buffering=True)
     if args.num_samples is None and stage_pending(args.run_dir):
@@ -304,7 +301,7 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
         return
     files, frame = resume(args.run_dir, num_samples=args.num_samples, max_failures=args.max_failures,
                           retry_errored=args.retry_errored, argv=argv)
-    if not is_finished(frame, read_json(files.run_json)["settings"]["num_samples"]):
+    if not is_finished(frame, run_budget(files)):
         sys.exit(EXIT_UNFINISHED)
 
 

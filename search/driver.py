@@ -547,6 +547,12 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     return frame
 
 
+def run_budget(files: RunFiles) -> int:
+    """The run's trial budget as run.json holds it now (raised by `resume --num-samples`, lowered to
+    the trials run when the space held no more configurations)."""
+    return int(read_json(files.run_json)["settings"]["num_samples"])
+
+
 def is_finished(frame: pd.DataFrame, num_samples: int) -> bool:
     """Every trial of the budget exists and has ended."""
     return len(frame) >= num_samples and not (frame["status"] == RUNNING).any()

@@ -80,7 +80,7 @@ CASES: dict[str, tuple[bytes | None, list[str], list[str]]] = {
     "--fold beyond --folds 3": (OK, ["--folds", "3", "--fold", "7"], ["--fold is 7", "0..2"]),
     "negative --fold": (OK, ["--fold", "-1"], ["--fold is -1", "in 0..4"]),
     "not a number for --folds": (OK, ["--folds", "five"], ["--folds", "invalid int value"]),
-    "negative --seed": (OK, ["--seed", "-1"], ["--seed is -1, but must be >= 0"]),
+    "negative --seed": (OK, ["--seed", "-1"], ["argument --seed: -1 is below 0; pass a number >= 0"]),
     "--max-seq-len 2": (OK, ["--max-seq-len", "2"], ["--max-seq-len is 2", "must be >= 3"]),
     "--data and --synthetic": (OK, ["--synthetic"], ["--data and --synthetic", "pass one"]),
 }
@@ -93,7 +93,7 @@ SYNTHETIC: dict[str, tuple[list[str], list[str]]] = {
     "--synthetic-rows 0": (["--synthetic-rows", "0"], ["--synthetic-rows is 0", "211"]),
     "--synthetic-rows -5": (["--synthetic-rows", "-5"], ["--synthetic-rows is -5", "211"]),
     "negative --synthetic-seed": (["--synthetic-rows", "300", "--synthetic-seed", "-1"],
-                                  ["--synthetic-seed is -1, but must be >= 0"]),
+                                  ["argument --synthetic-seed: -1 is below 0; pass a number >= 0"]),
     "synthetic --folds 1": (["--synthetic-rows", "300", "--folds", "1"], ["--folds is 1, but must be >= 2"]),
     "synthetic --fold 9": (["--synthetic-rows", "300", "--fold", "9"], ["--fold is 9", "0..4"]),
 }

@@ -130,6 +130,7 @@ def test_resume_continues_an_unfinished_confirm_stage_else_the_search(pending, a
     files = search.driver.RunFiles(Path("runs/x"))
     monkeypatch.setattr(search.driver, "resume", lambda run_dir, **kw: (calls.append(("search", kw)), (files, None))[1])
     monkeypatch.setattr(search.driver, "is_finished", lambda frame, num_samples: True)
+    monkeypatch.setattr(search.driver, "run_budget", lambda files: 1)
     monkeypatch.setattr("results.files.read_json", lambda path: {"settings": {"num_samples": 0}})
     cli.main(argv)
     assert [c[0] for c in calls] == [expected]
@@ -147,6 +148,7 @@ def captured(monkeypatch):
     seen = []
     monkeypatch.setattr(search.driver, "launch", lambda settings, argv: (seen.append(settings), None))
     monkeypatch.setattr(search.driver, "is_finished", lambda frame, num_samples: True)
+    monkeypatch.setattr(search.driver, "run_budget", lambda files: 1)
     monkeypatch.setattr(search.train_one, "train_one", lambda settings, **kwargs: seen.append(settings))
 
     def run(argv: list[str]) -> Settings:

@@ -230,7 +230,7 @@ def no_ray(monkeypatch):
 def test_a_launch_failing_before_its_first_trial_leaves_no_run_dir(tmp_path, monkeypatch, no_ray, started):
     """A failure between creating RUN_DIR and Ray's first experiment state removes RUN_DIR (the
     launch can simply be repeated); once Ray has saved its state, RUN_DIR stays for `resume`."""
-    def fail(space, *, storage, study_name, seed):
+    def fail(space, *, storage, study_name, seed, **kwargs):
         if started:
             (tmp_path / "runs" / "x" / "ray").mkdir()
             (tmp_path / "runs" / "x" / "ray" / "experiment_state-2026.json").write_text("{}")
