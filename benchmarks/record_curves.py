@@ -28,7 +28,16 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from benchmarks.curves import CONFIG, EPOCH_S, VALUE_COLUMNS, columns, config_rows, parse_curves, same_value, table_params
+from benchmarks.curves import (
+    CONFIG,
+    EPOCH_S,
+    VALUE_COLUMNS,
+    columns,
+    config_rows,
+    parse_curves,
+    same_value,
+    table_params,
+)
 from model import metrics as M
 from model.errors import ConfigError, DataError
 from results.files import atomic_write_json, atomic_write_text
@@ -109,8 +118,9 @@ def check_binding(path: Path, meta: dict[str, Any]) -> None:
         old = json.loads(meta_path.read_text())
         changed = [k for k in BINDING if old.get(k) != meta.get(k)]
         if changed:
-            raise ConfigError(f"{path} was recorded with other settings ({', '.join(f'{k}: {old.get(k)!r}' for k in changed)});"
-                              " continue it with those, or pass another --out")
+            recorded = ", ".join(f"{k}: {old.get(k)!r}" for k in changed)
+            raise ConfigError(f"{path} was recorded with other settings ({recorded}); continue it with those, "
+                              "or pass another --out")
     atomic_write_json(meta_path, meta)
 
 
