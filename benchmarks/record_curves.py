@@ -100,6 +100,9 @@ def complete_rows(path: Path, max_epochs: int) -> pd.DataFrame:
     the lines kept are kept as written."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     complete = [line for line in lines if line.endswith("\n")]
+    if len(complete) < 2:  # no config's rows survived (a kill during the first write): start afresh
+        atomic_write_text(path, "")
+        return pd.DataFrame()
     frame = parse_curves("".join(complete), path)
     values = frame.dropna(subset=[M.EPOCH, M.LEVEL2_MACRO_F1, EPOCH_S])
     counts = values.groupby(CONFIG)[M.EPOCH].nunique()
@@ -161,7 +164,8 @@ def record(args: argparse.Namespace) -> Path:
             "command": " ".join(["python", "-m", "benchmarks.record_curves", *sys.argv[1:]])}
     check_binding(out, meta)
     configs = sample_configs(space, args.configs, args.seed)
-    recorded = table_params(complete_rows(out, args.max_epochs)) if out.exists() else {}
+    rows = complete_rows(out, args.max_epochs) if out.exists() else pd.DataFrame()
+    recorded = table_params(rows) if len(rows) else {}
     check_same_configs(recorded, configs, out)
     todo = [(cid, params) for cid, params in configs if cid not in recorded]
     print(f"{out}: {len(configs) - len(todo)} of {len(configs)} configs recorded, training {len(todo)} "

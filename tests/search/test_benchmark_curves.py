@@ -95,3 +95,11 @@ def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys):
 @pytest.mark.parametrize("scheduler, expected", [("fifo", 5.0), ("asha", 1 + 0.5 + 0.25 * 2 + 0.125)])
 def test_expected_epochs(scheduler, expected):
     assert search_efficiency.expected_epochs(5, 1, 2, scheduler) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "config,param.lr", "config,param.lr,epoch\n", "config,param.lr,epoch\nc0000,0.1"])
+def test_a_table_cut_before_any_whole_row_starts_afresh(tmp_path, text):
+    path = tmp_path / "curves.csv"
+    path.write_text(text)
+    assert record_curves.complete_rows(path, 2).empty
+    assert path.read_text() == ""
