@@ -1,0 +1,105 @@
+"""The search-efficiency benchmark's machinery: recording curves, the surrogate, and replays
+through the real driver (benchmarks/record_curves.py, curves.py, search_efficiency.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import record_curves, search_efficiency
+from benchmarks.curves import CONFIG, EPOCH_S, PARAM_PREFIX, config_rows, fit_surrogate, read_curves, validate_surrogate
+from model import metrics as M
+from spaces.space import load_space
+
+SPACE = load_space("spaces/seed.yaml")
+
+
+def record_argv(out, epochs=2):
+    return ["--out", str(out), "--configs", "3", "--max-epochs", str(epochs), "--synthetic-rows", "211",
+            "--max-seq-len", "16", "--workers", "1"]
+
+
+def test_record_curves_writes_every_epoch_and_continues_after_a_kill(tmp_path, capsys):
+    out = tmp_path / "curves.csv"
+    record_curves.main(record_argv(out))
+    full = read_curves(out)
+    assert list(full.columns) == [CONFIG, *(PARAM_PREFIX + n for n in SPACE.searched), M.EPOCH,
+                                  M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, EPOCH_S]
+    assert sorted(full[CONFIG].unique()) == ["c0000", "c0001", "c0002"]
+    assert full.groupby(CONFIG)[M.EPOCH].apply(sorted).tolist() == [[1, 2]] * 3
+    assert (full[EPOCH_S] > 0).all() and full[M.LEVEL2_MACRO_F1].between(0, 1).all()
+    assert "[3/3] c0002" in capsys.readouterr().out
+
+    # A kill while c0001's rows were being written: its second row is cut off mid-line.
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:4]) + lines[4][:15])
+    record_curves.main(record_argv(out))
+    said = capsys.readouterr().out
+    assert "dropping 1 config(s)" in said and "1 of 3 configs recorded, training 2" in said
+    again = read_curves(out)
+    pd.testing.assert_frame_equal(again.drop(columns=EPOCH_S), full.drop(columns=EPOCH_S))
+
+    record_curves.main(record_argv(out))  # nothing left to do
+    assert "3 of 3 configs recorded, training 0" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # other settings would mix experiments
+        record_curves.main(record_argv(out, epochs=3))
+    assert exit_info.value.code == 2
+    assert "max_epochs: 2" in capsys.readouterr().err
+
+
+def synthetic_curves(configs=30, epochs=3, seed=0) -> pd.DataFrame:
+    """A curve table whose final F1 follows the learning rate and the loss, with rising curves,
+    and whose epoch time follows the batch size: something a surrogate can learn."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for cid, params in record_curves.sample_configs(SPACE, configs, seed):
+        final = 0.3 + 0.15 * math.log10(params["lr"] / 3e-4) + 0.1 * (params["loss"] == "dice") + rng.normal(0, 0.01)
+        seconds = 64 / params["batch_size"]
+        frames.append(config_rows(cid, params, SPACE, [(e, final * e / epochs, final + 0.1, seconds)
+                                                       for e in range(1, epochs + 1)]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_surrogate_ranks_held_out_configs():
+    frame = synthetic_curves(configs=40)
+    check = validate_surrogate(frame, SPACE)
+    assert check["configs"] == 40 and check["spearman_final_f1"] > 0.7
+    f1, seconds = fit_surrogate(frame, SPACE).predict([{"lr": 4e-3, "loss": "dice", "batch_size": 16}])
+    assert f1.shape == seconds.shape == (1, 3) and np.all(np.diff(f1[0]) > 0)
+
+
+def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys):
+    curves = tmp_path / "curves.csv"
+    synthetic_curves().to_csv(curves, index=False)
+    out = tmp_path / "out"
+    search_efficiency.main([str(curves), "--methods", "random+fifo,tpe+asha", "--seeds", "2",
+                            "--budget-trials", "3", "--out", str(out)])
+    said = capsys.readouterr().out
+    assert "Spearman rank correlation" in said and "| method" in said
+    table = pd.read_csv(out / "summary.csv")
+    assert list(table.columns) == search_efficiency.SUMMARY_COLUMNS
+    assert list(table["method"]) == ["random+fifo", "tpe+asha"]
+    assert set(table["budget_epochs"]) == {9} and set(table["seeds"]) == {2}
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and set(runs["budget_epochs"]) == {9}
+    fifo = runs[runs["method"] == "random+fifo"]
+    assert set(fifo["trials"]) == {3}  # FIFO: 3 full trials; ASHA spends the same epochs on more
+    assert (runs.loc[runs["method"] == "tpe+asha", "trials"] > 3).all()
+    assert table.loc[table["method"] == "random+fifo", "speedup"].item() == pytest.approx(1.0)
+    assert (out / "search_efficiency.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("scheduler, expected", [("fifo", 5.0), ("asha", 1 + 0.5 + 0.25 * 2 + 0.125)])
+def test_expected_epochs(scheduler, expected):
+    assert search_efficiency.expected_epochs(5, 1, 2, scheduler) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "config,param.lr", "config,param.lr,epoch\n", "config,param.lr,epoch\nc0000,0.1"])
+def test_a_table_cut_before_any_whole_row_starts_afresh(tmp_path, text):
+    path = tmp_path / "curves.csv"
+    path.write_text(text)
+    assert record_curves.complete_rows(path, 2).empty
+    assert path.read_text() == ""
