@@ -71,6 +71,13 @@ def concurrency(settings: Settings) -> int:
     return max(1, slots)
 
 
+# Warm workers: a trial's worker process is kept for the next trial of the same resources, so only
+# a slot's first trial pays the start-up (a Ray worker, torch and transformers imports: ~4 s per
+# trial on a 2-core machine). Each trial still builds its model, optimizer and data loader anew,
+# restores its checkpoint on resume, and frees its GPU memory at its end (search/trainable.py).
+REUSE_WORKERS = True
+
+
 def make_scheduler(settings: Settings, max_epochs: int) -> ResumableASHA | ResumableFIFO:
     if SCHEDULER_CLASSES[settings.scheduler] is ResumableFIFO:
         return ResumableFIFO()
@@ -117,7 +124,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             search_alg=search_alg,
             scheduler=scheduler or make_scheduler(settings, max_epochs),
             num_samples=settings.num_samples,
-            reuse_actors=False,
+            reuse_actors=REUSE_WORKERS,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(

@@ -8,6 +8,7 @@ evaluation instead of starting over.
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 from pathlib import Path
@@ -137,11 +138,28 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
 
 
 def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device, resume: dict | None) -> None:
-    """`fit`, with a CUDA out-of-memory turned into an error that says what to change."""
+    """`fit`, with a CUDA out-of-memory turned into an error that says what to change.
+
+    Workers are reused between trials (search/driver.py REUSE_WORKERS), so a trial starts with the
+    peak-memory counter reset and, however it ends, gives its GPU memory back: the next trial of
+    this worker, and the trials of other workers sharing the GPU, get it.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     try:
         fit(cfg, data, on_eval, device=device, resume=resume)
     except torch.cuda.OutOfMemoryError as err:
         raise TrialOutOfMemory(out_of_memory_message(cfg, device, err)) from err
+    finally:
+        release_memory(device)
+
+
+def release_memory(device: torch.device) -> None:
+    """Free what the finished trial left: its tensors (a reference cycle may hold a model) and, on
+    CUDA, the blocks torch's caching allocator keeps reserved."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class TrialOutOfMemory(RuntimeError):

@@ -17,3 +17,12 @@ def flaky_trial(config, *, marker_dir: str, **kwargs):
         (Path(marker_dir) / "trial-2-attempts").open("a").write("x")
         raise ValueError("injected: trial 2 always fails")
     run_trial(config, **kwargs)
+
+
+def pid_recording_trial(config, *, marker_dir: str, **kwargs):
+    """run_trial, after noting the worker process it runs in (one line per trial: `number pid`)."""
+    import os
+
+    with (Path(marker_dir) / "pids").open("a") as log:
+        log.write(f"{config['optuna_number']} {os.getpid()}\n")
+    run_trial(config, **kwargs)

@@ -80,8 +80,13 @@ def test_cuda_out_of_memory_is_reported_as_such(monkeypatch):
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
+    calls = []
     monkeypatch.setattr(trainable, "fit", oom)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(("empty_cache",)))
     cfg = TrialConfig(batch_size=64)
     with pytest.raises(trainable.TrialOutOfMemory, match=r"CUDA out of memory on cuda:0 .*batch_size 64\): "
                        r"lower batch_size .*\[CUDA out of memory. Tried to allocate 2.00 GiB\]"):
         trainable.fit_explaining_oom(cfg, None, None, device=torch.device("cuda:0"), resume=None)
+    # The worker is reused by the next trial: the peak counter was reset and the memory given back.
+    assert calls == [("reset", torch.device("cuda:0")), ("empty_cache",)]
