@@ -133,7 +133,8 @@ def test_every_config_of_the_pretrained_space_validates_given_a_checkpoint(tmp_p
     assert {"winner_dice_supcon_routing", "winner_ce_supcon_fgm"} <= set(space.warm_start)
     lr = next(p for p in space.params if p.name == "lr")
     head_lr = next(p for p in space.params if p.name == "head_lr")
-    assert lr.log and 5e-6 <= lr.low <= 2e-5 and 1e-4 <= lr.high <= 3e-4  # fine-tuning rates
+    # (up to 5e-4: a small encoder pretrained on the task fine-tuned best at 3e-4, README)
+    assert lr.log and 5e-6 <= lr.low <= 2e-5 and 1e-4 <= lr.high <= 5e-4  # fine-tuning rates
     assert head_lr.log and head_lr.low >= lr.low * 5
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()

@@ -17,6 +17,12 @@ from search.settings import AUTO_GP_MAX_TRIALS, SAMPLERS, SCHEDULERS, Settings
 from spaces.space import parse_space
 from tests.conftest import E2E_SPACE
 
+NUMERIC_SPACE = """
+fixed: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, pooler: mean, batch_size: 16}
+params:
+  lr: {float: [1.0e-4, 1.0e-2], log: true}
+  dropout: {float: [0.0, 0.3]}
+"""
 NUMERIC = parse_space("params:\n  lr: {float: [1.0e-4, 1.0e-2], log: true}\n  msd_count: {int: [1, 4]}\n")
 CONDITIONAL = parse_space(E2E_SPACE)
 
@@ -129,3 +135,21 @@ def test_a_search_of_a_small_discrete_space_ends_when_the_space_is_exhausted(tmp
     assert "trials: 2 of 2 started" in text
     repeats = re.search(r"duplicates: the sampler proposed (\d+) configurations already trained or training", text)
     assert repeats and int(repeats[1]) >= MAX_DUPLICATE_ASKS
+
+
+@pytest.mark.parametrize("sampler, scheduler", [
+    ("random", "asha"), ("gp", "asha"), ("qmc", "asha"), ("cmaes", "fifo"), ("tpe", "fifo"),
+])
+def test_each_sampler_and_scheduler_runs_a_tiny_search_end_to_end(sampler, scheduler, tmp_path, local_ray):
+    (tmp_path / "space.yaml").write_text(NUMERIC_SPACE)
+    settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=600, max_seq_len=32, folds=4,
+                        num_samples=3, max_epochs=2, grace_period=1, reduction_factor=2, sampler=sampler,
+                        startup_trials=1, scheduler=scheduler, storage_path=str(tmp_path / "runs"), name="s", seed=0)
+    files, frame = launch(settings, argv=["launch"], out=lambda line: None)
+    assert len(frame) == 3 and set(frame["status"]) <= {"completed", "pruned"}
+    if scheduler == "fifo":
+        assert (frame["status"] == "completed").all()
+    run = json.loads(files.run_json.read_text())
+    assert run["method"] == {"sampler": sampler, "startup_trials": 1, "scheduler": scheduler}
+    study = optuna.load_study(study_name="s", storage=files.study_url)
+    assert sorted(t.number for t in study.trials if t.state.is_finished()) == [0, 1, 2]
