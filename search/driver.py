@@ -93,9 +93,6 @@ def search_method(settings: Settings, space: SearchSpace) -> dict[str, Any]:
             "scheduler": settings.scheduler}
 
 
-LEGACY_METHOD = {"sampler": "tpe", "startup_trials": 10, "scheduler": "asha"}
-
-
 def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: RunFiles, max_epochs: int,
                 settings: Settings, callbacks: list[tune.Callback], scheduler: ResumableASHA | None = None,
                 resume: bool = False, retry: frozenset[str] = frozenset()) -> tune.Tuner:
