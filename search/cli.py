@@ -380,6 +380,11 @@ def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
     for flag, path in (("--out", args.out), ("--probs", args.probs)):
         if path is not None:
             check_output_file(path, args.run_dir, flag=flag)
+            if Path(path).resolve() == Path(args.data).resolve():
+                raise ConfigError(f"{flag} {path} is the --data file: writing it would overwrite the texts to "
+                                  "predict; pass another file name, e.g. --out submission.csv")
+    if args.probs is not None and Path(args.probs).resolve() == Path(args.out).resolve():
+        raise ConfigError(f"--probs {args.probs} is the --out file: pass two file names, e.g. --probs probs.npy")
     run_predict(args.run_dir, data=args.data, out_path=args.out, use=args.use, probs_path=args.probs,
                 batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
 

@@ -94,6 +94,12 @@ ON_RUN = {  # (argv after the command, needles, whether the case needs its own c
                               ["--out", "inside the run directory", "write it elsewhere"]),
     "predict probs over study.db": (["predict", "{run}", "--data", "{file}", "--out", "{tmp}/s.csv",
                                      "--probs", "{run}/study.db"], ["--probs", "inside the run directory"]),
+    "predict over its own data": (["predict", "{run}", "--data", "{file}", "--out", "{file}"],
+                                  ["--out", "is the --data file", "overwrite the texts", "another file name"]),
+    "predict probs over its data": (["predict", "{run}", "--data", "{file}", "--out", "{tmp}/s.csv",
+                                     "--probs", "{file}"], ["--probs", "is the --data file"]),
+    "predict probs over out": (["predict", "{run}", "--data", "{file}", "--out", "{tmp}/s.csv",
+                                "--probs", "{tmp}/s.csv"], ["--probs", "is the --out file", "two file names"]),
     "predict batch size 0": (["predict", "{run}", "--data", "{file}", "--out", "{tmp}/s.csv", "--batch-size", "0"],
                              ["--batch-size is 0", "must be >= 1"]),
 }
