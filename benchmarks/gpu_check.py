@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from model import metrics as M
@@ -41,21 +42,41 @@ def sample_gpu(stop: threading.Event, samples: list[tuple[float, float]]) -> Non
         stop.wait(1.0)
 
 
-def space_yaml(args: argparse.Namespace) -> str:
-    return f"""
-fixed:
+def encoder_yaml(args: argparse.Namespace) -> str:
+    """The `fixed:` lines of a random-init encoder of `--hidden/--layers/--heads` (FFN 4 x hidden)."""
+    return f"""fixed:
   encoder: tiny
   hidden_size: {args.hidden}
   num_layers: {args.layers}
   num_heads: {args.heads}
   intermediate_size: {4 * args.hidden}
   pooler: cls
-  batch_size: {args.batch_size}
+"""
+
+
+def space_yaml(args: argparse.Namespace) -> str:
+    return encoder_yaml(args) + f"""  batch_size: {args.batch_size}
 params:
   lr: {{float: [2.0e-5, 1.0e-4], log: true}}
   msd_count: {{int: [1, 4]}}
   dropout: {{float: [0.1, 0.4]}}
 """
+
+
+def launch_sampling_gpu(settings: Settings) -> tuple[pd.DataFrame, dict, float, list[tuple[float, float]]]:
+    """Run `launch(settings)` while sampling GPU 0 once a second (when nvidia-smi is there); return the
+    leaderboard, the trial records, the wall seconds and the (utilization %, memory MiB) samples."""
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_gpu, args=(stop, samples), daemon=True)
+    if shutil.which("nvidia-smi"):
+        sampler.start()
+    started = time.perf_counter()
+    try:
+        files, frame = launch(settings, out=print)
+    finally:
+        stop.set()
+    return frame, load_records(files), time.perf_counter() - started, samples
 
 
 def main() -> None:
@@ -82,18 +103,7 @@ def main() -> None:
                             max_epochs=args.max_epochs, grace_period=args.max_epochs,
                             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
                             storage_path=str(root / "runs"), name="gpu-check", max_seq_len=128)
-        samples: list[tuple[float, float]] = []
-        stop = threading.Event()
-        sampler = threading.Thread(target=sample_gpu, args=(stop, samples), daemon=True)
-        if shutil.which("nvidia-smi"):
-            sampler.start()
-        started = time.perf_counter()
-        try:
-            files, frame = launch(settings, out=print)
-        finally:
-            stop.set()
-        wall = time.perf_counter() - started
-        records = load_records(files)
+        frame, records, wall, samples = launch_sampling_gpu(settings)
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     print(f"\n{device}: {args.trials} trials of a {args.layers}-layer, hidden-{args.hidden} encoder, batch "

@@ -26,16 +26,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.gpu_check import sample_gpu
-from results.export import load_records
+from benchmarks.gpu_check import encoder_yaml, launch_sampling_gpu
 from results.records import COMPLETED, ERROR, PRUNED
-from search.driver import launch
 from search.settings import Settings
 
 
@@ -49,15 +46,7 @@ def gpu_memory_used_mib() -> float | None:
 
 
 def space_yaml(args: argparse.Namespace) -> str:
-    return f"""
-fixed:
-  encoder: tiny
-  hidden_size: {args.hidden}
-  num_layers: {args.layers}
-  num_heads: {args.heads}
-  intermediate_size: {4 * args.hidden}
-  pooler: cls
-params:
+    return encoder_yaml(args) + f"""params:
   batch_size: {{choice: [32, {args.huge_batch}]}}
   lr: {{float: [2.0e-5, 1.0e-4], log: true}}
 warm_start:
@@ -86,8 +75,6 @@ def main() -> None:
         sys.exit("no CUDA device visible: run this on a GPU machine (or pass --allow-cpu to smoke-test it)")
 
     before = gpu_memory_used_mib()
-    samples: list[tuple[float, float]] = []
-    stop = threading.Event()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "space.yaml").write_text(space_yaml(args))
@@ -95,16 +82,7 @@ def main() -> None:
                             grace_period=1, reduction_factor=2, cpus_per_trial=args.cpus_per_trial,
                             gpus_per_trial=0.5 if on_gpu else 0, storage_path=str(root / "runs"), name="oom",
                             max_seq_len=128, sampler="random")
-        sampler = threading.Thread(target=sample_gpu, args=(stop, samples), daemon=True)
-        if before is not None:
-            sampler.start()
-        started = time.perf_counter()
-        try:
-            files, frame = launch(settings, out=print)
-        finally:
-            stop.set()
-        wall = time.perf_counter() - started
-        records = load_records(files)
+        frame, records, wall, samples = launch_sampling_gpu(settings)
     time.sleep(5)  # let the driver's Ray shut its workers down
     after = gpu_memory_used_mib()
 

@@ -514,11 +514,11 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
             out: Callable[[str], Any], trial_fn: Callable = run_trial, retry: frozenset[str] = frozenset()
             ) -> pd.DataFrame:
     """Run (or continue) the Tuner and return the final leaderboard."""
-    method = run_method(read_json(files.run_json))
+    run = read_json(files.run_json)
     out(f"search: {settings.num_samples} trials, up to {max_epochs} epochs each, "
-        f"{describe_method(method, asdict(settings))}, {concurrency(settings)} at a time")
+        f"{describe_method(run_method(run), asdict(settings))}, {concurrency(settings)} at a time")
     board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched, seed=settings.seed,
-                                fold=settings.fold, command_prefix=read_json(files.run_json).get("reproduce"))
+                                fold=settings.fold, command_prefix=run.get("reproduce"))
     scheduler = make_scheduler(settings, max_epochs)
     ended: frozenset[str] = frozenset()
     if resume:
