@@ -77,7 +77,8 @@ def parse_methods(text: str) -> list[tuple[str, str]]:
 
 def expected_epochs(max_epochs: int, grace_period: int, reduction_factor: float, scheduler: str) -> float:
     """Epochs an average trial runs: all of them under FIFO; under ASHA about 1/rf of the trials
-    reaching a rung go on to the next (rungs at grace * rf^k)."""
+    reaching a rung go on to the next (rungs at grace * rf^k). Hyperband and the median rule stop
+    fewer trials early, so ASHA's figure, a lower bound for them, asks for enough trials."""
     if scheduler == "fifo":
         return float(max_epochs)
     total, rung, fraction, previous = 0.0, float(grace_period), 1.0, 0.0

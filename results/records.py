@@ -84,6 +84,8 @@ def describe_method(method: dict[str, Any], settings: dict[str, Any]) -> str:
     if sampler in ("tpe", "gp", "cmaes"):
         sampler += f" ({method['startup_trials']} startup trials)"
     scheduler = method["scheduler"]
-    if scheduler == "asha":
+    if scheduler in ("asha", "hyperband"):
         scheduler += f" (grace {settings['grace_period']}, reduction {settings['reduction_factor']:g})"
+    elif scheduler == "median":
+        scheduler += f" (grace {settings['grace_period']})"
     return f"{sampler} + {scheduler}"

@@ -102,7 +102,9 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
                         help="random trials before tpe/gp/cmaes model the results (default: 15%% of "
                         "--num-samples, 2 to 10, at least the warm starts)")
     method.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler,
-                        help="asha: stop the worst trials at each rung; fifo: train every trial to the end")
+                        help="asha: stop the worst trials at each rung; hyperband: asha over several brackets "
+                        "of grace periods; median: stop trials below the others' median; fifo: train every "
+                        "trial to the end")
     sched = p.add_argument_group("scheduling (ASHA on level-2 macro-F1, time unit = epochs)")
     sched.add_argument("--max-epochs", type=int, default=d.max_epochs,
                        help=f"full budget of a trial (ASHA max_t); default: the space's, else {DEFAULT_MAX_EPOCHS}")

@@ -48,7 +48,7 @@ from results.records import ERROR, RUNNING, TrialRecord, describe_method, run_me
 from search import internals, preflight
 from search.callbacks import LeaderboardCallback, ProgressPrinter
 from search.cluster import REPO_ROOT, check_shared_storage, connect, is_uri
-from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, ResumableASHA, ResumableFIFO
+from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, SearchScheduler
 from search.searcher import FidelityAwareOptunaSearch, resolve_sampler, startup_trials
 from search.settings import Settings, load_data, resolve_max_epochs, space_of
 from search.train_one import command_prefix
@@ -78,11 +78,9 @@ def concurrency(settings: Settings) -> int:
 REUSE_WORKERS = True
 
 
-def make_scheduler(settings: Settings, max_epochs: int) -> ResumableASHA | ResumableFIFO:
-    if SCHEDULER_CLASSES[settings.scheduler] is ResumableFIFO:
-        return ResumableFIFO()
-    return ResumableASHA(time_attr=M.TIME_ATTR, metric=M.OBJECTIVE, mode="max", max_t=max_epochs,
-                         grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+def make_scheduler(settings: Settings, max_epochs: int) -> SearchScheduler:
+    return SCHEDULER_CLASSES[settings.scheduler].for_search(
+        max_epochs=max_epochs, grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
 
 
 def search_method(settings: Settings, space: SearchSpace) -> dict[str, Any]:
@@ -94,7 +92,7 @@ def search_method(settings: Settings, space: SearchSpace) -> dict[str, Any]:
 
 
 def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: RunFiles, max_epochs: int,
-                settings: Settings, callbacks: list[tune.Callback], scheduler: ResumableASHA | None = None,
+                settings: Settings, callbacks: list[tune.Callback], scheduler: SearchScheduler | None = None,
                 resume: bool = False, retry: frozenset[str] = frozenset()) -> tune.Tuner:
     """The Tuner of a new run, or (`resume`) of the run in `files.root` continued where it stopped;
     `retry`: ids of errored trials to resume too."""

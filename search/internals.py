@@ -61,6 +61,15 @@ Items (the function, then what it relies on):
     `TuneController._restore_trials` moves restored trials to the current storage by setting
     `storage_filesystem`, `storage_fs_path` and `experiment_dir_name`; this does the same for the
     trials created after a restore, with `ray.train._internal.storage.get_fs_and_path`.
+14. `asha_bracket_sizes(scheduler)`, `asha_assign(scheduler, trial_id, bracket)`: with several
+    brackets, `on_trial_add` draws a trial's bracket with weights from each `_Bracket`'s number of
+    `_rungs` and stores it in `_trial_info[trial_id]`, which `on_trial_result` and
+    `on_trial_complete` read.
+15. `median_record(scheduler, trial_id, result)`, `median_results(scheduler)`:
+    `MedianStoppingRule._results` maps what `on_trial_result(controller, trial, result)` was given
+    as `trial` (hashable; nothing else of it is read) to that trial's result dicts in order, and the
+    rule compares a trial with every other key's results; with `min_time_slice` infinite it never
+    asks the controller anything.
 """
 
 from __future__ import annotations
@@ -84,7 +93,7 @@ from ray.train._internal.storage import StorageContext, get_fs_and_path
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import config_parser
 from ray.tune.impl.tuner_internal import TunerInternal
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
@@ -165,23 +174,42 @@ class _TrialRef:
     trial_id: str
 
 
-def _single_bracket(scheduler: ASHAScheduler):
-    brackets = scheduler._brackets
-    if len(brackets) != 1:
-        raise ValueError(f"the scheduler has {len(brackets)} brackets; rung records need exactly one")
-    return brackets[0]
+def asha_record(scheduler: ASHAScheduler, trial_id: str, time: float, value: float, bracket: int = 0) -> None:
+    """Record `trial_id`'s metric `value` at `time` in the rungs of the scheduler's bracket number
+    `bracket`, as a result would; the decision is discarded (item 6)."""
+    scheduler._brackets[bracket].on_result(_TrialRef(trial_id), time, scheduler._metric_op * value)
 
 
-def asha_record(scheduler: ASHAScheduler, trial_id: str, time: float, value: float) -> None:
-    """Record `trial_id`'s metric `value` at `time` in the rungs of the scheduler's one bracket, as
-    a result would; the decision is discarded (item 6)."""
-    _single_bracket(scheduler).on_result(_TrialRef(trial_id), time, scheduler._metric_op * value)
+def asha_rungs(scheduler: ASHAScheduler, bracket: int = 0) -> list[tuple[float, dict[str, float]]]:
+    """(milestone, {trial_id: signed metric}) per rung of bracket number `bracket`, highest
+    milestone first; copies (item 7)."""
+    return [(milestone, dict(recorded)) for milestone, recorded in scheduler._brackets[bracket]._rungs]
 
 
-def asha_rungs(scheduler: ASHAScheduler) -> list[tuple[float, dict[str, float]]]:
-    """(milestone, {trial_id: signed metric}) per rung of the one bracket, highest milestone first;
-    copies (item 7)."""
-    return [(milestone, dict(recorded)) for milestone, recorded in _single_bracket(scheduler)._rungs]
+def asha_bracket_sizes(scheduler: ASHAScheduler) -> list[int]:
+    """The number of rungs of each bracket, the weights Ray draws a new trial's bracket by (item 14)."""
+    return [len(bracket._rungs) for bracket in scheduler._brackets]
+
+
+def asha_assign(scheduler: ASHAScheduler, trial_id: str, bracket: int) -> None:
+    """Put `trial_id` in bracket number `bracket`, as `on_trial_add` does with a random one (item 14)."""
+    scheduler._trial_info[trial_id] = scheduler._brackets[bracket]
+
+
+def median_record(scheduler: MedianStoppingRule, trial_id: str, result: dict[str, float]) -> None:
+    """Add `result` to `trial_id`'s results, which the median rule keys by what its
+    `on_trial_result` is given (a `_TrialRef` here: search/scheduler.py ResumableMedian) (item 15)."""
+    scheduler._results[_TrialRef(trial_id)].append(result)
+
+
+def median_results(scheduler: MedianStoppingRule) -> dict[str, list[dict[str, float]]]:
+    """{trial_id: its results in order}; copies (item 15)."""
+    return {ref.trial_id: list(results) for ref, results in scheduler._results.items()}
+
+
+def trial_ref(trial_id: str) -> _TrialRef:
+    """A stand-in for a Tune trial, keyed by its id, that the schedulers' bookkeeping accepts."""
+    return _TrialRef(trial_id)
 
 
 def set_sample_budget(generator: SearchGenerator, budget: int) -> None:
@@ -315,6 +343,27 @@ def _check_asha() -> None:
                 "_Bracket.on_result(trial, time, value) does not record a value in the rung its time reached")
 
 
+def _check_brackets_and_median() -> None:
+    """Items 14-15 on a three-bracket ASHA and a median rule."""
+    scheduler = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=4, grace_period=1,
+                              reduction_factor=2, brackets=3)
+    _expect(asha_bracket_sizes(scheduler) == [3, 2, 1], "ASHAScheduler with 3 brackets does not have 3, 2 and 1 rungs")
+    asha_assign(scheduler, "probe", 1)
+    scheduler.on_trial_result(None, trial_ref("probe"), {"t": 2, "m": 0.5})
+    _expect(asha_rungs(scheduler, 1) == [(4, {}), (2, {"probe": 0.5})],
+            "ASHAScheduler.on_trial_result does not record in the bracket _trial_info[trial_id] names")
+    source = inspect.getsource(ASHAScheduler.on_trial_add)
+    _expect("_rungs" in source and "_trial_info[trial.trial_id]" in source,
+            "ASHAScheduler.on_trial_add no longer draws the bracket by its rungs into _trial_info")
+    rule = MedianStoppingRule(time_attr="t", metric="m", mode="max", grace_period=1, min_samples_required=1,
+                              min_time_slice=float("inf"))
+    median_record(rule, "a", {"t": 1, "m": 0.9})
+    _expect(rule.on_trial_result(None, trial_ref("b"), {"t": 1, "m": 0.1}) == TrialScheduler.STOP,
+            "MedianStoppingRule does not stop a trial below the median of the results recorded under other keys")
+    _expect(median_results(rule) == {"a": [{"t": 1, "m": 0.9}], "b": [{"t": 1, "m": 0.1}]},
+            "MedianStoppingRule._results does not map each trial key to its results in order")
+
+
 def _check_generator_and_limiter() -> None:
     """Items 8-9 on a generator over a limiter over a searcher that always has a suggestion."""
     limiter = ConcurrencyLimiter(_ProbeSearcher(), max_concurrent=1)
@@ -411,6 +460,7 @@ def _check_relocate_experiment() -> None:
 CHECKS: dict[str, Callable[[], None]] = {
     "OptunaSearch and optuna.Trial (items 1-5)": _check_optuna_search,
     "ASHA rungs (items 6-7)": _check_asha,
+    "ASHA brackets and the median rule (items 14-15)": _check_brackets_and_median,
     "SearchGenerator budget and ConcurrencyLimiter (items 8-9)": _check_generator_and_limiter,
     "Tuner _tuner_kwargs (item 10)": _check_tuner_kwargs,
     "TuneController restore-failure log (item 11)": _check_restore_log,

@@ -16,7 +16,7 @@ DEFAULT_MAX_EPOCHS = 4
 # The choices of --sampler (search/searcher.py make_sampler) and --scheduler (search/scheduler.py
 # SCHEDULER_CLASSES). Named here, free of Ray and Optuna, so building the CLI imports neither.
 SAMPLERS = ("auto", "tpe", "random", "gp", "qmc", "cmaes")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 # `auto` takes a Gaussian process for numeric spaces up to this many trials (a GP's fit grows with
 # the trials it has seen, and TPE catches up on long runs), as OptunaHub's AutoSampler does.
 AUTO_GP_MAX_TRIALS = 200

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
@@ -355,6 +355,12 @@ class _RenamedBrackets(ASHAScheduler):
         self._bracket_list = self.__dict__.pop("_brackets")
 
 
+class _RenamedResults(MedianStoppingRule):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._trial_results = self.__dict__.pop("_results")
+
+
 class _RenamedBudget(SearchGenerator):
     """The budget moved to another attribute, which set_state restores."""
 
@@ -394,9 +400,12 @@ class _ControllerWithNewMessage:
             logging.getLogger(__name__).exception("Could not restore the experiment.")
 
 
+# name: (the fake, every check it breaks, the attribute each failure names); ASHA's brackets serve
+# the one-bracket rungs and the several brackets of Hyperband alike.
 BREAKS = {
     "OptunaSearch": (_NoCompletedTrials, "items 1-5", "_completed_trials"),
-    "ASHAScheduler": (_RenamedBrackets, "items 6-7", "_brackets"),
+    "ASHAScheduler": (_RenamedBrackets, ("items 6-7", "items 14-15"), "_brackets"),
+    "MedianStoppingRule": (_RenamedResults, "items 14-15", "_results"),
     "SearchGenerator": (_RenamedBudget, "items 8-9", "_total_samples"),
     "ConcurrencyLimiter": (_NoLiveTrials, "items 8-9", "live_trials"),
     "TunerInternal": (_TunerInternalWithoutKwargs, "item 10", "_tuner_kwargs"),
@@ -406,10 +415,12 @@ BREAKS = {
 
 @pytest.mark.parametrize("name", list(BREAKS))
 def test_a_broken_assumption_fails_naming_the_supported_versions(monkeypatch, name):
-    fake, item, attribute = BREAKS[name]
+    fake, items, attribute = BREAKS[name]
+    items = (items,) if isinstance(items, str) else items
     monkeypatch.setattr(internals, name, fake)
     found = internals.problems()
-    assert len(found) == 1 and f"({item})" in found[0] and attribute in found[0], found
+    assert len(found) == len(items), found
+    assert all(f"({item})" in line and attribute in line for item, line in zip(items, found, strict=True)), found
     with pytest.raises(internals.UnsupportedInternals) as caught:
         internals.check()
     message = str(caught.value)

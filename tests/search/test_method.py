@@ -11,7 +11,7 @@ from results.records import describe_method
 from results.status import status_text
 from search import preflight
 from search.driver import launch, make_scheduler, resume, search_method
-from search.scheduler import SCHEDULER_CLASSES, ResumableASHA, ResumableFIFO
+from search.scheduler import SCHEDULER_CLASSES, ResumableASHA, ResumableFIFO, ResumableHyperBand, ResumableMedian
 from search.searcher import MAX_DUPLICATE_ASKS, FidelityAwareOptunaSearch, make_sampler, resolve_sampler, startup_trials
 from search.settings import AUTO_GP_MAX_TRIALS, SAMPLERS, SCHEDULERS, Settings
 from spaces.space import parse_space
@@ -75,13 +75,18 @@ def test_every_sampler_and_scheduler_name_is_buildable():
     assert tuple(SCHEDULER_CLASSES) == SCHEDULERS
     assert isinstance(make_scheduler(Settings(scheduler="fifo"), 3), ResumableFIFO)
     assert isinstance(make_scheduler(Settings(scheduler="asha"), 3), ResumableASHA)
+    hyperband = make_scheduler(Settings(scheduler="hyperband", grace_period=1, reduction_factor=2), 4)
+    assert isinstance(hyperband, ResumableHyperBand) and len(hyperband.bracket_weights) == 3
+    assert len(make_scheduler(Settings(scheduler="asha"), 4).bracket_weights) == 1
+    median = make_scheduler(Settings(scheduler="median", grace_period=2), 4)
+    assert isinstance(median, ResumableMedian) and median.time_key == "epoch"
     with pytest.raises(ConfigError, match="unknown sampler 'bo'"):
         make_sampler("bo", seed=0)
 
 
 @pytest.mark.parametrize("settings, message", [
     (Settings(sampler="bo"), "--sampler is 'bo'; choose one of auto, tpe"),
-    (Settings(scheduler="pbt"), "--scheduler is 'pbt'; choose one of asha, fifo"),
+    (Settings(scheduler="pbt"), "--scheduler is 'pbt'; choose one of asha, hyperband, median, fifo"),
     (Settings(startup_trials=-1), "--startup-trials is -1"),
 ])
 def test_bad_methods_are_refused_before_ray_starts(settings, message):
@@ -95,6 +100,10 @@ def test_the_method_line_names_what_applies():
         "tpe (2 startup trials) + asha (grace 1, reduction 3)"
     assert describe_method({"sampler": "random", "startup_trials": 2, "scheduler": "fifo"}, settings) == \
         "random + fifo"
+    assert describe_method({"sampler": "qmc", "startup_trials": 2, "scheduler": "hyperband"}, settings) == \
+        "qmc + hyperband (grace 1, reduction 3)"
+    assert describe_method({"sampler": "gp", "startup_trials": 4, "scheduler": "median"}, settings) == \
+        "gp (4 startup trials) + median (grace 1)"
 
 
 def test_a_random_fifo_search_records_its_method_trains_every_trial_fully_and_resume_keeps_it(tmp_path, local_ray):
@@ -138,7 +147,7 @@ def test_a_search_of_a_small_discrete_space_ends_when_the_space_is_exhausted(tmp
 
 
 @pytest.mark.parametrize("sampler, scheduler", [
-    ("random", "asha"), ("gp", "asha"), ("qmc", "asha"), ("cmaes", "fifo"), ("tpe", "fifo"),
+    ("random", "asha"), ("gp", "asha"), ("qmc", "hyperband"), ("cmaes", "fifo"), ("tpe", "median"),
 ])
 def test_each_sampler_and_scheduler_runs_a_tiny_search_end_to_end(sampler, scheduler, tmp_path, local_ray):
     (tmp_path / "space.yaml").write_text(NUMERIC_SPACE)
@@ -153,3 +162,7 @@ def test_each_sampler_and_scheduler_runs_a_tiny_search_end_to_end(sampler, sched
     assert run["method"] == {"sampler": sampler, "startup_trials": 1, "scheduler": scheduler}
     study = optuna.load_study(study_name="s", storage=files.study_url)
     assert sorted(t.number for t in study.trials if t.state.is_finished()) == [0, 1, 2]
+    if scheduler in ("hyperband", "median"):  # rebuilt from the records on resume (test_scheduler.py)
+        files, frame = resume(files.root, num_samples=4, out=lambda line: None)
+        assert len(frame) == 4 and set(frame["status"]) <= {"completed", "pruned"}
+        assert json.loads(files.run_json.read_text())["method"]["scheduler"] == scheduler
