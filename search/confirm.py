@@ -73,6 +73,7 @@ from search import internals, preflight
 from search.callbacks import ProgressPrinter, error_message
 from search.cluster import check_shared_storage, is_uri
 from search.driver import (
+    REUSE_WORKERS,
     check_space_copy,
     concurrency,
     experiment_has_state,
@@ -499,8 +500,9 @@ def confirm(run_dir: str | Path, *, top: int = C.DEFAULT_TOP, folds: int = C.DEF
             linear: bool = True, force: bool = False, address: str | None = None,
             cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
             max_concurrent: int | None = None, max_failures: int | None = None, argv: list[str] | None = None,
-            out: Callable[[str], Any] = print) -> Outcome:
-    """Run the confirm stage of the search in `run_dir` (see the module docstring)."""
+            out: Callable[[str], Any] = print, trial_fn: Callable = confirm_trial) -> Outcome:
+    """Run the confirm stage of the search in `run_dir` (see the module docstring). `trial_fn` is
+    what each Ray trial calls, with `confirm_trial`'s signature; tests wrap it to inject failures."""
     internals.check()
     run_files = RunFiles(Path(run_dir))
     run, settings = run_settings(run_files)
@@ -559,11 +561,11 @@ def confirm(run_dir: str | Path, *, top: int = C.DEFAULT_TOP, folds: int = C.DEF
             out(f"data: {data.source}: {len(data.frame)} rows in {folds} folds (split seed {settings.seed}), "
                 f"{len(data.labels.level2)} labels; {networks} config(s) x {folds} folds x {seeds} seed(s) at "
                 f"{run['max_epochs']} epochs" + (", and the linear member" if linear else ""))
-            return _run(stage, data, settings, run_files, resume=False, retry=False, out=out)
+            return _run(stage, data, settings, run_files, resume=False, retry=False, out=out, trial_fn=trial_fn)
 
 
 def resume_confirm(run_dir: str | Path, *, max_failures: int | None = None, retry_errored: bool = False,
-                   out: Callable[[str], Any] = print) -> Outcome:
+                   out: Callable[[str], Any] = print, trial_fn: Callable = confirm_trial) -> Outcome:
     """Continue the unfinished confirm stage in `run_dir`: jobs that were training continue from
     their last checkpoint, completed jobs are never trained again, errored ones only with
     `retry_errored` (from their last checkpoint); then write the outputs a kill left unwritten."""
@@ -586,18 +588,19 @@ def resume_confirm(run_dir: str | Path, *, max_failures: int | None = None, retr
         jobs = stage.all_jobs()
         out(f"CONFIRM {files.root}")
         out(f"resuming the confirm stage: {sum(stage.completed(j) for j in jobs)} of {len(jobs)} jobs completed")
-        return _run(stage, data, settings, run_files, resume=True, retry=retry_errored, out=out)
+        return _run(stage, data, settings, run_files, resume=True, retry=retry_errored, out=out, trial_fn=trial_fn)
 
 
 def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: RunFiles, *, resume: bool, retry: bool,
-         out: Callable[[str], Any]) -> Outcome:
+         out: Callable[[str], Any], trial_fn: Callable) -> Outcome:
     """Fit the linear member's missing folds, run (or continue) the network jobs, write the outputs."""
     stage.fit_linear(data, out)
     skipped = {j for j in stage.network_jobs() if stage.status(j) == ERROR and not retry}
     pending = [j for j in stage.network_jobs() if not stage.completed(j) and j not in skipped]
     if pending:
         with checked_session(settings, run_files):
-            _tune(stage, data, settings, run_files, pending=pending, skipped=skipped, retry=retry, out=out)
+            _tune(stage, data, settings, run_files, pending=pending, skipped=skipped, retry=retry, out=out,
+                  trial_fn=trial_fn)
     frame = stage.finish()
     errors = [j for j in stage.records if stage.status(j) == ERROR]
     finished = stage_finished(stage.files)
@@ -612,14 +615,14 @@ def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Run
 
 
 def _tune(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: RunFiles, *, pending: list[str],
-          skipped: set[str], retry: bool, out: Callable[[str], Any]) -> None:
+          skipped: set[str], retry: bool, out: Callable[[str], Any], trial_fn: Callable) -> None:
     storage, name = experiment(settings, run_files)
     restore = experiment_has_state(storage, name)
     completed = frozenset(j for j in stage.network_jobs() if stage.completed(j))
     slots = settings.max_concurrent or concurrency(settings)
     out(f"confirm: {len(pending)} network job(s) to run, {slots} at a time"
         + (f", {len(completed)} completed before" if completed else ""))
-    trainable = tune.with_parameters(confirm_trial, folds=data.encoded, jobs=stage.jobs, ended=completed)
+    trainable = tune.with_parameters(trial_fn, folds=data.encoded, jobs=stage.jobs, ended=completed)
     extra = {}
     if restore:
         kind = tune.ResumeConfig.ResumeType
@@ -634,7 +637,7 @@ def _tune(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Ru
         tune_config=tune.TuneConfig(
             scheduler=FIFOScheduler(),  # every job trains its full budget: no pruning
             max_concurrent_trials=slots,
-            reuse_actors=False,
+            reuse_actors=REUSE_WORKERS,  # warm workers, as in the search (search/driver.py)
             trial_dirname_creator=lambda trial: f"{trial.config[M.JOB].replace('/', '_')}_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(

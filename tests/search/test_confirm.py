@@ -28,7 +28,8 @@ from results.export import write_leaderboard
 from results.files import RunFiles, read_json
 from results.records import TrialRecord
 from results.status import status_text
-from search.confirm import confirm, stage_finished, stage_pending
+from search.confirm import confirm, resume_confirm, stage_finished, stage_pending
+from search.trainable import confirm_trial
 from search.driver import write_run_record
 from search.settings import Settings, load_data
 from spaces.space import load_space
@@ -250,6 +251,49 @@ def test_a_killed_confirm_resumes_without_training_any_job_twice(search_run, tmp
     frame = pd.read_csv(run_dir / "confirm" / "confirm.csv")
     assert sorted(frame["member"]) == ["linear", "trial-0"] and set(frame["status"]) == {"complete"}
     assert (run_dir / "confirm" / "oof" / "trial-0.npz").exists() and not stage_pending(run_dir)
+
+
+FLAKY_JOB = "trial-0/fold1/seed0"
+
+
+def fails_once(marker: Path):
+    """`confirm_trial`, except that FLAKY_JOB fails the first time it starts (a marker file, since
+    every attempt runs in a Ray worker)."""
+    def trial(config, **kwargs):
+        if config[M.JOB] == FLAKY_JOB and not marker.exists():
+            marker.touch()
+            raise RuntimeError("injected failure")
+        return confirm_trial(config, **kwargs)
+    return trial
+
+
+def test_an_errored_job_is_skipped_on_resume_and_retrained_with_retry_errored(search_run, tmp_path, local_ray):
+    run_dir = tmp_path / "runs" / "s"
+    shutil.copytree(search_run, run_dir)
+    jobs_json = run_dir / "confirm" / "jobs.json"
+    lines = []
+    outcome = confirm(run_dir, top=1, folds=FOLDS, max_failures=0, out=lines.append,
+                      trial_fn=fails_once(tmp_path / "failed"))
+    jobs = read_json(jobs_json)
+    assert jobs[FLAKY_JOB]["status"] == "error" and "injected failure" in jobs[FLAKY_JOB]["error"]
+    others = {j: r for j, r in jobs.items() if j != FLAKY_JOB}
+    assert all(r["status"] == "completed" for r in others.values()) and len(others) == 2 * FOLDS - 1
+    assert not outcome.finished and (tmp_path / "failed").exists()
+    assert any("1 job(s) ended as errors" in line and "--retry-errored" in line for line in lines)
+    assert outcome.table.set_index("member").loc["trial-0", "status"] != "complete"
+
+    lines.clear()  # a plain resume leaves the errored job alone
+    outcome = resume_confirm(run_dir, out=lines.append)
+    assert read_json(jobs_json) == jobs and not outcome.finished
+    assert any("--retry-errored" in line for line in lines)
+
+    outcome = resume_confirm(run_dir, retry_errored=True, out=lambda line: None)
+    after = read_json(jobs_json)
+    assert after[FLAKY_JOB]["status"] == "completed" and outcome.finished
+    assert {j: after[j] for j in others} == others  # the completed jobs were not trained again
+    frame = pd.read_csv(run_dir / "confirm" / "confirm.csv")
+    assert sorted(frame["member"]) == ["linear", "trial-0"] and set(frame["status"]) == {"complete"}
+    assert not stage_pending(run_dir)
 
 
 def test_status_shows_the_confirm_stage_progress(confirmed, tmp_path):
