@@ -39,14 +39,18 @@ from benchmarks.curves import (
     table_params,
 )
 from model import metrics as M
+from model.data import resolve_train_path
 from model.errors import ConfigError, DataError
 from results.files import atomic_write_json, atomic_write_text
 from search.settings import Settings, load_data
+from search.submit import file_sha256
 from spaces.space import SearchSpace, load_space
 
 DEFAULT_OUT = "benchmarks/data/curves_seed_tiny.csv"
 # Settings a table is bound to: continuing it under others would mix curves of different experiments.
-BINDING = ("space", "seed", "max_epochs", "data", "synthetic_rows", "fold", "folds", "max_seq_len")
+# The data by content, not path, so a table continues on another machine (a GPU machine, say) that
+# holds the same file elsewhere.
+BINDING = ("space", "seed", "max_epochs", "data_sha256", "synthetic_rows", "fold", "folds", "max_seq_len")
 
 
 def sample_configs(space: SearchSpace, count: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
@@ -158,6 +162,7 @@ def record(args: argparse.Namespace) -> Path:
                         seed=args.seed, max_seq_len=args.max_seq_len)
     meta = {"space": str(Path(args.space)), "seed": args.seed, "max_epochs": args.max_epochs,
             "data": str(Path(args.data).resolve()) if args.data else None,
+            "data_sha256": file_sha256(resolve_train_path(args.data)) if args.data else None,
             "synthetic_rows": None if args.data else args.synthetic_rows, "fold": args.fold, "folds": args.folds,
             "max_seq_len": args.max_seq_len, "configs": args.configs, "workers": args.workers,
             "threads": args.threads, "device": args.device, "columns": columns(space),

@@ -50,6 +50,27 @@ def test_record_curves_writes_every_epoch_and_continues_after_a_kill(tmp_path, c
     assert "max_epochs: 2" in capsys.readouterr().err
 
 
+def test_a_table_continues_on_the_same_data_at_another_path_but_not_on_other_data(tmp_path, capsys):
+    from model.synthetic import synthesize
+    frame = synthesize(211, seed=0)[0]
+    for name, data in (("here", frame), ("there", frame), ("other", synthesize(211, seed=1)[0])):
+        (tmp_path / name).mkdir()
+        data.to_csv(tmp_path / name / "train.csv", index=False)
+    out = tmp_path / "curves.csv"
+
+    def argv(data_dir, configs):
+        return ["--out", str(out), "--configs", str(configs), "--max-epochs", "1", "--data", str(tmp_path / data_dir),
+                "--max-seq-len", "16", "--workers", "1"]
+
+    record_curves.main(argv("here", 1))
+    record_curves.main(argv("there", 2))  # the same file moved (another machine): the table goes on
+    assert "1 of 2 configs recorded, training 1" in capsys.readouterr().out
+    assert sorted(read_curves(out)[CONFIG].unique()) == ["c0000", "c0001"]
+    with pytest.raises(SystemExit):
+        record_curves.main(argv("other", 3))
+    assert "data_sha256" in capsys.readouterr().err
+
+
 def synthetic_curves(configs=30, epochs=3, seed=0) -> pd.DataFrame:
     """A curve table whose final F1 follows the learning rate and the loss, with rising curves,
     and whose epoch time follows the batch size: something a surrogate can learn."""
