@@ -52,7 +52,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from model import metrics as M
 from model.config import TrialConfig
-from model.data import EncodedData, LabelSet, Vocab, fold_indices, prepare_data
+from model.data import EncodedData, LabelSet, Vocab, dev_fold_note, fold_indices, prepare_data
 from model.encoders import check_checkpoint
 from model.errors import ConfigError, DataError
 from model.inference import ModelInfo, save_model_dir
@@ -147,6 +147,11 @@ class FoldData:
                                 source=source) for f in range(folds)]
         return cls(frame=frame, source=source, labels=labels, y=labels.encode(frame["label"]), held_out=held_out,
                    encoded=encoded)
+
+    def notes(self) -> list[str]:
+        """A warning per fold whose held-out rows lack some labels (as `launch` warns of its dev fold)."""
+        folds = len(self.encoded)
+        return [note for f, data in enumerate(self.encoded) if (note := dev_fold_note(data, fold=f, folds=folds))]
 
 
 class ConfirmStage:
@@ -561,6 +566,8 @@ def confirm(run_dir: str | Path, *, top: int = C.DEFAULT_TOP, folds: int = C.DEF
             out(f"data: {data.source}: {len(data.frame)} rows in {folds} folds (split seed {settings.seed}), "
                 f"{len(data.labels.level2)} labels; {networks} config(s) x {folds} folds x {seeds} seed(s) at "
                 f"{run['max_epochs']} epochs" + (", and the linear member" if linear else ""))
+            for note in data.notes():
+                out(note)
             return _run(stage, data, settings, run_files, resume=False, retry=False, out=out, trial_fn=trial_fn)
 
 

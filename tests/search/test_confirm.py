@@ -29,9 +29,9 @@ from results.files import RunFiles, read_json
 from results.records import TrialRecord
 from results.status import status_text
 from search.confirm import confirm, resume_confirm, stage_finished, stage_pending
-from search.trainable import confirm_trial
 from search.driver import write_run_record
 from search.settings import Settings, load_data
+from search.trainable import confirm_trial
 from spaces.space import load_space
 from tests.conftest import E2E_SPACE
 from tests.search.test_resume import kill, start, wait_for

@@ -99,3 +99,15 @@ def test_the_linear_member_is_fitted_once_per_fold(stage, data):
     assert [line.split(":")[0] for line in lines] == ["linear fold 0", "linear fold 1"]
     stage.fit_linear(data, lines.append)  # completed folds are not fitted again
     assert len(lines) == 2 and read_json(stage.files.jobs_json) == jobs
+
+
+def test_folds_whose_held_out_rows_lack_labels_are_named(data):
+    assert data.notes() == []  # 600 rows in 2 folds: every label in both
+    many = FoldData.load(Settings(synthetic_rows=400, max_seq_len=16), folds=8, seed=0)
+    counts = many.frame["label"].value_counts()
+    rare = counts[counts < 8]
+    assert len(rare)  # labels with fewer rows than folds: absent from some folds' held-out rows
+    notes = many.notes()
+    assert notes and all("--folds 8" in note and "or fewer scores every label" in note for note in notes)
+    named = {label for label in rare.index if any(f"{label} (" in note for note in notes)}
+    assert named == set(rare.index)
