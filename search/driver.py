@@ -431,8 +431,12 @@ def _check_pickle(path: Path) -> None:
 @contextlib.contextmanager
 def rolled_back_on_restore_failure(files: RunFiles):
     """A resume that Ray cannot restore changes nothing: run.json and trials.json, which resume
-    rewrites before Ray reads its experiment, get their old bytes back."""
-    saved = {path: path.read_bytes() for path in (files.run_json, files.trials_json) if path.exists()}
+    rewrites before Ray reads its experiment, and study.db, where `--retry-errored` adds a running
+    Optuna trial per retried trial (Optuna cannot delete trials), get their old bytes back. No
+    transaction is open on the study then: Optuna commits each write, and SQLite's default
+    rollback journal is gone after each commit."""
+    saved = {path: path.read_bytes() for path in (files.run_json, files.trials_json, files.study_db)
+             if path.exists()}
     try:
         yield
     except RestoreFailed:

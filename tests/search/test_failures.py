@@ -76,6 +76,25 @@ def test_a_restore_ray_cannot_do_is_an_error_and_changes_nothing(tmp_path, local
     assert len(run_leaderboard(files.root)) == 1
 
 
+def test_a_refused_retry_of_errored_trials_leaves_the_study_and_records_as_they_were(tmp_path, local_ray):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=400, max_seq_len=32, folds=3,
+                        num_samples=3, max_epochs=1, grace_period=1, max_failures=0, storage_path=str(tmp_path),
+                        name="e")
+    files, frame = launch(settings, out=lambda _: None, trial_fn=functools.partial(flaky_trial,
+                                                                                  marker_dir=str(tmp_path)))
+    assert sorted(frame["status"]) == ["completed", "error", "error"]
+    ray.shutdown()
+    ours = {path: path.read_bytes() for path in (files.run_json, files.trials_json, files.study_db)}
+    said = []
+    with pytest.raises(RestoreFailed):  # another trial function: Ray cannot restore the experiment
+        resume(files.root, retry_errored=True, out=said.append)
+    assert any("retrying errored trial" in line for line in said)  # the study had been written to
+    assert {path: path.read_bytes() for path in ours} == ours
+    study = optuna.load_study(study_name="e", storage=files.study_url)
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL", "FAIL"]
+
+
 def test_cuda_out_of_memory_is_reported_as_such(monkeypatch):
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
