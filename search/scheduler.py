@@ -31,7 +31,8 @@ _METRIC = {"time_attr": M.TIME_ATTR, "metric": M.OBJECTIVE, "mode": "max"}
 
 
 class ResumableASHA(ASHAScheduler):
-    """ASHA (Li et al. 2020) whose rungs can be refilled from recorded results: one bracket."""
+    """ASHA (Li et al. 2020) whose rungs can be refilled from recorded results: one bracket by
+    default, several for ResumableHyperBand, each trial's bracket a function of its id."""
 
     def __init__(self, *, brackets: int = 1, **kwargs):
         super().__init__(brackets=brackets, **kwargs)
