@@ -65,6 +65,8 @@ def _optuna_plotting(figsize: tuple[float, float]):
     with matplotlib.rc_context({"figure.figsize": figsize}), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", "No artists with labels found", UserWarning)  # an empty plot: we say why
+        # A parameter all drawn trials share (one value) gets a one-point axis; matplotlib widens it itself.
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high ylims", UserWarning)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
             yield

@@ -4,6 +4,7 @@ that agree with each other, as a search leaves them (no Ray, no training)."""
 import datetime as dt
 import json
 import re
+import warnings
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -126,6 +127,18 @@ def test_parallel_coordinates_draw_the_top_completed_trials(run):
     (lr_axis,) = [a for a in ax.get_shared_x_axes().get_siblings(ax) if a.get_yscale() == "log"]
     labels = [t.get_text() for t in lr_axis.get_yticklabels(which="both") if t.get_text()]
     assert labels and all(re.fullmatch(r"[0-9.e-]+", label) for label in labels), labels
+    plt.close("all")
+
+
+def test_parallel_coordinates_of_trials_sharing_a_value_draw_without_warnings():
+    study = optuna.create_study(direction="maximize")
+    for i, lr in enumerate((1e-3, 2e-3, 3e-3)):  # dropout is the same in every trial: a one-point axis
+        study.add_trial(create_trial(params={"lr": lr, "dropout": 0.1}, value=0.1 * i, distributions={
+            "lr": FloatDistribution(1e-4, 1e-2, log=True), "dropout": FloatDistribution(0.0, 0.5)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = plot_parallel(study)
+    assert figure.axes[0].get_title() == f"Top 3 of 3 completed trials (color: {SCORE})"
     plt.close("all")
 
 
