@@ -23,7 +23,7 @@ import pandas as pd
 
 from model import metrics as M
 from results.files import atomic_write_bytes
-from results.ranking import PARAM_PREFIX
+from results.ranking import PARAM_PREFIX, fold_std
 from results.records import COMPLETED, ERROR, RUNNING
 
 DEFAULT_TOP, DEFAULT_FOLDS, DEFAULT_SEEDS = 5, 5, 1  # `confirm --top --folds --seeds`
@@ -93,8 +93,7 @@ def _at(grid: np.ndarray, f: int, s: int) -> float:
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
     values = values[~np.isnan(values)]
     mean = float(values.mean()) if len(values) else math.nan
-    std = float(values.std(ddof=1)) if len(values) >= 2 else math.nan
-    return mean, std
+    return mean, fold_std(values)
 
 
 def paired_comparison(member: np.ndarray, best: np.ndarray, *, seeds: int) -> dict[str, Any]:

@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from results.ranking import fold_std
+
 METHODS = ("prob", "rank", "vote")
 # "greedy": Caruana ensemble selection; "all": every member with weight 1 (no selection).
 SELECTIONS = ("greedy", "all")
@@ -287,7 +289,7 @@ class NestedScore:
 
     @property
     def fold_std(self) -> float:
-        return float(np.std(self.fold_scores))
+        return fold_std(self.fold_scores)
 
 
 def nested_score(probs: Sequence[np.ndarray], y, fold_of, *, method: str = "prob", selection: str = "greedy",

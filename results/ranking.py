@@ -13,6 +13,7 @@ import math
 import shlex
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from model import metrics as M
@@ -80,3 +81,10 @@ def leaderboard(records: Iterable[TrialRecord], *, max_epochs: int, param_names:
     for column in ("optuna_number", M.BEST_EPOCH):
         frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def fold_std(scores: Iterable[float]) -> float:
+    """The fold-to-fold spread every table of this project reports (confirm.csv, status, the
+    ensemble table): the sample standard deviation (ddof=1) of the finite scores, nan under two."""
+    values = np.asarray([v for v in scores if not math.isnan(v)], dtype=float)
+    return float(values.std(ddof=1)) if len(values) >= 2 else math.nan

@@ -14,6 +14,7 @@ from model.errors import ConfigError
 from results import confirm as C
 from results.export import load_records, run_leaderboard, top_table
 from results.files import ConfirmFiles, RunFiles, check_study, driver_pid, read_json, read_run
+from results.ranking import fold_std
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING, describe_method, run_method
 from results.timeline import busy_fraction
 
@@ -78,8 +79,8 @@ def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
              f"{len(states) - sum(counts.values())} not started"]
     for name, ids in planned.items():
         scores = [jobs[j][M.LEVEL2_MACRO_F1] for j in ids if jobs.get(j, {}).get("status") == COMPLETED]
-        score = (f"level-2 macro-F1 {np.mean(scores):.4f} +- {np.std(scores):.4f} so far" if scores
-                 else "no job completed yet")
+        spread = f" +- {fold_std(scores):.4f}" if len(scores) > 1 else ""  # the std as confirm.csv has it
+        score = f"level-2 macro-F1 {np.mean(scores):.4f}{spread} so far" if scores else "no job completed yet"
         lines.append(f"  {name}: {len(scores)}/{len(ids)} jobs completed, {score}")
     if counts[COMPLETED] == len(states):
         lines.append(f"confirm finished: {files.confirm_csv}")

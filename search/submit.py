@@ -36,6 +36,7 @@ from results.confirmed import (
 from results.ensemble import EnsembleResult, build_ensemble, combine, macro_f1
 from results.ensemble import predict as ensemble_predict
 from results.files import LINEAR_FILE, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from results.ranking import fold_std
 
 # --method -> (selection, combination rule) of results.ensemble.
 ENSEMBLE_OPTIONS = {"greedy": ("greedy", "prob"), "prob": ("all", "prob"), "rank": ("all", "rank"),
@@ -91,11 +92,11 @@ def ensemble_table(scores: Sequence[MemberScore], options: dict[str, EnsembleRes
     rows = []
     for s in scores:
         rows.append(["best" if s is best else "", s.name, s.kind, f"{s.name} x1", s.oof, s.oof,
-                     f"{np.mean(s.fold_scores):.4f} ± {np.std(s.fold_scores):.4f}"])
+                     f"{np.mean(s.fold_scores):.4f} ± {fold_std(s.fold_scores):.4f}"])
     for option, result in options.items():
         rows.append(["*" if option == chosen else "", f"ensemble {option}", OPTION_TEXT[option],
                      weights_text(result.members, result.weights), result.oof_score, result.nested_score,
-                     f"{np.mean(result.fold_scores):.4f} ± {np.std(result.fold_scores):.4f}"])
+                     f"{np.mean(result.fold_scores):.4f} ± {fold_std(result.fold_scores):.4f}"])
     return tabulate(rows, headers=["", "model", "kind", "members", "OOF F1", "nested F1", "nested per fold"],
                     floatfmt=".4f", disable_numparse=False)
 

@@ -246,6 +246,8 @@ def test_nested_score_pools_held_out_predictions(overfit_case):
         expected = predict([p[rows] for p in good], nested.fold_weights[f], method="rank")
         np.testing.assert_array_equal(nested.predictions[rows], expected)
     assert nested.fold_mean == pytest.approx(np.mean(nested.fold_scores))
+    # the spread as confirm.csv and status report it: sample std over the folds
+    assert nested.fold_std == pytest.approx(np.std(nested.fold_scores, ddof=1))
 
 
 @pytest.mark.parametrize("method", ["prob", "rank", "vote"])

@@ -2,6 +2,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,7 +17,7 @@ from results.export import (
     write_leaderboard,
 )
 from results.files import RunFiles, atomic_write_json
-from results.ranking import COLUMNS, leaderboard
+from results.ranking import COLUMNS, fold_std, leaderboard
 from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
 from results.timeline import busy_fraction
 
@@ -147,3 +148,9 @@ def test_busy_fraction():
     assert busy_fraction(records, 1) == pytest.approx(1.0)
     assert busy_fraction([timed(0, 10), timed(20, 30)], 1) == pytest.approx(20 / 30)
     assert busy_fraction([], 2) is None
+
+
+def test_fold_std_is_the_sample_std_of_the_finite_scores():
+    assert fold_std([0.516, 0.528, 0.513, 0.504, 0.532]) == pytest.approx(0.011393, abs=1e-6)
+    assert fold_std([0.5, float("nan"), 0.7]) == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert math.isnan(fold_std([0.5])) and math.isnan(fold_std([]))

@@ -302,7 +302,8 @@ def test_status_shows_the_confirm_stage_progress(confirmed, tmp_path):
     text = status_text(run_dir)
     assert f"confirm: 3 members x {FOLDS} folds x 1 seeds = {3 * FOLDS} jobs; {3 * FOLDS} completed, 0 running" in text
     linear = [jobs[f"linear/fold{f}/seed0"][M.LEVEL2_MACRO_F1] for f in range(FOLDS)]
-    assert f"  linear: {FOLDS}/{FOLDS} jobs completed, level-2 macro-F1 {np.mean(linear):.4f} +- " in text
+    assert (f"  linear: {FOLDS}/{FOLDS} jobs completed, level-2 macro-F1 {np.mean(linear):.4f} "
+            f"+- {np.std(linear, ddof=1):.4f} so far") in text  # the std confirm.csv reports
     assert "confirm finished: " in text
 
     copy = tmp_path / "runs" / "s"
@@ -312,5 +313,6 @@ def test_status_shows_the_confirm_stage_progress(confirmed, tmp_path):
     (copy / "confirm" / "jobs.json").write_text(json.dumps(jobs))
     text = status_text(copy)
     assert f"{3 * FOLDS - 2} completed, 1 running, 0 failed, 1 not started" in text
-    assert f"  trial-2: 1/{FOLDS} jobs completed" in text
+    one = jobs["trial-2/fold0/seed0"][M.LEVEL2_MACRO_F1]
+    assert f"  trial-2: 1/{FOLDS} jobs completed, level-2 macro-F1 {one:.4f} so far" in text  # no std of one
     assert f"the confirm stage stopped before it finished: `python -m search resume {copy}`" in text
