@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--huge-batch", type=int, default=8192, help="batch size of the trial that must not fit")
     parser.add_argument("--rows", type=int, default=3000,
-                        help="synthetic training rows (3000: about 2 minutes on an H100; 14009 took over 3)")
+                        help="synthetic training rows (at 14009 the check ran over 3 minutes on an H100)")
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--heads", type=int, default=12)
