@@ -21,13 +21,13 @@ SIMULATED_EPOCH_S = "simulated_epoch_s"
 
 
 @functools.lru_cache(maxsize=2)
-def _surrogate(path: str) -> Surrogate:
+def cached_surrogate(path: str) -> Surrogate:
     return Surrogate.load(path)
 
 
 def surrogate_trial(config: dict[str, Any], *, surrogate_path: str, time_scale: float = 0.0,
                     overrides: dict[str, Any], **_: Any) -> None:
-    surrogate = _surrogate(surrogate_path)
+    surrogate = cached_surrogate(surrogate_path)
     epochs = overrides["max_epochs"]
     if epochs != surrogate.epochs:
         raise ValueError(f"the search runs {epochs} epochs but the surrogate knows {surrogate.epochs}")

@@ -112,6 +112,13 @@ def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys):
     assert table.loc[table["method"] == "random+fifo", "speedup"].item() == pytest.approx(1.0)
     assert (out / "search_efficiency.png").stat().st_size > 0
 
+    # The same replays two at a time, each process on its own local Ray, give the same runs.
+    search_efficiency.main([str(curves), "--methods", "random+fifo,tpe+asha", "--seeds", "2",
+                            "--budget-trials", "3", "--out", str(tmp_path / "parallel"), "--jobs", "2"])
+    parallel = pd.read_csv(tmp_path / "parallel" / "runs.csv")
+    same = ["method", "seed", "budget_epochs", "trials", "final_best", "epochs_to_target"]
+    pd.testing.assert_frame_equal(parallel[same], runs[same])
+
 
 @pytest.mark.parametrize("scheduler, expected", [("fifo", 5.0), ("asha", 1 + 0.5 + 0.25 * 2 + 0.125)])
 def test_expected_epochs(scheduler, expected):
