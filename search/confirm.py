@@ -11,7 +11,7 @@ driver (seconds per fold), and ranked beside them. The files are described in
 results/files.py (`ConfirmFiles`) and results/confirm.py.
 
 The network jobs run as a second Ray Tune experiment inside the run (RUN_DIR/confirm/ray): a fixed
-grid of job ids, FIFO (no pruning), `reuse_actors=False`, bounded concurrency, and a checkpoint at
+grid of job ids, FIFO (no pruning), warm workers as in the search, bounded concurrency, and a checkpoint at
 every evaluation holding the training state and the best evaluation so far, so a retried or
 resumed job continues from its last evaluation and keeps its best. `python -m search resume
 RUN_DIR` continues an unfinished stage the way it continues a search: a new Tuner over the same

@@ -485,11 +485,16 @@ def member_scores_on(member: PlanMember, texts: list[str], *, labels, device, ba
 
 
 def write_probs(path: Path, ids: list[str], labels: Sequence[str], scores: np.ndarray) -> None:
-    """`.npy`: the (N, C) float32 array (rows in input order, columns in label order); anything else:
-    CSV with `id` and one column per level-2 label."""
-    if path.suffix == ".npy":
+    """`.npy`: the (N, C) float32 array (rows in input order, columns in label order); `.npz`: the
+    same as `probs`, compressed, with `ids` and `labels` beside it; anything else: CSV with `id` and
+    one column per level-2 label."""
+    if path.suffix in (".npy", ".npz"):
         buffer = io.BytesIO()
-        np.save(buffer, scores.astype(np.float32))
+        if path.suffix == ".npy":
+            np.save(buffer, scores.astype(np.float32))
+        else:
+            np.savez_compressed(buffer, probs=scores.astype(np.float32), ids=np.asarray(ids, dtype=str),
+                                labels=np.asarray(labels, dtype=str))
         atomic_write_bytes(path, buffer.getvalue())
     else:
         frame = pd.DataFrame(scores, columns=list(labels))

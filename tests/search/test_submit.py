@@ -455,6 +455,15 @@ def test_probs_csv_has_an_id_and_one_column_per_label(run_dir, built, test_rows,
                                                                   for x in submission["label"]]).all()
 
 
+def test_probs_npz_holds_the_probabilities_ids_and_labels(run_dir, built, test_rows, tmp_path):
+    submission, _, _ = _predict(run_dir, tmp_path, test_rows, use="confirmed:linear", probs=tmp_path / "p.npz")
+    with np.load(tmp_path / "p.npz") as saved:
+        assert saved["probs"].dtype == np.float32 and saved["probs"].shape == (len(test_rows), len(built["labels"]))
+        assert saved["ids"].tolist() == submission["id"].tolist()
+        assert saved["labels"].tolist() == list(built["labels"])
+        assert (saved["probs"].argmax(1) == [built["labels"].index(x) for x in submission["label"]]).all()
+
+
 def test_a_label_column_is_scored_but_not_used(run_dir, built, tmp_path):
     rows = built["frame"].head(40).copy()
     labeled, lines, result = _predict(run_dir, tmp_path, rows, use="confirmed:trial-1", labeled=True)
