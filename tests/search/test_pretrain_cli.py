@@ -1,5 +1,6 @@
-"""`python -m search pretrain`: flags, a run then a fine-tune of its output with train-one, a SIGKILL
-mid-run and the same command again, refusals; and the data-parallel path on a 2-worker Ray Train run."""
+"""`python -m search pretrain`: flags, a run then a fine-tune of its output with train-one and with a
+search of spaces/pretrained.yaml, a SIGKILL mid-run and the same command again, refusals; and the
+data-parallel path on a 2-worker Ray Train run."""
 
 import argparse
 import json
@@ -20,7 +21,9 @@ from model.encoders import ENCODERS
 from model.pretrain import CHECKPOINTS, PretrainConfig
 from model.synthetic import synthesize
 from search import cli
+from search.driver import launch
 from search.pretrain_cli import config_from_args
+from search.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "64",
@@ -81,6 +84,26 @@ def test_pretrain_then_fine_tune_the_output_with_train_one(corpus, tmp_path, cap
               "--set", "encoder=nezha", "--set", f"checkpoint={out}", "--set", "pooler=mean", "--threads", "1",
               "--no-progress"])
     assert "level-2" in capsys.readouterr().out
+
+
+def test_a_search_of_the_pretrained_space_fine_tunes_the_checkpoint(corpus, tmp_path, local_ray):
+    ckpt = tmp_path / "ckpt"
+    cli.main(pretrain_args(corpus, ckpt, "--steps", "20"))  # --arch bert, the pretrained space's encoder
+    settings = Settings(data=str(corpus / "train.csv"), space="pretrained", sets=(f"checkpoint={ckpt}",),
+                        max_seq_len=48, folds=4, num_samples=2, max_epochs=1, scheduler="fifo",
+                        storage_path=str(tmp_path / "runs"), name="p", seed=0)
+    files, frame = launch(settings, argv=["launch"], out=lambda line: None)
+    assert len(frame) == 2 and (frame["status"] == "completed").all()
+    assert all(f"checkpoint={ckpt}" in command for command in frame["command"])
+    # Each trial's encoder started from the checkpoint's weights: after one epoch at a fine-tuning
+    # rate of at most 1e-4 (a few Adam steps) they are still within 1e-3 of them, where a random
+    # init would differ by about its own scale (std 0.02).
+    pretrained = load_file(ckpt / "model.safetensors")
+    for _, row in frame.iterrows():
+        assert row["param.lr"] <= 1e-4
+        state = torch.load(Path(row["checkpoint"]) / "state.pt", weights_only=False)["model"]
+        for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight"):
+            torch.testing.assert_close(state[f"encoder.model.{name}"], pretrained[f"bert.{name}"], atol=1e-3, rtol=0)
 
 
 def test_a_different_run_on_the_same_out_is_refused_with_exit_2(corpus, tmp_path, capsys):
