@@ -91,6 +91,6 @@ def check_shared_storage(storage_path: str, nodes: list[dict]) -> None:
     blind = [node for node, ok in seen.items() if not ok]
     if blind:
         raise ConfigError(
-            f"--storage-path {storage_path} is not shared: node(s) {', '.join(blind)} cannot see it. Trials "
-            "on every node write their checkpoints there, so a multi-node search needs a directory mounted at "
-            "the same path on all nodes (NFS, EFS, ...) or a cloud URI such as s3://bucket/runs")
+            f"--storage-path {storage_path} is not shared: node(s) {', '.join(blind)} cannot see it. Every "
+            "node writes its checkpoints there, so a multi-node run needs a directory mounted at the same "
+            "path on all nodes (NFS, EFS, ...) or a cloud URI such as s3://bucket/runs")

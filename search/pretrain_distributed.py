@@ -48,7 +48,7 @@ from model.pretrain import (
     run_loop,
     write_state,
 )
-from search.cluster import connect, is_uri
+from search.cluster import check_shared_storage, connect, is_uri
 
 RUN_NAME = "pretrain"  # the Ray Train run's name under the storage path
 
@@ -133,6 +133,7 @@ def pretrain_distributed(cfg: PretrainConfig, corpus: Sequence[str | Path], out:
                           where=f"--out {out}")
     stopper = connect(address)
     try:
+        check_shared_storage(storage, ray.nodes())  # rank 0 checkpoints there; a restart reads it anywhere
         run_path = f"{storage.rstrip('/')}/{RUN_NAME}"
         latest = _latest_checkpoint(run_path)
         if latest is not None:

@@ -1,4 +1,5 @@
-"""A search on a simulated multi-node cluster: head + 2 worker nodes, each 1 CPU and a logical GPU."""
+"""A search, and a data-parallel pretraining, on a simulated multi-node cluster: head + 2 worker nodes,
+each 1 CPU and a logical GPU."""
 
 import itertools
 import json
@@ -12,11 +13,14 @@ from ray.cluster_utils import Cluster
 
 from model.errors import ConfigError
 from results.files import read_json
+from model.synthetic import synthesize
+from search import cli
 from search import cluster as cluster_module
 from search.cluster import REPO_ROOT
 from search.driver import launch, resume
 from search.settings import Settings
 from tests.search.test_launch import SPACE
+from tests.search.test_pretrain_cli import TINY
 
 NUM_SAMPLES = 6
 
@@ -75,7 +79,24 @@ def test_results_landed_in_the_shared_storage(search_on_cluster):
 
 
 @pytest.mark.e2e
-def test_storage_not_visible_from_every_node_is_refused(simulated, monkeypatch, tmp_path):
+def test_pretraining_runs_one_worker_on_each_node_and_checkpoints_to_the_shared_storage(simulated, tmp_path):
+    nodes, _, root = simulated
+    train, _ = synthesize(300, seed=1)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    storage = root / "shared" / "pretrain"
+    out = tmp_path / "ckpt"
+    # The head has no CPU and each worker node one: the two 1-CPU workers can only run one per node.
+    cli.main(["pretrain", "--corpus", str(tmp_path / "train.csv"), "--out", str(out), *TINY, "--steps", "4",
+              "--save-every", "2", "--address", nodes.address, "--num-workers", "2", "--cpus-per-worker", "1",
+              "--storage-path", str(storage)])
+    record = json.loads((out / "pretrain.json").read_text())
+    assert record["workers"] == 2 and record["steps"] == 4 and record["finished"]
+    assert (storage / "pretrain" / "step-0000004" / "state.pt").is_file()
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.e2e
+def test_storage_not_visible_from_every_node_is_refused(simulated, monkeypatch, tmp_path, capsys):
     nodes, _, _ = simulated
     ray.init(address=nodes.address)
     try:
@@ -88,6 +109,15 @@ def test_storage_not_visible_from_every_node_is_refused(simulated, monkeypatch, 
         cluster_module.check_shared_storage("s3://bucket/runs", ray.nodes())  # URIs are shared by nature
     finally:
         ray.shutdown()
+    # pretrain checks its --storage-path the same way, before any worker starts
+    train, _ = synthesize(300, seed=1)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["pretrain", "--corpus", str(tmp_path / "train.csv"), "--out", str(tmp_path / "ckpt"), *TINY,
+                  "--steps", "2", "--address", nodes.address, "--num-workers", "2",
+                  "--storage-path", str(tmp_path / "local")])
+    assert exit_.value.code == 2 and "is not shared" in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "local" / "pretrain").exists()
 
 
 @pytest.mark.e2e
