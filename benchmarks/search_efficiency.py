@@ -23,6 +23,10 @@ driver about 1.5 s on a 2-core machine, mostly waiting on Ray: `--jobs N` runs N
 (each in its own process with its own local Ray; the results are the same), and fewer --seeds or
 --methods make a quick try.
 
+Each finished replay is kept under --out as replays/METHOD-SEED.json, bound to the curve table's
+and the space's sha256 and the settings: the same command after a kill (or with more --seeds or
+--methods) replays only what is missing.
+
 Prints the surrogate's validation and a markdown table; writes runs.csv (one row per method and
 seed), summary.csv (the table) and search_efficiency.png (best-so-far level-2 F1 vs budget: median
 and inter-quartile band over seeds) under --out.
@@ -52,10 +56,11 @@ from benchmarks.surrogate_trial import cached_surrogate, surrogate_trial
 from model import metrics as M
 from model.errors import ConfigError, DataError
 from results.export import load_records
-from results.files import RunFiles, read_json
+from results.files import RunFiles, atomic_write_json, read_json
 from search.cluster import connect
 from search.driver import launch, quiet_ray, resume
 from search.settings import SAMPLERS, SCHEDULERS, Settings
+from search.submit import file_sha256
 from spaces.space import load_space, resolve_space_path
 
 # GP rather than `auto`: on a space with choices or conditional parameters (spaces/seed.yaml) `auto`
@@ -168,6 +173,33 @@ def replay_all(jobs: list[tuple[str, str, int]], replay_one, processes: int):
             yield future.result()
 
 
+def replay_key(args: argparse.Namespace, space_path: Path, budget: int) -> dict:
+    """What a replay's result depends on, besides its method and seed."""
+    return {"curves_sha256": file_sha256(Path(args.curves)), "space_sha256": file_sha256(space_path),
+            "budget_epochs": budget, "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
+            "surrogate_seed": args.surrogate_seed, "synthetic_rows": args.synthetic_rows}
+
+
+def replay_file(out: Path, sampler: str, scheduler: str, seed: int) -> Path:
+    return out / "replays" / f"{sampler}+{scheduler}-{seed}.json"
+
+
+def save_replay(path: Path, run: dict, key: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"key": key, **run, "best": run["best"].tolist(), "clock": run["clock"].tolist()})
+
+
+def load_replay(path: Path, key: dict) -> dict | None:
+    """The replay kept at `path` if it was made with `key`, else None."""
+    try:
+        saved = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.pop("key", None) != key:
+        return None
+    return {**saved, "best": np.asarray(saved["best"], dtype=float), "clock": np.asarray(saved["clock"], dtype=float)}
+
+
 def to_target(run: dict, target: float) -> tuple[float, float]:
     """(trial-epochs, simulated seconds) until the best so far reached `target`; inf if never."""
     reached = np.flatnonzero(run["best"] >= target - 1e-12)
@@ -255,7 +287,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     surrogate = fit_surrogate(frame, space, seed=args.surrogate_seed)
     surrogate_path = out / "surrogate.pkl"
     surrogate.save(surrogate_path)
-    space_path = Path(args.space) if args.warm_start else space_without_warm_starts(args.space, out)
+    space_path = resolve_space_path(args.space) if args.warm_start else space_without_warm_starts(args.space, out)
     budget = args.budget_trials * surrogate.epochs
     table_best = best_in_table(frame)
     print(f"budget: {budget} trial-epochs per search ({args.budget_trials} full trials of {surrogate.epochs} "
@@ -263,14 +295,21 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_ray()
-    runs = []
     with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
         storage = Path(args.keep_runs) if args.keep_runs else Path(tmp)
         storage.mkdir(parents=True, exist_ok=True)
         jobs = [(sampler, scheduler, seed) for sampler, scheduler in methods for seed in range(args.seeds)]
+        key = replay_key(args, space_path, budget)
+        kept = {job: load_replay(replay_file(out, *job), key) for job in jobs}
+        runs = [r for r in kept.values() if r is not None]
+        if runs:
+            print(f"{len(runs)} of {len(jobs)} replays kept in {out / 'replays'} from an earlier run with the same "
+                  "table and settings", flush=True)
         replay_one = functools.partial(replay, args=args, space_path=space_path, surrogate_path=surrogate_path,
                                        budget=budget, storage=storage)
-        for r in replay_all(jobs, replay_one, args.jobs):
+        for r in replay_all([job for job in jobs if kept[job] is None], replay_one, args.jobs):
+            sampler, scheduler = r["method"].split("+")
+            save_replay(replay_file(out, sampler, scheduler, r["seed"]), r, key)
             runs.append(r)
             print(f"{r['method']} seed {r['seed']}: {r['trials']} trials, best {r['best'][-1]:.4f} after "
                   f"{r['budget_epochs']} trial-epochs ({r['wall_s']:.0f} s wall)", flush=True)

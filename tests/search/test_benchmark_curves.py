@@ -92,7 +92,7 @@ def test_surrogate_ranks_held_out_configs():
     assert f1.shape == seconds.shape == (1, 3) and np.all(np.diff(f1[0]) > 0)
 
 
-def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys):
+def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys, monkeypatch):
     curves = tmp_path / "curves.csv"
     synthetic_curves().to_csv(curves, index=False)
     out = tmp_path / "out"
@@ -118,6 +118,23 @@ def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys):
     parallel = pd.read_csv(tmp_path / "parallel" / "runs.csv")
     same = ["method", "seed", "budget_epochs", "trials", "final_best", "epochs_to_target"]
     pd.testing.assert_frame_equal(parallel[same], runs[same])
+
+    # The same command again replays nothing: every replay was kept under --out with its table's
+    # and settings' fingerprint; a changed table replays them all again.
+    def no_replays(*args, **kwargs):
+        raise AssertionError("replayed again")
+
+    monkeypatch.setattr(search_efficiency, "replay", no_replays)
+    search_efficiency.main([str(curves), "--methods", "random+fifo,tpe+asha", "--seeds", "2",
+                            "--budget-trials", "3", "--out", str(out)])
+    assert "4 of 4 replays kept" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), runs)
+    first = curves.read_text().splitlines()[1].split(",")[0]  # one more config: every epoch of the first again
+    with curves.open("a") as table:
+        table.writelines("x" + line[1:] + "\n" for line in curves.read_text().splitlines() if line.startswith(first + ","))
+    with pytest.raises(AssertionError, match="replayed again"):
+        search_efficiency.main([str(curves), "--methods", "random+fifo", "--seeds", "1",
+                                "--budget-trials", "3", "--out", str(out)])
 
 
 @pytest.mark.parametrize("scheduler, expected", [("fifo", 5.0), ("asha", 1 + 0.5 + 0.25 * 2 + 0.125)])
