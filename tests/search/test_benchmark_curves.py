@@ -131,7 +131,8 @@ def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys, mon
     pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), runs)
     first = curves.read_text().splitlines()[1].split(",")[0]  # one more config: every epoch of the first again
     with curves.open("a") as table:
-        table.writelines("x" + line[1:] + "\n" for line in curves.read_text().splitlines() if line.startswith(first + ","))
+        table.writelines("x" + line[1:] + "\n" for line in curves.read_text().splitlines()
+                         if line.startswith(first + ","))
     with pytest.raises(AssertionError, match="replayed again"):
         search_efficiency.main([str(curves), "--methods", "random+fifo", "--seeds", "1",
                                 "--budget-trials", "3", "--out", str(out)])

@@ -12,8 +12,8 @@ import yaml
 from ray.cluster_utils import Cluster
 
 from model.errors import ConfigError
-from results.files import read_json
 from model.synthetic import synthesize
+from results.files import read_json
 from search import cli
 from search import cluster as cluster_module
 from search.cluster import REPO_ROOT
