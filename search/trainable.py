@@ -9,6 +9,7 @@ evaluation instead of starting over.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from model.config import TrialConfig
 from model.data import EncodedData
 from model.train import Evaluation, default_device, fit
 from results.confirm import JOB_SCORES
+from results.files import atomic_write_json
 from spaces.space import SearchSpace
 
 STATE_FILE = "state.pt"
@@ -32,6 +34,10 @@ BEST = "best"  # confirm jobs: the best evaluation so far, {BEST_WEIGHTS, BEST_D
 BEST_WEIGHTS = "weights"  # its scored weights (a state_dict)
 BEST_DEV_PROBS = "dev_probs"  # (N_dev, C) float32 tensor: its level-2 probabilities, in dev row order
 BEST_METRICS = "metrics"  # its scores: JOB_SCORES and the epoch
+# A trial that ran out of GPU memory while other processes held less than this share of the GPU
+# would not fit even alone: it is recorded (OOM_RECORD, in the trial's directory) and not run again.
+OTHERS_SHARE = 0.1
+OOM_RECORD = "cuda_out_of_memory.json"
 
 
 def trial_threads() -> int:
@@ -96,7 +102,7 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     def report(evaluation: Evaluation) -> None:
         report_checkpoint(evaluation_metrics(evaluation, device), evaluation.snapshot())
 
-    fit_explaining_oom(cfg, data, report, device=device, resume=state)
+    fit_explaining_oom(cfg, data, report, device=device, resume=state, record=oom_record())
 
 
 def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dict[str, dict[str, Any]],
@@ -134,24 +140,56 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
                                    **{key: evaluation.metrics[key] for key in JOB_SCORES}}}
         report_checkpoint(evaluation_metrics(evaluation, device), {**evaluation.snapshot(), BEST: best})
 
-    fit_explaining_oom(cfg, folds[job["fold"]], report, device=device, resume=state)
+    fit_explaining_oom(cfg, folds[job["fold"]], report, device=device, resume=state, record=oom_record())
 
 
-def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device, resume: dict | None) -> None:
+def oom_record() -> Path:
+    """Where this trial notes an out-of-memory that running it again cannot avoid: its directory on
+    the node, which Ray's retries of the trial on that node share."""
+    return Path(tune.get_context().get_trial_dir()) / OOM_RECORD
+
+
+def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device, resume: dict | None,
+                       record: Path | None = None) -> None:
     """`fit`, with a CUDA out-of-memory turned into an error that says what to change.
+
+    Ray retries a failed trial (--max-failures) whatever the error. An out-of-memory while other
+    processes held under OTHERS_SHARE of the GPU is the trial's own: it would not fit even alone,
+    and each retry would only fill the GPU again beside the trials sharing it. Such a one is noted
+    in `record`, and the retries end at once with the same error, unless they run on a GPU with
+    more memory. One that other processes' memory caused (trials sharing the GPU) is retried.
 
     Workers are reused between trials (search/driver.py REUSE_WORKERS), so a trial starts with the
     peak-memory counter reset and, however it ends, gives its GPU memory back: the next trial of
     this worker, and the trials of other workers sharing the GPU, get it.
     """
     if device.type == "cuda":
+        refuse_known_oom(record, device)
         torch.cuda.reset_peak_memory_stats(device)
     try:
         fit(cfg, data, on_eval, device=device, resume=resume)
     except torch.cuda.OutOfMemoryError as err:
-        raise TrialOutOfMemory(out_of_memory_message(cfg, device, err)) from err
+        message = out_of_memory_message(cfg, device, err)
+        if record is not None:
+            free, total = torch.cuda.mem_get_info(device)
+            others = total - free - torch.cuda.memory_reserved(device)  # reserved: ours, cached blocks included
+            if others < OTHERS_SHARE * total:
+                message += (f" Other processes held {others / 2**30:.1f} of the GPU's {total / 2**30:.1f} GiB, "
+                            "so the trial does not fit on it even alone: its retries on this GPU are not run.")
+                atomic_write_json(record, {"message": message, "total_bytes": total})
+        raise TrialOutOfMemory(message) from err
     finally:
         release_memory(device)
+
+
+def refuse_known_oom(record: Path | None, device: torch.device) -> None:
+    """Raise the recorded out-of-memory of an earlier attempt of this trial, unless this GPU has
+    more memory than the one it ran out of."""
+    if record is None or not record.is_file():
+        return
+    noted = json.loads(record.read_text(encoding="utf-8"))
+    if torch.cuda.mem_get_info(device)[1] <= noted["total_bytes"]:
+        raise TrialOutOfMemory(noted["message"])
 
 
 def release_memory(device: torch.device) -> None:

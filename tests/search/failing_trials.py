@@ -26,3 +26,30 @@ def pid_recording_trial(config, *, marker_dir: str, **kwargs):
     with (Path(marker_dir) / "pids").open("a") as log:
         log.write(f"{config['optuna_number']} {os.getpid()}\n")
     run_trial(config, **kwargs)
+
+
+def out_of_memory_trial(config, *, marker_dir: str, **kwargs):
+    """run_trial on a faked 16 GiB GPU that this trial has to itself (other processes hold 0.5 GiB)
+    and that every `fit` overfills: each start of the trial and each `fit` is noted in marker_dir."""
+    from unittest import mock
+
+    import torch
+
+    from search import trainable
+
+    number = config["optuna_number"]
+    with (Path(marker_dir) / f"trial-{number}-starts").open("a") as log:
+        log.write("x")
+
+    def overfill(*args, **kw):
+        with (Path(marker_dir) / f"trial-{number}-fits").open("a") as log:
+            log.write("x")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    gib = 2**30
+    with mock.patch.object(trainable, "fit", overfill), \
+            mock.patch.object(trainable, "default_device", lambda: torch.device("cuda:0")), \
+            mock.patch.multiple(torch.cuda, reset_peak_memory_stats=lambda device: None, empty_cache=lambda: None,
+                                mem_get_info=lambda device: (1 * gib, 16 * gib),
+                                memory_reserved=lambda device: 14.5 * gib):
+        run_trial(config, **kwargs)

@@ -16,7 +16,7 @@ from search import trainable
 from search.driver import launch, resume
 from search.settings import Settings
 from search.trainable import run_trial
-from tests.search.failing_trials import flaky_trial
+from tests.search.failing_trials import flaky_trial, out_of_memory_trial
 from tests.search.test_launch import SPACE
 
 pytestmark = pytest.mark.e2e
@@ -93,6 +93,59 @@ def test_a_refused_retry_of_errored_trials_leaves_the_study_and_records_as_they_
     assert {path: path.read_bytes() for path in ours} == ours
     study = optuna.load_study(study_name="e", storage=files.study_url)
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL", "FAIL"]
+
+
+def test_an_out_of_memory_the_trial_causes_alone_is_not_run_again_by_rays_retries(tmp_path, local_ray):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=400, max_seq_len=32, folds=3,
+                        num_samples=2, max_epochs=1, grace_period=1, max_failures=2,
+                        storage_path=str(tmp_path / "runs"), name="oom")
+    files, frame = launch(settings, out=lambda _: None,
+                          trial_fn=functools.partial(out_of_memory_trial, marker_dir=str(tmp_path)))
+    assert list(frame["status"]) == ["error", "error"]
+    for number in (0, 1):
+        assert (tmp_path / f"trial-{number}-starts").read_text() == "xxx"  # 1 attempt + max_failures retries
+        assert (tmp_path / f"trial-{number}-fits").read_text() == "x"  # ... of which only the first trained
+    for error in frame["error"]:
+        assert error.startswith("search.trainable.TrialOutOfMemory: CUDA out of memory on cuda:0")
+        assert error.endswith("Other processes held 0.5 of the GPU's 16.0 GiB, so the trial does not fit on it "
+                              "even alone: its retries on this GPU are not run.")
+
+
+def fake_gpu(monkeypatch, *, total_gib: float, free_gib: float, reserved_gib: float, calls: list) -> None:
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(("empty_cache",)))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free_gib * gib), int(total_gib * gib)))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: int(reserved_gib * gib))
+
+
+def test_an_out_of_memory_caused_by_other_processes_is_left_to_rays_retries(monkeypatch, tmp_path):
+    fits = []
+
+    def oom(*args, **kwargs):
+        fits.append(1)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainable, "fit", oom)
+    record, cuda = tmp_path / trainable.OOM_RECORD, torch.device("cuda:0")
+    # Neighbours hold 8 of 16 GiB: the trial may fit once they are gone, so nothing is recorded.
+    fake_gpu(monkeypatch, total_gib=16, free_gib=1, reserved_gib=7, calls=[])
+    with pytest.raises(trainable.TrialOutOfMemory) as raised:
+        trainable.fit_explaining_oom(TrialConfig(), None, None, device=cuda, resume=None, record=record)
+    assert "not run" not in str(raised.value) and not record.exists()
+    # Alone on the GPU (1 GiB held by others: under 10%): recorded, and a retry does not train again ...
+    fake_gpu(monkeypatch, total_gib=16, free_gib=0.5, reserved_gib=14.5, calls=[])
+    with pytest.raises(trainable.TrialOutOfMemory, match="its retries on this GPU are not run") as first:
+        trainable.fit_explaining_oom(TrialConfig(), None, None, device=cuda, resume=None, record=record)
+    with pytest.raises(trainable.TrialOutOfMemory) as again:
+        trainable.fit_explaining_oom(TrialConfig(), None, None, device=cuda, resume=None, record=record)
+    assert str(again.value) == str(first.value) and len(fits) == 2
+    # ... unless it runs on a GPU with more memory.
+    fake_gpu(monkeypatch, total_gib=80, free_gib=79, reserved_gib=0, calls=[])
+    with pytest.raises(trainable.TrialOutOfMemory):
+        trainable.fit_explaining_oom(TrialConfig(), None, None, device=cuda, resume=None, record=record)
+    assert len(fits) == 3
 
 
 def test_cuda_out_of_memory_is_reported_as_such(monkeypatch):
