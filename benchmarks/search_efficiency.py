@@ -12,14 +12,15 @@ up to the budget. The clock is simulated: the sum of the surrogate's epoch times
     python -m benchmarks.search_efficiency benchmarks/data/curves_seed_tiny.csv --seeds 10 \\
         [--methods tpe+asha,random+fifo] [--budget-trials 20] [--jobs 3] [--out benchmarks/out/search_efficiency]
 
-The table gives, per method over its seeds: trials run, the final best level-2 F1 (median and
-quartiles), the trial-epochs and simulated seconds until the best so far reached the target (the
-target is random+fifo's lower median final best; `reached` counts the seeds that got there; these
-medians are lower medians, inf when fewer than half of the seeds got there), the speed-up
+The table gives, per method over its seeds: trials run, the median best level-2 F1 after a third
+of the budget (`best_at_third`), the final best level-2 F1 (median and quartiles), the trial-epochs
+and simulated seconds until the best so far reached the target (the target is random+fifo's lower
+median final best; `reached` counts the seeds that got there; these medians are lower medians, inf
+when fewer than half of the seeds got there), the speed-up
 (random+fifo's median trial-epochs to the target / the method's; 0 when not reached), the regret
 (the best level-2 F1 in the curve table minus the median final best: the surrogate may predict above
-the table, so it can be negative) and the wall seconds of one replay. Each replayed trial costs the
-driver about 1.5 s on a 2-core machine, mostly waiting on Ray: `--jobs N` runs N replays at a time
+the table, so it can be negative) and the wall seconds of one replay. A replay of 100 trial-epochs
+(25-56 trials) takes 15-70 s on a 2-core machine, mostly waiting on Ray: `--jobs N` runs N replays at a time
 (each in its own process with its own local Ray; the results are the same), and fewer --seeds or
 --methods make a quick try.
 
@@ -67,10 +68,10 @@ from spaces.space import load_space, resolve_space_path
 # resolves to TPE, which tpe+asha already covers.
 METHODS = ("tpe+asha", "random+asha", "tpe+fifo", "random+fifo", "gp+asha")
 REFERENCE = "random+fifo"  # the target is its median final best, and speed-ups are relative to it
-SUMMARY_COLUMNS = ["method", "seeds", "budget_epochs", "trials", "final_best", "final_best_q25", "final_best_q75",
-                   "reached", "epochs_to_target", "sim_s_to_target", "speedup", "regret", "wall_s"]
-RUN_COLUMNS = ["method", "seed", "budget_epochs", "trials", "final_best", "epochs_to_target", "sim_s_to_target",
-               "wall_s"]
+SUMMARY_COLUMNS = ["method", "seeds", "budget_epochs", "trials", "best_at_third", "final_best", "final_best_q25",
+                   "final_best_q75", "reached", "epochs_to_target", "sim_s_to_target", "speedup", "regret", "wall_s"]
+RUN_COLUMNS = ["method", "seed", "budget_epochs", "trials", "best_at_third", "final_best", "epochs_to_target",
+               "sim_s_to_target", "wall_s"]
 
 
 def parse_methods(text: str) -> list[tuple[str, str]]:
@@ -142,7 +143,7 @@ def replay(sampler: str, scheduler: str, seed: int, *, args: argparse.Namespace,
 
 
 def _start_job_process() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a warning per trial (GP on a conditional space)
     quiet_ray()
     connect(None)  # this process's own local Ray, kept for every replay it runs
 
@@ -223,7 +224,8 @@ def summarise(runs: list[dict], table_best: float) -> tuple[pd.DataFrame, pd.Dat
     for r in runs:
         epochs, seconds = to_target(r, target)
         rows.append({"method": r["method"], "seed": r["seed"], "budget_epochs": r["budget_epochs"],
-                     "trials": r["trials"], "final_best": r["best"][-1], "epochs_to_target": epochs,
+                     "trials": r["trials"], "best_at_third": r["best"][max(0, len(r["best"]) // 3 - 1)],
+                     "final_best": r["best"][-1], "epochs_to_target": epochs,
                      "sim_s_to_target": seconds, "wall_s": r["wall_s"]})
     per_run = pd.DataFrame(rows, columns=RUN_COLUMNS)
     reference_epochs = lower_median(per_run.loc[per_run["method"] == reference, "epochs_to_target"])
@@ -231,7 +233,8 @@ def summarise(runs: list[dict], table_best: float) -> tuple[pd.DataFrame, pd.Dat
     for method, group in per_run.groupby("method", sort=False):
         epochs = lower_median(group["epochs_to_target"])
         table.append({"method": method, "seeds": len(group), "budget_epochs": int(group["budget_epochs"].min()),
-                      "trials": group["trials"].median(), "final_best": group["final_best"].median(),
+                      "trials": group["trials"].median(), "best_at_third": group["best_at_third"].median(),
+                      "final_best": group["final_best"].median(),
                       "final_best_q25": group["final_best"].quantile(0.25),
                       "final_best_q75": group["final_best"].quantile(0.75),
                       "reached": f"{int(np.isfinite(group['epochs_to_target']).sum())}/{len(group)}",
@@ -254,6 +257,12 @@ def draw(runs: list[dict], target: float, reference: str, table_best: float, pat
         q25, median, q75 = np.quantile(curves, [0.25, 0.5, 0.75], axis=0)
         ax.plot(x, median, label=method)
         ax.fill_between(x, q25, q75, alpha=0.2)
+    # Every method climbs from the first trials' scores to near the target within a few trials; the
+    # differences are in the rest, so the axis starts at the lowest median a tenth into the budget.
+    tenth = max(1, len(runs[0]["best"]) // 10) - 1
+    low = min(np.median(np.vstack([r["best"] for r in runs if r["method"] == m]), axis=0)[tenth]
+              for m in dict.fromkeys(r["method"] for r in runs))
+    ax.set_ylim(max(0.0, low - 0.01), max(table_best, target) + 0.01)
     ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target ({reference} median final best)")
     ax.axhline(table_best, color="black", linestyle=":", linewidth=1, label="best config in the table")
     ax.set_xlabel("budget spent (trial-epochs)")
@@ -293,7 +302,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     print(f"budget: {budget} trial-epochs per search ({args.budget_trials} full trials of {surrogate.epochs} "
           f"epochs); {len(methods)} methods x {args.seeds} seeds", flush=True)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a warning per trial (GP on a conditional space)
     quiet_ray()
     with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
         storage = Path(args.keep_runs) if args.keep_runs else Path(tmp)

@@ -106,6 +106,7 @@ def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys, mon
     assert set(table["budget_epochs"]) == {9} and set(table["seeds"]) == {2}
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 4 and set(runs["budget_epochs"]) == {9}
+    assert (runs["best_at_third"] <= runs["final_best"]).all()
     fifo = runs[runs["method"] == "random+fifo"]
     assert set(fifo["trials"]) == {3}  # FIFO: 3 full trials; ASHA spends the same epochs on more
     assert (runs.loc[runs["method"] == "tpe+asha", "trials"] > 3).all()
