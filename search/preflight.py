@@ -110,7 +110,10 @@ def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
     points = {"(defaults)": {}, **space.warm_start}
     for name, point in points.items():
         try:
-            space.config(point, **overrides)
+            # with each searched checkpoint a trial may draw: a fixed checkpoint encoder with a
+            # searched `checkpoint` has no valid config without one
+            for values in checkpoint_draws(space, point):
+                space.config({**point, **values}, **overrides)
         except ConfigError as err:
             raise SpaceError(f"{space.path}: warm-start point {name!r} is not a valid config: {err}") from None
     # `TrialConfig` does no I/O, so this is where a missing or incomplete checkpoint directory is

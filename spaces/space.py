@@ -380,8 +380,10 @@ def parse_space(text: str, *, source: str = "<space>", sets: dict[str, Any] | No
         raise SpaceError(f"{where(unknown[0])}: unknown top-level key {unknown[0]!r}; "
                          f"valid keys are: {', '.join(sorted(TOP_LEVEL))}")
     raw_fixed = _apply_sets(doc.get("fixed") or {}, doc.get("params") or {}, sets or {}, source, skip_searched)
-    fixed = _parse_fixed(raw_fixed, where)
-    params = _parse_params(doc.get("params") or {}, where, fixed)
+    raw_params = doc.get("params") or {}
+    searched = frozenset(raw_params) if isinstance(raw_params, dict) else frozenset()
+    fixed = _parse_fixed(raw_fixed, where, searched=searched)
+    params = _parse_params(raw_params, where, fixed)
     if not any(p.searched for p in params):
         raise SpaceError(f"{source}: `params` declares nothing to search; add at least one float, int "
                          "or choice parameter")
@@ -455,7 +457,9 @@ def _apply_sets(fixed: Any, params: Any, sets: dict[str, Any], source: str, skip
     return out
 
 
-def _parse_fixed(fixed: dict, where: _Where) -> dict[str, Any]:
+def _parse_fixed(fixed: dict, where: _Where, *, searched: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fixed values, valid as a config on their own unless what they lack is searched (a fixed
+    checkpoint encoder whose `checkpoint` is a choice: `check_combinations` checks each)."""
     if not isinstance(fixed, dict):
         raise SpaceError(f"{where('fixed')}: `fixed` must be a mapping of TrialConfig fields to values")
     out = {name: _check_field(name, value, where(name, fixed), "fixed value") for name, value in fixed.items()}
@@ -463,6 +467,8 @@ def _parse_fixed(fixed: dict, where: _Where) -> dict[str, Any]:
         TrialConfig.from_dict(out)
     except ConfigError as err:
         if not out.get("checkpoint") and "`checkpoint`" in str(err):
+            if "checkpoint" in searched:
+                return out
             # A space that fixes a checkpoint encoder but leaves the directory to its user.
             raise SpaceError(f"{where.source} needs a checkpoint for encoder {out.get('encoder')!r}: pass --set "
                              "checkpoint=DIR (a directory written by `python -m search pretrain`, or any "

@@ -18,7 +18,7 @@ from search.driver import _stored_space
 from search.preflight import check_space
 from search.settings import Settings, space_of
 from search.train_one import command_prefix, parse_sets, resolve_config
-from spaces.space import SPACES_DIR, SpaceError, load_space
+from spaces.space import SPACES_DIR, SpaceError, load_space, parse_space
 
 SPACE = "fixed: {dropout: 0.1, max_epochs: 2}\nparams:\n  lr: {float: [0.001, 0.01], log: true}\n"
 
@@ -117,6 +117,15 @@ def test_the_pretrained_space_without_a_checkpoint_names_the_fix(tmp_path, capsy
         cli.main(["launch", "--space", "pretrained", "--storage-path", str(tmp_path / "runs")])
     assert exit_info.value.code == cli.EXIT_USAGE
     assert "pass --set checkpoint=DIR" in capsys.readouterr().err
+
+
+def test_a_fixed_checkpoint_encoder_may_search_its_checkpoint(tmp_path):
+    good = fake_checkpoint(tmp_path / "good")
+    text = ("fixed: {encoder: bert}\nparams:\n  checkpoint: {choice: [%s, %s]}\n  lr: {float: [1.0e-5, 1.0e-4]}\n")
+    space = parse_space(text % (good, fake_checkpoint(tmp_path / "also-good")), source="s.yaml")
+    check_space(space, {"max_epochs": 4, "seed": 0})  # every choice is a valid config with the fixed encoder
+    with pytest.raises(SpaceError, match=r"checkpoint = '.*/missing' cannot run: `checkpoint` is '.*/missing', but"):
+        check_space(parse_space(text % (good, tmp_path / "missing"), source="s.yaml"), {"max_epochs": 4, "seed": 0})
 
 
 def test_the_pretrained_space_refuses_a_missing_checkpoint_directory(tmp_path):

@@ -106,6 +106,31 @@ def test_a_search_of_the_pretrained_space_fine_tunes_the_checkpoint(corpus, tmp_
             torch.testing.assert_close(state[f"encoder.model.{name}"], pretrained[f"bert.{name}"], atol=1e-3, rtol=0)
 
 
+def test_a_space_may_choose_among_checkpoints(corpus, tmp_path, local_ray):
+    short, long = tmp_path / "steps-10", tmp_path / "steps-30"
+    cli.main(pretrain_args(corpus, short, "--steps", "10"))
+    cli.main(pretrain_args(corpus, long, "--steps", "30"))
+    (tmp_path / "space.yaml").write_text(f"""fixed: {{encoder: bert, batch_size: 32, pooler: mean}}
+params:
+  checkpoint: {{choice: [{short}, {long}]}}
+  lr: {{float: [1.0e-5, 1.0e-4], log: true}}
+warm_start:
+  short: {{checkpoint: {short}, lr: 5.0e-5}}
+  long: {{checkpoint: {long}, lr: 5.0e-5}}
+""")
+    settings = Settings(data=str(corpus / "train.csv"), space=str(tmp_path / "space.yaml"), max_seq_len=48, folds=4,
+                        num_samples=2, max_epochs=1, scheduler="fifo", storage_path=str(tmp_path / "runs"), name="c")
+    _, frame = launch(settings, argv=["launch"], out=lambda line: None)
+    assert sorted(frame["param.checkpoint"]) == sorted([str(short), str(long)])
+    for _, row in frame.iterrows():  # each trial fine-tuned the checkpoint it drew, not the other
+        state = torch.load(Path(row["checkpoint"]) / "state.pt", weights_only=False)["model"]
+        name = "encoder.layer.0.attention.self.query.weight"
+        own = load_file(Path(row["param.checkpoint"]) / "model.safetensors")[f"bert.{name}"]
+        other = load_file(Path(long if row["param.checkpoint"] == str(short) else short) / "model.safetensors")
+        torch.testing.assert_close(state[f"encoder.model.{name}"], own, atol=1e-3, rtol=0)
+        assert (state[f"encoder.model.{name}"] - other[f"bert.{name}"]).abs().max() > 1e-2
+
+
 def test_a_different_run_on_the_same_out_is_refused_with_exit_2(corpus, tmp_path, capsys):
     cli.main(pretrain_args(corpus, tmp_path, "--steps", "2"))
     with pytest.raises(SystemExit) as exit_:
