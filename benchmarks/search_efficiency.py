@@ -148,12 +148,12 @@ def _start_job_process() -> None:
     connect(None)  # this process's own local Ray, kept for every replay it runs
 
 
-def _run_job(replay_one, job: tuple[str, str, int]) -> dict:
-    return replay_one(*job)
+def _run_job(replay_one, job: tuple[str, str, int]) -> tuple[tuple[str, str, int], dict]:
+    return job, replay_one(*job)
 
 
 def replay_all(jobs: list[tuple[str, str, int]], replay_one, processes: int):
-    """Yield each job's replay as it finishes. One process runs them in turn on one local Ray;
+    """Yield (job, its replay) as each finishes. One process runs them in turn on one local Ray;
     `processes` > 1 runs that many at a time, each in a process with its own local Ray. A replay runs
     one trial at a time and waits on Ray more than it computes, so a few processes help even on 2
     cores. A pool of processes rather than threads: the driver (Tuner, signal handlers, the
@@ -162,7 +162,7 @@ def replay_all(jobs: list[tuple[str, str, int]], replay_one, processes: int):
         started = connect(None)  # one local Ray for every replay (launch keeps a running one)
         try:
             for job in jobs:
-                yield replay_one(*job)
+                yield _run_job(replay_one, job)
         finally:
             if started:
                 ray.shutdown()
@@ -309,21 +309,19 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         storage.mkdir(parents=True, exist_ok=True)
         jobs = [(sampler, scheduler, seed) for sampler, scheduler in methods for seed in range(args.seeds)]
         key = replay_key(args, space_path, budget)
-        kept = {job: load_replay(replay_file(out, *job), key) for job in jobs}
-        runs = [r for r in kept.values() if r is not None]
-        if runs:
-            print(f"{len(runs)} of {len(jobs)} replays kept in {out / 'replays'} from an earlier run with the same "
+        done = {job: load_replay(replay_file(out, *job), key) for job in jobs}
+        kept = sum(r is not None for r in done.values())
+        if kept:
+            print(f"{kept} of {len(jobs)} replays kept in {out / 'replays'} from an earlier run with the same "
                   "table and settings", flush=True)
         replay_one = functools.partial(replay, args=args, space_path=space_path, surrogate_path=surrogate_path,
                                        budget=budget, storage=storage)
-        for r in replay_all([job for job in jobs if kept[job] is None], replay_one, args.jobs):
-            sampler, scheduler = r["method"].split("+")
-            save_replay(replay_file(out, sampler, scheduler, r["seed"]), r, key)
-            runs.append(r)
+        for job, r in replay_all([job for job in jobs if done[job] is None], replay_one, args.jobs):
+            save_replay(replay_file(out, *job), r, key)
+            done[job] = r
             print(f"{r['method']} seed {r['seed']}: {r['trials']} trials, best {r['best'][-1]:.4f} after "
                   f"{r['budget_epochs']} trial-epochs ({r['wall_s']:.0f} s wall)", flush=True)
-        order = {job: i for i, job in enumerate(f"{sampler}+{scheduler}/{seed}" for sampler, scheduler, seed in jobs)}
-        runs.sort(key=lambda r: order[f"{r['method']}/{r['seed']}"])
+        runs = [done[job] for job in jobs]
     per_run, table, target, reference = summarise(runs, table_best)
     per_run.to_csv(out / "runs.csv", index=False)
     table.to_csv(out / "summary.csv", index=False)
