@@ -13,16 +13,17 @@ up to the budget. The clock is simulated: the sum of the surrogate's epoch times
         [--methods tpe+asha,random+fifo] [--budget-trials 20] [--jobs 3] [--out benchmarks/out/search_efficiency]
 
 The table gives, per method over its seeds: trials run, the median best level-2 F1 after a third
-of the budget (`best_at_third`), the final best level-2 F1 (median and quartiles), the trial-epochs
-and simulated seconds until the best so far reached the target (the target is random+fifo's lower
-median final best; `reached` counts the seeds that got there; these medians are lower medians, inf
-when fewer than half of the seeds got there), the speed-up
-(random+fifo's median trial-epochs to the target / the method's; 0 when not reached), the regret
-(the best level-2 F1 in the curve table minus the median final best: the surrogate may predict above
-the table, so it can be negative) and the wall seconds of one replay. A replay of 100 trial-epochs
-(25-56 trials) takes 15-70 s on a 2-core machine, mostly waiting on Ray: `--jobs N` runs N replays at a time
-(each in its own process with its own local Ray; the results are the same), and fewer --seeds or
---methods make a quick try.
+of the budget (`best_at_third`), the median mean of the best so far over the budget (`mean_best`:
+the area under the anytime curve divided by the budget, one number for the whole curve), the final
+best level-2 F1 (median and quartiles), the trial-epochs and simulated seconds until the best so
+far reached the target (the target is random+fifo's lower median final best; `reached` counts the
+seeds that got there; these medians are lower medians, inf when fewer than half of the seeds got
+there), the speed-up (random+fifo's median trial-epochs to the target / the method's; 0 when not
+reached), the regret (the best level-2 F1 in the curve table minus the median final best: the
+surrogate may predict above the table, so it can be negative) and the wall seconds of one replay.
+A replay of 100 trial-epochs (25-56 trials) takes 15-70 s on a 2-core machine, mostly waiting on
+Ray: `--jobs N` runs N replays at a time (each in its own process with its own local Ray; the
+results are the same), and fewer --seeds or --methods make a quick try.
 
 Each finished replay is kept under --out as replays/METHOD-SEED.json, bound to the curve table's
 and the space's sha256 and the settings: the same command after a kill (or with more --seeds or
@@ -68,10 +69,11 @@ from spaces.space import load_space, resolve_space_path
 # resolves to TPE, which tpe+asha already covers.
 METHODS = ("tpe+asha", "random+asha", "tpe+fifo", "random+fifo", "gp+asha")
 REFERENCE = "random+fifo"  # the target is its median final best, and speed-ups are relative to it
-SUMMARY_COLUMNS = ["method", "seeds", "budget_epochs", "trials", "best_at_third", "final_best", "final_best_q25",
-                   "final_best_q75", "reached", "epochs_to_target", "sim_s_to_target", "speedup", "regret", "wall_s"]
-RUN_COLUMNS = ["method", "seed", "budget_epochs", "trials", "best_at_third", "final_best", "epochs_to_target",
-               "sim_s_to_target", "wall_s"]
+SUMMARY_COLUMNS = ["method", "seeds", "budget_epochs", "trials", "best_at_third", "mean_best", "final_best",
+                   "final_best_q25", "final_best_q75", "reached", "epochs_to_target", "sim_s_to_target", "speedup",
+                   "regret", "wall_s"]
+RUN_COLUMNS = ["method", "seed", "budget_epochs", "trials", "best_at_third", "mean_best", "final_best",
+               "epochs_to_target", "sim_s_to_target", "wall_s"]
 
 
 def parse_methods(text: str) -> list[tuple[str, str]]:
@@ -127,7 +129,7 @@ def replay(sampler: str, scheduler: str, seed: int, *, args: argparse.Namespace,
                         storage_path=str(storage), num_samples=trials_for(budget, per_trial),
                         max_epochs=surrogate.epochs, grace_period=args.grace_period,
                         reduction_factor=args.reduction_factor, max_concurrent=1, sampler=sampler,
-                        scheduler=scheduler, seed=seed, max_seq_len=16)
+                        scheduler=scheduler, startup_trials=args.startup_trials, seed=seed, max_seq_len=16)
     started = time.perf_counter()
     with (storage / f"{settings.name}.log").open("w") as log, contextlib.redirect_stdout(log):
         files, _ = launch(settings, out=print, trial_fn=trial_fn)
@@ -175,10 +177,12 @@ def replay_all(jobs: list[tuple[str, str, int]], replay_one, processes: int):
 
 
 def replay_key(args: argparse.Namespace, space_path: Path, budget: int) -> dict:
-    """What a replay's result depends on, besides its method and seed."""
+    """What a replay's result depends on, besides its method and seed. The startup trials are in it
+    only when set, so replays kept before --startup-trials existed (the default) still match."""
+    startup = {} if args.startup_trials is None else {"startup_trials": args.startup_trials}
     return {"curves_sha256": file_sha256(Path(args.curves)), "space_sha256": file_sha256(space_path),
             "budget_epochs": budget, "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
-            "surrogate_seed": args.surrogate_seed, "synthetic_rows": args.synthetic_rows}
+            "surrogate_seed": args.surrogate_seed, "synthetic_rows": args.synthetic_rows, **startup}
 
 
 def replay_file(out: Path, sampler: str, scheduler: str, seed: int) -> Path:
@@ -225,6 +229,7 @@ def summarise(runs: list[dict], table_best: float) -> tuple[pd.DataFrame, pd.Dat
         epochs, seconds = to_target(r, target)
         rows.append({"method": r["method"], "seed": r["seed"], "budget_epochs": r["budget_epochs"],
                      "trials": r["trials"], "best_at_third": r["best"][max(0, len(r["best"]) // 3 - 1)],
+                     "mean_best": float(np.mean(r["best"])),
                      "final_best": r["best"][-1], "epochs_to_target": epochs,
                      "sim_s_to_target": seconds, "wall_s": r["wall_s"]})
     per_run = pd.DataFrame(rows, columns=RUN_COLUMNS)
@@ -234,6 +239,7 @@ def summarise(runs: list[dict], table_best: float) -> tuple[pd.DataFrame, pd.Dat
         epochs = lower_median(group["epochs_to_target"])
         table.append({"method": method, "seeds": len(group), "budget_epochs": int(group["budget_epochs"].min()),
                       "trials": group["trials"].median(), "best_at_third": group["best_at_third"].median(),
+                      "mean_best": group["mean_best"].median(),
                       "final_best": group["final_best"].median(),
                       "final_best_q25": group["final_best"].quantile(0.25),
                       "final_best_q75": group["final_best"].quantile(0.75),
@@ -344,6 +350,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="budget per search, in full trials' worth of epochs (default %(default)s)")
     parser.add_argument("--grace-period", type=int, default=1)
     parser.add_argument("--reduction-factor", type=float, default=2)
+    parser.add_argument("--startup-trials", type=int, default=None,
+                        help="random trials before a model-based sampler takes over (default: launch's, ~15%% "
+                             "of the trials asked for)")
     parser.add_argument("--warm-start", action="store_true", help="keep the space's warm-start points")
     parser.add_argument("--time-scale", type=float, default=0.0,
                         help="really sleep this fraction of each simulated epoch (default none)")
@@ -357,6 +366,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.seeds, args.budget_trials, args.jobs) < 1:
         parser.error("--seeds, --budget-trials and --jobs must be at least 1")
+    if args.startup_trials is not None and args.startup_trials < 0:
+        parser.error("--startup-trials must be at least 0")
     return args
 
 

@@ -150,3 +150,57 @@ def test_a_table_cut_before_any_whole_row_starts_afresh(tmp_path, text):
     path.write_text(text)
     assert record_curves.complete_rows(path, 2).empty
     assert path.read_text() == ""
+
+
+def test_summarise_measures_each_run_against_the_reference_median():
+    def run(method, seed, best):
+        best = np.maximum.accumulate(np.asarray(best, dtype=float))
+        return {"method": method, "seed": seed, "budget_epochs": len(best), "trials": 2, "best": best,
+                "clock": 10.0 * np.arange(1, len(best) + 1), "wall_s": 1.0}
+
+    runs = [run("random+fifo", 0, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
+            run("random+fifo", 1, [0.1, 0.1, 0.1, 0.1, 0.1, 0.4]),
+            run("tpe+asha", 0, [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]),
+            run("tpe+asha", 1, [0.1, 0.1, 0.1, 0.1, 0.1, 0.1])]
+    per_run, table, target, reference = search_efficiency.summarise(runs, table_best=0.7)
+    assert reference == "random+fifo" and target == pytest.approx(0.4)  # the lower median of 0.6 and 0.4
+    assert list(per_run["epochs_to_target"]) == [4, 6, 1, math.inf]
+    assert list(per_run["sim_s_to_target"]) == [40, 60, 10, math.inf]
+    assert list(per_run["best_at_third"]) == pytest.approx([0.2, 0.1, 0.5, 0.1])
+    assert list(per_run["mean_best"]) == pytest.approx([0.35, 0.15, 0.5, 0.1])
+    tpe = table.set_index("method").loc["tpe+asha"]
+    assert tpe["reached"] == "1/2" and tpe["epochs_to_target"] == 1 and tpe["speedup"] == pytest.approx(4.0)
+    assert tpe["mean_best"] == pytest.approx(0.3) and tpe["regret"] == pytest.approx(0.7 - 0.3)
+
+
+def test_replays_are_bound_to_the_startup_trials_only_when_set(tmp_path):
+    curves = tmp_path / "curves.csv"
+    synthetic_curves(configs=4).to_csv(curves, index=False)
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")
+
+    def key(*flags):
+        return search_efficiency.replay_key(search_efficiency.parse_args([str(curves), *flags]), space, 100)
+
+    assert "startup_trials" not in key()  # as before the flag existed: replays kept then still match
+    assert key("--startup-trials", "3")["startup_trials"] == 3 and key("--startup-trials", "3") != key()
+    with pytest.raises(SystemExit):
+        search_efficiency.parse_args([str(curves), "--startup-trials", "-1"])
+
+
+def test_a_replay_launches_with_the_startup_trials_asked_for(tmp_path, monkeypatch):
+    surrogate = tmp_path / "surrogate.pkl"
+    fit_surrogate(synthetic_curves(configs=8), SPACE).save(surrogate)
+    launched = []
+
+    def launch(settings, **kwargs):
+        launched.append(settings)
+        raise RuntimeError("launched")
+
+    monkeypatch.setattr(search_efficiency, "launch", launch)
+    for flags, expected in (([], None), (["--startup-trials", "3"], 3)):
+        args = search_efficiency.parse_args(["curves.csv", *flags])
+        with pytest.raises(RuntimeError, match="launched"):
+            search_efficiency.replay("tpe", "asha", 0, args=args, space_path=tmp_path / "space.yaml",
+                                     surrogate_path=surrogate, budget=10, storage=tmp_path)
+        assert launched[-1].startup_trials == expected and launched[-1].sampler == "tpe"
