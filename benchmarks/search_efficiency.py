@@ -144,9 +144,15 @@ def replay(sampler: str, scheduler: str, seed: int, *, args: argparse.Namespace,
             "clock": np.cumsum(events["seconds"].to_numpy()), "wall_s": wall}
 
 
-def _start_job_process() -> None:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a warning per trial (GP on a conditional space)
+def _quiet() -> None:
+    """Logs of the replays' driver: Optuna's errors only (not a warning per trial from GP on a
+    conditional space) and Ray's quiet settings; in the main process and in each job process."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     quiet_ray()
+
+
+def _start_job_process() -> None:
+    _quiet()
     connect(None)  # this process's own local Ray, kept for every replay it runs
 
 
@@ -308,8 +314,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     print(f"budget: {budget} trial-epochs per search ({args.budget_trials} full trials of {surrogate.epochs} "
           f"epochs); {len(methods)} methods x {args.seeds} seeds", flush=True)
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a warning per trial (GP on a conditional space)
-    quiet_ray()
+    _quiet()
     with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
         storage = Path(args.keep_runs) if args.keep_runs else Path(tmp)
         storage.mkdir(parents=True, exist_ok=True)
