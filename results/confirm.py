@@ -34,7 +34,9 @@ JOB_STATUSES = (RUNNING, COMPLETED, ERROR)
 
 # The keys of a jobs.json record (the file format `ensemble` and `predict` read).
 JOB_SCORES = (M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY)
-JOB_KEYS = ("member", "fold", "seed", "status", *JOB_SCORES, M.BEST_EPOCH, "time_s", "model_dir", "error")
+# `device`: where the job trained ("cuda:0", "cpu"); `gpu_mem_peak_gb`: its peak CUDA memory (CUDA only).
+JOB_KEYS = ("member", "fold", "seed", "status", *JOB_SCORES, M.BEST_EPOCH, "time_s", M.DEVICE, M.GPU_MEM_PEAK_GB,
+            "model_dir", "error")
 
 # The keys of an OOF file (oof/<member>.npz) and of a fold model's heldout.npz.
 OOF_PROBS, OOF_FOLD_OF, OOF_Y, OOF_IDS = "probs", "fold_of", "y", "ids"
@@ -64,7 +66,8 @@ def member_jobs(member: dict[str, Any], *, folds: int, seeds: int) -> list[str]:
 def new_job(member: str, fold: int, seed: int, *, status: str = RUNNING) -> dict[str, Any]:
     """A jobs.json record with no scores yet."""
     return {"member": member, "fold": fold, "seed": seed, "status": status, **dict.fromkeys(JOB_SCORES),
-            M.BEST_EPOCH: None, "time_s": None, "model_dir": None, "error": None}
+            M.BEST_EPOCH: None, "time_s": None, M.DEVICE: None, M.GPU_MEM_PEAK_GB: None, "model_dir": None,
+            "error": None}
 
 
 def member_complete(jobs: dict[str, dict], member: dict[str, Any], *, folds: int, seeds: int) -> bool:

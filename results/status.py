@@ -67,7 +67,7 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
 
 def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
     """The confirm stage's progress: jobs by state, then each member's folds done and its level-2
-    macro-F1 so far (mean +- std over its completed jobs)."""
+    macro-F1 so far (mean +- std over its completed jobs) and the devices they trained on."""
     spec = read_json(files.confirm_json)
     jobs = read_json(files.jobs_json) if files.jobs_json.exists() else {}
     folds, seeds = spec["folds"], spec["seeds"]
@@ -81,7 +81,10 @@ def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
         scores = [jobs[j][M.LEVEL2_MACRO_F1] for j in ids if jobs.get(j, {}).get("status") == COMPLETED]
         spread = f" +- {fold_std(scores):.4f}" if len(scores) > 1 else ""  # the std as confirm.csv has it
         score = f"level-2 macro-F1 {np.mean(scores):.4f}{spread} so far" if scores else "no job completed yet"
-        lines.append(f"  {name}: {len(scores)}/{len(ids)} jobs completed, {score}")
+        # Records from before jobs noted their device have none: nothing is said for them.
+        devices = sorted({jobs[j][M.DEVICE] for j in ids if jobs.get(j, {}).get(M.DEVICE)})
+        where = f", on {', '.join(devices)}" if devices else ""
+        lines.append(f"  {name}: {len(scores)}/{len(ids)} jobs completed, {score}{where}")
     if counts[COMPLETED] == len(states):
         lines.append(f"confirm finished: {files.confirm_csv}")
     elif not driver_running:

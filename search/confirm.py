@@ -217,6 +217,9 @@ class ConfirmStage:
         """Keep a running job's best evaluation so far."""
         record = self._record(job_id)
         record["time_s"] = round(float(result.get("time_total_s", 0.0)), 2)
+        record[M.DEVICE] = result.get(M.DEVICE, record.get(M.DEVICE))
+        if result.get(M.GPU_MEM_PEAK_GB) is not None:
+            record[M.GPU_MEM_PEAK_GB] = round(float(result[M.GPU_MEM_PEAK_GB]), 3)
         if result.get(M.EPOCH) is not None and result.get(M.EPOCH) == result.get(M.BEST_EPOCH):
             record.update({key: result.get(key) for key in C.JOB_SCORES})
             record[M.BEST_EPOCH] = result[M.EPOCH]
@@ -282,8 +285,8 @@ class ConfirmStage:
             seconds = time.perf_counter() - started
             record = self._record(job_id)
             record.update({key: scores[key] for key in C.JOB_SCORES})
-            record.update({"status": COMPLETED, M.BEST_EPOCH: None, "time_s": round(seconds, 2), "error": None,
-                           "model_dir": self.files.relative(self.files.linear_dir(fold))})
+            record.update({"status": COMPLETED, M.BEST_EPOCH: None, "time_s": round(seconds, 2), M.DEVICE: "cpu",
+                           "error": None, "model_dir": self.files.relative(self.files.linear_dir(fold))})
             self.save()
             out(f"linear fold {fold}: level-2 F1 {scores[M.LEVEL2_MACRO_F1]:.4f} ({seconds:.1f}s)")
             self.member_done(member["name"])

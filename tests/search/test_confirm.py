@@ -101,6 +101,8 @@ def test_confirm_csv_ranks_the_members_with_numbers_from_jobs_json(confirmed):
     assert all(list(r) == list(C.JOB_KEYS) and r["status"] == "completed" and r["error"] is None
                for r in jobs.values())
     assert all(r[M.BEST_EPOCH] in (1, 2) for j, r in jobs.items() if not j.startswith("linear"))
+    # Every job notes where it trained: here all on the CPU, so no peak GPU memory.
+    assert {r[M.DEVICE] for r in jobs.values()} == {"cpu"} and {r[M.GPU_MEM_PEAK_GB] for r in jobs.values()} == {None}
 
     frame = pd.read_csv(root / "confirm.csv", dtype={"source_trial": str})
     assert sorted(frame["member"]) == ["linear", "trial-0", "trial-2"] and frame["rank"].tolist() == [1, 2, 3]
@@ -305,16 +307,19 @@ def test_status_shows_the_confirm_stage_progress(confirmed, tmp_path):
     assert f"confirm: 3 members x {FOLDS} folds x 1 seeds = {3 * FOLDS} jobs; {3 * FOLDS} completed, 0 running" in text
     linear = [jobs[f"linear/fold{f}/seed0"][M.LEVEL2_MACRO_F1] for f in range(FOLDS)]
     assert (f"  linear: {FOLDS}/{FOLDS} jobs completed, level-2 macro-F1 {np.mean(linear):.4f} "
-            f"+- {np.std(linear, ddof=1):.4f} so far") in text  # the std confirm.csv reports
+            f"+- {np.std(linear, ddof=1):.4f} so far, on cpu") in text  # the std confirm.csv reports
     assert "confirm finished: " in text
 
     copy = tmp_path / "runs" / "s"
     shutil.copytree(run_dir, copy)
     jobs["trial-2/fold1/seed0"]["status"] = "running"
+    jobs["trial-2/fold1/seed0"][M.DEVICE] = "cuda:0"
     del jobs["trial-2/fold2/seed0"]
+    jobs["trial-0/fold0/seed0"].pop(M.DEVICE)  # a record from before jobs noted their device
     (copy / "confirm" / "jobs.json").write_text(json.dumps(jobs))
     text = status_text(copy)
     assert f"{3 * FOLDS - 2} completed, 1 running, 0 failed, 1 not started" in text
     one = jobs["trial-2/fold0/seed0"][M.LEVEL2_MACRO_F1]
-    assert f"  trial-2: 1/{FOLDS} jobs completed, level-2 macro-F1 {one:.4f} so far" in text  # no std of one
+    # No std of one score; the devices of every job that noted one, the running job's included.
+    assert f"  trial-2: 1/{FOLDS} jobs completed, level-2 macro-F1 {one:.4f} so far, on cpu, cuda:0" in text
     assert f"the confirm stage stopped before it finished: `python -m search resume {copy}`" in text
