@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--cpu-rows", type=int, default=200, help="test rows predicted again on the CPU")
+    parser.add_argument("--cpu-rows", type=int, default=100, help="test rows predicted again on the CPU")
     parser.add_argument("--min-agreement", type=float, default=0.97)
     parser.add_argument("--out", type=Path, default=None, help="keep the run and a summary.json in this directory")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (smoke test of this script)")
