@@ -54,7 +54,9 @@ class Evaluation:
     # (N_dev, num_labels) float32 level-2 probabilities of the evaluated weights, in dev row order.
     dev_probabilities: np.ndarray = field(repr=False, compare=False)
     # The evaluated weights (the SWA average where it is scored, else the live model): a copy of
-    # their state_dict, loadable into `build_model(cfg, ...)`. Call it inside on_eval, like snapshot.
+    # their state_dict on the CPU, loadable into `build_model(cfg, ...)`. Call it inside on_eval, like
+    # snapshot. On the CPU so a caller that keeps the best weights (a confirm job) holds no second
+    # copy of the model in GPU memory, which trials sharing the GPU need.
     scored_weights: Callable[[], dict] = field(repr=False, compare=False)
 
 
@@ -408,7 +410,7 @@ def run_evaluation(cfg: TrialConfig, data: EncodedData, parts: Parts, plan: Step
         return TrainState.capture(parts, step=step, epoch=epoch, best=best).to_dict()
 
     def scored_weights() -> dict:
-        return copy.deepcopy(scored.state_dict())
+        return {key: value.detach().to("cpu", copy=True) for key, value in scored.state_dict().items()}
 
     evaluation = Evaluation(epoch=epoch, metrics=report, per_class_f1=scores[M.PER_CLASS_F1],
                             is_best=best.since == 0, is_last=is_last, snapshot=snapshot,
