@@ -51,7 +51,7 @@ from model.filemode import as_if_opened
 from model.masking import IGNORE_INDEX, mask_spans
 from model.nezha import NezhaConfig, NezhaForMaskedLM
 from model.registry import Registry
-from model.train import bucketed_batches
+from model.train import bucketed_batches, prepare_device
 
 CHECKPOINTS = "checkpoints"  # OUT/checkpoints/step-0000123/{state.pt, run.json}
 STATE_FILE, RUN_FILE, RECORD_FILE = "state.pt", "run.json", "pretrain.json"
@@ -835,10 +835,6 @@ def _fold_pending(run: Progress, local: list[float], clock: float, rank: int, wo
 # ----------------------------------------------------------------------------- entry point
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path, *, resume: bool = False,
              save_every: int = 500, device: str | torch.device | None = None, threads: int | None = None,
              progress: bool = False, on_step: Callable[[int], None] | None = None,
@@ -848,15 +844,12 @@ def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path,
     Running it again on the same `out` continues from the last checkpoint (with `resume=True` a
     missing checkpoint is an error); a finished run returns at once."""
     out = Path(out)
+    device = prepare_device(device)  # a --device this machine lacks is refused before anything is written
     data = prepare_corpus(corpus, cfg)
     store = open_output(out, fingerprint(cfg, data.files), resume=resume)
     out.mkdir(parents=True, exist_ok=True)
     if threads is not None:
         torch.set_num_threads(threads)
-    device = torch.device(device) if device is not None else default_device()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     info = {"save_every": save_every, "threads": torch.get_num_threads(),
             "command": list(command) if command is not None else None}
     return run_loop(data, cfg, store, device=device, save_every=save_every, progress=progress, on_step=on_step,

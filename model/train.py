@@ -30,6 +30,7 @@ from model import metrics as M
 from model.adversarial import ADVERSARIAL
 from model.config import TrialConfig
 from model.data import EncodedData, EncodedSplit
+from model.errors import ConfigError
 from model.inference import autocast, batches, logits
 from model.network import Classifier, build_model
 from model.training_loss import TrainingLoss
@@ -457,8 +458,18 @@ def default_device() -> torch.device:
 
 
 def prepare_device(device: torch.device | str | None) -> torch.device:
-    """`device`, default CUDA when available; on CUDA, TF32 matmuls (bf16 autocast does the rest)."""
-    device = torch.device(device) if device is not None else default_device()
+    """`device` (a user's --device), default CUDA when available; on CUDA, TF32 matmuls (bf16
+    autocast does the rest). A CUDA device this process cannot see is a ConfigError."""
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except RuntimeError:
+        raise ConfigError(f"--device {device} is not a device: pass cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}, but this machine has no CUDA device torch can use (torch "
+                          f"{torch.__version__}): pass --device cpu, or leave --device out")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}, but torch sees {torch.cuda.device_count()} CUDA device(s): "
+                          f"pass one of cuda:0..cuda:{torch.cuda.device_count() - 1}")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -480,7 +480,7 @@ def _resources(settings: Settings, *, address: str | None = None, cpus_per_trial
 
 
 @contextlib.contextmanager
-def checked_session(settings: Settings, run_files: RunFiles):
+def checked_session(settings: Settings, run_files: RunFiles, out: Callable[[str], Any]):
     """A Ray session (unless this process already has one) whose cluster can hold a job and, on
     several nodes, sees the storage every job checkpoints to."""
     quiet_ray()
@@ -488,8 +488,9 @@ def checked_session(settings: Settings, run_files: RunFiles):
         yield
         return
     with ray_session(settings.address):
-        preflight.check_resources(cpus_per_trial=settings.cpus_per_trial, gpus_per_trial=settings.gpus_per_trial,
-                                  nodes=ray.nodes())
+        if note := preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
+                                             gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes()):
+            out(note.replace("every trial", "every job"))
         check_shared_storage(settings.storage_path if is_uri(settings.storage_path) else str(run_files.root.parent),
                              ray.nodes())
         yield
@@ -547,7 +548,7 @@ def confirm(run_dir: str | Path, *, top: int = C.DEFAULT_TOP, folds: int = C.DEF
                 "max_epochs": run["max_epochs"], "members": members}
         plan_jobs(spec, run_files)  # every config valid, every checkpoint directory there: before Ray
         data = FoldData.load(settings, folds=folds, seed=settings.seed)
-        with checked_session(settings, run_files):
+        with checked_session(settings, run_files, out):
             settings = dataclasses.replace(settings, max_concurrent=concurrency(settings))
             if force and files.root.exists():
                 shutil.rmtree(files.root)
@@ -608,7 +609,7 @@ def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Run
     skipped = {j for j in stage.network_jobs() if stage.status(j) == ERROR and not retry}
     pending = [j for j in stage.network_jobs() if not stage.completed(j) and j not in skipped]
     if pending:
-        with checked_session(settings, run_files):
+        with checked_session(settings, run_files, out):
             _tune(stage, data, settings, run_files, pending=pending, skipped=skipped, retry=retry, out=out,
                   trial_fn=trial_fn)
     frame = stage.finish()

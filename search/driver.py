@@ -306,8 +306,8 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     data = load_data(settings)
 
     with ray_session(settings.address):
-        preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
-                                  gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
+        gpu_note = preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
+                                             gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
         check_shared_storage(settings.storage_path, ray.nodes())
         with new_run_dir(settings, files), run_lock(files):
             write_run_record(files, settings=settings, space=space, space_path=space_path, data=data,
@@ -318,6 +318,8 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
                 f"{len(space.searched)} searched parameters, {len(space.warm_start)} warm-start points")
             if note := dev_fold_note(data, fold=settings.fold, folds=settings.folds):
                 out(note)
+            if gpu_note:
+                out(gpu_note)
             method = read_json(files.run_json)["method"]
             searcher = FidelityAwareOptunaSearch(space, storage=optuna.storages.RDBStorage(files.study_url),
                                                  study_name=files.root.name, seed=settings.seed,
@@ -358,8 +360,9 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     data = load_data(settings)
 
     with ray_session(settings.address), run_lock(files), rolled_back_on_restore_failure(files):
-        preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
-                                  gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
+        if note := preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
+                                             gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes()):
+            out(note)
         check_shared_storage(settings.storage_path, ray.nodes())
         run["settings"]["num_samples"] = settings.num_samples
         run["settings"]["max_failures"] = settings.max_failures

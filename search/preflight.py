@@ -138,8 +138,9 @@ def checkpoint_draws(space: SearchSpace, point: dict[str, Any]) -> list[dict[str
     return space.draws(CHECKPOINT_FIELDS, point)
 
 
-def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, nodes: list[dict]) -> None:
-    """`nodes`: `ray.nodes()` of the live ones. Fail if no node can hold one trial."""
+def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, nodes: list[dict]) -> str | None:
+    """`nodes`: `ray.nodes()` of the live ones. Fail if no node can hold one trial; return a note
+    when the cluster has GPUs that --gpus-per-trial 0 leaves unused, else None."""
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
     max_cpu = max((r.get("CPU", 0) for r in alive), default=0)
     max_gpu = max((r.get("GPU", 0) for r in alive), default=0)
@@ -149,3 +150,8 @@ def check_resources(*, cpus_per_trial: float, gpus_per_trial: float, nodes: list
     if gpus_per_trial > max_gpu:
         raise ConfigError(f"--gpus-per-trial is {gpus_per_trial}, but the largest node has {max_gpu:g} GPUs: "
                           "no trial could ever start. Lower --gpus-per-trial (0 trains on CPU)")
+    gpus = sum(r.get("GPU", 0) for r in alive)
+    if gpus and not gpus_per_trial:
+        return (f"note: the cluster has {gpus:g} GPU(s), but --gpus-per-trial is 0: every trial trains on "
+                "the CPU. Pass --gpus-per-trial 1 (or 0.5 to share a GPU between two trials) to use them")
+    return None

@@ -18,7 +18,7 @@ from model import metrics as M
 from model.config import TrialConfig, field_names, field_type  # noqa: F401 (tests reach them here)
 from model.data import dev_fold_note
 from model.errors import ConfigError
-from model.train import Evaluation, FitResult, fit
+from model.train import Evaluation, FitResult, fit, prepare_device
 from search.preflight import check_data_flags
 from search.settings import DEFAULT_MAX_EPOCHS, Settings, load_data
 from spaces.space import SearchSpace, load_space, parse_number, parse_set_value, parse_sets  # noqa: F401
@@ -66,6 +66,7 @@ def train_one(settings: Settings, *, point: str | None, sets: dict[str, Any], th
     # The fixed ones among the --sets complete the space (a checkpoint it leaves open, say) before it
     # is validated; resolve_config applies them all again, searched ones included.
     check_data_flags(settings)
+    device = prepare_device(device)  # a --device this machine lacks is refused before any work
     space = load_space(settings.space, sets=sets, skip_searched=True)
     cfg = resolve_config(space, point=point, sets=sets, max_epochs=settings.max_epochs, seed=settings.seed)
     data = load_data(settings)

@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ BEST_METRICS = "metrics"  # its scores: JOB_SCORES and the epoch
 # would not fit even alone: it is recorded (OOM_RECORD, in the trial's directory) and not run again.
 OTHERS_SHARE = 0.1
 OOM_RECORD = "cuda_out_of_memory.json"
+
+
+def trial_device() -> torch.device:
+    """CUDA where Ray assigned this trial a GPU, else the CPU. Ray (since 2.49) leaves
+    CUDA_VISIBLE_DEVICES alone in a worker given no GPU, so such a worker still sees every GPU of its
+    node: `torch.cuda.is_available()` alone would put trials launched with --gpus-per-trial 0 on
+    GPU 0, beside the trials Ray did give it, with no accounting."""
+    return default_device() if ray.get_gpu_ids() else torch.device("cpu")
 
 
 def trial_threads() -> int:
@@ -97,7 +106,7 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     if replayed(state, ended=tune.get_context().get_trial_id() in ended):
         return
     torch.set_num_threads(trial_threads())
-    device = default_device()  # CUDA only where Ray assigned this trial a GPU
+    device = trial_device()
 
     def report(evaluation: Evaluation) -> None:
         report_checkpoint(evaluation_metrics(evaluation, device), evaluation.snapshot())
@@ -128,7 +137,7 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
     if job_id in ended or (state is not None and state[REPORT][M.FINISHED]):
         return
     torch.set_num_threads(trial_threads())
-    device = default_device()
+    device = trial_device()
     best = state.get(BEST) if state is not None else None
 
     def report(evaluation: Evaluation) -> None:
@@ -165,10 +174,12 @@ def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device,
     """
     if device.type == "cuda":
         refuse_known_oom(record, device)
+        release_memory(device)  # whatever an earlier trial of this worker left, should any be left
         torch.cuda.reset_peak_memory_stats(device)
     try:
         fit(cfg, data, on_eval, device=device, resume=resume)
     except torch.cuda.OutOfMemoryError as err:
+        release_memory(device, err)
         message = out_of_memory_message(cfg, device, err)
         if record is not None:
             free, total = torch.cuda.mem_get_info(device)
@@ -178,8 +189,10 @@ def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device,
                             "so the trial does not fit on it even alone: its retries on this GPU are not run.")
                 atomic_write_json(record, {"message": message, "total_bytes": total})
         raise TrialOutOfMemory(message) from err
-    finally:
-        release_memory(device)
+    except BaseException as err:  # an error, or Ray ending the trial (ASHA stops it by raising in tune.report)
+        release_memory(device, err)
+        raise
+    release_memory(device)
 
 
 def refuse_known_oom(record: Path | None, device: torch.device) -> None:
@@ -192,9 +205,17 @@ def refuse_known_oom(record: Path | None, device: torch.device) -> None:
         raise TrialOutOfMemory(noted["message"])
 
 
-def release_memory(device: torch.device) -> None:
+def release_memory(device: torch.device, err: BaseException | None = None) -> None:
     """Free what the finished trial left: its tensors (a reference cycle may hold a model) and, on
-    CUDA, the blocks torch's caching allocator keeps reserved."""
+    CUDA, the blocks torch's caching allocator keeps reserved.
+
+    `err`: the exception the trial is ending with. Its traceback holds `fit`'s frames, and with them
+    the model, optimizer and batches, for as long as it propagates: their locals are cleared first,
+    or nothing would be freed until Ray had handled the exception, long after this worker's memory
+    was needed by the trials sharing its GPU.
+    """
+    if err is not None:
+        traceback.clear_frames(err.__traceback__)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -59,6 +59,9 @@ TRAIN_ONE = {
     "threads negative": (["--threads", "-2"], ["--threads", "pass a number >= 1"]),
     "seed negative": (["--seed", "-1"], ["--seed", "pass a number >= 0"]),
     "fold negative": (["--fold", "-1"], ["--fold is -1", "0..4 for --folds 5"]),
+    "device unknown": (["--device", "gpu"], ["--device gpu is not a device", "pass cpu, cuda or cuda:N"]),
+    # cuda:99 is refused on every machine: on one without CUDA, and on one with fewer GPUs.
+    "device beyond the GPUs": (["--device", "cuda:99"], ["--device cuda:99", "pass"]),
 }
 
 ON_RUN = {  # (argv after the command, needles, whether the case needs its own copy of the run)
@@ -102,6 +105,10 @@ ON_RUN = {  # (argv after the command, needles, whether the case needs its own c
                                 "--probs", "{tmp}/s.csv"], ["--probs", "is the --out file", "two file names"]),
     "predict batch size 0": (["predict", "{run}", "--data", "{file}", "--out", "{tmp}/s.csv", "--batch-size", "0"],
                              ["--batch-size is 0", "must be >= 1"]),
+    "predict device unknown": (["predict", "{run}", "--data", "{file}", "--out", "{tmp}/s.csv", "--device", "gpu"],
+                               ["--device gpu is not a device", "pass cpu, cuda or cuda:N"]),
+    "predict device beyond the GPUs": (["predict", "{run}", "--data", "{file}", "--out", "{tmp}/s.csv",
+                                        "--device", "cuda:99"], ["--device cuda:99", "pass"]),
 }
 
 PRETRAIN = {
@@ -124,6 +131,7 @@ PRETRAIN = {
     "max failures negative": (["--max-failures", "-1"], ["--max-failures", "pass a number >= 0"]),
     "num workers 0": (["--num-workers", "0"], ["--num-workers", "pass a number >= 1"]),
     "seed negative": (["--seed", "-3"], ["--seed", "pass a number >= 0"]),
+    "device beyond the GPUs": (["--device", "cuda:99"], ["--device cuda:99", "pass"]),
 }
 
 

@@ -48,7 +48,7 @@ def out_of_memory_trial(config, *, marker_dir: str, **kwargs):
 
     gib = 2**30
     with mock.patch.object(trainable, "fit", overfill), \
-            mock.patch.object(trainable, "default_device", lambda: torch.device("cuda:0")), \
+            mock.patch.object(trainable, "trial_device", lambda: torch.device("cuda:0")), \
             mock.patch.multiple(torch.cuda, reset_peak_memory_stats=lambda device: None, empty_cache=lambda: None,
                                 mem_get_info=lambda device: (1 * gib, 16 * gib),
                                 memory_reserved=lambda device: 14.5 * gib):

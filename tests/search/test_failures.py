@@ -3,6 +3,7 @@
 import functools
 import subprocess
 import sys
+import weakref
 
 import optuna
 import pytest
@@ -160,5 +161,45 @@ def test_cuda_out_of_memory_is_reported_as_such(monkeypatch):
     with pytest.raises(trainable.TrialOutOfMemory, match=r"CUDA out of memory on cuda:0 .*batch_size 64\): "
                        r"lower batch_size .*\[CUDA out of memory. Tried to allocate 2.00 GiB\]"):
         trainable.fit_explaining_oom(cfg, None, None, device=torch.device("cuda:0"), resume=None)
-    # The worker is reused by the next trial: the peak counter was reset and the memory given back.
-    assert calls == [("reset", torch.device("cuda:0")), ("empty_cache",)]
+    # The worker is reused by the next trial: it starts with what an earlier trial may have left
+    # given back and the peak counter reset, and ends giving its own memory back.
+    assert calls == [("empty_cache",), ("reset", torch.device("cuda:0")), ("empty_cache",)]
+
+
+@pytest.mark.parametrize("ending", [
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("a bug in a loss"),
+    SystemExit(0),  # how Ray ends a trial ASHA stopped: raised inside tune.report
+])
+def test_the_model_is_freed_before_the_memory_is_given_back_however_the_trial_ends(monkeypatch, ending):
+    # While the exception propagates, its traceback holds fit's frames and their model: unless those
+    # are cleared, the caching allocator's blocks are still in use when empty_cache runs.
+    models, alive_at_release = [], []
+
+    def fit_until(*args, **kwargs):
+        model = torch.nn.Linear(4, 4)  # the trial's model, a local of fit's frame
+        models.append(weakref.ref(model))
+        raise ending
+
+    def release(device, err=None):
+        real_release(torch.device("cpu"), err)  # clears the frames and collects; no CUDA here
+        alive_at_release.append(bool(models) and models[-1]() is not None)
+
+    real_release = trainable.release_memory
+    monkeypatch.setattr(trainable, "fit", fit_until)
+    monkeypatch.setattr(trainable, "release_memory", release)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
+    with pytest.raises((type(ending), trainable.TrialOutOfMemory)):
+        trainable.fit_explaining_oom(TrialConfig(), None, None, device=torch.device("cuda:0"), resume=None)
+    assert alive_at_release == [False, False]  # at the start (no model yet), and once the trial ended
+
+
+def test_a_trial_trains_on_cuda_only_where_ray_gave_it_a_gpu(monkeypatch):
+    # Ray leaves CUDA_VISIBLE_DEVICES alone in a worker given no GPU: it still sees the node's GPUs.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    assert trainable.trial_device() == torch.device("cpu")
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
+    assert trainable.trial_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainable.trial_device() == torch.device("cpu")

@@ -126,6 +126,16 @@ def test_resources_ignore_dead_nodes(cpus, gpus, message):
         check_resources(cpus_per_trial=cpus, gpus_per_trial=gpus, nodes=nodes)
 
 
+def test_gpus_left_unused_by_gpus_per_trial_0_are_noted():
+    nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 8.0}},
+             {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 4.0}}]
+    note = check_resources(cpus_per_trial=2, gpus_per_trial=0, nodes=nodes)
+    assert note.startswith("note: the cluster has 2 GPU(s), but --gpus-per-trial is 0: every trial trains on the CPU")
+    assert "--gpus-per-trial 1" in note
+    assert check_resources(cpus_per_trial=2, gpus_per_trial=0.5, nodes=nodes) is None
+    assert check_resources(cpus_per_trial=2, gpus_per_trial=0, nodes=nodes[1:]) is None  # no live GPU
+
+
 def test_cli_prints_the_error_and_exits_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "search", "launch", "--max-epochs", "2", "--grace-period", "3",
