@@ -31,7 +31,8 @@ class _Contrastive(nn.Module):
                 class_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         if class_embeddings is not None:
             classes = torch.arange(len(class_embeddings), device=labels.device)
-            features = torch.cat([features, class_embeddings.to(features.dtype)])  # (B + C, D)
+            # In fp32: under autocast the features are bf16, the class embeddings (parameters) fp32.
+            features = torch.cat([features.float(), class_embeddings.float()])  # (B + C, D)
             labels = torch.cat([labels, classes])
         return self.loss(features.float(), labels)
 

@@ -33,6 +33,9 @@ TRAIN_SAMPLES_PER_S = "train_samples_per_s"  # training rows per second since th
 DEVICE = "device"  # torch device the trial trained on, e.g. "cuda:0"
 NODE_ID = "node_id"  # Ray node id of the worker that ran the trial
 GPU_MEM_PEAK_GB = "gpu_mem_peak_gb"  # peak CUDA memory allocated by the trial (CUDA only)
+# CUDA memory torch still held in the trial's worker when the trial started, left by the trials that
+# worker ran before (workers are reused); 0 when they gave it all back. CUDA and reused workers only.
+GPU_MEM_LEFT_GB = "gpu_mem_left_gb"
 TIMESTAMP = "timestamp"  # Ray's wall-clock time of the result (seconds since the epoch)
 
 # Keys of a trial's config dict, as the searcher hands it to Ray and the callbacks read it back.

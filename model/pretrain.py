@@ -538,12 +538,14 @@ def _gather(value: Any, world: int) -> list[Any]:
     return out
 
 
-def _all_sum(values: list[float], world: int) -> list[float]:
+def _all_sum(values: list[float], world: int, device: torch.device) -> list[float]:
+    """`values` summed over the workers. The tensor lives on the workers' training device: NCCL,
+    the process group Ray Train starts for GPU workers, reduces CUDA tensors only."""
     import torch.distributed as dist
 
     if world == 1 or not (dist.is_available() and dist.is_initialized()):
         return values
-    tensor = torch.tensor(values, dtype=torch.float64)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
 
@@ -767,7 +769,7 @@ def _train(loop: _Loop, bar: Any, *, save_every: int, on_step: Callable[[int], N
             if loop.logs_now():
                 done = _log_window(loop, pending, bar)
             if done or (save_every and run.step % save_every == 0):
-                _fold_pending(run, pending.local, pending.clock, loop.rank, loop.world)
+                _fold_pending(run, pending.local, pending.clock, loop.rank, loop.world, loop.device)
                 pending.reset()
                 loop.save(finished=done)
             if on_step is not None:
@@ -810,7 +812,7 @@ def _log_window(loop: _Loop, pending: _Pending, bar: Any) -> bool:
     run = loop.run
     now = time.perf_counter()
     elapsed = now - pending.clock
-    summed = _all_sum(pending.local + [elapsed if loop.rank == 0 else 0.0], loop.world)
+    summed = _all_sum(pending.local + [elapsed if loop.rank == 0 else 0.0], loop.world, loop.device)
     pending.clock, pending.local = now, [0.0, 0.0, 0.0, 0.0]
     run.seconds += summed[4]
     run.tokens += summed[3]
@@ -823,10 +825,11 @@ def _log_window(loop: _Loop, pending: _Pending, bar: Any) -> bool:
     return loop.finished()
 
 
-def _fold_pending(run: Progress, local: list[float], clock: float, rank: int, world: int) -> None:
+def _fold_pending(run: Progress, local: list[float], clock: float, rank: int, world: int,
+                  device: torch.device) -> None:
     """Before a checkpoint: move the statistics since the last log into the run's (checkpointed)
     window, so a resumed run's next loss-curve point is the same as an uninterrupted run's."""
-    summed = _all_sum(local + [time.perf_counter() - clock if rank == 0 else 0.0], world)
+    summed = _all_sum(local + [time.perf_counter() - clock if rank == 0 else 0.0], world, device)
     run.window = [a + b for a, b in zip(run.window, summed[:3], strict=True)]
     run.tokens += summed[3]
     run.seconds += summed[4]

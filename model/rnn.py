@@ -49,10 +49,14 @@ class _BiRNN(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         lengths = mask.sum(dim=1).cpu()
-        out = torch.where(mask.unsqueeze(-1), hidden, 0)  # (B, T, H)
-        for rnn in self.rnns:
-            packed = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=False)
-            out, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=hidden.shape[1])
+        out = torch.where(mask.unsqueeze(-1), hidden, 0).float()  # (B, T, H)
+        # In full precision: CUDA autocast runs cuDNN RNNs in fp16 whatever its dtype (ATen's
+        # AutocastRNN.cpp casts to half), and bf16 training has no loss scaling to keep fp16
+        # gradients from underflowing. The RNN is a small part of the model's compute.
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            for rnn in self.rnns:
+                packed = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=False)
+                out, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=hidden.shape[1])
         return out  # (B, T, 2 * (H // 2)), zeros at padded positions
 
 

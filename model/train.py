@@ -13,6 +13,7 @@ import copy
 import math
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -214,6 +215,25 @@ def param_groups(model: Classifier, cfg: TrialConfig) -> list[dict]:
 # --- the checkpoint ---
 
 
+def cpu_copy(value: Any) -> Any:
+    """A copy of a nest of state_dicts (dicts, lists, tuples) with every tensor on the CPU.
+
+    A snapshot is held while training goes on (until the caller has saved it): on the CPU it takes
+    none of the GPU memory that the trials sharing the GPU need, and it loads on any machine.
+    `load_state_dict` moves the tensors back to their module's or parameter's device.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):  # a module's state_dict is an OrderedDict with `_metadata` (versions)
+        copied = OrderedDict((key, cpu_copy(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):
+            copied._metadata = copy.deepcopy(value._metadata)
+        return copied if isinstance(value, OrderedDict) else dict(copied)
+    if type(value) in (list, tuple):
+        return type(value)(cpu_copy(item) for item in value)
+    return copy.deepcopy(value)
+
+
 @dataclass(frozen=True)
 class TrainState:
     """Everything `fit` needs to go on exactly as if never interrupted: the one thing a checkpoint holds.
@@ -223,7 +243,7 @@ class TrainState:
     caller may store its own beside them) and reads checkpoints from before `cuda_rng` existed.
     """
 
-    model: dict[str, torch.Tensor]  # state_dict()s, copied: the live tensors train on
+    model: dict[str, torch.Tensor]  # state_dict()s, copied to the CPU: the live tensors train on
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     swa: dict[str, Any] | None  # None: SWA off
@@ -235,7 +255,7 @@ class TrainState:
 
     @classmethod
     def capture(cls, parts: Parts, *, step: int, epoch: float, best: Best) -> TrainState:
-        model, optimizer, scheduler, swa = copy.deepcopy((
+        model, optimizer, scheduler, swa = cpu_copy((
             parts.model.state_dict(), parts.optimizer.state_dict(), parts.scheduler.state_dict(),
             parts.swa.state_dict() if parts.swa is not None else None))
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
@@ -411,7 +431,7 @@ def run_evaluation(cfg: TrialConfig, data: EncodedData, parts: Parts, plan: Step
         return TrainState.capture(parts, step=step, epoch=epoch, best=best).to_dict()
 
     def scored_weights() -> dict:
-        return {key: value.detach().to("cpu", copy=True) for key, value in scored.state_dict().items()}
+        return cpu_copy(scored.state_dict())
 
     evaluation = Evaluation(epoch=epoch, metrics=report, per_class_f1=scores[M.PER_CLASS_F1],
                             is_best=best.since == 0, is_last=is_last, snapshot=snapshot,

@@ -12,7 +12,7 @@ STATUSES = (COMPLETED, PRUNED, RUNNING, ERROR)  # also the leaderboard's order o
 
 # Per-evaluation values a record keeps (the rest of a Tune result is bookkeeping).
 HISTORY_KEYS = (M.EPOCH, M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
-                M.TRAIN_LOSS, M.TIMESTAMP, M.TRAIN_SAMPLES_PER_S, M.GPU_MEM_PEAK_GB)
+                M.TRAIN_LOSS, M.TIMESTAMP, M.TRAIN_SAMPLES_PER_S, M.GPU_MEM_PEAK_GB, M.GPU_MEM_LEFT_GB)
 
 
 def final_status(last_result: dict[str, Any] | None) -> str:

@@ -121,6 +121,9 @@ def pretrain_distributed(cfg: PretrainConfig, corpus: Sequence[str | Path], out:
     """Pretrain with `num_workers` Ray Train workers; `out` ends up a checkpoint directory."""
     if num_workers < 1:
         raise ConfigError(f"--num-workers is {num_workers}, but must be >= 1")
+    if num_workers > 1 and 0 < gpus_per_worker < 1:  # NCCL refuses two ranks on one GPU
+        raise ConfigError(f"--gpus-per-worker is {gpus_per_worker:g} with --num-workers {num_workers}: data-parallel "
+                          "workers on GPUs need a whole GPU each. Pass --gpus-per-worker 1 (or 0 to pretrain on CPUs)")
     out = Path(out).resolve()
     storage = storage_path or str(out / "ray")
     if not is_uri(storage):

@@ -73,15 +73,33 @@ def replayed(state: dict | None, *, ended: bool) -> bool:
     return False
 
 
-def evaluation_metrics(evaluation: Evaluation, device: torch.device) -> dict[str, Any]:
+def evaluation_metrics(evaluation: Evaluation, device: torch.device, *, left_gb: float | None = None
+                       ) -> dict[str, Any]:
     """What a trial reports for one evaluation: its scores, per-class F1, device, node and the
-    checkpoint score."""
+    checkpoint score; on CUDA its peak memory and (`left_gb`, see `memory_left`) what earlier
+    trials of its worker left."""
     metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, M.DEVICE: str(device),
                M.NODE_ID: ray.get_runtime_context().get_node_id(),
                M.CHECKPOINT_SCORE: evaluation.metrics[M.LEVEL2_MACRO_F1] if evaluation.is_best else -1.0}
     if device.type == "cuda":
         metrics[M.GPU_MEM_PEAK_GB] = torch.cuda.max_memory_allocated(device) / 2**30
+    if left_gb is not None:
+        metrics[M.GPU_MEM_LEFT_GB] = left_gb
     return metrics
+
+
+_trials_started = 0  # trials this worker process started (it is reused: search/driver.py REUSE_WORKERS)
+
+
+def memory_left(device: torch.device) -> float | None:
+    """GiB of CUDA memory torch holds in this worker as a trial starts: what the trials it ran
+    before left behind (0 when `fit_explaining_oom` gave it all back, however they ended). None on
+    the CPU and for a worker's first trial."""
+    global _trials_started
+    _trials_started += 1
+    if device.type != "cuda" or _trials_started == 1:
+        return None
+    return torch.cuda.memory_reserved(device) / 2**30
 
 
 def report_checkpoint(metrics: dict[str, Any], state: dict[str, Any]) -> None:
@@ -107,9 +125,10 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
         return
     torch.set_num_threads(trial_threads())
     device = trial_device()
+    left = memory_left(device)
 
     def report(evaluation: Evaluation) -> None:
-        report_checkpoint(evaluation_metrics(evaluation, device), evaluation.snapshot())
+        report_checkpoint(evaluation_metrics(evaluation, device, left_gb=left), evaluation.snapshot())
 
     fit_explaining_oom(cfg, data, report, device=device, resume=state, record=oom_record())
 
@@ -138,6 +157,7 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
         return
     torch.set_num_threads(trial_threads())
     device = trial_device()
+    left = memory_left(device)
     best = state.get(BEST) if state is not None else None
 
     def report(evaluation: Evaluation) -> None:
@@ -147,7 +167,7 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
                     BEST_DEV_PROBS: torch.from_numpy(evaluation.dev_probabilities),
                     BEST_METRICS: {M.EPOCH: evaluation.epoch,
                                    **{key: evaluation.metrics[key] for key in JOB_SCORES}}}
-        report_checkpoint(evaluation_metrics(evaluation, device), {**evaluation.snapshot(), BEST: best})
+        report_checkpoint(evaluation_metrics(evaluation, device, left_gb=left), {**evaluation.snapshot(), BEST: best})
 
     fit_explaining_oom(cfg, folds[job["fold"]], report, device=device, resume=state, record=oom_record())
 

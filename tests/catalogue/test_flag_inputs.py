@@ -132,6 +132,8 @@ PRETRAIN = {
     "num workers 0": (["--num-workers", "0"], ["--num-workers", "pass a number >= 1"]),
     "seed negative": (["--seed", "-3"], ["--seed", "pass a number >= 0"]),
     "device beyond the GPUs": (["--device", "cuda:99"], ["--device cuda:99", "pass"]),
+    "workers sharing a GPU": (["--num-workers", "2", "--gpus-per-worker", "0.5"],
+                              ["--gpus-per-worker is 0.5 with --num-workers 2", "--gpus-per-worker 1"]),
 }
 
 

@@ -105,6 +105,19 @@ def test_every_rnn_layer_keeps_width_and_ignores_padding(name):
         assert (again[~mask] == 0).all()
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "lstm_gru"])
+def test_rnn_layers_run_in_full_precision_under_autocast(name):
+    # CUDA autocast would run cuDNN RNNs in fp16 (no loss scaling in bf16 training): they opt out.
+    torch.manual_seed(0)
+    layer = RNN_LAYERS[name].from_config(TrialConfig(rnn=name), hidden_size=8)
+    hidden = torch.randn(2, 5, 8)
+    mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2], dtype=torch.bool)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = layer(hidden.to(torch.bfloat16), mask)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, layer(hidden.to(torch.bfloat16).float(), mask), atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["none", "inverse", "sqrt_inverse"])
 def test_class_weights_favour_rare_labels(kind):
     counts = np.array([100, 25, 1, 0])

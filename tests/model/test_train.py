@@ -6,7 +6,7 @@ import torch
 
 from model import metrics as M
 from model.config import TrialConfig
-from model.train import bucketed_batches, fit
+from model.train import bucketed_batches, cpu_copy, fit
 
 
 def test_fit_learns_well_above_chance(small_data):
@@ -112,3 +112,24 @@ def test_fit_runs_a_checkpoint_encoder(small_data, tmp_path):
     assert [e.epoch for e in result.history] == [1, 2]
     losses = [e.metrics["train_loss"] for e in result.history]
     assert np.isfinite(losses).all() and losses[1] < losses[0]
+
+
+def test_cpu_copy_copies_every_tensor_and_keeps_the_state_dict_metadata():
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    optimizer = torch.optim.AdamW(module.parameters())
+    module(torch.randn(4, 2)).sum().backward()
+    optimizer.step()
+    state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(), "rng": [torch.ones(2)],
+             "pair": (torch.zeros(1), 3), "epoch": 1.5}
+    copied = cpu_copy(state)
+    assert type(copied["model"]) is type(state["model"]) and copied["model"]._metadata == state["model"]._metadata
+    assert type(copied["optimizer"]) is dict and type(copied["pair"]) is tuple and copied["epoch"] == 1.5
+    tensors = [(copied["model"][k], v) for k, v in state["model"].items()] + [
+        (copied["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"]),
+        (copied["rng"][0], state["rng"][0]), (copied["pair"][0], state["pair"][0])]
+    assert all(a.device.type == "cpu" and torch.equal(a, b) and a.data_ptr() != b.data_ptr() for a, b in tensors)
+    optimizer.step()  # training goes on: the copy does not move with it
+    assert not torch.equal(copied["optimizer"]["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    copied["optimizer"]["param_groups"][0]["lr"] = 9.0
+    assert optimizer.param_groups[0]["lr"] != 9.0
+    module.load_state_dict(copied["model"])  # loads back

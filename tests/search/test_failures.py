@@ -203,3 +203,12 @@ def test_a_trial_trains_on_cuda_only_where_ray_gave_it_a_gpu(monkeypatch):
     assert trainable.trial_device() == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert trainable.trial_device() == torch.device("cpu")
+
+
+def test_memory_left_is_what_a_reused_worker_still_holds_as_a_trial_starts(monkeypatch):
+    monkeypatch.setattr(trainable, "_trials_started", 0)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3 * 2**30)
+    cuda = torch.device("cuda:0")
+    assert trainable.memory_left(cuda) is None  # the worker's first trial: nothing before it
+    assert trainable.memory_left(cuda) == 3.0
+    assert trainable.memory_left(torch.device("cpu")) is None
