@@ -180,7 +180,8 @@ def oom_record() -> Path:
 
 def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device, resume: dict | None,
                        record: Path | None = None) -> None:
-    """`fit`, with a CUDA out-of-memory turned into an error that says what to change.
+    """`fit`, with a CUDA out-of-memory (or a cuBLAS/cuDNN allocation failure) turned into an
+    error that says what to change.
 
     Ray retries a failed trial (--max-failures) whatever the error. An out-of-memory while other
     processes held under OTHERS_SHARE of the GPU is the trial's own: it would not fit even alone,
@@ -198,8 +199,10 @@ def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device,
         torch.cuda.reset_peak_memory_stats(device)
     try:
         fit(cfg, data, on_eval, device=device, resume=resume)
-    except torch.cuda.OutOfMemoryError as err:
+    except BaseException as err:  # an error, or Ray ending the trial (ASHA stops it by raising in tune.report)
         release_memory(device, err)
+        if not is_out_of_memory(err):
+            raise
         message = out_of_memory_message(cfg, device, err)
         if record is not None:
             free, total = torch.cuda.mem_get_info(device)
@@ -209,10 +212,16 @@ def fit_explaining_oom(cfg, data: EncodedData, on_eval, *, device: torch.device,
                             "so the trial does not fit on it even alone: its retries on this GPU are not run.")
                 atomic_write_json(record, {"message": message, "total_bytes": total})
         raise TrialOutOfMemory(message) from err
-    except BaseException as err:  # an error, or Ray ending the trial (ASHA stops it by raising in tune.report)
-        release_memory(device, err)
-        raise
     release_memory(device)
+
+
+# cuBLAS and cuDNN report a failed allocation as a plain RuntimeError with their own status.
+OUT_OF_MEMORY_STATUSES = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and any(status in str(err) for status in OUT_OF_MEMORY_STATUSES))
 
 
 def refuse_known_oom(record: Path | None, device: torch.device) -> None:

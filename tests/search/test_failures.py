@@ -166,6 +166,21 @@ def test_cuda_out_of_memory_is_reported_as_such(monkeypatch):
     assert calls == [("empty_cache",), ("reset", torch.device("cuda:0")), ("empty_cache",)]
 
 
+def test_a_cublas_allocation_failure_is_an_out_of_memory_too(monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+
+    monkeypatch.setattr(trainable, "fit", fail)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with pytest.raises(trainable.TrialOutOfMemory, match=r"CUDA out of memory on cuda:0 .*lower batch_size .*"
+                       r"\[CUDA error: CUBLAS_STATUS_ALLOC_FAILED"):
+        trainable.fit_explaining_oom(TrialConfig(), None, None, device=torch.device("cuda:0"), resume=None)
+    monkeypatch.setattr(trainable, "fit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="^a bug$"):  # any other error stays what it is
+        trainable.fit_explaining_oom(TrialConfig(), None, None, device=torch.device("cuda:0"), resume=None)
+
+
 @pytest.mark.parametrize("ending", [
     torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     RuntimeError("a bug in a loss"),
