@@ -44,8 +44,8 @@ OOM_RECORD = "cuda_out_of_memory.json"
 def trial_device() -> torch.device:
     """CUDA where Ray assigned this trial a GPU, else the CPU. The pinned Ray leaves
     CUDA_VISIBLE_DEVICES alone in a worker given no GPU (ray-project/ray#54868), so such a worker
-    still sees every GPU of its node: `torch.cuda.is_available()` alone would put trials launched with --gpus-per-trial 0 on
-    GPU 0, beside the trials Ray did give it, with no accounting."""
+    still sees every GPU of its node: `torch.cuda.is_available()` alone would put trials launched
+    with --gpus-per-trial 0 on GPU 0, beside the trials Ray did give it, with no accounting."""
     return default_device() if ray.get_gpu_ids() else torch.device("cpu")
 
 
