@@ -12,12 +12,14 @@ small `--hidden/--layers` smoke-tests the script where no GPU is present.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -63,19 +65,26 @@ params:
 """
 
 
-def launch_sampling_gpu(settings: Settings) -> tuple[pd.DataFrame, dict, float, list[tuple[float, float]]]:
-    """Run `launch(settings)` while sampling GPU 0 once a second (when nvidia-smi is there); return the
-    leaderboard, the trial records, the wall seconds and the (utilization %, memory MiB) samples."""
-    samples: list[tuple[float, float]] = []
+@contextlib.contextmanager
+def gpu_sampling(samples: list[tuple[float, float]]) -> Iterator[None]:
+    """Append GPU 0's (utilization %, memory MiB) to `samples` once a second while the block runs
+    (when nvidia-smi is there)."""
     stop = threading.Event()
-    sampler = threading.Thread(target=sample_gpu, args=(stop, samples), daemon=True)
     if shutil.which("nvidia-smi"):
-        sampler.start()
-    started = time.perf_counter()
+        threading.Thread(target=sample_gpu, args=(stop, samples), daemon=True).start()
     try:
-        files, frame = launch(settings, out=print)
+        yield
     finally:
         stop.set()
+
+
+def launch_sampling_gpu(settings: Settings) -> tuple[pd.DataFrame, dict, float, list[tuple[float, float]]]:
+    """Run `launch(settings)` while sampling GPU 0 (`gpu_sampling`); return the leaderboard, the
+    trial records, the wall seconds and the (utilization %, memory MiB) samples."""
+    samples: list[tuple[float, float]] = []
+    started = time.perf_counter()
+    with gpu_sampling(samples):
+        files, frame = launch(settings, out=print)
     return frame, load_records(files), time.perf_counter() - started, samples
 
 

@@ -28,19 +28,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from benchmarks.gpu_check import encoder_yaml, sample_gpu
+from benchmarks.gpu_check import encoder_yaml, gpu_sampling
 from model import metrics as M
 from model.synthetic import synthesize
 from results.confirm import LINEAR_MEMBER
@@ -70,18 +67,6 @@ def run_stage(name: str, argv: list[str], timings: dict[str, Any]) -> bool:
     timings[name] = {"seconds": round(time.perf_counter() - started, 1), "exit": code}
     print(f"=== {name}: exit {code} in {timings[name]['seconds']:.0f} s", flush=True)
     return code == 0
-
-
-@contextlib.contextmanager
-def gpu_sampling(samples: list[tuple[float, float]]) -> Iterator[None]:
-    """Sample GPU 0's (utilization %, memory MiB) once a second while the block runs (with nvidia-smi)."""
-    stop = threading.Event()
-    if shutil.which("nvidia-smi"):
-        threading.Thread(target=sample_gpu, args=(stop, samples), daemon=True).start()
-    try:
-        yield
-    finally:
-        stop.set()
 
 
 def job_rows(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
