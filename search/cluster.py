@@ -29,9 +29,17 @@ def is_uri(path: str) -> bool:
     return bool(urllib.parse.urlparse(str(path)).scheme)
 
 
+# Environment of every Ray worker. A warm worker takes its next trial only once the last one's
+# thread has ended (Tune's FunctionTrainable.reset_config); Tune waits 2 s for that by default, and
+# on a loaded node the end of a trial (its last checkpoint, freeing its memory) can take longer.
+# Reuse then fails, and Ray 2.60's Tune loses the trial it meant to start there ("Trials did not complete:
+# ... Could not fetch metrics"): measured on the 2-core machine with both cores busy.
+WORKER_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
+
+
 def code_runtime_env() -> dict:
     """Ship this checkout to every node (Ray's working_dir), so nodes need only the requirements."""
-    return {"working_dir": str(REPO_ROOT), "excludes": CODE_EXCLUDES}
+    return {"working_dir": str(REPO_ROOT), "excludes": CODE_EXCLUDES, "env_vars": dict(WORKER_ENV)}
 
 
 def connect(address: str | None) -> bool:
@@ -51,7 +59,7 @@ def connect(address: str | None) -> bool:
         # driver was started from.
         path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
         ray.init(address="local", include_dashboard=False, logging_level="WARNING",
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+                 runtime_env={"env_vars": {"PYTHONPATH": path, **WORKER_ENV}})
         return True
     try:
         ray.init(address=address, runtime_env=code_runtime_env(), logging_level="WARNING")

@@ -172,3 +172,23 @@ def test_code_shipped_to_workers_leaves_out_outputs_data_and_environments(simula
         ray.shutdown()
     assert node in worker_ids
     assert files == SHIPPED
+
+
+@ray.remote(num_cpus=0)
+def _worker_env(name: str) -> str | None:
+    import os
+
+    return os.environ.get(name)
+
+
+@pytest.mark.e2e
+def test_workers_get_the_time_to_end_a_trial_before_taking_the_next(simulated):
+    # Tune's 2 s default made a loaded node's warm worker fail its reuse and lose the next trial.
+    nodes, _, _ = simulated
+    ray.shutdown()
+    assert cluster_module.connect(nodes.address)
+    try:
+        seen = ray.get(_worker_env.remote("TUNE_FUNCTION_THREAD_TIMEOUT_S"))
+    finally:
+        ray.shutdown()
+    assert seen == cluster_module.WORKER_ENV["TUNE_FUNCTION_THREAD_TIMEOUT_S"] == "120"
