@@ -40,14 +40,15 @@ ENCODER_NAMES = ("textcnn", "dpcnn", "bigru")
 PASS, FAIL, TIMEOUT, MISSING, SKIPPED = "pass", "fail", "timeout", "missing", "skipped"
 STATUSES = (PASS, FAIL, TIMEOUT, MISSING, SKIPPED)
 
-Evaluate = Callable[[int, str, Path], tuple[str, dict[str, Any]]]
+Evaluate = Callable[[int, str], tuple[str, dict[str, Any]]]
 Headline = Callable[[dict[str, Any]], str]
 
 
 @dataclass(frozen=True)
 class Check:
     """One check: `commands` run in order (stopping at the first that fails) within `limit_s`, then
-    `evaluate(exit status of the last command run, all their output, work dir)` -> (status, figures)."""
+    `evaluate(exit status of the last command run, all their output)` -> (status, figures); an
+    evaluation that reads files knows their paths."""
 
     name: str
     limit_s: float
@@ -92,7 +93,7 @@ def evaluate_env(expect_cuda: bool) -> Evaluate:
     """The probe passes when it answered, every import worked, CUDA is there (on a GPU run) and the
     machine's packages meet the kit's requirements."""
 
-    def evaluate(code: int, output: str, work: Path) -> tuple[str, dict[str, Any]]:
+    def evaluate(code: int, output: str) -> tuple[str, dict[str, Any]]:
         found = last_json_line(output)
         if code != 0 or found is None:
             return FAIL, {}
@@ -145,7 +146,7 @@ def parse_gpu_check(output: str) -> dict[str, Any]:
 def evaluate_gpu_check(expect_cuda: bool) -> Evaluate:
     """Passes when every trial completed (or ASHA stopped it), on the GPU in a GPU run."""
 
-    def evaluate(code: int, output: str, work: Path) -> tuple[str, dict[str, Any]]:
+    def evaluate(code: int, output: str) -> tuple[str, dict[str, Any]]:
         figures = parse_gpu_check(output)
         rows = figures["rows"]
         ok = code == 0 and bool(rows) and all(r["status"] in ("completed", "pruned") for r in rows) and (
@@ -172,7 +173,7 @@ def evaluate_oom_check(expect_cuda: bool) -> Evaluate:
     """On a GPU: exit 0 with its three PASS lines. On the CPU (smoke) the out-of-memory checks are
     skipped by the script itself: exit 0 and every trial ended is what is left to check."""
 
-    def evaluate(code: int, output: str, work: Path) -> tuple[str, dict[str, Any]]:
+    def evaluate(code: int, output: str) -> tuple[str, dict[str, Any]]:
         figures = parse_oom_check(output)
         verdicts = figures["verdicts"]
         if expect_cuda:
@@ -194,7 +195,7 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
 def evaluate_submission(out_dir: Path) -> Evaluate:
     """gpu_submission_check exits 0 only when its four checks hold; its summary.json has the figures."""
 
-    def evaluate(code: int, output: str, work: Path) -> tuple[str, dict[str, Any]]:
+    def evaluate(code: int, output: str) -> tuple[str, dict[str, Any]]:
         summary = read_json_file(out_dir / "summary.json") or {}
         jobs = summary.get("jobs", [])
         peaks = [j["gpu_mem_peak_gb"] for j in jobs if j.get("gpu_mem_peak_gb") is not None]
@@ -214,7 +215,7 @@ def evaluate_submission(out_dir: Path) -> Evaluate:
 def evaluate_pretrain(out_dir: Path, *, steps: int, device: str) -> Evaluate:
     """Passes when pretrain.json says the run finished its steps on `device` at some tokens/s."""
 
-    def evaluate(code: int, output: str, work: Path) -> tuple[str, dict[str, Any]]:
+    def evaluate(code: int, output: str) -> tuple[str, dict[str, Any]]:
         record = read_json_file(out_dir / "pretrain.json") or {}
         curve = record.get("loss_curve") or []
         flags = record.get("flags", {})
@@ -245,7 +246,7 @@ def evaluate_encoder(name: str) -> Evaluate:
     """train-one of one encoder: passes when it exits 0 after its best-evaluation line; an encoder
     the registry does not hold is "missing", not a failure."""
 
-    def evaluate(code: int, output: str, work: Path) -> tuple[str, dict[str, Any]]:
+    def evaluate(code: int, output: str) -> tuple[str, dict[str, Any]]:
         best = next((m for line in output.splitlines() if (m := BEST_LINE.match(line.strip()))), None)
         epochs = [float(m["seconds"]) for line in output.splitlines() if (m := EPOCH_LINE.match(line.strip()))]
         figures = {"encoder": name, "epoch_end_s": epochs}
@@ -280,6 +281,8 @@ def gpu_check_headline(f: dict[str, Any]) -> str:
 
 def oom_headline(f: dict[str, Any]) -> str:
     verdicts = f.get("verdicts") or []
+    if f.get("oom_checks_skipped"):
+        return f"no GPU: the script skips its out-of-memory checks; {len(f.get('trials') or [])} trials ended"
     return (f"{sum(v['ok'] for v in verdicts)}/{len(verdicts)} PASS; GiB left on reused workers: "
             f"{f.get('memory_left_gib')}")
 

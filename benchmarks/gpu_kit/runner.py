@@ -37,6 +37,25 @@ REPO = Path(__file__).resolve().parents[2]
 GPU_BUDGET_S = 480.0  # checks.py: the sum of the GPU limits
 MIN_START_S = 5.0  # a check the budget leaves less than this is skipped: no check gets through its imports sooner
 TAIL_PASS, TAIL_OTHER = 1500, 6000  # characters of output kept in the summary per check
+LOG_LIMIT = 15 * 2**20  # the run tool brings back files of up to 16 MiB
+
+
+class CappedLog:
+    """A text file that stops growing at `limit` characters, saying so once (the rest of a check's
+    output is still in its summary tail)."""
+
+    def __init__(self, file: IO[str], limit: int = LOG_LIMIT):
+        self.file, self.left = file, limit - file.tell()
+
+    def write(self, text: str) -> None:
+        if self.left > 0:
+            self.file.write(text[:self.left])
+            if len(text) >= self.left:
+                self.file.write(f"\n[checks.log stops here: {LOG_LIMIT // 2**20} MiB, what the run tool brings back]\n")
+            self.left -= len(text)
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 @dataclass
@@ -47,39 +66,45 @@ class Outcome:
     output: str
     timed_out: bool
     seconds: float
+    left_running: int = 0  # processes of its session still running after it ended, then stopped
 
 
 def session_pids(sid: int) -> list[int]:
-    """The processes of session `sid` (Linux /proc; elsewhere none)."""
+    """The live processes of session `sid` (Linux /proc; elsewhere none). Zombies are left out: an
+    orphan's is reaped by init, not by us."""
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if len(fields) > 3 and int(fields[3]) == sid:  # after "(comm)": state ppid pgrp session
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":  # after "(comm)": state ppid pgrp sid
             pids.append(int(stat.parent.name))
     return pids
 
 
-def stop_session(proc: subprocess.Popen) -> None:
-    """End the command and everything it started: SIGTERM to its session (Ray's processes shut down
-    on it), SIGKILL to what is left after 5 s. The command was started in a session of its own."""
+def stop_session(proc: subprocess.Popen) -> int:
+    """End the command, if it still runs, and everything it started (its session: Ray's raylet, GCS,
+    agents and workers): SIGTERM, then SIGKILL to what is left after 5 s. Returns how many processes
+    were signalled."""
+    signalled = 0
     for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-        for pid in {proc.pid, *session_pids(proc.pid)}:
+        pids = set(session_pids(proc.pid)) | ({proc.pid} if proc.poll() is None else set())
+        if not pids:
+            break
+        signalled = max(signalled, len(pids))
+        for pid in pids:
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        if not session_pids(proc.pid):
-            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (proc.poll() is None or session_pids(proc.pid)):
+            time.sleep(0.1)
+    return signalled
 
 
-def run_command(argv: list[str], *, timeout: float, env: dict[str, str], cwd: Path, log: IO[str]) -> Outcome:
+def run_command(argv: list[str], *, timeout: float, env: dict[str, str], cwd: Path, log: CappedLog) -> Outcome:
     """Run `argv` in a new session, its output (stdout and stderr together) copied to `log`; kill
     the session at `timeout` seconds."""
     started = time.perf_counter()
@@ -100,10 +125,12 @@ def run_command(argv: list[str], *, timeout: float, env: dict[str, str], cwd: Pa
         proc.wait(timeout=max(timeout, 0.1))
     except subprocess.TimeoutExpired:
         timed_out = True
-        stop_session(proc)
+    # Killed at its limit, or ended with processes of its session still running (a Ray agent that
+    # outlives its driver): either way nothing of this check may run into the next one.
+    left = stop_session(proc)
     reader.join(timeout=10)  # a grandchild that escaped the session may hold the pipe: do not wait on it
     return Outcome(None if timed_out else proc.returncode, "".join(lines), timed_out,
-                   round(time.perf_counter() - started, 1))
+                   round(time.perf_counter() - started, 1), 0 if timed_out else left)
 
 
 def tail(text: str, limit: int) -> str:
@@ -116,31 +143,33 @@ def known_missing(check: C.Check, probe: dict[str, Any] | None) -> bool:
     return check.encoder is not None and isinstance(encoders, list) and check.encoder not in encoders
 
 
-def run_check(check: C.Check, limit: float, *, env: dict[str, str], log: IO[str],
+def run_check(check: C.Check, limit: float, *, env: dict[str, str], log: CappedLog,
               probe: dict[str, Any] | None) -> dict[str, Any]:
     """Run `check`'s commands in order within `limit` seconds and judge it (checks.py); the record
     the summary keeps. A command that fails ends the check (later ones depend on it)."""
     record: dict[str, Any] = {"name": check.name, "description": check.description, "limit_s": round(limit, 1),
                               "commands": [shlex.join(argv) for argv in check.commands]}
     if known_missing(check, probe):
-        return {**record, "status": C.MISSING, "wall_s": 0.0, "exit": None, "output_tail": "",
+        return {**record, "status": C.MISSING, "wall_s": 0.0, "exit": None, "left_running": 0, "output_tail": "",
                 "figures": {"encoder": check.encoder, "registry": probe["encoders"]}}
-    started, outputs, outcome = time.perf_counter(), [], None
+    started, outputs, outcome, left_running = time.perf_counter(), [], None, 0
     for argv in check.commands:
         log.write(f"\n===== {check.name}: {shlex.join(argv)}\n")
         log.flush()
         outcome = run_command(list(argv), timeout=limit - (time.perf_counter() - started), env=env, cwd=REPO, log=log)
         outputs.append(outcome.output)
+        left_running += outcome.left_running
         if outcome.timed_out or outcome.code != 0:
             break
     output = "".join(outputs)
     try:
-        status, figures = check.evaluate(outcome.code if outcome.code is not None else -1, output, REPO)
+        status, figures = check.evaluate(outcome.code if outcome.code is not None else -1, output)
     except Exception as err:  # noqa: BLE001 - a figure the output lacks must not end the run
         status, figures = C.FAIL, {"evaluate_error": f"{type(err).__name__}: {err}"}
     if outcome.timed_out:
         status = C.TIMEOUT
     return {**record, "status": status, "wall_s": round(time.perf_counter() - started, 1), "exit": outcome.code,
+            "left_running": left_running,
             "figures": figures, "output_tail": tail(output, TAIL_PASS if status == C.PASS else TAIL_OTHER)}
 
 
@@ -234,13 +263,14 @@ def run_all(checks: list[C.Check], *, out: Path, env: dict[str, str], budget_s: 
     rewriting the summary after each; a check the budget leaves under MIN_START_S is skipped."""
     started = time.perf_counter()
     probe: dict[str, Any] | None = None
-    with open(out / "checks.log", "a", encoding="utf-8") as log:  # main starts it empty
+    with open(out / "checks.log", "a", encoding="utf-8") as file:  # main starts it empty
+        log = CappedLog(file)
         for number, check in enumerate(checks, start=1):
             left = None if budget_s is None else budget_s - (time.perf_counter() - started)
             limit = check.limit_s if left is None else min(check.limit_s, left)
             if left is not None and left < min(check.limit_s, MIN_START_S):  # the budget, not its own limit
                 result = {"name": check.name, "description": check.description, "status": C.SKIPPED,
-                          "limit_s": max(limit, 0.0), "wall_s": 0.0, "exit": None, "figures": {},
+                          "limit_s": max(limit, 0.0), "wall_s": 0.0, "exit": None, "left_running": 0, "figures": {},
                           "output_tail": f"not run: {max(left or 0, 0):.0f} s of the --budget-s {budget_s:g} were left"}
             else:
                 result = run_check(check, limit, env=env, log=log, probe=probe)

@@ -216,7 +216,7 @@ def py(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
 
-def by_exit(code: int, output: str, work: Path):
+def by_exit(code: int, output: str):
     return (C.PASS if code == 0 else C.FAIL), {"said": output.strip().splitlines()[-1:] or None}
 
 
@@ -249,7 +249,7 @@ def test_the_runner_records_pass_fail_timeout_missing_and_skipped_and_goes_on(tm
     started = time.perf_counter()
     # The probe's encoder list comes from a check named env; give the runner one by hand.
     checks.insert(0, C.Check("env", 30, (py("import json; print(json.dumps({'encoders': ['tiny']}))"),),
-                             lambda code, out, work: (C.PASS, C.last_json_line(out)), lambda f: ""))
+                             lambda code, out: (C.PASS, C.last_json_line(out)), lambda f: ""))
     R.run_all(checks[:6], out=tmp_path, env=R.checks_env(None), budget_s=60, summary=summary)
     R.run_all(checks[6:], out=tmp_path, env=R.checks_env(None), budget_s=0, summary=summary)
     written = json.loads((tmp_path / "summary.json").read_text())
@@ -300,16 +300,16 @@ GPU utilization: mean 12%, peak 61% (40 samples); memory used peak 11.7 GiB
 
 
 def test_gpu_check_figures_and_verdict():
-    status, figures = C.evaluate_gpu_check(True)(0, GPU_CHECK_OUTPUT, Path("."))
+    status, figures = C.evaluate_gpu_check(True)(0, GPU_CHECK_OUTPUT)
     assert status == C.PASS and figures["device"] == "NVIDIA H100 80GB HBM3" and figures["wall_s"] == 41
     assert [r["train_samples_per_s"] for r in figures["rows"]] == [452, 470] and figures["gpu_utilization_peak"] == 61
     assert figures["trials_per_min"] == round(60 * 2 / 41, 2)
     assert "2 trials, 461 train samples/s per trial, peak 4.36 GB" in C.gpu_check_headline(figures)
     errored = GPU_CHECK_OUTPUT.replace("| 1 | completed |", "| 1 | error |")
-    assert C.evaluate_gpu_check(True)(0, errored, Path("."))[0] == C.FAIL
+    assert C.evaluate_gpu_check(True)(0, errored)[0] == C.FAIL
     on_cpu = GPU_CHECK_OUTPUT.replace("NVIDIA H100 80GB HBM3", "CPU").replace("4.35", "nan")
-    assert C.evaluate_gpu_check(True)(0, on_cpu, Path("."))[0] == C.FAIL  # a GPU run that fell back to the CPU
-    status, figures = C.evaluate_gpu_check(False)(0, on_cpu, Path("."))
+    assert C.evaluate_gpu_check(True)(0, on_cpu)[0] == C.FAIL  # a GPU run that fell back to the CPU
+    status, figures = C.evaluate_gpu_check(False)(0, on_cpu)
     assert status == C.PASS and figures["rows"][0]["peak_gpu_memory_gb"] is None  # nan: strict JSON
 
 
@@ -318,19 +318,19 @@ def test_oom_check_passes_on_its_three_pass_lines_only():
               "| 0 | huge | 8192 | error | 0 | CUDA out of memory on cuda |\n"
               "memory a reused worker still held as its next trial started (GiB): [0.0, 0.01]\n"
               "PASS: every huge-batch trial ended in error\nPASS: every batch-32 trial ended\nPASS: memory\n")
-    status, figures = C.evaluate_oom_check(True)(0, output, Path("."))
+    status, figures = C.evaluate_oom_check(True)(0, output)
     assert status == C.PASS and figures["memory_left_gib"] == "[0.0, 0.01]" and figures["trials"][0]["batch"] == "8192"
-    assert C.evaluate_oom_check(True)(1, output.replace("PASS: memory", "FAIL: memory"), Path("."))[0] == C.FAIL
+    assert C.evaluate_oom_check(True)(1, output.replace("PASS: memory", "FAIL: memory"))[0] == C.FAIL
 
 
 def test_an_encoder_the_registry_lacks_is_missing_not_failed():
     refused = ("error: --set encoder=textcnn: `encoder` is 'textcnn', but 'textcnn' is not a known encoder; valid "
                "encoder names are: albert, bert, nezha, tiny\n")
-    assert C.evaluate_encoder("textcnn")(2, refused, Path("."))[0] == C.MISSING
-    assert C.evaluate_encoder("textcnn")(1, "Traceback ... CUDA error\n", Path("."))[0] == C.FAIL
+    assert C.evaluate_encoder("textcnn")(2, refused)[0] == C.MISSING
+    assert C.evaluate_encoder("textcnn")(1, "Traceback ... CUDA error\n")[0] == C.FAIL
     trained = ("epoch 1/1  level-2 F1 0.1234  level-1 F1 0.3  accuracy 0.4  dev loss 2.0  train loss 2.5  (7s)  *best\n"
                "best: epoch 1, level-2 macro-F1 0.1234, level-1 macro-F1 0.3000 (7s)\n")
-    status, figures = C.evaluate_encoder("textcnn")(0, trained, Path("."))
+    status, figures = C.evaluate_encoder("textcnn")(0, trained)
     assert status == C.PASS and figures["level2_macro_f1"] == 0.1234 and figures["epoch_end_s"] == [7.0]
 
 
@@ -338,16 +338,16 @@ def test_pretrain_and_submission_figures_come_from_their_files(tmp_path):
     (tmp_path / "pretrain.json").write_text(json.dumps({
         "steps": 300, "device": "cuda", "tokens_per_s": 512345.6, "wall_time_s": 21.0, "tokens_seen": 10**7,
         "loss_curve": [{"loss": 9.1}, {"loss": 6.2}], "flags": {"arch": "bert", "hidden_size": 256}}))
-    status, figures = C.evaluate_pretrain(tmp_path, steps=300, device="cuda")(0, "", tmp_path)
+    status, figures = C.evaluate_pretrain(tmp_path, steps=300, device="cuda")(0, "")
     assert status == C.PASS and figures["loss_first_last"] == [9.1, 6.2]
     assert C.pretrain_headline(figures) == "512,346 tokens/s over 300 steps on cuda"
-    assert C.evaluate_pretrain(tmp_path, steps=300, device="cpu")(0, "", tmp_path)[0] == C.FAIL
-    assert C.evaluate_submission(tmp_path / "none")(0, "", tmp_path)[0] == C.FAIL  # no summary.json: no verdict
+    assert C.evaluate_pretrain(tmp_path, steps=300, device="cpu")(0, "")[0] == C.FAIL
+    assert C.evaluate_submission(tmp_path / "none")(0, "")[0] == C.FAIL  # no summary.json: no verdict
     (tmp_path / "summary.json").write_text(json.dumps({
         "device": "NVIDIA H100", "timings": {"launch": {"seconds": 40.0, "exit": 0}}, "cpu_agreement": 0.99,
         "jobs": [{"device": "cuda:0", "gpu_mem_peak_gb": 3.1}, {"device": "cpu", "gpu_mem_peak_gb": None}],
         "checks": [{"check": "a", "ok": True}, {"check": "b", "ok": True}]}))
-    status, figures = C.evaluate_submission(tmp_path)(0, "", tmp_path)
+    status, figures = C.evaluate_submission(tmp_path)(0, "")
     assert status == C.PASS and figures["fold_job_peak_gpu_memory_gb"] == 3.1 and figures["stage_s"] == {"launch": 40}
 
 
@@ -392,3 +392,23 @@ def test_the_cpu_smoke_run_reports_every_check_and_a_timeout(tmp_path):
     assert results["env"]["figures"]["cuda_available"] is False and summary["mode"] == "cpu-smoke"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checks.log", "summary.json", "summary.md"]
     assert "| gpu_oom_check | timeout |" in done.stdout
+
+
+def test_checks_log_stops_below_what_the_run_tool_brings_back(tmp_path):
+    with open(tmp_path / "checks.log", "a", encoding="utf-8") as file:
+        file.write("12345")
+        log = R.CappedLog(file, limit=12)
+        log.write("abcd")
+        log.write("efghij")
+        log.write("more")
+    text = (tmp_path / "checks.log").read_text()
+    assert text.startswith("12345abcdefg\n[checks.log stops here") and "more" not in text
+
+
+def test_what_a_finished_check_leaves_running_is_stopped_before_the_next(tmp_path):
+    leaves = py("import subprocess; p = subprocess.Popen(['sleep', '60']); print('child', p.pid, flush=True)")
+    summary = {"checks": [], "mode": "test", "started_at": "now", "budget_s": None}
+    R.run_all([check("leaves", 30, leaves)], out=tmp_path, env=R.checks_env(None), budget_s=None, summary=summary)
+    result = summary["checks"][0]
+    assert result["status"] == "pass" and result["left_running"] == 1 and result["wall_s"] < 8
+    assert not alive(int(result["output_tail"].split("child")[1].split()[0]))
