@@ -8,6 +8,7 @@
     report     write an HTML report with figures to RUN_DIR/report/
     train-one  train one configuration without Ray (debug, reproduce a leaderboard row)
     pretrain   masked-language-model pretraining of an encoder checkpoint (BERT or NEZHA)
+    embed      word vectors (word2vec, fastText) on unlabeled text, for the textcnn/dpcnn/bigru encoders
     ensemble   choose an ensemble of the confirmed members from their out-of-fold predictions
     predict    write a submission (id,label) for a test file with the ensemble, a member or a trial
 
@@ -223,6 +224,16 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     add_pretrain_arguments(p)
 
 
+def _embed_parser(sub: argparse._SubParsersAction) -> None:
+    from search.embed_cli import add_embed_arguments
+
+    p = _command(sub, "embed", cmd_embed, help="train word vectors (word2vec, fastText) on unlabeled text",
+                 description="Word vectors trained with gensim on the task's own text; OUT becomes a checkpoint "
+                 "directory for `--set encoder=textcnn|dpcnn|bigru|bilstm --set checkpoint=OUT`. Deterministic "
+                 "for a --seed with --threads 1.")
+    add_embed_arguments(p)
+
+
 def _ensemble_parser(sub: argparse._SubParsersAction) -> None:
     from search.submit import DEFAULT_MAX_MEMBERS, DEFAULT_METHOD, ENSEMBLE_OPTIONS
 
@@ -275,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     _status_parser(sub)
     _report_parser(sub)
     _pretrain_parser(sub)
+    _embed_parser(sub)
     _ensemble_parser(sub)
     _predict_parser(sub)
     return parser
@@ -365,6 +377,12 @@ def cmd_status(args: argparse.Namespace, argv: list[str]) -> None:
 
 def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> None:
     from search.pretrain_cli import cmd_pretrain as run
+
+    run(args, argv)
+
+
+def cmd_embed(args: argparse.Namespace, argv: list[str]) -> None:
+    from search.embed_cli import cmd_embed as run
 
     run(args, argv)
 

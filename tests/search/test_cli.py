@@ -21,9 +21,11 @@ from search.train_one import command_prefix, parse_sets, resolve_config
 from spaces.space import load_space
 from tests.conftest import E2E_SPACE
 
-COMMANDS = ["launch", "resume", "confirm", "train-one", "export", "status", "report", "pretrain", "ensemble", "predict"]
+COMMANDS = ["launch", "resume", "confirm", "train-one", "export", "status", "report", "pretrain", "embed", "ensemble",
+            "predict"]
 # The least each command needs on its command line.
 MINIMAL_ARGV = {"launch": [], "train-one": [], "pretrain": ["--corpus", "c.csv", "--out", "o"],
+                "embed": ["--corpus", "c.csv", "--out", "o"],
                 "predict": ["runs/x", "--data", "test.csv", "--out", "out.csv"]}
 
 
