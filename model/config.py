@@ -68,6 +68,13 @@ class TrialConfig:
     rnn: str = _param("none", "bidirectional RNN layer after the encoder, or none (model/rnn.py)", registry="rnn")
     rnn_layers: int = _param(1, "stacked layers of each RNN that `rnn` names", low=1, high=4)
 
+    # --- input: texts longer than max_seq_len (the data is encoded once; each trial cuts its own way) ---
+    truncation: str = _param("head", "what a text longer than max_seq_len - 2 tokens keeps: its head, its tail, "
+                             "or head_share of the tokens from its head and the rest from its tail",
+                             choices=("head", "tail", "head_tail"))
+    head_share: float = _param(0.25, "head_tail truncation: share of the kept tokens taken from the head "
+                               "(0.25 of 126 keeps 32 + 94)", low=0, high=1, low_open=True, high_open=True)
+
     # --- pooling and head ---
     pooler: str = _param("cls", "pooler name, or several joined by '+' (concatenated), e.g. cls+mean",
                          registry="pooler")

@@ -316,9 +316,9 @@ def train_steps(cfg: TrialConfig, data: EncodedData, parts: Parts, plan: StepPla
         parts.model.train()
         parts.optimizer.zero_grad(set_to_none=True)
         meter.reset()
-        bar = tqdm(zip(range(first, len(groups)), batches(data.train, groups[first:], parts.device), strict=True),
-                   total=len(groups) - first, desc=f"epoch {epoch}", unit="batch", leave=False,
-                   disable=not progress)
+        batch_stream = batches(data.train, groups[first:], parts.device, truncation=parts.model.truncation)
+        bar = tqdm(zip(range(first, len(groups)), batch_stream, strict=True), total=len(groups) - first,
+                   desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
         for index, batch in bar:
             loss = train_batch(parts, batch, grad_accum=cfg.grad_accum, attack=attack_draws[index] < cfg.adv_rate)
             meter.add(loss.item() * cfg.grad_accum, rows=len(batch[2]))
