@@ -5,6 +5,13 @@ run's vocabulary; `from_config(cfg, *, vocab, max_seq_len)` builds one (`vocab`:
 index = id); `word_embeddings` (the matrix adversarial training perturbs), `embeddings` (the
 module with its own learning rate) and `hidden_size`. Nothing here downloads anything.
 
+An encoder that shrinks the sequence (T' < T output positions, like `dpcnn`'s pooling) also has
+`output_mask(mask (B, T) bool) -> (B, T') bool`, which output positions are real; its forward
+returns (B, T', hidden_size). `output_mask(encoder, mask)` below gives the mask of any encoder's
+output, and `Classifier` hands that to the RNN layer and the poolers, so every pooler sees a
+mask matching its input. The encoders over word vectors (textcnn, dpcnn, bigru, bilstm) live in
+model/wordvec_encoders.py.
+
 `bert`, `albert` and `nezha` load a local checkpoint directory (`checkpoint`): its config, its
 weights and its vocab.txt. The data is encoded once with the run's vocabulary; such an encoder
 maps the run's ids to the checkpoint's through its vocab.txt (a token the checkpoint lacks becomes
@@ -71,6 +78,13 @@ class TinyBert(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.bert(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+
+
+def output_mask(encoder: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> (B, T'): the mask of `encoder`'s output positions; `mask` itself unless the
+    encoder shrinks the sequence (it then has `output_mask`)."""
+    shrink = getattr(encoder, "output_mask", None)
+    return mask if shrink is None else shrink(mask)
 
 
 def check_checkpoint(cfg: TrialConfig) -> None:

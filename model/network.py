@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from model.data import Truncation
-from model.encoders import ENCODERS
+from model.encoders import ENCODERS, output_mask
 from model.heads import MultiSampleDropoutHead
 from model.poolers import build_pooler
 from model.rnn import RNN_LAYERS
@@ -44,8 +44,10 @@ class Classifier(nn.Module):
         self.level1_head = level1_head
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> Output:
-        hidden = self.sequence(self.encoder(input_ids, mask), mask)  # (B, T) -> (B, T, H)
-        features = self.pooler(hidden, mask)  # (B, T, H) -> (B, D)
+        states = self.encoder(input_ids, mask)  # (B, T) -> (B, T', H); T' < T where the encoder shrinks it (dpcnn)
+        mask = output_mask(self.encoder, mask)  # (B, T) -> (B, T')
+        hidden = self.sequence(states, mask)  # (B, T', H)
+        features = self.pooler(hidden, mask)  # (B, T', H) -> (B, D)
         level1 = self.level1_head(features) if self.level1_head is not None else None
         return Output(logits=self.head(features), features=features, level1_logits=level1)
 

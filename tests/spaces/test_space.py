@@ -102,6 +102,11 @@ BAD = [
     ("spaces: 1\n", r"unknown top-level key 'spaces'"),
     ("params:\n  loss: {choice: [ce, focal], when: {focal_gamma: 1}}\n"
      "  focal_gamma: {float: [1, 2], when: {loss: focal}}\n", r"conditions form a cycle"),
+    ("params:\n  cnn_kernels: {choice: ['2,3', '2,x']}\n",
+     r"line 2: `cnn_kernels` is '2,x', but must be kernel widths separated by commas"),
+    ("fixed:\n  encoder: textcnn\n  rnn: gru\nparams:\n  cnn_filters: {choice: [64, 33]}\n"
+     "  cnn_kernels: {choice: ['1,2,3', '2,3']}\n",
+     r"cnn_filters = 33 \(line 5\), cnn_kernels = '1,2,3' \(line 6\) cannot run: encoder 'textcnn' is 99 wide"),
 ]
 
 
