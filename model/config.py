@@ -35,6 +35,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "embedding_dim": (4_096, "word vectors have 100-300 dimensions, BERT-large's embeddings 1024"),
     "cnn_filters": (16_384, "the hidden_size limit; TextCNN and DPCNN use 100-300 filters"),
     "rnn_hidden": (16_384, "the hidden_size limit"),
+    "freeze_embeddings": (10_000, "the max_epochs limit"),
 }
 # Fields that TrialConfig's cross-field rules (`__post_init__`, an encoder's `check_config`) relate to
 # each other. A search space checks every combination of their values it can draw
@@ -150,6 +151,8 @@ class TrialConfig:
     lr: float = _param(1e-3, "peak learning rate (AdamW) of the encoder", low=0, low_open=True, high=1)
     embedding_lr: float = _param(0.0, "learning rate of the embeddings (0 = lr)", low=0, high=1)
     head_lr: float = _param(0.0, "learning rate of the layers after the encoder (0 = lr)", low=0, high=1)
+    freeze_embeddings: int = _param(0, "the word embeddings are not updated in the first this many epochs (0: "
+                                    "trained from the start; >= max_epochs: frozen throughout)", low=0)
     weight_decay: float = _param(0.01, "AdamW weight decay (not on biases and LayerNorm)", low=0)
     warmup_ratio: float = _param(0.1, "fraction of steps with linear warmup", low=0, high=1,
                                  high_open=True)

@@ -1,5 +1,5 @@
 """The encoders over word vectors (model/wordvec_encoders.py): checkpoint init, shapes and masks,
-padding, determinism, adversarial training and exact resume."""
+padding, determinism, adversarial training, frozen embeddings and exact resume."""
 
 import numpy as np
 import pytest
@@ -194,9 +194,31 @@ def scores(evaluations):
     return [{k: v for k, v in e.metrics.items() if k != "train_samples_per_s"} for e in evaluations]
 
 
+def embeddings_after_each_epoch(cfg, data):
+    torch.manual_seed(cfg.seed)  # fit seeds the same way: the model it builds starts from `initial`
+    initial = build_model(cfg, vocab=data.vocab.tokens, max_seq_len=data.max_seq_len, num_labels=data.num_labels
+                          ).encoder.word_embeddings.weight.detach().clone()
+    seen = []
+    fit(cfg, data, lambda e: seen.append(e.snapshot()["model"]))
+    return initial, [(s["encoder.embedding.weight"], s["encoder.convs.0.weight"]) for s in seen]
+
+
+@pytest.mark.parametrize("adversarial", ["none", "fgm"])
+def test_frozen_embeddings_stay_as_they_are_for_n_epochs_then_train(small_data, adversarial):
+    initial, epochs = embeddings_after_each_epoch(small(max_epochs=3, freeze_embeddings=2, adversarial=adversarial),
+                                                  small_data)
+    _, plain = embeddings_after_each_epoch(small(max_epochs=1), small_data)
+    assert torch.equal(epochs[0][0], initial) and torch.equal(epochs[1][0], initial)
+    assert not torch.equal(epochs[2][0], initial)  # epoch 3 trains them
+    assert not torch.equal(plain[0][0], initial)  # unfrozen, epoch 1 already moves them
+    assert not torch.equal(epochs[0][1], epochs[1][1])  # the rest of the model trains all along
+    _, frozen = embeddings_after_each_epoch(small(max_epochs=2, freeze_embeddings=5), small_data)
+    assert all(torch.equal(weight, initial) for weight, _ in frozen)  # >= max_epochs: frozen throughout
+
+
 @pytest.mark.parametrize("values", [
-    dict(eval_every=11),  # resume mid-epoch
-    dict(encoder="dpcnn", adversarial="fgm", swa_start=1, eval_every=20),
+    dict(freeze_embeddings=1, eval_every=11),  # resume mid-epoch, in the frozen epoch
+    dict(encoder="dpcnn", adversarial="fgm", swa_start=1, freeze_embeddings=1, eval_every=20),
     dict(encoder="bigru", pooler="attention", truncation="head_tail", head_share=0.3, msd_count=2,
          aux_level1_weight=0.2),
 ])
