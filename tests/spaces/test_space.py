@@ -125,7 +125,7 @@ def test_missing_space_file_lists_the_shipped_ones(tmp_path):
 # are in tests/catalogue/test_space_inputs.py) ---
 
 
-@pytest.mark.parametrize("name", ["demo", "seed", "pretrained"])
+@pytest.mark.parametrize("name", ["demo", "seed", "pretrained", "wordvec"])
 def test_shipped_spaces_pass_the_combination_check_fast(name):
     import time
 
@@ -135,6 +135,16 @@ def test_shipped_spaces_pass_the_combination_check_fast(name):
     started = time.perf_counter()
     check_combinations(space, {"max_epochs": 4, "seed": 0})
     assert time.perf_counter() - started < 0.1
+
+
+def test_the_wordvec_space_runs_with_or_without_vectors_and_refuses_missing_ones(tmp_path):
+    from search.preflight import check_space
+
+    overrides = {"max_epochs": 8, "seed": 0}
+    check_space(load_space("wordvec"), overrides)  # random init: nothing to read
+    with pytest.raises(SpaceError, match=r"trials with encoder = 'textcnn' cannot run: `checkpoint` is '.*none' "
+                                         r"\(word vectors of encoder 'textcnn'\), but .*python -m search embed"):
+        check_space(load_space("wordvec", sets={"checkpoint": str(tmp_path / "none")}), overrides)
 
 
 def test_combinations_try_conditional_fields_active_and_inactive():
