@@ -40,7 +40,8 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
                       help="continuous bag of words (faster, smooths frequent tokens)")
     v.add_argument("--negative", type=at_least(1), default=_D.negative, help="negative samples per positive pair")
     v.add_argument("--seed", type=at_least(0), default=_D.seed, help="seed of the initial vectors and the sampling")
-    p.add_argument("--threads", type=at_least(1), default=1,
+    r = p.add_argument_group("resources")
+    r.add_argument("--threads", type=at_least(1), default=1,
                    help="gensim worker threads; more than 1 is faster but not reproducible (the OS orders them)")
 
 
