@@ -41,7 +41,8 @@ from benchmarks.gpu_check import encoder_yaml, gpu_sampling
 from model import metrics as M
 from model.synthetic import synthesize
 from results.confirm import LINEAR_MEMBER
-from results.files import read_json
+from rundir import keys as K
+from rundir.io import read_json
 from search import cli
 
 NAME = "submission-check"
@@ -71,8 +72,8 @@ def run_stage(name: str, argv: list[str], timings: dict[str, Any]) -> bool:
 
 def job_rows(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The confirm jobs as table rows, in job-id order."""
-    return [{"job": key, "device": job.get(M.DEVICE), "status": job["status"], "time_s": job.get("time_s"),
-             "gpu_mem_peak_gb": job.get(M.GPU_MEM_PEAK_GB), "level2_macro_f1": job.get(M.LEVEL2_MACRO_F1)}
+    return [{"job": key, "device": job.get(K.DEVICE), "status": job["status"], "time_s": job.get("time_s"),
+             "gpu_mem_peak_gb": job.get(K.GPU_MEM_PEAK_GB), "level2_macro_f1": job.get(M.LEVEL2_MACRO_F1)}
             for key, job in sorted(jobs.items())]
 
 
@@ -81,8 +82,8 @@ def network_jobs_on(jobs: dict[str, dict[str, Any]], device_type: str) -> bool:
     on CUDA reported its peak GPU memory."""
     network = [job for job in jobs.values() if job["member"] != LINEAR_MEMBER]
     return bool(network) and all(
-        job["status"] == "completed" and str(job.get(M.DEVICE) or "").split(":")[0] == device_type
-        and (device_type != "cuda" or job.get(M.GPU_MEM_PEAK_GB) is not None) for job in network)
+        job["status"] == "completed" and str(job.get(K.DEVICE) or "").split(":")[0] == device_type
+        and (device_type != "cuda" or job.get(K.GPU_MEM_PEAK_GB) is not None) for job in network)
 
 
 def submission_matches(submission: pd.DataFrame, ids: pd.Series, labels: list[str]) -> bool:

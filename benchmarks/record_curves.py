@@ -41,8 +41,8 @@ from benchmarks.curves import (
 from model import metrics as M
 from model.data import resolve_train_path
 from model.errors import ConfigError, DataError
-from results.files import atomic_write_json, atomic_write_text
-from search.settings import Settings, load_data
+from rundir.io import atomic_write_json, atomic_write_text
+from rundir.settings import Settings, load_data
 from search.submit import file_sha256
 from spaces.space import SearchSpace, load_space
 

@@ -7,7 +7,7 @@ jobs are `linear/fold<f>/seed0`. A job record (jobs.json) holds its best evaluat
 
 `confirm_table` (pure: job records + members -> DataFrame) ranks the members; `assemble_oof`
 (pure) averages a member's held-out probabilities over seeds into one out-of-fold matrix; the
-rest reads and writes the npz files of RUN_DIR/confirm (the I/O edge; see results.files.ConfirmFiles).
+rest reads and writes the npz files of RUN_DIR/confirm (the I/O edge; see rundir.paths.ConfirmFiles).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from model import metrics as M
-from results.files import atomic_write_bytes
 from results.ranking import PARAM_PREFIX, fold_std
-from results.records import COMPLETED, ERROR, RUNNING
+from rundir import keys as K
+from rundir.io import atomic_write_bytes
+from rundir.trials import COMPLETED, ERROR, RUNNING
 
 DEFAULT_TOP, DEFAULT_FOLDS, DEFAULT_SEEDS = 5, 5, 1  # `confirm --top --folds --seeds`
 NETWORK, LINEAR = "network", "linear"
@@ -35,7 +36,7 @@ JOB_STATUSES = (RUNNING, COMPLETED, ERROR)
 # The keys of a jobs.json record (the file format `ensemble` and `predict` read).
 JOB_SCORES = (M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY)
 # `device`: where the job trained ("cuda:0", "cpu"); `gpu_mem_peak_gb`: its peak CUDA memory (CUDA only).
-JOB_KEYS = ("member", "fold", "seed", "status", *JOB_SCORES, M.BEST_EPOCH, "time_s", M.DEVICE, M.GPU_MEM_PEAK_GB,
+JOB_KEYS = ("member", "fold", "seed", "status", *JOB_SCORES, M.BEST_EPOCH, "time_s", K.DEVICE, K.GPU_MEM_PEAK_GB,
             "model_dir", "error")
 
 # The keys of an OOF file (oof/<member>.npz) and of a fold model's heldout.npz.
@@ -66,7 +67,7 @@ def member_jobs(member: dict[str, Any], *, folds: int, seeds: int) -> list[str]:
 def new_job(member: str, fold: int, seed: int, *, status: str = RUNNING) -> dict[str, Any]:
     """A jobs.json record with no scores yet."""
     return {"member": member, "fold": fold, "seed": seed, "status": status, **dict.fromkeys(JOB_SCORES),
-            M.BEST_EPOCH: None, "time_s": None, M.DEVICE: None, M.GPU_MEM_PEAK_GB: None, "model_dir": None,
+            M.BEST_EPOCH: None, "time_s": None, K.DEVICE: None, K.GPU_MEM_PEAK_GB: None, "model_dir": None,
             "error": None}
 
 

@@ -28,10 +28,11 @@ import pandas as pd
 
 from model.errors import ConfigError
 from results.confirm import COMPLETE, LINEAR
-from results.files import ConfirmFiles, read_json
-from results.records import COMPLETED as JOB_COMPLETED
-from results.records import ERROR as JOB_ERROR
-from results.records import RUNNING as JOB_RUNNING
+from rundir.io import read_json
+from rundir.paths import ConfirmFiles
+from rundir.trials import COMPLETED as JOB_COMPLETED
+from rundir.trials import ERROR as JOB_ERROR
+from rundir.trials import RUNNING as JOB_RUNNING
 
 FAILED, UNFINISHED = "failed", "unfinished"  # a member that is not COMPLETE
 # How a user makes the stage, and how one finishes a stopped stage.

@@ -37,18 +37,12 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from model import metrics as M  # noqa: E402
 from results.confirm import OOF_F1  # noqa: E402
-from results.export import load_records, run_leaderboard  # noqa: E402
-from results.files import (  # noqa: E402
-    ConfirmFiles,
-    RunFiles,
-    atomic_write_text,
-    check_study,
-    damaged,
-    read_json,
-    read_run,
-)
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, run_method  # noqa: E402
+from results.export import run_leaderboard  # noqa: E402
 from results.status import status_text  # noqa: E402
+from rundir.io import atomic_write_text, damaged, read_json  # noqa: E402
+from rundir.paths import ConfirmFiles, RunFiles  # noqa: E402
+from rundir.record import check_study, read_run, run_method  # noqa: E402
+from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, load_records  # noqa: E402
 
 COLORS = {COMPLETED: "#1f77b4", PRUNED: "#9a9a9a", RUNNING: "#ff7f0e", ERROR: "#d62728"}
 STATUS_OF_STATE = {TrialState.COMPLETE: COMPLETED, TrialState.PRUNED: PRUNED, TrialState.RUNNING: RUNNING}

@@ -62,7 +62,7 @@ def data_parser() -> argparse.ArgumentParser:
 
     Contract: every flag's `dest` is a `Settings` field, so a flag added here reaches the
     `Settings` of both commands through `Settings.from_namespace` with no other change."""
-    from search.settings import Settings
+    from rundir.settings import Settings
 
     d = Settings()
     parser = argparse.ArgumentParser(add_help=False)
@@ -79,7 +79,7 @@ def data_parser() -> argparse.ArgumentParser:
 
 
 def _launch_parser(sub: argparse._SubParsersAction) -> None:
-    from search.settings import AUTO_GP_MAX_TRIALS, DEFAULT_MAX_EPOCHS, SAMPLERS, SCHEDULERS, Settings
+    from rundir.settings import AUTO_GP_MAX_TRIALS, DEFAULT_MAX_EPOCHS, SAMPLERS, SCHEDULERS, Settings
 
     d = Settings()
     p = _command(sub, "launch", cmd_launch, parents=[_space_parser(), data_parser()],
@@ -126,7 +126,7 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_one_parser(sub: argparse._SubParsersAction) -> None:
-    from search.settings import DEFAULT_MAX_EPOCHS, Settings
+    from rundir.settings import DEFAULT_MAX_EPOCHS, Settings
 
     d = Settings()
     p = _command(sub, "train-one", cmd_train_one, parents=[_space_parser(), data_parser()],
@@ -281,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
+    from rundir.settings import Settings
     from search.driver import is_finished, launch, run_budget
-    from search.settings import Settings
 
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
     settings = Settings.from_namespace(args)
@@ -320,7 +320,7 @@ def cmd_confirm(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_train_one(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.settings import Settings
+    from rundir.settings import Settings
     from search.train_one import parse_sets, train_one
 
     sys.stdout.reconfigure(line_buffering=True)
@@ -331,7 +331,7 @@ def cmd_train_one(args: argparse.Namespace, argv: list[str]) -> None:
 
 def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
     from results.export import render, run_leaderboard, select
-    from results.files import atomic_write_text, check_output_file
+    from rundir.io import atomic_write_text, check_output_file
 
     if args.out is not None:
         check_output_file(args.out, args.run_dir)
@@ -376,7 +376,7 @@ def cmd_ensemble(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
-    from results.files import check_output_file
+    from rundir.io import check_output_file
     from search.submit import run_predict
 
     for flag, path in (("--out", args.out), ("--probs", args.probs)):

@@ -58,20 +58,18 @@ from model.errors import ConfigError, DataError
 from model.inference import ModelInfo, save_model_dir
 from model.linear import DEFAULT_GRID, INNER_FOLDS, fit_linear
 from results import confirm as C
-from results.export import load_records, run_leaderboard
-from results.files import (
-    ConfirmFiles,
-    RunFiles,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    damaged,
-    read_json,
-)
-from results.records import COMPLETED, ERROR, RUNNING
-from search import internals, preflight
+from results.export import run_leaderboard
+from rundir import keys as K
+from rundir import preflight
+from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, damaged, read_json
+from rundir.lock import run_lock
+from rundir.paths import ConfirmFiles, RunFiles, is_uri
+from rundir.record import run_settings
+from rundir.settings import Settings, read_training_frame
+from rundir.trials import COMPLETED, ERROR, RUNNING, load_records
+from search import internals
 from search.callbacks import ProgressPrinter, error_message
-from search.cluster import check_shared_storage, is_uri
+from search.cluster import check_shared_storage
 from search.driver import (
     REUSE_WORKERS,
     check_space_copy,
@@ -80,10 +78,7 @@ from search.driver import (
     quiet_ray,
     ray_session,
     restore_must_succeed,
-    run_lock,
-    run_settings,
 )
-from search.settings import Settings, read_training_frame
 from search.trainable import BEST, BEST_DEV_PROBS, BEST_METRICS, BEST_WEIGHTS, REPORT, confirm_trial, load_state
 from spaces.space import load_space, parse_sets
 
@@ -217,9 +212,9 @@ class ConfirmStage:
         """Keep a running job's best evaluation so far."""
         record = self._record(job_id)
         record["time_s"] = round(float(result.get("time_total_s", 0.0)), 2)
-        record[M.DEVICE] = result.get(M.DEVICE, record.get(M.DEVICE))
-        if result.get(M.GPU_MEM_PEAK_GB) is not None:
-            record[M.GPU_MEM_PEAK_GB] = round(float(result[M.GPU_MEM_PEAK_GB]), 3)
+        record[K.DEVICE] = result.get(K.DEVICE, record.get(K.DEVICE))
+        if result.get(K.GPU_MEM_PEAK_GB) is not None:
+            record[K.GPU_MEM_PEAK_GB] = round(float(result[K.GPU_MEM_PEAK_GB]), 3)
         if result.get(M.EPOCH) is not None and result.get(M.EPOCH) == result.get(M.BEST_EPOCH):
             record.update({key: result.get(key) for key in C.JOB_SCORES})
             record[M.BEST_EPOCH] = result[M.EPOCH]
@@ -285,7 +280,7 @@ class ConfirmStage:
             seconds = time.perf_counter() - started
             record = self._record(job_id)
             record.update({key: scores[key] for key in C.JOB_SCORES})
-            record.update({"status": COMPLETED, M.BEST_EPOCH: None, "time_s": round(seconds, 2), M.DEVICE: "cpu",
+            record.update({"status": COMPLETED, M.BEST_EPOCH: None, "time_s": round(seconds, 2), K.DEVICE: "cpu",
                            "error": None, "model_dir": self.files.relative(self.files.linear_dir(fold))})
             self.save()
             out(f"linear fold {fold}: level-2 F1 {scores[M.LEVEL2_MACRO_F1]:.4f} ({seconds:.1f}s)")
@@ -357,7 +352,7 @@ class ConfirmCallback(tune.Callback):
 
     @staticmethod
     def _job(trial: Trial) -> str:
-        return trial.config[M.JOB]
+        return trial.config[K.JOB]
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         if self._synced:
@@ -405,10 +400,10 @@ class ConfirmProgress(ProgressPrinter):
     noun = "jobs"
 
     def key(self, trial: Trial) -> str:
-        return trial.config.get(M.JOB)
+        return trial.config.get(K.JOB)
 
     def name(self, trial: Trial) -> str:
-        return job_label(trial.config[M.JOB])
+        return job_label(trial.config[K.JOB])
 
     def how(self, last: dict) -> str:
         return "completed"
@@ -644,12 +639,12 @@ def _tune(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Ru
         tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}),
         # A fresh experiment (none on disk: a new stage, or one killed before Ray's first snapshot)
         # runs the jobs not completed yet; a restored one keeps its own list and only resumes.
-        param_space={M.JOB: tune.grid_search(pending)},
+        param_space={K.JOB: tune.grid_search(pending)},
         tune_config=tune.TuneConfig(
             scheduler=FIFOScheduler(),  # every job trains its full budget: no pruning
             max_concurrent_trials=slots,
             reuse_actors=REUSE_WORKERS,  # warm workers, as in the search (search/driver.py)
-            trial_dirname_creator=lambda trial: f"{trial.config[M.JOB].replace('/', '_')}_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: f"{trial.config[K.JOB].replace('/', '_')}_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
             storage_path=storage, name=name,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import os
 import pickletools
 import platform
@@ -32,25 +31,21 @@ from ray.tune.search import ConcurrencyLimiter
 from model import metrics as M
 from model.data import EncodedData, dev_fold_note
 from model.errors import ConfigError, RestoreFailed
-from results.export import load_records, save_records, top_table
-from results.files import (
-    RunFiles,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    check_study,
-    damaged,
-    driver_pid,
-    read_json,
-    read_run,
-)
-from results.records import ERROR, RUNNING, TrialRecord, describe_method, run_method
-from search import internals, preflight
+from results.export import top_table
+from rundir import keys as K
+from rundir import preflight
+from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, damaged, read_json
+from rundir.lock import run_lock
+from rundir.paths import RunFiles, is_uri, run_files
+from rundir.record import check_study, describe_method, run_method, run_settings
+from rundir.relocation import relocate_checkpoints
+from rundir.settings import Settings, load_data, resolve_max_epochs, space_of
+from rundir.trials import ERROR, RUNNING, TrialRecord, load_records, save_records
+from search import internals
 from search.callbacks import LeaderboardCallback, ProgressPrinter
-from search.cluster import REPO_ROOT, check_shared_storage, connect, is_uri
+from search.cluster import REPO_ROOT, check_shared_storage, connect
 from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, SearchScheduler
 from search.searcher import FidelityAwareOptunaSearch, resolve_sampler, startup_trials
-from search.settings import Settings, load_data, resolve_max_epochs, space_of
 from search.train_one import command_prefix
 from search.trainable import run_trial
 from spaces.space import SearchSpace, resolve_space_path
@@ -127,7 +122,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             name=name,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # The latest checkpoint is always kept (to resume); num_to_keep=1 adds the best one.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=M.CHECKPOINT_SCORE,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=K.CHECKPOINT_SCORE,
                                                     checkpoint_score_order="max"),
             callbacks=callbacks,
             verbose=0,
@@ -212,27 +207,6 @@ def new_run_dir(settings: Settings, files: RunFiles):
 
 
 @contextlib.contextmanager
-def run_lock(files: RunFiles):
-    """Hold RUN_DIR's driver lock: two drivers on one run would corrupt it. The OS releases the
-    lock when the process dies, however it dies."""
-    handle = open(files.driver_lock, "a+")  # held, and locked, for the whole block
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(f"another driver (pid {driver_pid(files)}) is running on {files.root}; wait for it "
-                          "or stop it first") from None
-    try:
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.truncate(0)  # no stale pid: and a command that failed leaves the file as it found it
-        handle.close()
-
-
-@contextlib.contextmanager
 def ray_session(address: str | None):
     quiet_ray()
     started = connect(address)
@@ -255,11 +229,6 @@ def restore_must_succeed():
     experiment in the same directory, whose newer state file would then hide the real one from
     every later resume; `internals.on_restore_failure` raises before anything is written."""
     return internals.on_restore_failure(_raise_restore_failed)
-
-
-def run_files(settings: Settings, name: str) -> RunFiles:
-    """RUN_DIR: under --storage-path, or under ./runs when the storage is a URI (see search/cluster.py)."""
-    return RunFiles(Path("runs" if is_uri(settings.storage_path) else settings.storage_path) / name)
 
 
 def ray_experiment(settings: Settings, files: RunFiles) -> tuple[str, str]:
@@ -300,7 +269,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     preflight.check_budget(max_epochs=max_epochs, grace_period=settings.grace_period)
     preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
     preflight.check_run_location(settings)
-    files = run_files(settings, settings.name or default_name(space_path))
+    files = run_files(settings.storage_path, settings.name or default_name(space_path))
     if files.root.exists():
         _refuse_existing(settings, files)
     data = load_data(settings)
@@ -390,21 +359,6 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     return files, frame
 
 
-def run_settings(files: RunFiles) -> tuple[dict[str, Any], Settings]:
-    """The run record of `files.root` and the settings it was launched with; the storage path is
-    where the run directory is now (it may have moved since the launch)."""
-    run = read_run(files)
-    try:
-        settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
-                                       name=files.root.name)
-    except (KeyError, TypeError) as err:
-        raise damaged(files.run_json, f"its settings are not ones this version can resume ({err}): written by "
-                      "another version of this project, or edited by hand") from None
-    if not is_uri(settings.storage_path):
-        settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
-    return run, settings
-
-
 def check_experiment(files: RunFiles) -> None:
     """Refuse a damaged Ray experiment in RUN_DIR/ray before Ray reads it (Ray would fail deep in
     its restore, or start over): the latest experiment state must be Ray's JSON, and the searcher's
@@ -446,26 +400,6 @@ def rolled_back_on_restore_failure(files: RunFiles):
         for path, data in saved.items():
             atomic_write_bytes(path, data)
         raise
-
-
-def relocate_checkpoints(files: RunFiles, records: dict[str, TrialRecord]) -> bool:
-    """Point the records' checkpoint paths into `files.ray_dir`, where the run is now: a run moved
-    or copied since a driver recorded them still names the old location. A checkpoint of trial
-    <id> lives in `.../<ray dir>/trial_<id>/...` (`build_tuner`'s trial directories); paths not of
-    that form are left alone. True if any changed."""
-    ray_dir = files.ray_dir.resolve()
-    changed = False
-    for record in records.values():
-        if not record.checkpoint:
-            continue
-        parts = Path(record.checkpoint).parts
-        for i in range(len(parts) - 1, 0, -1):
-            if parts[i] == f"trial_{record.trial_id}" and parts[i - 1] == files.ray_dir.name:
-                moved = str(ray_dir.joinpath(*parts[i:]))
-                changed |= moved != record.checkpoint
-                record.checkpoint = moved
-                break
-    return changed
 
 
 def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: FidelityAwareOptunaSearch,
@@ -527,7 +461,7 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     scheduler = make_scheduler(settings, max_epochs)
     ended: frozenset[str] = frozenset()
     if resume:
-        scheduler.replay({tid: [(h[M.EPOCH], h[M.OBJECTIVE]) for h in r.history]
+        scheduler.replay({tid: [(h[M.EPOCH], h[K.OBJECTIVE]) for h in r.history]
                           for tid, r in board.records.items()})
         ended = frozenset(tid for tid, r in board.records.items() if r.status != RUNNING)
     trainable = tune.with_parameters(trial_fn, data=data, space=space,

@@ -35,8 +35,9 @@ from results.confirmed import (
 )
 from results.ensemble import EnsembleResult, build_ensemble, combine, macro_f1
 from results.ensemble import predict as ensemble_predict
-from results.files import LINEAR_FILE, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from results.ranking import fold_std
+from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from rundir.paths import LINEAR_FILE
 
 # --method -> (selection, combination rule) of results.ensemble.
 ENSEMBLE_OPTIONS = {"greedy": ("greedy", "prob"), "prob": ("all", "prob"), "rank": ("all", "rank"),
@@ -372,9 +373,10 @@ def _checkpoint_dir(files, stored: str) -> Path:
 def trial_plan(run_dir: str | Path, ident: str | None) -> Plan:
     """A search trial's best checkpoint: `ident` is its trial id or Optuna number; None = leaderboard rank 1."""
     from model import metrics as M
-    from results.export import load_records, run_leaderboard
-    from results.files import RunFiles
-    from search.settings import Settings, load_data, space_of
+    from results.export import run_leaderboard
+    from rundir.paths import RunFiles
+    from rundir.settings import Settings, load_data, space_of
+    from rundir.trials import load_records
 
     files = RunFiles(Path(run_dir))
     frame = run_leaderboard(run_dir)  # a clear error for a non-run directory
@@ -422,7 +424,7 @@ USE_FORMS = "ensemble, confirmed:NAME, trial:ID"
 def resolve_plan(run_dir: str | Path, use: str | None) -> Plan:
     """--use: `ensemble`, `confirmed:NAME`, `trial:ID`; None = the ensemble if ensemble.json exists,
     else the best complete confirmed member (confirm.csv's order), else the leaderboard's rank 1."""
-    from results.files import ConfirmFiles
+    from rundir.paths import ConfirmFiles
 
     if use is None:
         files = ConfirmFiles.of(run_dir)

@@ -19,8 +19,8 @@ from model.config import TrialConfig, field_names, field_type  # noqa: F401 (tes
 from model.data import dev_fold_note
 from model.errors import ConfigError
 from model.train import Evaluation, FitResult, fit, prepare_device
-from search.preflight import check_data_flags
-from search.settings import DEFAULT_MAX_EPOCHS, Settings, load_data
+from rundir.preflight import check_data_flags
+from rundir.settings import DEFAULT_MAX_EPOCHS, Settings, load_data
 from spaces.space import SearchSpace, load_space, parse_number, parse_set_value, parse_sets  # noqa: F401
 
 

@@ -9,7 +9,7 @@ from scipy import stats
 
 from model import metrics as M
 from results import confirm as C
-from results.records import COMPLETED, ERROR, RUNNING
+from rundir.trials import COMPLETED, ERROR, RUNNING
 
 FOLDS, SEEDS = 3, 2
 # level-2 scores [fold][seed]; level-1 = level-2 + 0.2

@@ -18,10 +18,10 @@ from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import TrialState, create_trial
 
 from model import metrics as M
-from results.export import save_records
-from results.files import RunFiles, atomic_write_json
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
 from results.report import COLORS, SCORE, plot_importances, plot_intermediate, plot_parallel, write_report
+from rundir.io import atomic_write_json
+from rundir.paths import RunFiles
+from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, save_records
 
 MAX_EPOCHS, STEPS_PER_EPOCH = 4, 50
 LABELS = [f"{i // 5}-{i}" for i in range(35)]

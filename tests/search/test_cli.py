@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
+import rundir.settings
 import search.confirm
 import search.driver
-import search.settings
 import search.train_one
 from model.errors import ConfigError, DataError, RestoreFailed
 from results.ranking import reproduce_command
+from rundir.settings import Settings
 from search import cli
 from search.cli import main
-from search.settings import Settings
 from search.train_one import command_prefix, parse_sets, resolve_config
 from spaces.space import load_space
 from tests.conftest import E2E_SPACE
@@ -131,7 +131,7 @@ def test_resume_continues_an_unfinished_confirm_stage_else_the_search(pending, a
     monkeypatch.setattr(search.driver, "resume", lambda run_dir, **kw: (calls.append(("search", kw)), (files, None))[1])
     monkeypatch.setattr(search.driver, "is_finished", lambda frame, num_samples: True)
     monkeypatch.setattr(search.driver, "run_budget", lambda files: 1)
-    monkeypatch.setattr("results.files.read_json", lambda path: {"settings": {"num_samples": 0}})
+    monkeypatch.setattr("rundir.io.read_json", lambda path: {"settings": {"num_samples": 0}})
     cli.main(argv)
     assert [c[0] for c in calls] == [expected]
     if expected == "confirm":
@@ -191,7 +191,7 @@ def test_a_flag_added_to_the_data_parser_works_in_launch_and_train_one(captured,
         parser.add_argument("--tokenizer", default="char", help="a flag the data parser does not have yet")
         return parser
 
-    monkeypatch.setattr(search.settings, "Settings", WithTokenizer)
+    monkeypatch.setattr(rundir.settings, "Settings", WithTokenizer)
     monkeypatch.setattr(cli, "data_parser", data_parser)
     for command in ("launch", "train-one"):
         assert captured([command, "--tokenizer", "bpe", "--fold", "2"]).tokenizer == "bpe"

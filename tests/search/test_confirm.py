@@ -26,12 +26,14 @@ from model.synthetic import synthesize
 from results import confirm as C
 from results.ensemble import macro_f1
 from results.export import write_leaderboard
-from results.files import RunFiles, read_json
-from results.records import TrialRecord
 from results.status import status_text
+from rundir import keys as K
+from rundir.io import read_json
+from rundir.paths import RunFiles
+from rundir.settings import Settings, load_data
+from rundir.trials import TrialRecord
 from search.confirm import confirm, resume_confirm, stage_finished, stage_pending
 from search.driver import write_run_record
-from search.settings import Settings, load_data
 from search.trainable import confirm_trial
 from spaces.space import load_space
 from tests.conftest import E2E_SPACE
@@ -102,7 +104,7 @@ def test_confirm_csv_ranks_the_members_with_numbers_from_jobs_json(confirmed):
                for r in jobs.values())
     assert all(r[M.BEST_EPOCH] in (1, 2) for j, r in jobs.items() if not j.startswith("linear"))
     # Every job notes where it trained: here all on the CPU, so no peak GPU memory.
-    assert {r[M.DEVICE] for r in jobs.values()} == {"cpu"} and {r[M.GPU_MEM_PEAK_GB] for r in jobs.values()} == {None}
+    assert {r[K.DEVICE] for r in jobs.values()} == {"cpu"} and {r[K.GPU_MEM_PEAK_GB] for r in jobs.values()} == {None}
 
     frame = pd.read_csv(root / "confirm.csv", dtype={"source_trial": str})
     assert sorted(frame["member"]) == ["linear", "trial-0", "trial-2"] and frame["rank"].tolist() == [1, 2, 3]
@@ -264,7 +266,7 @@ def fails_once(marker: Path):
     """`confirm_trial`, except that FLAKY_JOB fails the first time it starts (a marker file, since
     every attempt runs in a Ray worker)."""
     def trial(config, **kwargs):
-        if config[M.JOB] == FLAKY_JOB and not marker.exists():
+        if config[K.JOB] == FLAKY_JOB and not marker.exists():
             marker.touch()
             raise RuntimeError("injected failure")
         return confirm_trial(config, **kwargs)
@@ -313,9 +315,9 @@ def test_status_shows_the_confirm_stage_progress(confirmed, tmp_path):
     copy = tmp_path / "runs" / "s"
     shutil.copytree(run_dir, copy)
     jobs["trial-2/fold1/seed0"]["status"] = "running"
-    jobs["trial-2/fold1/seed0"][M.DEVICE] = "cuda:0"
+    jobs["trial-2/fold1/seed0"][K.DEVICE] = "cuda:0"
     del jobs["trial-2/fold2/seed0"]
-    jobs["trial-0/fold0/seed0"].pop(M.DEVICE)  # a record from before jobs noted their device
+    jobs["trial-0/fold0/seed0"].pop(K.DEVICE)  # a record from before jobs noted their device
     (copy / "confirm" / "jobs.json").write_text(json.dumps(jobs))
     text = status_text(copy)
     assert f"{3 * FOLDS - 2} completed, 1 running, 0 failed, 1 not started" in text

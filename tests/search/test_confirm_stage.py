@@ -11,9 +11,10 @@ from model.config import TrialConfig
 from model.inference import load_model_dir, probabilities
 from model.network import build_model
 from results import confirm as C
-from results.files import ConfirmFiles, read_json
+from rundir.io import read_json
+from rundir.paths import ConfirmFiles
+from rundir.settings import Settings
 from search.confirm import ConfirmStage, FoldData
-from search.settings import Settings
 from search.trainable import BEST, BEST_DEV_PROBS, BEST_METRICS, BEST_WEIGHTS, REPORT
 from tests.conftest import TINY
 

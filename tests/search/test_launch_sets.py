@@ -12,11 +12,11 @@ import optuna
 import pytest
 
 from model.config import TrialConfig
-from results.files import RunFiles
+from rundir.paths import RunFiles
+from rundir.preflight import check_space
+from rundir.settings import Settings, space_of
 from search import cli
 from search.driver import _stored_space
-from search.preflight import check_space
-from search.settings import Settings, space_of
 from search.train_one import command_prefix, parse_sets, resolve_config
 from spaces.space import SPACES_DIR, SpaceError, load_space, parse_space
 

@@ -20,10 +20,10 @@ from model.config import TrialConfig
 from model.encoders import ENCODERS
 from model.pretrain import CHECKPOINTS, PretrainConfig
 from model.synthetic import synthesize
+from rundir.settings import Settings
 from search import cli
 from search.driver import launch
 from search.pretrain_cli import config_from_args
-from search.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "64",

@@ -26,10 +26,10 @@ from model.train import fit
 from results import ensemble as E
 from results.confirmed import load_confirm
 from results.export import run_leaderboard
-from results.files import ConfirmFiles
-from results.records import TrialRecord
+from rundir.paths import ConfirmFiles
+from rundir.settings import Settings, load_data
+from rundir.trials import TrialRecord
 from search import cli
-from search.settings import Settings, load_data
 from search.submit import run_ensemble, run_predict, scored_weights
 from spaces.space import parse_space
 
