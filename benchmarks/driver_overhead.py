@@ -37,8 +37,9 @@ from rundir.settings import Settings
 from rundir.trials import load_records
 from search import driver as search_driver
 from search.callbacks import LeaderboardCallback
-from search.driver import build_tuner, launch, quiet_ray
+from search.driver import build_tuner, launch
 from search.searcher import FidelityAwareOptunaSearch, make_sampler
+from search.session import quiet_ray
 from spaces.space import parse_space
 
 SPACE = parse_space("params:\n  lr: {float: [1.0e-4, 1.0e-2], log: true}\n", source="benchmark")

@@ -3,7 +3,7 @@
     python -m benchmarks.gpu_submission_check [--trials 2] [--top 2] [--folds 2] [--gpus-per-trial 0.25]
         [--rows 3000] [--hidden 768 --layers 12 --heads 12] [--out DIR]
 
-Runs the README's recipe with the user's own commands (`search.cli.main`, in this process, each
+Runs the README's recipe with the user's own commands (`cli.main.main`, in this process, each
 timed) on synthetic data: `launch` of `--trials` trials of a random-init encoder (BERT-base size by
 default) for `--max-epochs`, `confirm --top --folds` at `--gpus-per-trial` (several fold jobs
 share the GPU), `ensemble`, then `predict` of the synthetic test texts on CUDA, and again on the
@@ -38,12 +38,12 @@ import pandas as pd
 import torch
 
 from benchmarks.gpu_check import encoder_yaml, gpu_sampling
+from cli import main as cli
 from model import metrics as M
 from model.synthetic import synthesize
-from results.confirm import LINEAR_MEMBER
 from rundir import keys as K
+from rundir.confirm import LINEAR_MEMBER
 from rundir.io import read_json
-from search import cli
 
 NAME = "submission-check"
 

@@ -62,9 +62,10 @@ from rundir.paths import RunFiles
 from rundir.settings import SAMPLERS, SCHEDULERS, Settings
 from rundir.trials import load_records
 from search.cluster import connect
-from search.driver import launch, quiet_ray, resume
-from search.submit import file_sha256
+from search.driver import launch, resume
+from search.session import quiet_ray
 from spaces.space import load_space, resolve_space_path
+from stages.ensemble import file_sha256
 
 # GP rather than `auto`: on a space with choices or conditional parameters (spaces/seed.yaml) `auto`
 # resolves to TPE, which tpe+asha already covers.

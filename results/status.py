@@ -11,12 +11,11 @@ import optuna
 
 from model import metrics as M
 from model.errors import ConfigError
-from results import confirm as C
 from results.export import run_leaderboard, top_table
 from results.ranking import fold_std
 from results.timeline import busy_fraction
 from rundir import keys as K
-from rundir.io import read_json
+from rundir.confirm import ConfirmSpec, read_jobs
 from rundir.lock import driver_pid
 from rundir.paths import ConfirmFiles, RunFiles
 from rundir.record import check_study, describe_method, read_run, run_method
@@ -72,21 +71,20 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
 def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
     """The confirm stage's progress: jobs by state, then each member's folds done and its level-2
     macro-F1 so far (mean +- std over its completed jobs) and the devices they trained on."""
-    spec = read_json(files.confirm_json)
-    jobs = read_json(files.jobs_json) if files.jobs_json.exists() else {}
-    folds, seeds = spec["folds"], spec["seeds"]
-    planned = {m["name"]: C.member_jobs(m, folds=folds, seeds=seeds) for m in spec["members"]}
-    states = [jobs.get(j, {}).get("status") for ids in planned.values() for j in ids]
+    spec, jobs = ConfirmSpec.load(files.confirm_json), read_jobs(files.jobs_json)
+    planned = {m.name: m.jobs(folds=spec.folds, seeds=spec.seeds) for m in spec.members}
+    states = [jobs[j].status if j in jobs else None for ids in planned.values() for j in ids]
     counts = {s: states.count(s) for s in (COMPLETED, RUNNING, ERROR)}
-    lines = [f"confirm: {len(spec['members'])} members x {folds} folds x {seeds} seeds = {len(states)} jobs; "
+    lines = [f"confirm: {len(spec.members)} members x {spec.folds} folds x {spec.seeds} seeds = {len(states)} jobs; "
              f"{counts[COMPLETED]} completed, {counts[RUNNING]} running, {counts[ERROR]} failed, "
              f"{len(states) - sum(counts.values())} not started"]
     for name, ids in planned.items():
-        scores = [jobs[j][M.LEVEL2_MACRO_F1] for j in ids if jobs.get(j, {}).get("status") == COMPLETED]
+        done = [jobs[j] for j in ids if j in jobs and jobs[j].completed]
+        scores = [job.level2_macro_f1 for job in done]
         spread = f" +- {fold_std(scores):.4f}" if len(scores) > 1 else ""  # the std as confirm.csv has it
         score = f"level-2 macro-F1 {np.mean(scores):.4f}{spread} so far" if scores else "no job completed yet"
         # Records from before jobs noted their device have none: nothing is said for them.
-        devices = sorted({jobs[j][K.DEVICE] for j in ids if jobs.get(j, {}).get(K.DEVICE)})
+        devices = sorted({jobs[j].device for j in ids if j in jobs and jobs[j].device})
         where = f", on {', '.join(devices)}" if devices else ""
         lines.append(f"  {name}: {len(scores)}/{len(ids)} jobs completed, {score}{where}")
     if counts[COMPLETED] == len(states):

@@ -79,6 +79,8 @@ RECOVERY = {
     "jobs.json": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
     "confirm.csv": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
     "ensemble.json": "choose the ensemble again with `python -m search ensemble RUN_DIR`",
+    "models": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
+    "oof": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
 }
 
 

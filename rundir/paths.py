@@ -64,6 +64,9 @@ class RunFiles:
 
 
 LINEAR_FILE = "linear.joblib"  # the linear member's fold model in its fold directory
+# A Ray trial checkpoint directory's one file: the training state and the metrics it was reported with
+# (search/trainable.py writes it, `predict --use trial:ID` reads it).
+TRIAL_STATE_FILE = "state.pt"
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,26 @@ class ConfirmFiles:
 def is_uri(path: str) -> bool:
     """A cloud storage URI (s3://, gs://, ...) rather than a local path."""
     return bool(urllib.parse.urlparse(str(path)).scheme)
+
+
+def search_experiment(storage_path: str, files: RunFiles) -> tuple[str, str]:
+    """(storage_path, name) of the search's Ray experiment: its state, trial directories and checkpoints.
+
+    Locally that is RUN_DIR/ray, a directory of Ray's own: on a restore Ray copies its experiment
+    directory aside and later back, which would overwrite files of ours living in it with stale
+    copies. With a URI storage it is <URI>/<name>, while our files stay in ./runs/<name>.
+    """
+    if is_uri(storage_path):
+        return storage_path, files.root.name
+    return str(files.root.resolve()), files.ray_dir.name
+
+
+def confirm_experiment(storage_path: str, files: RunFiles) -> tuple[str, str]:
+    """(storage_path, name) of the confirm stage's Ray experiment: RUN_DIR/confirm/ray locally, or
+    <URI>/<name>-confirm beside the search's experiment when the storage is a URI."""
+    if is_uri(storage_path):
+        return storage_path, f"{files.root.name}-confirm"
+    return str(files.confirm.root.resolve()), files.confirm.ray_dir.name
 
 
 def run_files(storage_path: str, name: str) -> RunFiles:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 import pickletools
 import platform
 import shlex
@@ -22,55 +21,43 @@ from typing import Any
 
 import optuna
 import pandas as pd
-import pyarrow.fs
 import ray
-import yaml
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from model import metrics as M
 from model.data import EncodedData, dev_fold_note
-from model.errors import ConfigError, RestoreFailed
+from model.errors import ConfigError
 from results.export import top_table
 from rundir import keys as K
 from rundir import preflight
+from rundir.inputs import check_space_copy, load_data, resolve_max_epochs, space_of
 from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, damaged, read_json
 from rundir.lock import run_lock
-from rundir.paths import RunFiles, is_uri, run_files
+from rundir.paths import RunFiles, is_uri, run_files, search_experiment
 from rundir.record import check_study, describe_method, run_method, run_settings
 from rundir.relocation import relocate_checkpoints
-from rundir.settings import Settings, load_data, resolve_max_epochs, space_of
+from rundir.settings import Settings, command_prefix
 from rundir.trials import ERROR, RUNNING, TrialRecord, load_records, save_records
 from search import internals
 from search.callbacks import LeaderboardCallback, ProgressPrinter
-from search.cluster import REPO_ROOT, check_shared_storage, connect
+from search.cluster import REPO_ROOT, check_shared_storage
 from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, SearchScheduler
 from search.searcher import FidelityAwareOptunaSearch, resolve_sampler, startup_trials
-from search.train_one import command_prefix
+from search.session import (
+    REUSE_WORKERS,
+    RestoreFailed,
+    concurrency,
+    experiment_has_state,
+    ray_session,
+    restore_must_succeed,
+)
 from search.trainable import run_trial
 from spaces.space import SearchSpace, resolve_space_path
 
 
 def default_name(space_path: Path) -> str:
     return f"{space_path.stem}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def concurrency(settings: Settings) -> int:
-    """The number of trials the cluster holds at once (at least 1), or --max-concurrent."""
-    if settings.max_concurrent is not None:
-        return settings.max_concurrent
-    total = ray.cluster_resources()
-    slots = int(total.get("CPU", 1) // settings.cpus_per_trial)
-    if settings.gpus_per_trial > 0:
-        slots = min(slots, int(total.get("GPU", 0) // settings.gpus_per_trial))
-    return max(1, slots)
-
-
-# Warm workers: a trial's worker process is kept for the next trial of the same resources, so only
-# a slot's first trial pays the start-up (a Ray worker, torch and transformers imports: ~4 s per
-# trial on a 2-core machine). Each trial still builds its model, optimizer and data loader anew,
-# restores its checkpoint on resume, and frees its GPU memory at its end (search/trainable.py).
-REUSE_WORKERS = True
 
 
 def make_scheduler(settings: Settings, max_epochs: int) -> SearchScheduler:
@@ -92,7 +79,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
     """The Tuner of a new run, or (`resume`) of the run in `files.root` continued where it stopped;
     `retry`: ids of errored trials to resume too."""
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    storage, name = ray_experiment(settings, files)
+    storage, name = search_experiment(settings.storage_path, files)
     # The chain Tune would build from max_concurrent_trials, built here so the budget survives a
     # restore. Bounded concurrency: TPE asks only as slots free up (unbounded, it degrades to
     # random search), and Ray keeps that many trials pending, so every slot stays busy.
@@ -168,7 +155,7 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
         "data": {"source": data.source, "train_rows": len(data.train), "dev_rows": len(data.dev),
                  "vocab": len(data.vocab), "max_seq_len": data.max_seq_len,
                  "level2_labels": list(data.labels.level2)},
-        "ray_experiment": "/".join(ray_experiment(settings, files)),
+        "ray_experiment": "/".join(search_experiment(settings.storage_path, files)),
         "concurrency": concurrency(settings),
         "method": search_method(settings, space),
         "reproduce": command_prefix(settings, space_path=files.space_yaml, max_epochs=max_epochs),
@@ -206,52 +193,8 @@ def new_run_dir(settings: Settings, files: RunFiles):
         raise
 
 
-@contextlib.contextmanager
-def ray_session(address: str | None):
-    quiet_ray()
-    started = connect(address)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _raise_restore_failed(cause: BaseException | None) -> None:
-    raise RestoreFailed(f"Ray could not restore the experiment ({cause!r}); nothing was changed. Either the "
-                        "code changed incompatibly since the launch (the trial function, say): resume with the "
-                        "code that launched the run; or RUN_DIR/ray is damaged: restore it from a backup or "
-                        "another copy of the run")
-
-
-def restore_must_succeed():
-    """Make a failed restore an error. Ray's TuneController logs the failure and starts a new
-    experiment in the same directory, whose newer state file would then hide the real one from
-    every later resume; `internals.on_restore_failure` raises before anything is written."""
-    return internals.on_restore_failure(_raise_restore_failed)
-
-
-def ray_experiment(settings: Settings, files: RunFiles) -> tuple[str, str]:
-    """(storage_path, name) of Ray's experiment: its state, trial directories and checkpoints.
-
-    Locally that is RUN_DIR/ray, a directory of Ray's own: on a restore Ray copies its experiment
-    directory aside and later back, which would overwrite files of ours living in it with stale
-    copies. With a URI storage it is <URI>/<name>, while our files stay in ./runs/<name>.
-    """
-    if is_uri(settings.storage_path):
-        return settings.storage_path, files.root.name
-    return str(files.root.resolve()), files.ray_dir.name
-
-
 def has_experiment_state(settings: Settings, files: RunFiles) -> bool:
-    return experiment_has_state(*ray_experiment(settings, files))
-
-
-def experiment_has_state(storage: str, name: str) -> bool:
-    """Whether Ray's experiment `name` under `storage` (a path or URI) has saved its state."""
-    fs, path = pyarrow.fs.FileSystem.from_uri(storage)
-    listing = fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{name}", allow_not_found=True))
-    return any(Path(info.path).name.startswith("experiment_state-") for info in listing)
+    return experiment_has_state(*search_experiment(settings.storage_path, files))
 
 
 def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[str], Any] = print,
@@ -309,7 +252,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     run, settings = run_settings(files)
     records = load_records(files)
     if not has_experiment_state(settings, files):
-        where = "/".join(ray_experiment(settings, files))
+        where = "/".join(search_experiment(settings.storage_path, files))
         if records:
             raise damaged(Path(where), "no experiment state, although the run has trials")
         raise ConfigError(f"{run_dir} has no Ray experiment state (in {where}): its launch stopped before the "
@@ -335,7 +278,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         check_shared_storage(settings.storage_path, ray.nodes())
         run["settings"]["num_samples"] = settings.num_samples
         run["settings"]["max_failures"] = settings.max_failures
-        run["ray_experiment"] = "/".join(ray_experiment(settings, files))  # where the run is now
+        run["ray_experiment"] = "/".join(search_experiment(settings.storage_path, files))  # where the run is now
         # The rows' reproduction commands name the run's space.yaml: where the run is now, too.
         run["reproduce"] = command_prefix(settings, space_path=files.space_yaml, max_epochs=run["max_epochs"])
         run.setdefault("resumed", []).append({
@@ -417,18 +360,6 @@ def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: 
     return frozenset(new_numbers)
 
 
-def check_space_copy(files: RunFiles) -> None:
-    """Refuse a missing or damaged space.yaml as such (not as a space that no longer fits the code)."""
-    try:
-        doc = yaml.safe_load(files.space_yaml.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise damaged(files.space_yaml, err.strerror or str(err)) from None
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise damaged(files.space_yaml, f"not valid YAML: {err}") from None
-    if not isinstance(doc, dict):
-        raise damaged(files.space_yaml, f"a YAML {type(doc).__name__} where a mapping belongs")
-
-
 def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]) -> SearchSpace:
     """The space the run was launched with (its copy in RUN_DIR), checked against today's code."""
     check_space_copy(files)
@@ -508,9 +439,3 @@ def summary(frame: pd.DataFrame, files: RunFiles, top: int = 5) -> str:
             + f"\nexport: python -m search export {files.root} --out leaderboard.csv")
 
 
-def quiet_ray() -> None:
-    """Environment defaults for the driver process (read by Ray when it starts and while it runs)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Trials checkpoint at every evaluation on purpose (to resume); Ray's warning that this forces frequent
-    # experiment snapshots is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

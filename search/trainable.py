@@ -24,12 +24,12 @@ from model import metrics as M
 from model.config import TrialConfig
 from model.data import EncodedData
 from model.train import Evaluation, default_device, fit
-from results.confirm import JOB_SCORES
 from rundir import keys as K
+from rundir.confirm import JOB_SCORES, JobPlan
 from rundir.io import atomic_write_json
+from rundir.paths import TRIAL_STATE_FILE
 from spaces.space import SearchSpace
 
-STATE_FILE = "state.pt"
 # Keys of a checkpoint's state beside `TrainState`'s (which `fit(resume=...)` ignores).
 REPORT = "report"  # the metrics reported with the checkpoint
 BEST = "best"  # confirm jobs: the best evaluation so far, {BEST_WEIGHTS, BEST_DEV_PROBS, BEST_METRICS}
@@ -61,7 +61,7 @@ def load_state(checkpoint: tune.Checkpoint | None) -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
+        return torch.load(Path(directory) / TRIAL_STATE_FILE, weights_only=True, map_location="cpu")
 
 
 def replayed(state: dict | None, *, ended: bool) -> bool:
@@ -106,7 +106,7 @@ def memory_left(device: torch.device) -> float | None:
 def report_checkpoint(metrics: dict[str, Any], state: dict[str, Any]) -> None:
     """`tune.report(metrics)` with a checkpoint holding `state` and the metrics."""
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save({**state, REPORT: metrics}, Path(tmp) / STATE_FILE)
+        torch.save({**state, REPORT: metrics}, Path(tmp) / TRIAL_STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -134,7 +134,7 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     fit_explaining_oom(cfg, data, report, device=device, resume=state, record=oom_record())
 
 
-def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dict[str, dict[str, Any]],
+def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dict[str, JobPlan],
                   ended: frozenset[str] = frozenset()) -> None:
     """Train one confirm job (`config[K.JOB]`), or continue it from its checkpoint.
 
@@ -151,7 +151,7 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
     """
     job_id = config[K.JOB]
     job = jobs[job_id]
-    cfg = TrialConfig.from_dict(job["config"])
+    cfg = TrialConfig.from_dict(job.config)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     state = load_state(tune.get_checkpoint())
     if job_id in ended or (state is not None and state[REPORT][M.FINISHED]):
@@ -170,7 +170,7 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
                                    **{key: evaluation.metrics[key] for key in JOB_SCORES}}}
         report_checkpoint(evaluation_metrics(evaluation, device, left_gb=left), {**evaluation.snapshot(), BEST: best})
 
-    fit_explaining_oom(cfg, folds[job["fold"]], report, device=device, resume=state, record=oom_record())
+    fit_explaining_oom(cfg, folds[job.fold], report, device=device, resume=state, record=oom_record())
 
 
 def oom_record() -> Path:

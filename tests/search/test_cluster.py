@@ -11,11 +11,11 @@ import ray
 import yaml
 from ray.cluster_utils import Cluster
 
+from cli import main as cli
 from model.errors import ConfigError
 from model.synthetic import synthesize
 from rundir.io import read_json
 from rundir.settings import Settings
-from search import cli
 from search import cluster as cluster_module
 from search.cluster import REPO_ROOT
 from search.driver import launch, resume
