@@ -57,6 +57,17 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
     Errors name the file, the line (header = line 1) and the fix.
     """
     path = Path(path)
+    frame = _read_columns(path, columns)
+    line = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # header is line 1
+    _check_ids(frame, line, path)
+    _check_texts(frame, line, path)
+    if "label" in columns:
+        _check_labels_column(frame, line, path)
+    return frame.reset_index(drop=True)
+
+
+def _read_columns(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The CSV's `columns`, as text, with at least one row."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     header = ",".join(columns)
@@ -79,8 +90,10 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
     frame = frame[list(columns)].copy()
     if frame.empty:
         raise DataError(f"{path}: no data rows under the header; add one row per text ({header})")
+    return frame
 
-    line = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # header is line 1
+
+def _check_ids(frame: pd.DataFrame, line: pd.Series, path: Path) -> None:
     frame["id"] = frame["id"].str.strip()
     dup = frame["id"].duplicated(keep=False)
     if dup.any():
@@ -90,6 +103,9 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
             f"{path}: id {first!r} appears on lines {', '.join(map(str, lines))}; ids must be unique "
             f"({int(frame.loc[dup, 'id'].nunique())} duplicated id(s) in all)"
         )
+
+
+def _check_texts(frame: pd.DataFrame, line: pd.Series, path: Path) -> None:
     frame["text"] = frame["text"].str.strip()
     empty = frame["text"] == ""
     if empty.any():
@@ -98,24 +114,25 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
             f"{path}: line {line[i]} (id {frame.at[i, 'id']}) has an empty text; every row needs at "
             f"least one token ({int(empty.sum())} empty row(s) in all): remove or fill them"
         )
-    if "label" in columns:
-        frame["label"] = frame["label"].str.strip()
-        bad = ~frame["label"].str.match(_LABEL_RE)
-        if bad.any():
-            i = bad.idxmax()
-            raise DataError(
-                f"{path}: line {line[i]} (id {frame.at[i, 'id']}) has label {frame.at[i, 'label']!r}, "
-                "which is not of the form L1-L2 (e.g. 5-24: level-1 label, dash, level-2 label)"
-            )
-        parents = frame["label"].str.extract(_LABEL_RE).groupby(1)[0].unique()
-        clash = parents[parents.map(len) > 1]
-        if len(clash):
-            l2 = clash.index[0]
-            raise DataError(
-                f"{path}: level-2 label {l2!r} appears under level-1 labels "
-                f"{', '.join(sorted(clash.iloc[0]))}; each level-2 label must have one parent"
-            )
-    return frame.reset_index(drop=True)
+
+
+def _check_labels_column(frame: pd.DataFrame, line: pd.Series, path: Path) -> None:
+    frame["label"] = frame["label"].str.strip()
+    bad = ~frame["label"].str.match(_LABEL_RE)
+    if bad.any():
+        i = bad.idxmax()
+        raise DataError(
+            f"{path}: line {line[i]} (id {frame.at[i, 'id']}) has label {frame.at[i, 'label']!r}, "
+            "which is not of the form L1-L2 (e.g. 5-24: level-1 label, dash, level-2 label)"
+        )
+    parents = frame["label"].str.extract(_LABEL_RE).groupby(1)[0].unique()
+    clash = parents[parents.map(len) > 1]
+    if len(clash):
+        l2 = clash.index[0]
+        raise DataError(
+            f"{path}: level-2 label {l2!r} appears under level-1 labels "
+            f"{', '.join(sorted(clash.iloc[0]))}; each level-2 label must have one parent"
+        )
 
 
 # ----------------------------------------------------------------------------- labels

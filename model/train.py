@@ -296,6 +296,15 @@ class TrainState:
                    best=Best(score=state["best_score"], epoch=state["best_epoch"], since=state["since_best"]))
 
 
+def scored_weights(state: dict) -> dict:
+    """The weights a checkpointed evaluation scored: the SWA average once it holds any (as
+    model.train.score does), else the live model."""
+    swa = state.get("swa")
+    if swa is not None and int(swa["n_averaged"]) > 0:
+        return {k.removeprefix("module."): v for k, v in swa.items() if k.startswith("module.")}
+    return state["model"]
+
+
 # --- training steps ---
 
 

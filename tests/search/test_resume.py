@@ -16,9 +16,10 @@ import pytest
 
 from model.errors import ConfigError
 from results.export import read_leaderboard_csv
-from results.files import RunFiles
-from results.records import TrialRecord
-from search.driver import relocate_checkpoints, resume
+from rundir.paths import RunFiles
+from rundir.relocation import relocate_checkpoints
+from rundir.trials import TrialRecord
+from search.driver import resume
 from tests.conftest import E2E_SPACE
 
 pytestmark = pytest.mark.e2e

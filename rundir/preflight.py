@@ -10,8 +10,8 @@ from typing import Any
 from model.data import check_fold_flags
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
-from search.flags import name_problem
-from search.settings import SAMPLERS, SCHEDULERS
+from rundir.paths import name_problem
+from rundir.settings import SAMPLERS, SCHEDULERS
 from spaces.space import SearchSpace, SpaceError, check_combinations, parse_sets
 
 # Fields the driver owns: they are flags, identical for every trial, never searched.
@@ -21,7 +21,7 @@ CHECKPOINT_FIELDS = ("encoder", "checkpoint")
 
 
 def check_settings(s: Any) -> None:
-    """`s` is a `search.settings.Settings`."""
+    """`s` is a `rundir.settings.Settings`."""
     for flag, value in (("--reduction-factor", s.reduction_factor), ("--cpus-per-trial", s.cpus_per_trial),
                         ("--gpus-per-trial", s.gpus_per_trial)):
         if not math.isfinite(value):  # nan passes every comparison below, inf most of them
