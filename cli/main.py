@@ -226,7 +226,7 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _embed_parser(sub: argparse._SubParsersAction) -> None:
-    from search.embed_cli import add_embed_arguments
+    from stages.embed import add_embed_arguments
 
     p = _command(sub, "embed", cmd_embed, help="train word vectors (word2vec, fastText) on unlabeled text",
                  description="Word vectors trained with gensim on the task's own text; OUT becomes a checkpoint "
@@ -381,7 +381,7 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_embed(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.embed_cli import cmd_embed as run
+    from stages.embed import cmd_embed as run
 
     run(args, argv)
 

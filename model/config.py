@@ -174,7 +174,7 @@ class TrialConfig:
     def __post_init__(self) -> None:
         """Pure validation, no I/O: a config naming a checkpoint rebuilds on any machine. Whether
         the checkpoint directory holds a model is checked by `model.encoders.check_checkpoint`
-        (search/preflight.py before Ray starts, and the encoder when it is built)."""
+        (rundir/preflight.py before Ray starts, and the encoder when it is built)."""
         for f in fields(self):
             check_value(f.name, getattr(self, f.name))
         encoder = _registry("encoder")[self.encoder]

@@ -90,7 +90,7 @@ def output_mask(encoder: nn.Module, mask: torch.Tensor) -> torch.Tensor:
 def check_checkpoint(cfg: TrialConfig) -> None:
     """Raise `ConfigError`, saying the fix, unless the checkpoint `cfg.encoder` loads is a usable
     directory (encoders without a checkpoint, like `tiny`, pass). Reads the filesystem, so it runs
-    where the files must be: in preflight (search/preflight.py) and when the encoder is built."""
+    where the files must be: in preflight (rundir/preflight.py) and when the encoder is built."""
     check = getattr(ENCODERS.get_class(cfg.encoder, field="encoder"), "check_checkpoint", None)
     if check is not None:
         check(cfg)

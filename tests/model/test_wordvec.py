@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli import main as cli
 from model.errors import ConfigError, DataError
 from model.synthetic import synthesize
 from model.wordvec import (
@@ -22,7 +23,6 @@ from model.wordvec import (
     load_vectors,
     train_vectors,
 )
-from search import cli
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(dim=16, epochs=2, window=3)
@@ -105,7 +105,7 @@ def test_the_embed_flags_map_to_the_config(corpus, tmp_path):
     parser = cli.build_parser()
     args = parser.parse_args(["embed", "--corpus", *corpus, "--out", "o", "--method", "fasttext", "--cbow",
                               "--dim", "32", "--min-count", "2", "--negative", "3", "--seed", "7"])
-    from search.embed_cli import config_from_args
+    from stages.embed import config_from_args
 
     assert config_from_args(args) == WordVecConfig(method="fasttext", sg=0, dim=32, min_count=2, negative=3, seed=7)
     assert config_from_args(parser.parse_args(["embed", "--corpus", "c", "--out", "o"])) == WordVecConfig()

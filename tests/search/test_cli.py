@@ -167,7 +167,7 @@ def non_defaults(parser: argparse.ArgumentParser) -> tuple[list[str], dict]:
         flag = action.option_strings[0]
         if isinstance(action, argparse._StoreTrueAction):
             argv, expected[action.dest] = [*argv, flag], True
-        elif isinstance(action.default, int):  # type=int or a checked int (search/flags.py)
+        elif isinstance(action.default, int):  # type=int or a checked int (cli/flags.py)
             argv, expected[action.dest] = [*argv, flag, str(action.default + 3)], action.default + 3
         else:
             argv, expected[action.dest] = [*argv, flag, f"value-of-{action.dest}"], f"value-of-{action.dest}"

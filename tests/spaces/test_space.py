@@ -138,7 +138,7 @@ def test_shipped_spaces_pass_the_combination_check_fast(name):
 
 
 def test_the_wordvec_space_runs_with_or_without_vectors_and_refuses_missing_ones(tmp_path):
-    from search.preflight import check_space
+    from rundir.preflight import check_space
 
     overrides = {"max_epochs": 8, "seed": 0}
     check_space(load_space("wordvec"), overrides)  # random init: nothing to read

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.flags import at_least
 from model.wordvec import METHODS, WordVecConfig
-from search.flags import at_least
 
 _D = WordVecConfig()
 
