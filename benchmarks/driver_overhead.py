@@ -31,14 +31,15 @@ import ray
 from ray import tune
 
 from benchmarks.sleep_trial import sleep_trial
-from results.export import load_records
-from results.files import RunFiles
 from results.timeline import busy_fraction
+from rundir.paths import RunFiles
+from rundir.settings import Settings
+from rundir.trials import load_records
 from search import driver as search_driver
 from search.callbacks import LeaderboardCallback
-from search.driver import build_tuner, launch, quiet_ray
+from search.driver import build_tuner, launch
 from search.searcher import FidelityAwareOptunaSearch, make_sampler
-from search.settings import Settings
+from search.session import quiet_ray
 from spaces.space import parse_space
 
 SPACE = parse_space("params:\n  lr: {float: [1.0e-4, 1.0e-2], log: true}\n", source="benchmark")

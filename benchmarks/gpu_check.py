@@ -26,9 +26,10 @@ import pandas as pd
 import torch
 
 from model import metrics as M
-from results.export import load_records
+from rundir import keys as K
+from rundir.settings import Settings
+from rundir.trials import load_records
 from search.driver import launch
-from search.settings import Settings
 
 
 def sample_gpu(stop: threading.Event, samples: list[tuple[float, float]]) -> None:
@@ -122,7 +123,7 @@ def main() -> None:
     for row in frame.itertuples():
         history = records[row.trial_id].history
         speed = [h[M.TRAIN_SAMPLES_PER_S] for h in history if M.TRAIN_SAMPLES_PER_S in h]
-        memory = [h[M.GPU_MEM_PEAK_GB] for h in history if M.GPU_MEM_PEAK_GB in h]
+        memory = [h[K.GPU_MEM_PEAK_GB] for h in history if K.GPU_MEM_PEAK_GB in h]
         print(f"| {row.optuna_number} | {row.status} | {row.epochs} | "
               f"{sum(speed) / len(speed) if speed else float('nan'):.0f} | "
               f"{max(memory) if memory else float('nan'):.2f} | {getattr(row, M.LEVEL2_MACRO_F1):.4f} |")

@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.gpu_check import encoder_yaml, launch_sampling_gpu
-from model import metrics as M
-from results.records import COMPLETED, ERROR, PRUNED
-from search.settings import Settings
+from rundir import keys as K
+from rundir.settings import Settings
+from rundir.trials import COMPLETED, ERROR, PRUNED
 
 
 def gpu_memory_used_mib() -> float | None:
@@ -60,7 +60,7 @@ LEFT_LIMIT_GB = 0.25  # what a reused worker may still hold as its next trial st
 
 def memory_left(records: dict) -> list[float]:
     """`gpu_mem_left_gb` of every trial that reported it (those that started on a reused worker)."""
-    return [h[M.GPU_MEM_LEFT_GB] for r in records.values() for h in r.history[:1] if M.GPU_MEM_LEFT_GB in h]
+    return [h[K.GPU_MEM_LEFT_GB] for r in records.values() for h in r.history[:1] if K.GPU_MEM_LEFT_GB in h]
 
 
 def space_yaml(args: argparse.Namespace) -> str:

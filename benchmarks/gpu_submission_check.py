@@ -3,7 +3,7 @@
     python -m benchmarks.gpu_submission_check [--trials 2] [--top 2] [--folds 2] [--gpus-per-trial 0.25]
         [--rows 3000] [--hidden 768 --layers 12 --heads 12] [--out DIR]
 
-Runs the README's recipe with the user's own commands (`search.cli.main`, in this process, each
+Runs the README's recipe with the user's own commands (`cli.main.main`, in this process, each
 timed) on synthetic data: `launch` of `--trials` trials of a random-init encoder (BERT-base size by
 default) for `--max-epochs`, `confirm --top --folds` at `--gpus-per-trial` (several fold jobs
 share the GPU), `ensemble`, then `predict` of the synthetic test texts on CUDA, and again on the
@@ -38,11 +38,12 @@ import pandas as pd
 import torch
 
 from benchmarks.gpu_check import encoder_yaml, gpu_sampling
+from cli import main as cli
 from model import metrics as M
 from model.synthetic import synthesize
-from results.confirm import LINEAR_MEMBER
-from results.files import read_json
-from search import cli
+from rundir import keys as K
+from rundir.confirm import LINEAR_MEMBER
+from rundir.io import read_json
 
 NAME = "submission-check"
 
@@ -71,8 +72,8 @@ def run_stage(name: str, argv: list[str], timings: dict[str, Any]) -> bool:
 
 def job_rows(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The confirm jobs as table rows, in job-id order."""
-    return [{"job": key, "device": job.get(M.DEVICE), "status": job["status"], "time_s": job.get("time_s"),
-             "gpu_mem_peak_gb": job.get(M.GPU_MEM_PEAK_GB), "level2_macro_f1": job.get(M.LEVEL2_MACRO_F1)}
+    return [{"job": key, "device": job.get(K.DEVICE), "status": job["status"], "time_s": job.get("time_s"),
+             "gpu_mem_peak_gb": job.get(K.GPU_MEM_PEAK_GB), "level2_macro_f1": job.get(M.LEVEL2_MACRO_F1)}
             for key, job in sorted(jobs.items())]
 
 
@@ -81,8 +82,8 @@ def network_jobs_on(jobs: dict[str, dict[str, Any]], device_type: str) -> bool:
     on CUDA reported its peak GPU memory."""
     network = [job for job in jobs.values() if job["member"] != LINEAR_MEMBER]
     return bool(network) and all(
-        job["status"] == "completed" and str(job.get(M.DEVICE) or "").split(":")[0] == device_type
-        and (device_type != "cuda" or job.get(M.GPU_MEM_PEAK_GB) is not None) for job in network)
+        job["status"] == "completed" and str(job.get(K.DEVICE) or "").split(":")[0] == device_type
+        and (device_type != "cuda" or job.get(K.GPU_MEM_PEAK_GB) is not None) for job in network)
 
 
 def submission_matches(submission: pd.DataFrame, ids: pd.Series, labels: list[str]) -> bool:

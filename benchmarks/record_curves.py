@@ -41,10 +41,11 @@ from benchmarks.curves import (
 from model import metrics as M
 from model.data import resolve_train_path
 from model.errors import ConfigError, DataError
-from results.files import atomic_write_json, atomic_write_text
-from search.settings import Settings, load_data
-from search.submit import file_sha256
+from rundir.inputs import load_data
+from rundir.io import atomic_write_json, atomic_write_text
+from rundir.settings import Settings
 from spaces.space import SearchSpace, load_space
+from stages.ensemble import file_sha256
 
 DEFAULT_OUT = "benchmarks/data/curves_seed_tiny.csv"
 # Settings a table is bound to: continuing it under others would mix curves of different experiments.

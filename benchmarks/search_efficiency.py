@@ -57,13 +57,15 @@ from benchmarks.curves import Surrogate, best_in_table, fit_surrogate, read_curv
 from benchmarks.surrogate_trial import cached_surrogate, surrogate_trial
 from model import metrics as M
 from model.errors import ConfigError, DataError
-from results.export import load_records
-from results.files import RunFiles, atomic_write_json, read_json
+from rundir.io import atomic_write_json, read_json
+from rundir.paths import RunFiles
+from rundir.settings import SAMPLERS, SCHEDULERS, Settings
+from rundir.trials import load_records
 from search.cluster import connect
-from search.driver import launch, quiet_ray, resume
-from search.settings import SAMPLERS, SCHEDULERS, Settings
-from search.submit import file_sha256
+from search.driver import launch, resume
+from search.session import quiet_ray
 from spaces.space import load_space, resolve_space_path
+from stages.ensemble import file_sha256
 
 # GP rather than `auto`: on a space with choices or conditional parameters (spaces/seed.yaml) `auto`
 # resolves to TPE, which tpe+asha already covers.

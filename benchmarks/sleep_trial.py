@@ -8,6 +8,7 @@ import time
 from ray import tune
 
 from model import metrics as M
+from rundir import keys as K
 
 
 def sleep_trial(config: dict, *, duration: float, epochs: int) -> None:
@@ -15,7 +16,7 @@ def sleep_trial(config: dict, *, duration: float, epochs: int) -> None:
     best = 0.0
     for epoch in range(1, epochs + 1):
         time.sleep(duration / epochs)
-        score = config[M.PARAMS]["lr"] * 100 * epoch / epochs
+        score = config[K.PARAMS]["lr"] * 100 * epoch / epochs
         best = max(best, score)
         tune.report({M.EPOCH: epoch, M.LEVEL2_MACRO_F1: score, M.BEST_LEVEL2_MACRO_F1: best,
                      M.FINISHED: epoch == epochs})

@@ -16,6 +16,7 @@ from ray import tune
 
 from benchmarks.curves import Surrogate
 from model import metrics as M
+from rundir import keys as K
 
 SIMULATED_EPOCH_S = "simulated_epoch_s"
 
@@ -31,7 +32,7 @@ def surrogate_trial(config: dict[str, Any], *, surrogate_path: str, time_scale: 
     epochs = overrides["max_epochs"]
     if epochs != surrogate.epochs:
         raise ValueError(f"the search runs {epochs} epochs but the surrogate knows {surrogate.epochs}")
-    f1, seconds = (row[0] for row in surrogate.predict([config[M.PARAMS]]))
+    f1, seconds = (row[0] for row in surrogate.predict([config[K.PARAMS]]))
     best = 0.0
     for epoch in range(1, epochs + 1):
         if time_scale > 0:

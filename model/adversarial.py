@@ -5,6 +5,10 @@ matrix along its gradient, runs `loss_fn()` (a forward pass returning the advers
 backpropagates it, so its gradient adds to the clean one, then puts the embedding weights back
 exactly as they were (bit for bit) before the optimizer steps. `from_config(cfg, *, model)` builds
 one; `none` builds nothing.
+
+Frozen embeddings (`freeze_embeddings`) are attacked too: they keep requires_grad, so the clean
+backward pass gives the attack its direction, and the training loop drops their gradient only
+before the optimizer step (model/train.py `optimizer_step`).
 """
 
 from __future__ import annotations

@@ -5,11 +5,14 @@
 annotations (under `TYPE_CHECKING`), so this module -> components is the only direction at
 runtime and model/'s import graph has no cycle (tests/model/test_imports.py).
 
-A new registry is one line here plus a field with `registry="<kind>"` in model/config.py.
+A new registry is one line here plus a field with `registry="<kind>"` in model/config.py. A module
+that adds components to an existing registry (model/wordvec_encoders.py) is imported here, so the
+registry is complete wherever a config is checked.
 """
 
 from __future__ import annotations
 
+import model.wordvec_encoders  # noqa: F401  (registers textcnn, dpcnn, bigru, bilstm in ENCODERS)
 from model.adversarial import ADVERSARIAL
 from model.contrastive import CONTRASTIVE
 from model.encoders import ENCODERS

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -31,11 +32,32 @@ LIMITS: dict[str, tuple[int, str]] = {
     "patience": (10_000, "the max_epochs limit"),
     "eval_every": (10_000_000, "more optimizer steps than any trial takes"),
     "seed": (2**32 - 1, "numpy's seed must fit in 32 bits"),
+    "embedding_dim": (4_096, "word vectors have 100-300 dimensions, BERT-large's embeddings 1024"),
+    "cnn_filters": (16_384, "the hidden_size limit; TextCNN and DPCNN use 100-300 filters"),
+    "rnn_hidden": (16_384, "the hidden_size limit"),
+    "freeze_embeddings": (10_000, "the max_epochs limit"),
 }
 # Fields that TrialConfig's cross-field rules (`__post_init__`, an encoder's `check_config`) relate to
 # each other. A search space checks every combination of their values it can draw
 # (`spaces.space.check_combinations`), so a rule added there names its fields here.
-CROSS_FIELDS = ("encoder", "checkpoint", "hidden_size", "num_heads", "rnn", "swa_start", "max_epochs")
+CROSS_FIELDS = ("encoder", "checkpoint", "hidden_size", "num_heads", "rnn", "swa_start", "max_epochs", "cnn_filters",
+                "cnn_kernels")
+# The most kernel widths `cnn_kernels` may list, and the widest kernel: Kim (2014) used 3 widths up
+# to 5; more only multiplies the encoder's cost.
+MAX_KERNELS, MAX_KERNEL_WIDTH = 8, 32
+
+
+def kernel_widths(text: str) -> tuple[int, ...]:
+    """`cnn_kernels` ("1,2,3,4") -> (1, 2, 3, 4), or a `ConfigError` saying the expected form."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"`cnn_kernels` is {text!r}, but must be kernel widths separated by commas, e.g. '2,3,4'")
+    widths = tuple(int(p) for p in parts)
+    if not all(1 <= w <= MAX_KERNEL_WIDTH for w in widths) or len(set(widths)) != len(widths):
+        raise ConfigError(f"`cnn_kernels` is {text!r}, but its widths must be distinct and in 1..{MAX_KERNEL_WIDTH}")
+    if len(widths) > MAX_KERNELS:
+        raise ConfigError(f"`cnn_kernels` is {text!r}: {len(widths)} widths, but at most {MAX_KERNELS} are allowed")
+    return widths
 
 
 def _param(
@@ -48,9 +70,12 @@ def _param(
     high_open: bool = False,
     choices: tuple | None = None,
     registry: str | None = None,
+    syntax: Callable[[str], Any] | None = None,
 ) -> Any:
+    """A field with its doc and valid values. `syntax`: for a str field whose value is structured
+    text, a parser raising `ConfigError` on a malformed value (so spaces check their choices too)."""
     meta = dict(doc=doc, low=low, high=high, low_open=low_open, high_open=high_open,
-                choices=choices, registry=registry)
+                choices=choices, registry=registry, syntax=syntax)
     return field(default=default, metadata=meta)
 
 
@@ -64,9 +89,29 @@ class TrialConfig:
     intermediate_size: int = _param(128, "feed-forward size", low=8)
     encoder_dropout: float = _param(0.1, "dropout inside the encoder", low=0, high=1, high_open=True)
     checkpoint: str = _param("", "bert, albert, nezha: local checkpoint directory (config, weights, vocab.txt); "
-                             "its files are checked by preflight and when the encoder is built, not here")
+                             "textcnn, dpcnn, bigru, bilstm: a word-vector directory (`python -m search embed`), "
+                             "or empty for random init; its files are checked by preflight and when the encoder "
+                             "is built, not here")
     rnn: str = _param("none", "bidirectional RNN layer after the encoder, or none (model/rnn.py)", registry="rnn")
-    rnn_layers: int = _param(1, "stacked layers of each RNN that `rnn` names", low=1, high=4)
+    rnn_layers: int = _param(1, "stacked layers of each RNN that `rnn` names, and of the bigru and bilstm encoders",
+                             low=1, high=4)
+
+    # --- encoders over word vectors (model/wordvec_encoders.py) ---
+    embedding_dim: int = _param(0, "textcnn, dpcnn, bigru, bilstm: word-embedding size; 0 = the checkpoint's "
+                                "(128 at random init); with a checkpoint a nonzero value must equal its size", low=0)
+    cnn_filters: int = _param(128, "textcnn: filters per kernel width; dpcnn: feature maps of every layer", low=1)
+    cnn_kernels: str = _param("1,2,3,4", "textcnn: kernel widths run in parallel, comma-separated",
+                              syntax=kernel_widths)
+    dpcnn_blocks: int = _param(3, "dpcnn: downsampling blocks, each halving the sequence", low=1, high=12)
+    rnn_hidden: int = _param(128, "bigru, bilstm encoders: units per direction (the output is twice as wide)",
+                             low=1)
+
+    # --- input: texts longer than max_seq_len (the data is encoded once; each trial cuts its own way) ---
+    truncation: str = _param("head", "what a text longer than max_seq_len - 2 tokens keeps: its head, its tail, "
+                             "or head_share of the tokens from its head and the rest from its tail",
+                             choices=("head", "tail", "head_tail"))
+    head_share: float = _param(0.25, "head_tail truncation: share of the kept tokens taken from the head "
+                               "(0.25 of 126 keeps 32 + 94)", low=0, high=1, low_open=True, high_open=True)
 
     # --- pooling and head ---
     pooler: str = _param("cls", "pooler name, or several joined by '+' (concatenated), e.g. cls+mean",
@@ -106,6 +151,8 @@ class TrialConfig:
     lr: float = _param(1e-3, "peak learning rate (AdamW) of the encoder", low=0, low_open=True, high=1)
     embedding_lr: float = _param(0.0, "learning rate of the embeddings (0 = lr)", low=0, high=1)
     head_lr: float = _param(0.0, "learning rate of the layers after the encoder (0 = lr)", low=0, high=1)
+    freeze_embeddings: int = _param(0, "the word embeddings are not updated in the first this many epochs (0: "
+                                    "trained from the start; >= max_epochs: frozen throughout)", low=0)
     weight_decay: float = _param(0.01, "AdamW weight decay (not on biases and LayerNorm)", low=0)
     warmup_ratio: float = _param(0.1, "fraction of steps with linear warmup", low=0, high=1,
                                  high_open=True)
@@ -127,7 +174,7 @@ class TrialConfig:
     def __post_init__(self) -> None:
         """Pure validation, no I/O: a config naming a checkpoint rebuilds on any machine. Whether
         the checkpoint directory holds a model is checked by `model.encoders.check_checkpoint`
-        (search/preflight.py before Ray starts, and the encoder when it is built)."""
+        (rundir/preflight.py before Ray starts, and the encoder when it is built)."""
         for f in fields(self):
             check_value(f.name, getattr(self, f.name))
         encoder = _registry("encoder")[self.encoder]
@@ -160,6 +207,11 @@ class TrialConfig:
     @property
     def poolers(self) -> tuple[str, ...]:
         return tuple(self.pooler.split("+"))
+
+    @property
+    def kernel_widths(self) -> tuple[int, ...]:
+        """`cnn_kernels` as numbers: "2,3,4" -> (2, 3, 4)."""
+        return kernel_widths(self.cnn_kernels)
 
 
 def field_names() -> list[str]:
@@ -223,6 +275,8 @@ def check_value(name: str, value: Any) -> None:
         limit, why = LIMITS[name]
         raise ConfigError(f"`{name}` is {value!r}, above its sanity limit {limit} ({why}); if the value is "
                           f"intended, raise LIMITS[{name!r}] in model/config.py")
+    if meta["syntax"] is not None:
+        meta["syntax"](value)
     if meta["choices"] is not None and value not in meta["choices"]:
         raise ConfigError(f"`{name}` is {value!r}, but must be one of: {', '.join(meta['choices'])}")
     if meta["registry"] is not None:

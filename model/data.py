@@ -5,7 +5,8 @@ Format (the real competition files, read unchanged):
     test.csv   id,text
 
 `prepare_data` turns a training table into an `EncodedData` of padded int32 arrays. The driver
-builds it once and ships it to every trial through Ray's object store.
+builds it once and ships it to every trial through Ray's object store. The arrays hold each
+text's head and its tail, so each trial cuts long texts its own way (`Truncation`).
 
 Command line: `python -m model.data synth --out DIR [--rows N --seed S]` writes a synthetic
 train.csv/test.csv pair (see model/synthetic.py).
@@ -14,6 +15,7 @@ train.csv/test.csv pair (see model/synthetic.py).
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import warnings
 from collections import Counter
@@ -55,6 +57,17 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
     Errors name the file, the line (header = line 1) and the fix.
     """
     path = Path(path)
+    frame = _read_columns(path, columns)
+    line = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # header is line 1
+    _check_ids(frame, line, path)
+    _check_texts(frame, line, path)
+    if "label" in columns:
+        _check_labels_column(frame, line, path)
+    return frame.reset_index(drop=True)
+
+
+def _read_columns(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The CSV's `columns`, as text, with at least one row."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     header = ",".join(columns)
@@ -77,8 +90,10 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
     frame = frame[list(columns)].copy()
     if frame.empty:
         raise DataError(f"{path}: no data rows under the header; add one row per text ({header})")
+    return frame
 
-    line = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # header is line 1
+
+def _check_ids(frame: pd.DataFrame, line: pd.Series, path: Path) -> None:
     frame["id"] = frame["id"].str.strip()
     dup = frame["id"].duplicated(keep=False)
     if dup.any():
@@ -88,6 +103,9 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
             f"{path}: id {first!r} appears on lines {', '.join(map(str, lines))}; ids must be unique "
             f"({int(frame.loc[dup, 'id'].nunique())} duplicated id(s) in all)"
         )
+
+
+def _check_texts(frame: pd.DataFrame, line: pd.Series, path: Path) -> None:
     frame["text"] = frame["text"].str.strip()
     empty = frame["text"] == ""
     if empty.any():
@@ -96,24 +114,25 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
             f"{path}: line {line[i]} (id {frame.at[i, 'id']}) has an empty text; every row needs at "
             f"least one token ({int(empty.sum())} empty row(s) in all): remove or fill them"
         )
-    if "label" in columns:
-        frame["label"] = frame["label"].str.strip()
-        bad = ~frame["label"].str.match(_LABEL_RE)
-        if bad.any():
-            i = bad.idxmax()
-            raise DataError(
-                f"{path}: line {line[i]} (id {frame.at[i, 'id']}) has label {frame.at[i, 'label']!r}, "
-                "which is not of the form L1-L2 (e.g. 5-24: level-1 label, dash, level-2 label)"
-            )
-        parents = frame["label"].str.extract(_LABEL_RE).groupby(1)[0].unique()
-        clash = parents[parents.map(len) > 1]
-        if len(clash):
-            l2 = clash.index[0]
-            raise DataError(
-                f"{path}: level-2 label {l2!r} appears under level-1 labels "
-                f"{', '.join(sorted(clash.iloc[0]))}; each level-2 label must have one parent"
-            )
-    return frame.reset_index(drop=True)
+
+
+def _check_labels_column(frame: pd.DataFrame, line: pd.Series, path: Path) -> None:
+    frame["label"] = frame["label"].str.strip()
+    bad = ~frame["label"].str.match(_LABEL_RE)
+    if bad.any():
+        i = bad.idxmax()
+        raise DataError(
+            f"{path}: line {line[i]} (id {frame.at[i, 'id']}) has label {frame.at[i, 'label']!r}, "
+            "which is not of the form L1-L2 (e.g. 5-24: level-1 label, dash, level-2 label)"
+        )
+    parents = frame["label"].str.extract(_LABEL_RE).groupby(1)[0].unique()
+    clash = parents[parents.map(len) > 1]
+    if len(clash):
+        l2 = clash.index[0]
+        raise DataError(
+            f"{path}: level-2 label {l2!r} appears under level-1 labels "
+            f"{', '.join(sorted(clash.iloc[0]))}; each level-2 label must have one parent"
+        )
 
 
 # ----------------------------------------------------------------------------- labels
@@ -189,6 +208,70 @@ class Vocab:
             lengths[row] = len(seq)
         return ids, lengths
 
+    def encode_tails(self, texts, *, max_seq_len: int) -> np.ndarray:
+        """Texts -> (N, max_seq_len - 2) int32: the ids of each text's last max_seq_len - 2 tokens,
+        right-aligned ([PAD] before a shorter text). With `encode`'s head, what `Truncation` needs
+        to cut a long text any way a trial asks."""
+        body = max_seq_len - 2
+        index, unk = self.index, self.index[UNK]
+        texts = list(texts)
+        tails = np.full((len(texts), body), self.index[PAD], dtype=np.int32)
+        for row, text in enumerate(texts):
+            tokens = text.split()[-body:]
+            if tokens:
+                tails[row, body - len(tokens):] = [index.get(tok, unk) for tok in tokens]
+        return tails
+
+
+TRUNCATIONS = ("head", "tail", "head_tail")
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """Which tokens a text longer than max_seq_len - 2 keeps (the `truncation` and `head_share`
+    fields): its head, its tail, or `head_share` of them from the head and the rest from the tail
+    (Sun et al. 2019, "How to fine-tune BERT for text classification?": head+tail beat either).
+
+    Applied per batch (`select`), so each trial cuts the same encoded arrays its own way. Every
+    mode keeps min(tokens, max_seq_len - 2) tokens, so a row's length, and with it the batching,
+    is the same whatever the mode.
+    """
+
+    mode: str = "head"
+    head_share: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRUNCATIONS:
+            raise ValueError(f"truncation is {self.mode!r}, but must be one of: {', '.join(TRUNCATIONS)}")
+
+    def head_tokens(self, body: int) -> int:
+        """Of the `body` tokens a long text keeps, how many come from its head (rounded half up)."""
+        if self.mode == "head":
+            return body
+        if self.mode == "tail":
+            return 0
+        return min(body, int(math.floor(self.head_share * body + 0.5)))
+
+    def select(self, split: EncodedSplit, idx: np.ndarray, width: int) -> np.ndarray:
+        """(B, width) int32 ids of rows `idx` cut this way: [CLS] kept tokens [SEP] [PAD]...;
+        `width` is at least their longest length."""
+        ids = split.ids[idx, :width]
+        if self.mode == "head":
+            return ids  # the arrays hold the heads already
+        body = split.ids.shape[1] - 2
+        # Rows at full length: the cut ones (and those exactly body tokens long, which every mode
+        # keeps whole, so replacing their tail changes nothing). Then width is the full length.
+        full = split.lengths[idx] == split.ids.shape[1]
+        if not full.any():
+            return ids
+        if split.tails is None:
+            raise ValueError(f"truncation {self.mode!r} needs the texts' tails, but this split was encoded without "
+                             "them: encode it with model.data.prepare_data or model.inference.encode_texts")
+        head = self.head_tokens(body)
+        # `ids` is a copy (fancy indexing), so this never writes into the split (read-only in Ray's store)
+        ids[full, 1 + head:1 + body] = split.tails[idx[full], head:]
+        return ids
+
 
 # ----------------------------------------------------------------------------- splits and arrays
 
@@ -252,9 +335,12 @@ def _folds_scoring_two_labels(counts: Counter) -> int:
 
 @dataclass(frozen=True)
 class EncodedSplit:
-    ids: np.ndarray  # (N, max_seq_len) int32, [PAD]-filled
+    ids: np.ndarray  # (N, max_seq_len) int32, [CLS] head tokens [SEP], [PAD]-filled
     lengths: np.ndarray  # (N,) int32, tokens incl. [CLS] and [SEP]
     labels: np.ndarray  # (N,) int64 level-2 indices
+    # (N, max_seq_len - 2) int32, the last tokens of each text (`Vocab.encode_tails`), for the tail
+    # and head_tail truncations; None: head truncation only.
+    tails: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -299,7 +385,8 @@ def prepare_data(
 
     def split(idx: np.ndarray) -> EncodedSplit:
         ids, lengths = vocab.encode(texts[idx], max_seq_len=max_seq_len)
-        return EncodedSplit(ids=ids, lengths=lengths, labels=y[idx])
+        return EncodedSplit(ids=ids, lengths=lengths, labels=y[idx],
+                            tails=vocab.encode_tails(texts[idx], max_seq_len=max_seq_len))
 
     return EncodedData(train=split(train_idx), dev=split(dev_idx), labels=labels, vocab=vocab,
                        max_seq_len=max_seq_len, source=source)

@@ -5,6 +5,13 @@ run's vocabulary; `from_config(cfg, *, vocab, max_seq_len)` builds one (`vocab`:
 index = id); `word_embeddings` (the matrix adversarial training perturbs), `embeddings` (the
 module with its own learning rate) and `hidden_size`. Nothing here downloads anything.
 
+An encoder that shrinks the sequence (T' < T output positions, like `dpcnn`'s pooling) also has
+`output_mask(mask (B, T) bool) -> (B, T') bool`, which output positions are real; its forward
+returns (B, T', hidden_size). `output_mask(encoder, mask)` below gives the mask of any encoder's
+output, and `Classifier` hands that to the RNN layer and the poolers, so every pooler sees a
+mask matching its input. The encoders over word vectors (textcnn, dpcnn, bigru, bilstm) live in
+model/wordvec_encoders.py.
+
 `bert`, `albert` and `nezha` load a local checkpoint directory (`checkpoint`): its config, its
 weights and its vocab.txt. The data is encoded once with the run's vocabulary; such an encoder
 maps the run's ids to the checkpoint's through its vocab.txt (a token the checkpoint lacks becomes
@@ -73,10 +80,17 @@ class TinyBert(nn.Module):
         return self.bert(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
 
 
+def output_mask(encoder: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> (B, T'): the mask of `encoder`'s output positions; `mask` itself unless the
+    encoder shrinks the sequence (it then has `output_mask`)."""
+    shrink = getattr(encoder, "output_mask", None)
+    return mask if shrink is None else shrink(mask)
+
+
 def check_checkpoint(cfg: TrialConfig) -> None:
     """Raise `ConfigError`, saying the fix, unless the checkpoint `cfg.encoder` loads is a usable
     directory (encoders without a checkpoint, like `tiny`, pass). Reads the filesystem, so it runs
-    where the files must be: in preflight (search/preflight.py) and when the encoder is built."""
+    where the files must be: in preflight (rundir/preflight.py) and when the encoder is built."""
     check = getattr(ENCODERS.get_class(cfg.encoder, field="encoder"), "check_checkpoint", None)
     if check is not None:
         check(cfg)

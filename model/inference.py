@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from model.config import TrialConfig
-from model.data import EncodedSplit, LabelSet, Vocab
+from model.data import EncodedSplit, LabelSet, Truncation, Vocab
 from model.filemode import as_if_opened
 from model.network import Classifier, build_model
 
@@ -32,16 +32,17 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def batches(split: EncodedSplit, groups: Iterable[np.ndarray], device: torch.device
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (ids (B, L), mask (B, L), labels (B,)) per group of row indices, L = its longest row.
+def batches(split: EncodedSplit, groups: Iterable[np.ndarray], device: torch.device, *,
+            truncation: Truncation = Truncation()) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield (ids (B, L), mask (B, L), labels (B,)) per group of row indices, L = its longest row,
+    long texts cut as `truncation` says (the model's: `Classifier.truncation`).
 
     The arrays are already padded to max_seq_len and live in memory, so slicing them is all a
     DataLoader with a padding collate would do, without its worker overhead.
     """
     for idx in groups:
         width = int(split.lengths[idx].max())
-        ids = torch.from_numpy(split.ids[idx, :width].astype(np.int64))
+        ids = torch.from_numpy(truncation.select(split, idx, width).astype(np.int64))
         mask = torch.arange(width)[None, :] < torch.from_numpy(split.lengths[idx])[:, None]
         labels = torch.from_numpy(split.labels[idx])
         yield (ids.to(device, non_blocking=True), mask.to(device, non_blocking=True),
@@ -62,8 +63,8 @@ def logits(model: Classifier, split: EncodedSplit, *, batch_size: int, device: t
     order = np.argsort(split.lengths, kind="stable")
     groups = np.split(order, range(batch_size, len(order), batch_size))
     out = torch.empty(len(split), model.head.classifier.out_features)
-    bar = tqdm(zip(groups, batches(split, groups, device), strict=True), total=len(groups), unit="batch",
-               desc="predict", leave=False, disable=not progress)
+    bar = tqdm(zip(groups, batches(split, groups, device, truncation=model.truncation), strict=True),
+               total=len(groups), unit="batch", desc="predict", leave=False, disable=not progress)
     for idx, (ids, mask, _) in bar:
         with autocast(device):
             out[torch.from_numpy(idx)] = model(ids, mask).logits.float().cpu()
@@ -78,9 +79,11 @@ def probabilities(model: Classifier, split: EncodedSplit, *, batch_size: int, de
 
 
 def encode_texts(texts: Sequence[str], vocab: Vocab, *, max_seq_len: int) -> EncodedSplit:
-    """Unlabeled texts as a split (labels 0, unused); tokens unseen by `vocab` become [UNK]."""
+    """Unlabeled texts as a split (labels 0, unused); tokens unseen by `vocab` become [UNK]. With
+    their tails, so a model cuts long texts as it was trained to (its `truncation`)."""
     ids, lengths = vocab.encode(texts, max_seq_len=max_seq_len)
-    return EncodedSplit(ids=ids, lengths=lengths, labels=np.zeros(len(lengths), dtype=np.int64))
+    return EncodedSplit(ids=ids, lengths=lengths, labels=np.zeros(len(lengths), dtype=np.int64),
+                        tails=vocab.encode_tails(texts, max_seq_len=max_seq_len))
 
 
 # --- model directories ---

@@ -1,8 +1,8 @@
-"""Metric names, the other keys modules pass between them, and pure metric functions.
+"""The keys of what one trial computes and reports, and pure metric functions.
 
-The key constants below are the only spelling of each key: the same strings go to
-`tune.report`, ASHA, Optuna, the callbacks and the leaderboard. A bare string key shared by two
-modules is a defect: add a constant here instead.
+The key constants below are the only spelling of each key: `fit` reports them, and the same
+strings go to `tune.report`, ASHA, Optuna, the callbacks and the leaderboard. The keys added
+around a trial (where it ran, its config dict, a confirm job's id) live in rundir/keys.py.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ WORST5_F1 = "worst5_level2_f1"
 EPOCH = "epoch"  # epochs trained so far (fractional between epoch ends when eval_every is set)
 STEP = "train_step"  # optimizer steps so far: Optuna's step for intermediate values
 PER_CLASS_F1 = "per_class_f1"  # list: level-2 F1 of each label, in label order
-# What Ray ranks checkpoints by: the level-2 macro-F1 on an evaluation that improved on all earlier
-# ones, -1 otherwise. Strictly increasing over improvements, so the checkpoint Ray keeps as best is
-# exactly the trial's best epoch, whatever Ray does with ties.
-CHECKPOINT_SCORE = "checkpoint_score"
 # True on the last evaluation of a trial that ended on its own (full budget or patience).
 # A trial whose last result lacks it was stopped by the scheduler.
 FINISHED = "finished"
@@ -30,24 +26,6 @@ FINISHED = "finished"
 # Other keys of a reported result (besides the metrics above).
 TRAIN_LOSS = "train_loss"  # mean training loss since the previous evaluation
 TRAIN_SAMPLES_PER_S = "train_samples_per_s"  # training rows per second since the previous evaluation
-DEVICE = "device"  # torch device the trial trained on, e.g. "cuda:0"
-NODE_ID = "node_id"  # Ray node id of the worker that ran the trial
-GPU_MEM_PEAK_GB = "gpu_mem_peak_gb"  # peak CUDA memory allocated by the trial (CUDA only)
-# CUDA memory torch still held in the trial's worker when the trial started, left by the trials that
-# worker ran before (workers are reused); 0 when they gave it all back. CUDA and reused workers only.
-GPU_MEM_LEFT_GB = "gpu_mem_left_gb"
-TIMESTAMP = "timestamp"  # Ray's wall-clock time of the result (seconds since the epoch)
-
-# Keys of a trial's config dict, as the searcher hands it to Ray and the callbacks read it back.
-PARAMS = "params"  # the sampled TrialConfig values
-OPTUNA_NUMBER = "optuna_number"  # the Optuna trial number
-WARM_START = "warm_start"  # name of the space's warm-start point the trial evaluates, or None
-DUPLICATE_OF = "duplicate_of"  # Optuna user attribute: a proposal the duplicate guard settled untrained
-JOB = "job"  # a confirm trial's job id, `<member>/fold<f>/seed<s>` (results/confirm.py)
-
-# The metric the search maximises, and the scheduler's time unit.
-OBJECTIVE = LEVEL2_MACRO_F1
-TIME_ATTR = EPOCH
 
 
 def classification_metrics(

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from model.encoders import ENCODERS
+from model.data import Truncation
+from model.encoders import ENCODERS, output_mask
 from model.heads import MultiSampleDropoutHead
 from model.poolers import build_pooler
 from model.rnn import RNN_LAYERS
@@ -27,8 +28,13 @@ class Output:
 
 class Classifier(nn.Module):
     def __init__(self, *, encoder: nn.Module, sequence: nn.Module, pooler: nn.Module, head: MultiSampleDropoutHead,
-                 level1_head: nn.Module | None = None):
+                 level1_head: nn.Module | None = None, truncation: Truncation = Truncation()):
         super().__init__()
+        # How its inputs are cut from texts longer than max_seq_len (`truncation`, `head_share`):
+        # part of what the model was trained on, so every batch built for it (training, evaluation,
+        # predict on a test file) is cut the same way (model/inference.py `batches`). Not a weight:
+        # a saved model gets it back from its TrialConfig.
+        self.truncation = truncation
         self.encoder = encoder
         # The `rnn` layer (model/rnn.py). The attribute keeps its old name: it is the key prefix of
         # these weights in every saved state dict (trial checkpoints, fold models).
@@ -38,8 +44,10 @@ class Classifier(nn.Module):
         self.level1_head = level1_head
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> Output:
-        hidden = self.sequence(self.encoder(input_ids, mask), mask)  # (B, T) -> (B, T, H)
-        features = self.pooler(hidden, mask)  # (B, T, H) -> (B, D)
+        states = self.encoder(input_ids, mask)  # (B, T) -> (B, T', H); T' < T where the encoder shrinks it (dpcnn)
+        mask = output_mask(self.encoder, mask)  # (B, T) -> (B, T')
+        hidden = self.sequence(states, mask)  # (B, T', H)
+        features = self.pooler(hidden, mask)  # (B, T', H) -> (B, D)
         level1 = self.level1_head(features) if self.level1_head is not None else None
         return Output(logits=self.head(features), features=features, level1_logits=level1)
 
@@ -62,4 +70,5 @@ def build_model(cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int, num
         if num_level1 < 1:
             raise ValueError("an auxiliary level-1 head needs num_level1 >= 1")
         level1_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(pooler.out_dim, num_level1))
-    return Classifier(encoder=encoder, sequence=rnn, pooler=pooler, head=head, level1_head=level1_head)
+    return Classifier(encoder=encoder, sequence=rnn, pooler=pooler, head=head, level1_head=level1_head,
+                      truncation=Truncation(mode=cfg.truncation, head_share=cfg.head_share))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import os
@@ -40,11 +39,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.corpus import read_corpus
 from model.data import MASK, SPECIAL_TOKENS, Vocab
 from model.errors import ConfigError, DataError
 from model.filemode import as_if_opened
@@ -154,53 +153,6 @@ def _short(corpus: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------- corpus
-
-
-@dataclass(frozen=True)
-class Corpus:
-    texts: list[str]
-    files: list[dict]  # per file: path, sha256, rows (documents used)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_corpus(paths: Sequence[str | Path]) -> Corpus:
-    """Documents from CSV files (`.csv`: the `text` column, so train.csv and test.csv both serve) and
-    text files (anything else: one document per line). Blank documents are skipped."""
-    if not paths:
-        raise DataError("no corpus: pass --corpus FILE [FILE ...]")
-    texts, files = [], []
-    for name in paths:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError(f"{path}: corpus file not found")
-        if path.suffix.lower() == ".csv":
-            try:
-                frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-            except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-                raise DataError(f"{path}: not a readable UTF-8 CSV ({err})") from err
-            frame.columns = [c.strip() for c in frame.columns]
-            if "text" not in frame.columns:
-                raise DataError(f"{path}: no `text` column (found {','.join(frame.columns)}); a CSV corpus needs "
-                                "one, or give a text file (not .csv) with one document per line")
-            docs = frame["text"].str.strip().tolist()
-        else:
-            try:
-                docs = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}: not a UTF-8 text file ({err})") from err
-        docs = [d for d in docs if d]
-        if not docs:
-            raise DataError(f"{path}: no non-empty documents")
-        texts += docs
-        files.append({"path": str(path.resolve()), "sha256": _sha256(path), "rows": len(docs)})
-    return Corpus(texts=texts, files=files)
 
 
 @dataclass(frozen=True)

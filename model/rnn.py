@@ -9,6 +9,7 @@ Bidirectional layers use H/2 units per direction, so the width stays H.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
@@ -48,16 +49,23 @@ class _BiRNN(nn.Module):
         return cls(hidden_size=hidden_size, layers=cfg.rnn_layers)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lengths = mask.sum(dim=1).cpu()
-        out = torch.where(mask.unsqueeze(-1), hidden, 0).float()  # (B, T, H)
-        # In full precision: CUDA autocast runs cuDNN RNNs in fp16 whatever its dtype (ATen's
-        # AutocastRNN.cpp casts to half), and bf16 training has no loss scaling to keep fp16
-        # gradients from underflowing. The RNN is a small part of the model's compute.
-        with torch.autocast(device_type=hidden.device.type, enabled=False):
-            for rnn in self.rnns:
-                packed = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=False)
-                out, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=hidden.shape[1])
-        return out  # (B, T, 2 * (H // 2)), zeros at padded positions
+        return run_packed(self.rnns, hidden, mask)  # (B, T, 2 * (H // 2)), zeros at padded positions
+
+
+def run_packed(rnns: Iterable[nn.RNNBase], hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Run batch-first RNNs one after the other on packed sequences, so padding is skipped exactly:
+    (B, T, H) -> (B, T, H_out of the last), zeros at padded positions. Also the bigru and bilstm
+    encoders' core (model/wordvec_encoders.py)."""
+    lengths = mask.sum(dim=1).cpu()
+    out = torch.where(mask.unsqueeze(-1), hidden, 0).float()  # (B, T, H)
+    # In full precision: CUDA autocast runs cuDNN RNNs in fp16 whatever its dtype (ATen's
+    # AutocastRNN.cpp casts to half), and bf16 training has no loss scaling to keep fp16
+    # gradients from underflowing. The RNN is a small part of the model's compute.
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        for rnn in rnns:
+            packed = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=hidden.shape[1])
+    return out
 
 
 @RNN_LAYERS.register("lstm")

@@ -296,6 +296,15 @@ class TrainState:
                    best=Best(score=state["best_score"], epoch=state["best_epoch"], since=state["since_best"]))
 
 
+def scored_weights(state: dict) -> dict:
+    """The weights a checkpointed evaluation scored: the SWA average once it holds any (as
+    model.train.score does), else the live model."""
+    swa = state.get("swa")
+    if swa is not None and int(swa["n_averaged"]) > 0:
+        return {k.removeprefix("module."): v for k, v in swa.items() if k.startswith("module.")}
+    return state["model"]
+
+
 # --- training steps ---
 
 
@@ -313,20 +322,28 @@ def train_steps(cfg: TrialConfig, data: EncodedData, parts: Parts, plan: StepPla
         groups = epoch_batches(cfg, data, epoch)
         attack_draws = np.random.default_rng([cfg.seed, epoch, 1]).random(len(groups))  # (batches,) in [0, 1)
         first = plan.first_batch(epoch, start=start)
+        frozen = embeddings_frozen(cfg, epoch)
         parts.model.train()
         parts.optimizer.zero_grad(set_to_none=True)
         meter.reset()
-        bar = tqdm(zip(range(first, len(groups)), batches(data.train, groups[first:], parts.device), strict=True),
-                   total=len(groups) - first, desc=f"epoch {epoch}", unit="batch", leave=False,
-                   disable=not progress)
+        batch_stream = batches(data.train, groups[first:], parts.device, truncation=parts.model.truncation)
+        bar = tqdm(zip(range(first, len(groups)), batch_stream, strict=True), total=len(groups) - first,
+                   desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
         for index, batch in bar:
             loss = train_batch(parts, batch, grad_accum=cfg.grad_accum, attack=attack_draws[index] < cfg.adv_rate)
             meter.add(loss.item() * cfg.grad_accum, rows=len(batch[2]))
             if (index + 1) % cfg.grad_accum and index + 1 < len(groups):
                 continue  # accumulate: the epoch's last batch always ends a step
-            optimizer_step(parts, max_grad_norm=cfg.max_grad_norm)
+            optimizer_step(parts, max_grad_norm=cfg.max_grad_norm, freeze_embeddings=frozen)
             step += 1
             yield step
+
+
+def embeddings_frozen(cfg: TrialConfig, epoch: int) -> bool:
+    """Whether the word embeddings stay as they are in (1-based) `epoch`: the first
+    `freeze_embeddings` epochs. A function of the epoch alone, so a run resumed from a snapshot
+    (also mid-epoch) freezes exactly where an uninterrupted one does."""
+    return epoch <= cfg.freeze_embeddings
 
 
 def train_batch(parts: Parts, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, grad_accum: int,
@@ -347,8 +364,17 @@ def train_batch(parts: Parts, batch: tuple[torch.Tensor, torch.Tensor, torch.Ten
     return loss
 
 
-def optimizer_step(parts: Parts, *, max_grad_norm: float) -> None:
-    """Clip (`max_grad_norm` > 0), step AdamW and the schedule, and clear the accumulated gradients."""
+def optimizer_step(parts: Parts, *, max_grad_norm: float, freeze_embeddings: bool = False) -> None:
+    """Clip (`max_grad_norm` > 0), step AdamW and the schedule, and clear the accumulated gradients.
+
+    `freeze_embeddings`: the word embeddings' gradient is dropped before clipping and stepping, so
+    AdamW leaves them exactly as they are (it skips a parameter without a gradient: no update, no
+    weight decay, no moment) and they take no share of the clipping norm. The gradient is still
+    computed during the backward pass: adversarial training (FGM, PGD) needs it for its direction,
+    so an attack perturbs frozen embeddings as it does trained ones.
+    """
+    if freeze_embeddings:
+        parts.model.encoder.word_embeddings.weight.grad = None
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(parts.model.parameters(), max_grad_norm)
     parts.optimizer.step()

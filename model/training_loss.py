@@ -21,8 +21,8 @@ from model.network import Output
 
 
 class TrainingLoss(nn.Module):
-    """The scalar a trial's training minimises (not the search's objective, which is
-    `metrics.OBJECTIVE`): `forward(out, target (B,), class_embeddings (num_labels, D) | None) -> ()`.
+    """The scalar a trial's training minimises (not the search's objective, the level-2 macro-F1):
+    `forward(out, target (B,), class_embeddings (num_labels, D) | None) -> ()`.
     """
 
     def __init__(self, *, main: nn.Module, level1_of: torch.Tensor, aux_weight: float = 0.0,

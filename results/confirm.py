@@ -1,90 +1,46 @@
-"""The confirm stage's results: job ids, out-of-fold assembly and the ranked table (confirm.csv).
+"""The confirm stage's results, pure: the ranked table of members (confirm.csv) and out-of-fold assembly.
 
 `confirm` retrains each of the search's top-K configs (the *members*) on every fold of one
 stratified F-fold split of the whole training file, for each of S seeds: one *job* per (member,
-fold, seed), id `<member>/fold<f>/seed<s>`. The linear reference member is seed-independent: its
-jobs are `linear/fold<f>/seed0`. A job record (jobs.json) holds its best evaluation's scores.
+fold, seed). Its files and their records (`Member`, `JobRecord`) are rundir/confirm.py.
 
-`confirm_table` (pure: job records + members -> DataFrame) ranks the members; `assemble_oof`
-(pure) averages a member's held-out probabilities over seeds into one out-of-fold matrix; the
-rest reads and writes the npz files of RUN_DIR/confirm (the I/O edge; see results.files.ConfirmFiles).
+`confirm_table` (job records + members -> DataFrame) ranks the members; `assemble_oof` averages a
+member's held-out probabilities over seeds into one out-of-fold matrix. No I/O here.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from model import metrics as M
-from results.files import atomic_write_bytes
 from results.ranking import PARAM_PREFIX, fold_std
-from results.records import COMPLETED, ERROR, RUNNING
+from rundir.confirm import NETWORK, JobRecord, Member, job_id
 
-DEFAULT_TOP, DEFAULT_FOLDS, DEFAULT_SEEDS = 5, 5, 1  # `confirm --top --folds --seeds`
-NETWORK, LINEAR = "network", "linear"
-LINEAR_MEMBER = "linear"  # the linear reference member's name
+OOF_F1 = "oof_level2_macro_f1"  # confirm.csv's column: the pooled level-2 macro-F1 of a member's OOF file
 COMPLETE, PARTIAL = "complete", "partial"  # a member's status in confirm.csv
-JOB_STATUSES = (RUNNING, COMPLETED, ERROR)
-
-# The keys of a jobs.json record (the file format `ensemble` and `predict` read).
-JOB_SCORES = (M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY)
-# `device`: where the job trained ("cuda:0", "cpu"); `gpu_mem_peak_gb`: its peak CUDA memory (CUDA only).
-JOB_KEYS = ("member", "fold", "seed", "status", *JOB_SCORES, M.BEST_EPOCH, "time_s", M.DEVICE, M.GPU_MEM_PEAK_GB,
-            "model_dir", "error")
-
-# The keys of an OOF file (oof/<member>.npz) and of a fold model's heldout.npz.
-OOF_PROBS, OOF_FOLD_OF, OOF_Y, OOF_IDS = "probs", "fold_of", "y", "ids"
-HELDOUT_PROBS, HELDOUT_ROWS = "probs", "rows"
-
-OOF_F1 = "oof_level2_macro_f1"
-
-
-def network_name(optuna_number: int) -> str:
-    return f"trial-{optuna_number}"
-
-
-def job_id(member: str, fold: int, seed: int) -> str:
-    return f"{member}/fold{fold}/seed{seed}"
-
-
-def member_seeds(member: dict[str, Any], seeds: int) -> int:
-    """Seeds a member is trained with: all S for a network, 1 for the seed-independent linear member."""
-    return seeds if member["kind"] == NETWORK else 1
-
-
-def member_jobs(member: dict[str, Any], *, folds: int, seeds: int) -> list[str]:
-    """The job ids of a member, fold-major."""
-    return [job_id(member["name"], f, s) for f in range(folds) for s in range(member_seeds(member, seeds))]
-
-
-def new_job(member: str, fold: int, seed: int, *, status: str = RUNNING) -> dict[str, Any]:
-    """A jobs.json record with no scores yet."""
-    return {"member": member, "fold": fold, "seed": seed, "status": status, **dict.fromkeys(JOB_SCORES),
-            M.BEST_EPOCH: None, "time_s": None, M.DEVICE: None, M.GPU_MEM_PEAK_GB: None, "model_dir": None,
-            "error": None}
-
-
-def member_complete(jobs: dict[str, dict], member: dict[str, Any], *, folds: int, seeds: int) -> bool:
-    return all(jobs.get(j, {}).get("status") == COMPLETED for j in member_jobs(member, folds=folds, seeds=seeds))
 
 
 # ----------------------------------------------------------------------------- the table
 
 
-def _score_grid(jobs: dict[str, dict], member: dict[str, Any], key: str, *, folds: int, seeds: int) -> np.ndarray:
+def member_complete(jobs: dict[str, JobRecord], member: Member, *, folds: int, seeds: int) -> bool:
+    """Every job of the member completed."""
+    return all(j in jobs and jobs[j].completed for j in member.jobs(folds=folds, seeds=seeds))
+
+
+def _score_grid(jobs: dict[str, JobRecord], member: Member, key: str, *, folds: int, seeds: int) -> np.ndarray:
     """(F, S_member) scores `key` of a member's completed jobs, NaN where a job has none."""
-    grid = np.full((folds, member_seeds(member, seeds)), np.nan)
+    grid = np.full((folds, member.seeds(seeds)), np.nan)
     for f in range(folds):
         for s in range(grid.shape[1]):
-            record = jobs.get(job_id(member["name"], f, s))
-            if record is not None and record.get("status") == COMPLETED and record.get(key) is not None:
-                grid[f, s] = float(record[key])
+            record = jobs.get(job_id(member.name, f, s))
+            if record is not None and record.completed and getattr(record, key) is not None:
+                grid[f, s] = float(getattr(record, key))
     return grid
 
 
@@ -135,7 +91,7 @@ def table_columns(folds: int, param_names: Sequence[str]) -> list[str]:
             + [PARAM_PREFIX + name for name in param_names])
 
 
-def confirm_table(jobs: dict[str, dict], members: Sequence[dict[str, Any]], *, folds: int, seeds: int,
+def confirm_table(jobs: dict[str, JobRecord], members: Sequence[Member], *, folds: int, seeds: int,
                   param_names: Sequence[str], oof_f1: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per member of confirm.json's `members`, ranked: complete members (every job completed)
     before partial ones, each by mean level-2 macro-F1 descending (no score last), ties in members
@@ -148,21 +104,21 @@ def confirm_table(jobs: dict[str, dict], members: Sequence[dict[str, Any]], *, f
     macro-F1 of each member's OOF file, where one exists.
     """
     oof_f1 = oof_f1 or {}
-    grids = {m["name"]: _score_grid(jobs, m, M.LEVEL2_MACRO_F1, folds=folds, seeds=seeds) for m in members}
+    grids = {m.name: _score_grid(jobs, m, M.LEVEL2_MACRO_F1, folds=folds, seeds=seeds) for m in members}
     rows = []
     for member in members:
-        name = member["name"]
+        name = member.name
         level2 = grids[name]
         level2_mean, level2_std = _mean_std(level2.ravel())
         level1_mean, level1_std = _mean_std(
             _score_grid(jobs, member, M.LEVEL1_MACRO_F1, folds=folds, seeds=seeds).ravel())
-        params = member.get("params", {}) if member["kind"] == NETWORK else {}
+        params = member.params if member.kind == NETWORK else {}
         with np.errstate(all="ignore"):
             per_fold = [float(np.nanmean(level2[f])) if not np.isnan(level2[f]).all() else math.nan
                         for f in range(folds)]
         rows.append({
-            "member": name, "kind": member["kind"], "source_trial": member.get("source_trial"),
-            "optuna_number": member.get("optuna_number"),
+            "member": name, "kind": member.kind, "source_trial": member.source_trial,
+            "optuna_number": member.optuna_number,
             "level2_mean": level2_mean, "level2_std": level2_std, "level1_mean": level1_mean, "level1_std": level1_std,
             OOF_F1: oof_f1.get(name, math.nan),
             **{f"level2_fold{f}": per_fold[f] for f in range(folds)},
@@ -223,33 +179,3 @@ def assemble_oof(parts: Iterable[tuple[int, np.ndarray, np.ndarray]], *, rows: i
     if (fold_of == -1).any():
         raise ValueError(f"{int((fold_of == -1).sum())} rows are held out by no fold")
     return total, fold_of
-
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    """np.savez_compressed into memory, for an atomic write."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def write_heldout(path: Path, *, rows: np.ndarray, probs: np.ndarray) -> None:
-    atomic_write_bytes(path, npz_bytes(**{HELDOUT_ROWS: np.asarray(rows, dtype=np.int64),
-                                          HELDOUT_PROBS: np.asarray(probs, dtype=np.float32)}))
-
-
-def read_heldout(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(rows (n,), probs (n, C)) of a fold model's heldout.npz."""
-    with np.load(path, allow_pickle=False) as data:
-        return data[HELDOUT_ROWS], data[HELDOUT_PROBS]
-
-
-def write_oof(path: Path, *, probs: np.ndarray, fold_of: np.ndarray, y: np.ndarray, ids: Sequence[str]) -> None:
-    """oof/<member>.npz: probs float16 (N, C), fold_of int16 (N,), y int64 (N,), ids unicode (N,); no pickles."""
-    atomic_write_bytes(path, npz_bytes(**{
-        OOF_PROBS: np.asarray(probs, dtype=np.float16), OOF_FOLD_OF: np.asarray(fold_of, dtype=np.int16),
-        OOF_Y: np.asarray(y, dtype=np.int64), OOF_IDS: np.asarray([str(i) for i in ids], dtype=np.str_)}))
-
-
-def read_oof(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in (OOF_PROBS, OOF_FOLD_OF, OOF_Y, OOF_IDS)}

@@ -8,43 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from model import metrics as M
-from results.files import RunFiles, atomic_write_json, atomic_write_text, damaged, read_json, read_run
 from results.ranking import PARAM_PREFIX, leaderboard
-from results.records import STATUSES, TrialRecord
-
-
-def save_records(files: RunFiles, records: dict[str, TrialRecord]) -> None:
-    atomic_write_json(files.trials_json, [r.to_dict() for r in records.values()])
-
-
-def load_records(files: RunFiles) -> dict[str, TrialRecord]:
-    """The run's trial records: none before the first trial started; a trials.json that is missing
-    although the run has trials (leaderboard.csv, or a trial's result in RUN_DIR/ray), or that holds
-    records this version cannot read, is `damaged`."""
-    if not files.trials_json.exists():
-        if files.leaderboard_csv.exists() or any(files.ray_dir.glob("trial_*/result.json")):
-            raise damaged(files.trials_json, "missing, although the run has trials")
-        return {}
-    records = {}
-    for i, values in enumerate(read_json(files.trials_json, list)):
-        record = _record(values, files.trials_json, i)
-        records[record.trial_id] = record
-    return records
-
-
-def _record(values: object, path: Path, i: int) -> TrialRecord:
-    """Record `i` of trials.json, checked for what the leaderboard reads."""
-    try:
-        record = TrialRecord.from_dict(values)  # type: ignore[arg-type]
-        ok = (isinstance(record.trial_id, str) and record.status in STATUSES and isinstance(record.params, dict)
-              and isinstance(record.history, list)
-              and all(isinstance(h, dict) and M.EPOCH in h and M.LEVEL2_MACRO_F1 in h for h in record.history))
-    except TypeError as err:
-        raise damaged(path, f"record {i} is not a trial record: {err}") from None
-    if not ok:
-        raise damaged(path, f"record {i} is not a trial record (trial_id, status, params or history)")
-    return record
-
+from rundir.io import atomic_write_text
+from rundir.paths import RunFiles
+from rundir.record import read_run
+from rundir.trials import STATUSES, TrialRecord, load_records, save_records
 
 FORMATS = ("csv", "md", "json")
 # Markdown is for pasting into reports: the columns a reader compares, not paths and commands.

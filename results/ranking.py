@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from model import metrics as M
-from results.records import STATUSES, TrialRecord
+from rundir.trials import STATUSES, TrialRecord
 
 PARAM_PREFIX = "param."
 COLUMNS = [

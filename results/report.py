@@ -37,18 +37,13 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from model import metrics as M  # noqa: E402
 from results.confirm import OOF_F1  # noqa: E402
-from results.export import load_records, run_leaderboard  # noqa: E402
-from results.files import (  # noqa: E402
-    ConfirmFiles,
-    RunFiles,
-    atomic_write_text,
-    check_study,
-    damaged,
-    read_json,
-    read_run,
-)
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, run_method  # noqa: E402
+from results.export import run_leaderboard  # noqa: E402
 from results.status import status_text  # noqa: E402
+from rundir.confirm import EnsembleRecord, read_ranking  # noqa: E402
+from rundir.io import atomic_write_text, damaged  # noqa: E402
+from rundir.paths import ConfirmFiles, RunFiles  # noqa: E402
+from rundir.record import check_study, read_run, run_method  # noqa: E402
+from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, load_records  # noqa: E402
 
 COLORS = {COMPLETED: "#1f77b4", PRUNED: "#9a9a9a", RUNNING: "#ff7f0e", ERROR: "#d62728"}
 STATUS_OF_STATE = {TrialState.COMPLETE: COMPLETED, TrialState.PRUNED: PRUNED, TrialState.RUNNING: RUNNING}
@@ -276,23 +271,20 @@ def plot_confirmed(table: pd.DataFrame) -> plt.Figure | str:
     return fig
 
 
-def read_confirmed(files: ConfirmFiles) -> tuple[pd.DataFrame | None, dict | None]:
+def read_confirmed(files: ConfirmFiles) -> tuple[pd.DataFrame | None, EnsembleRecord | None]:
     """confirm.csv and ensemble.json for the page (None before `confirm` and `ensemble` wrote them),
     read before the report writes anything: a damaged one is refused."""
-    if not files.confirm_csv.is_file():
+    table = read_ranking(files)
+    if table is None:
         return None, None
-    try:
-        table = pd.read_csv(files.confirm_csv, dtype={"source_trial": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
-        raise damaged(files.confirm_csv, f"not a CSV table: {err}") from None
-    missing = sorted({"member", "level2_mean", "level2_std"} - set(table.columns))
+    missing = sorted({"level2_mean", "level2_std"} - set(table.columns))
     if missing:
         raise damaged(files.confirm_csv, f"no column {', '.join(missing)}")
-    chosen = read_json(files.ensemble_json, dict) if files.ensemble_json.is_file() else None
+    chosen = EnsembleRecord.load(files.ensemble_json) if files.ensemble_json.is_file() else None
     return table, chosen
 
 
-def confirm_section(table: pd.DataFrame | None, chosen: dict | None, out: Path) -> str:
+def confirm_section(table: pd.DataFrame | None, chosen: EnsembleRecord | None, out: Path) -> str:
     """The confirm and ensemble part of the page ('' before `confirm` has written confirm.csv)."""
     if table is None:
         return ""
@@ -307,18 +299,16 @@ def confirm_section(table: pd.DataFrame | None, chosen: dict | None, out: Path) 
     return "\n".join(parts)
 
 
-def ensemble_html(record: dict) -> str:
+def ensemble_html(record: EnsembleRecord) -> str:
     """The ensemble options `python -m search ensemble` scored, the chosen one first."""
-    options = record.get("options", {})
-    chosen = record.get("option")
-    rows = [{"option": name + (" (chosen)" if name == chosen else ""),
+    rows = [{"option": name + (" (chosen)" if name == record.option else ""),
              "members": ", ".join(f"{m} x{w:g}" for m, w in zip(r["members"], r["weights"], strict=True) if w),
              "OOF F1 (in-sample)": r["oof_score"], "nested F1": r["nested_score"]}
-            for name, r in sorted(options.items(), key=lambda item: item[0] != chosen)]
-    best = record.get("best_member")
+            for name, r in sorted(record.options.items(), key=lambda item: item[0] != record.option)]
+    best = record.best_member
     note = (f"<p>Best single member: {html.escape(str(best))} (OOF level-2 macro-F1 "
-            f"{record['member_scores'][best]['oof']:.4f}). The nested score predicts each fold with a selection "
-            "made on the other folds only.</p>") if best in record.get("member_scores", {}) else ""
+            f"{record.member_scores[best]['oof']:.4f}). The nested score predicts each fold with a selection "
+            "made on the other folds only.</p>") if best in record.member_scores else ""
     return ("<h2>Ensemble</h2>" + note
             + pd.DataFrame(rows).to_html(index=False, float_format=lambda x: f"{x:.4f}", border=0))
 

@@ -11,12 +11,15 @@ import optuna
 
 from model import metrics as M
 from model.errors import ConfigError
-from results import confirm as C
-from results.export import load_records, run_leaderboard, top_table
-from results.files import ConfirmFiles, RunFiles, check_study, driver_pid, read_json, read_run
+from results.export import run_leaderboard, top_table
 from results.ranking import fold_std
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING, describe_method, run_method
 from results.timeline import busy_fraction
+from rundir import keys as K
+from rundir.confirm import ConfirmSpec, read_jobs
+from rundir.lock import driver_pid
+from rundir.paths import ConfirmFiles, RunFiles
+from rundir.record import check_study, describe_method, read_run, run_method
+from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, load_records
 
 
 def _duration(seconds: float) -> str:
@@ -34,7 +37,7 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
     counts = {s: sum(r.status == s for r in records) for s in (COMPLETED, PRUNED, RUNNING, ERROR)}
     budget = run["settings"]["num_samples"]
     started = dt.datetime.fromisoformat(run["created"]).timestamp()
-    stamps = [h[M.TIMESTAMP] for r in records for h in r.history if M.TIMESTAMP in h]
+    stamps = [h[K.TIMESTAMP] for r in records for h in r.history if K.TIMESTAMP in h]
     until = (now or time.time()) if pid else max(stamps, default=started)
     lines = [
         f"run {run['name']} ({files.root}), launched {run['created']}; "
@@ -68,21 +71,20 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
 def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
     """The confirm stage's progress: jobs by state, then each member's folds done and its level-2
     macro-F1 so far (mean +- std over its completed jobs) and the devices they trained on."""
-    spec = read_json(files.confirm_json)
-    jobs = read_json(files.jobs_json) if files.jobs_json.exists() else {}
-    folds, seeds = spec["folds"], spec["seeds"]
-    planned = {m["name"]: C.member_jobs(m, folds=folds, seeds=seeds) for m in spec["members"]}
-    states = [jobs.get(j, {}).get("status") for ids in planned.values() for j in ids]
+    spec, jobs = ConfirmSpec.load(files.confirm_json), read_jobs(files.jobs_json)
+    planned = {m.name: m.jobs(folds=spec.folds, seeds=spec.seeds) for m in spec.members}
+    states = [jobs[j].status if j in jobs else None for ids in planned.values() for j in ids]
     counts = {s: states.count(s) for s in (COMPLETED, RUNNING, ERROR)}
-    lines = [f"confirm: {len(spec['members'])} members x {folds} folds x {seeds} seeds = {len(states)} jobs; "
+    lines = [f"confirm: {len(spec.members)} members x {spec.folds} folds x {spec.seeds} seeds = {len(states)} jobs; "
              f"{counts[COMPLETED]} completed, {counts[RUNNING]} running, {counts[ERROR]} failed, "
              f"{len(states) - sum(counts.values())} not started"]
     for name, ids in planned.items():
-        scores = [jobs[j][M.LEVEL2_MACRO_F1] for j in ids if jobs.get(j, {}).get("status") == COMPLETED]
+        done = [jobs[j] for j in ids if j in jobs and jobs[j].completed]
+        scores = [job.level2_macro_f1 for job in done]
         spread = f" +- {fold_std(scores):.4f}" if len(scores) > 1 else ""  # the std as confirm.csv has it
         score = f"level-2 macro-F1 {np.mean(scores):.4f}{spread} so far" if scores else "no job completed yet"
         # Records from before jobs noted their device have none: nothing is said for them.
-        devices = sorted({jobs[j][M.DEVICE] for j in ids if jobs.get(j, {}).get(M.DEVICE)})
+        devices = sorted({jobs[j].device for j in ids if j in jobs and jobs[j].device})
         where = f", on {', '.join(devices)}" if devices else ""
         lines.append(f"  {name}: {len(scores)}/{len(ids)} jobs completed, {score}{where}")
     if counts[COMPLETED] == len(states):
@@ -99,4 +101,4 @@ def duplicate_proposals(files: RunFiles, study_name: str) -> int:
     except ConfigError:
         return 0  # `status` works without the study (report and resume say what is wrong with it)
     study = optuna.load_study(study_name=study_name, storage=files.study_url)
-    return sum(M.DUPLICATE_OF in t.user_attrs for t in study.get_trials(deepcopy=False))
+    return sum(K.DUPLICATE_OF in t.user_attrs for t in study.get_trials(deepcopy=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from results.records import TrialRecord
+from rundir.trials import TrialRecord
 
 
 def busy_fraction(records: Iterable[TrialRecord], slots: int, *, now: float | None = None) -> float | None:

@@ -1,3 +1,3 @@
-from search.cli import main
+from cli.main import main
 
 main()

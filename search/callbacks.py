@@ -10,9 +10,10 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from model import metrics as M
-from results.export import load_records, write_leaderboard
-from results.files import RunFiles
-from results.records import COMPLETED, ERROR, RUNNING, TrialRecord, final_status
+from results.export import write_leaderboard
+from rundir import keys as K
+from rundir.paths import RunFiles
+from rundir.trials import COMPLETED, ERROR, RUNNING, TrialRecord, final_status, load_records
 
 
 def error_message(trial: Trial) -> str:
@@ -87,8 +88,8 @@ class LeaderboardCallback(Callback):
         record = self.records.get(trial.trial_id)
         if record is None:
             config = trial.config
-            record = TrialRecord(trial_id=trial.trial_id, optuna_number=config.get(M.OPTUNA_NUMBER),
-                                 warm_start=config.get(M.WARM_START), params=dict(config.get(M.PARAMS, {})))
+            record = TrialRecord(trial_id=trial.trial_id, optuna_number=config.get(K.OPTUNA_NUMBER),
+                                 warm_start=config.get(K.WARM_START), params=dict(config.get(K.PARAMS, {})))
             self.records[trial.trial_id] = record
         return record
 
@@ -115,8 +116,8 @@ class LeaderboardCallback(Callback):
     def _take(record: TrialRecord, result: dict) -> None:
         record.add_evaluation(result)
         record.node = result.get("node_ip", record.node)
-        record.node_id = result.get(M.NODE_ID, record.node_id)
-        record.device = result.get(M.DEVICE, record.device)
+        record.node_id = result.get(K.NODE_ID, record.node_id)
+        record.device = result.get(K.DEVICE, record.device)
         record.time_s = float(result.get("time_total_s", record.time_s))
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint, **info: Any) -> None:
@@ -167,7 +168,7 @@ class ProgressPrinter(Callback):
         return trial.trial_id
 
     def name(self, trial: Trial) -> str:
-        number = trial.config.get(M.OPTUNA_NUMBER)
+        number = trial.config.get(K.OPTUNA_NUMBER)
         return f"trial {number if number is not None else trial.trial_id}"
 
     def how(self, last: dict) -> str:

@@ -10,7 +10,6 @@ local path, in ./runs/<name> when the storage is a URI (an SQLite study cannot l
 from __future__ import annotations
 
 import os
-import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -18,15 +17,12 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from model.errors import ConfigError
+from rundir.paths import is_uri
 from search.orphans import reap_orphans
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Never shipped to the workers: outputs, data, environments, caches.
 CODE_EXCLUDES = [".git", "runs", "data", ".venv*", "**/__pycache__", ".pytest_cache", ".ruff_cache", "*.db"]
-
-
-def is_uri(path: str) -> bool:
-    return bool(urllib.parse.urlparse(str(path)).scheme)
 
 
 # Environment of every Ray worker. A warm worker takes its next trial only once the last one's

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
-import os
 import pickletools
 import platform
 import shlex
@@ -23,59 +21,43 @@ from typing import Any
 
 import optuna
 import pandas as pd
-import pyarrow.fs
 import ray
-import yaml
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from model import metrics as M
 from model.data import EncodedData, dev_fold_note
-from model.errors import ConfigError, RestoreFailed
-from results.export import load_records, save_records, top_table
-from results.files import (
-    RunFiles,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    check_study,
-    damaged,
-    driver_pid,
-    read_json,
-    read_run,
-)
-from results.records import ERROR, RUNNING, TrialRecord, describe_method, run_method
-from search import internals, preflight
+from model.errors import ConfigError
+from results.export import top_table
+from rundir import keys as K
+from rundir import preflight
+from rundir.inputs import check_space_copy, load_data, resolve_max_epochs, space_of
+from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, damaged, read_json
+from rundir.lock import run_lock
+from rundir.paths import RunFiles, is_uri, run_files, search_experiment
+from rundir.record import check_study, describe_method, run_method, run_settings
+from rundir.relocation import relocate_checkpoints
+from rundir.settings import Settings, command_prefix
+from rundir.trials import ERROR, RUNNING, TrialRecord, load_records, save_records
+from search import internals
 from search.callbacks import LeaderboardCallback, ProgressPrinter
-from search.cluster import REPO_ROOT, check_shared_storage, connect, is_uri
+from search.cluster import REPO_ROOT, check_shared_storage
 from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, SearchScheduler
 from search.searcher import FidelityAwareOptunaSearch, resolve_sampler, startup_trials
-from search.settings import Settings, load_data, resolve_max_epochs, space_of
-from search.train_one import command_prefix
+from search.session import (
+    REUSE_WORKERS,
+    RestoreFailed,
+    concurrency,
+    experiment_has_state,
+    ray_session,
+    restore_must_succeed,
+)
 from search.trainable import run_trial
 from spaces.space import SearchSpace, resolve_space_path
 
 
 def default_name(space_path: Path) -> str:
     return f"{space_path.stem}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def concurrency(settings: Settings) -> int:
-    """The number of trials the cluster holds at once (at least 1), or --max-concurrent."""
-    if settings.max_concurrent is not None:
-        return settings.max_concurrent
-    total = ray.cluster_resources()
-    slots = int(total.get("CPU", 1) // settings.cpus_per_trial)
-    if settings.gpus_per_trial > 0:
-        slots = min(slots, int(total.get("GPU", 0) // settings.gpus_per_trial))
-    return max(1, slots)
-
-
-# Warm workers: a trial's worker process is kept for the next trial of the same resources, so only
-# a slot's first trial pays the start-up (a Ray worker, torch and transformers imports: ~4 s per
-# trial on a 2-core machine). Each trial still builds its model, optimizer and data loader anew,
-# restores its checkpoint on resume, and frees its GPU memory at its end (search/trainable.py).
-REUSE_WORKERS = True
 
 
 def make_scheduler(settings: Settings, max_epochs: int) -> SearchScheduler:
@@ -97,7 +79,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
     """The Tuner of a new run, or (`resume`) of the run in `files.root` continued where it stopped;
     `retry`: ids of errored trials to resume too."""
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    storage, name = ray_experiment(settings, files)
+    storage, name = search_experiment(settings.storage_path, files)
     # The chain Tune would build from max_concurrent_trials, built here so the budget survives a
     # restore. Bounded concurrency: TPE asks only as slots free up (unbounded, it degrades to
     # random search), and Ray keeps that many trials pending, so every slot stays busy.
@@ -127,7 +109,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             name=name,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # The latest checkpoint is always kept (to resume); num_to_keep=1 adds the best one.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=M.CHECKPOINT_SCORE,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=K.CHECKPOINT_SCORE,
                                                     checkpoint_score_order="max"),
             callbacks=callbacks,
             verbose=0,
@@ -173,7 +155,7 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
         "data": {"source": data.source, "train_rows": len(data.train), "dev_rows": len(data.dev),
                  "vocab": len(data.vocab), "max_seq_len": data.max_seq_len,
                  "level2_labels": list(data.labels.level2)},
-        "ray_experiment": "/".join(ray_experiment(settings, files)),
+        "ray_experiment": "/".join(search_experiment(settings.storage_path, files)),
         "concurrency": concurrency(settings),
         "method": search_method(settings, space),
         "reproduce": command_prefix(settings, space_path=files.space_yaml, max_epochs=max_epochs),
@@ -211,78 +193,8 @@ def new_run_dir(settings: Settings, files: RunFiles):
         raise
 
 
-@contextlib.contextmanager
-def run_lock(files: RunFiles):
-    """Hold RUN_DIR's driver lock: two drivers on one run would corrupt it. The OS releases the
-    lock when the process dies, however it dies."""
-    handle = open(files.driver_lock, "a+")  # held, and locked, for the whole block
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(f"another driver (pid {driver_pid(files)}) is running on {files.root}; wait for it "
-                          "or stop it first") from None
-    try:
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.truncate(0)  # no stale pid: and a command that failed leaves the file as it found it
-        handle.close()
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None):
-    quiet_ray()
-    started = connect(address)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _raise_restore_failed(cause: BaseException | None) -> None:
-    raise RestoreFailed(f"Ray could not restore the experiment ({cause!r}); nothing was changed. Either the "
-                        "code changed incompatibly since the launch (the trial function, say): resume with the "
-                        "code that launched the run; or RUN_DIR/ray is damaged: restore it from a backup or "
-                        "another copy of the run")
-
-
-def restore_must_succeed():
-    """Make a failed restore an error. Ray's TuneController logs the failure and starts a new
-    experiment in the same directory, whose newer state file would then hide the real one from
-    every later resume; `internals.on_restore_failure` raises before anything is written."""
-    return internals.on_restore_failure(_raise_restore_failed)
-
-
-def run_files(settings: Settings, name: str) -> RunFiles:
-    """RUN_DIR: under --storage-path, or under ./runs when the storage is a URI (see search/cluster.py)."""
-    return RunFiles(Path("runs" if is_uri(settings.storage_path) else settings.storage_path) / name)
-
-
-def ray_experiment(settings: Settings, files: RunFiles) -> tuple[str, str]:
-    """(storage_path, name) of Ray's experiment: its state, trial directories and checkpoints.
-
-    Locally that is RUN_DIR/ray, a directory of Ray's own: on a restore Ray copies its experiment
-    directory aside and later back, which would overwrite files of ours living in it with stale
-    copies. With a URI storage it is <URI>/<name>, while our files stay in ./runs/<name>.
-    """
-    if is_uri(settings.storage_path):
-        return settings.storage_path, files.root.name
-    return str(files.root.resolve()), files.ray_dir.name
-
-
 def has_experiment_state(settings: Settings, files: RunFiles) -> bool:
-    return experiment_has_state(*ray_experiment(settings, files))
-
-
-def experiment_has_state(storage: str, name: str) -> bool:
-    """Whether Ray's experiment `name` under `storage` (a path or URI) has saved its state."""
-    fs, path = pyarrow.fs.FileSystem.from_uri(storage)
-    listing = fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{name}", allow_not_found=True))
-    return any(Path(info.path).name.startswith("experiment_state-") for info in listing)
+    return experiment_has_state(*search_experiment(settings.storage_path, files))
 
 
 def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[str], Any] = print,
@@ -300,7 +212,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     preflight.check_budget(max_epochs=max_epochs, grace_period=settings.grace_period)
     preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
     preflight.check_run_location(settings)
-    files = run_files(settings, settings.name or default_name(space_path))
+    files = run_files(settings.storage_path, settings.name or default_name(space_path))
     if files.root.exists():
         _refuse_existing(settings, files)
     data = load_data(settings)
@@ -340,7 +252,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     run, settings = run_settings(files)
     records = load_records(files)
     if not has_experiment_state(settings, files):
-        where = "/".join(ray_experiment(settings, files))
+        where = "/".join(search_experiment(settings.storage_path, files))
         if records:
             raise damaged(Path(where), "no experiment state, although the run has trials")
         raise ConfigError(f"{run_dir} has no Ray experiment state (in {where}): its launch stopped before the "
@@ -366,7 +278,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         check_shared_storage(settings.storage_path, ray.nodes())
         run["settings"]["num_samples"] = settings.num_samples
         run["settings"]["max_failures"] = settings.max_failures
-        run["ray_experiment"] = "/".join(ray_experiment(settings, files))  # where the run is now
+        run["ray_experiment"] = "/".join(search_experiment(settings.storage_path, files))  # where the run is now
         # The rows' reproduction commands name the run's space.yaml: where the run is now, too.
         run["reproduce"] = command_prefix(settings, space_path=files.space_yaml, max_epochs=run["max_epochs"])
         run.setdefault("resumed", []).append({
@@ -388,21 +300,6 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         frame = _search(files, settings, space, data, searcher, run["max_epochs"], resume=True, out=out,
                         trial_fn=trial_fn, retry=retry)
     return files, frame
-
-
-def run_settings(files: RunFiles) -> tuple[dict[str, Any], Settings]:
-    """The run record of `files.root` and the settings it was launched with; the storage path is
-    where the run directory is now (it may have moved since the launch)."""
-    run = read_run(files)
-    try:
-        settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
-                                       name=files.root.name)
-    except (KeyError, TypeError) as err:
-        raise damaged(files.run_json, f"its settings are not ones this version can resume ({err}): written by "
-                      "another version of this project, or edited by hand") from None
-    if not is_uri(settings.storage_path):
-        settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
-    return run, settings
 
 
 def check_experiment(files: RunFiles) -> None:
@@ -448,26 +345,6 @@ def rolled_back_on_restore_failure(files: RunFiles):
         raise
 
 
-def relocate_checkpoints(files: RunFiles, records: dict[str, TrialRecord]) -> bool:
-    """Point the records' checkpoint paths into `files.ray_dir`, where the run is now: a run moved
-    or copied since a driver recorded them still names the old location. A checkpoint of trial
-    <id> lives in `.../<ray dir>/trial_<id>/...` (`build_tuner`'s trial directories); paths not of
-    that form are left alone. True if any changed."""
-    ray_dir = files.ray_dir.resolve()
-    changed = False
-    for record in records.values():
-        if not record.checkpoint:
-            continue
-        parts = Path(record.checkpoint).parts
-        for i in range(len(parts) - 1, 0, -1):
-            if parts[i] == f"trial_{record.trial_id}" and parts[i - 1] == files.ray_dir.name:
-                moved = str(ray_dir.joinpath(*parts[i:]))
-                changed |= moved != record.checkpoint
-                record.checkpoint = moved
-                break
-    return changed
-
-
 def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: FidelityAwareOptunaSearch,
                     out: Callable[[str], Any]) -> frozenset[str]:
     """Mark the errored trials (not the lost ones, which Ray never knew) running again, each with
@@ -481,18 +358,6 @@ def _reopen_errored(files: RunFiles, records: dict[str, TrialRecord], searcher: 
         record.status, record.error, record.optuna_number = RUNNING, None, number
     save_records(files, records)
     return frozenset(new_numbers)
-
-
-def check_space_copy(files: RunFiles) -> None:
-    """Refuse a missing or damaged space.yaml as such (not as a space that no longer fits the code)."""
-    try:
-        doc = yaml.safe_load(files.space_yaml.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise damaged(files.space_yaml, err.strerror or str(err)) from None
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise damaged(files.space_yaml, f"not valid YAML: {err}") from None
-    if not isinstance(doc, dict):
-        raise damaged(files.space_yaml, f"a YAML {type(doc).__name__} where a mapping belongs")
 
 
 def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]) -> SearchSpace:
@@ -527,7 +392,7 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     scheduler = make_scheduler(settings, max_epochs)
     ended: frozenset[str] = frozenset()
     if resume:
-        scheduler.replay({tid: [(h[M.EPOCH], h[M.OBJECTIVE]) for h in r.history]
+        scheduler.replay({tid: [(h[M.EPOCH], h[K.OBJECTIVE]) for h in r.history]
                           for tid, r in board.records.items()})
         ended = frozenset(tid for tid, r in board.records.items() if r.status != RUNNING)
     trainable = tune.with_parameters(trial_fn, data=data, space=space,
@@ -574,9 +439,3 @@ def summary(frame: pd.DataFrame, files: RunFiles, top: int = 5) -> str:
             + f"\nexport: python -m search export {files.root} --out leaderboard.csv")
 
 
-def quiet_ray() -> None:
-    """Environment defaults for the driver process (read by Ray when it starts and while it runs)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Trials checkpoint at every evaluation on purpose (to resume); Ray's warning that this forces frequent
-    # experiment snapshots is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

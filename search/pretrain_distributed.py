@@ -48,7 +48,8 @@ from model.pretrain import (
     run_loop,
     write_state,
 )
-from search.cluster import check_shared_storage, connect, is_uri
+from rundir.paths import is_uri
+from search.cluster import check_shared_storage, connect
 
 RUN_NAME = "pretrain"  # the Ray Train run's name under the storage path
 

@@ -9,7 +9,7 @@ search/internals.py only.
 
 `--scheduler` picks one of SCHEDULER_CLASSES; a new one is a class here with `for_search` (its
 arguments from the launch flags), `replay` (rebuild its state from recorded histories) and
-`rung_records`, and an entry in SCHEDULER_CLASSES and search.settings.SCHEDULERS.
+`rung_records`, and an entry in SCHEDULER_CLASSES and rundir.settings.SCHEDULERS.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import SearchGenerator
 
-from model import metrics as M
+from rundir import keys as K
 from search import internals
 
 # What every scheduler compares: the trial's level-2 macro-F1 (its best so far), per epoch.
-_METRIC = {"time_attr": M.TIME_ATTR, "metric": M.OBJECTIVE, "mode": "max"}
+_METRIC = {"time_attr": K.TIME_ATTR, "metric": K.OBJECTIVE, "mode": "max"}
 
 
 class ResumableASHA(ASHAScheduler):
@@ -137,7 +137,7 @@ class ResumableFIFO(FIFOScheduler):
         return []
 
 
-# --scheduler (its names: search.settings.SCHEDULERS): `asha` stops the worst trials at each rung
+# --scheduler (its names: rundir.settings.SCHEDULERS): `asha` stops the worst trials at each rung
 # (grace period, reduction factor); `hyperband` is ASHA over several brackets of grace periods;
 # `median` stops trials below the median of the others; `fifo` trains every trial to the end.
 SCHEDULER_CLASSES = {"asha": ResumableASHA, "hyperband": ResumableHyperBand, "median": ResumableMedian,

@@ -8,7 +8,7 @@ it were a full run. Here:
 - every evaluation is an intermediate value of the Optuna trial at step = the optimizer steps
   trained so far (`M.STEP`; the epoch only for a result without it), so evaluations within an
   epoch get steps of their own;
-- a trial that ended on its own (its last result has `finished`, see `results.records.final_status`)
+- a trial that ended on its own (its last result has `finished`, see `rundir.trials.final_status`)
   is COMPLETE with its *best* level-2 macro-F1, the value the leaderboard ranks by;
 - a trial the scheduler stopped is PRUNED (Optuna then takes its last intermediate value);
 - a trial that errored is FAIL.
@@ -34,9 +34,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from model import metrics as M
 from model.errors import ConfigError
-from results.records import COMPLETED, final_status
+from rundir import keys as K
+from rundir.settings import AUTO_GP_MAX_TRIALS, SAMPLERS
+from rundir.trials import COMPLETED, final_status
 from search import internals
-from search.settings import AUTO_GP_MAX_TRIALS, SAMPLERS
 from spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -91,14 +92,14 @@ class FidelityAwareOptunaSearch(OptunaSearch):
 
     def __init__(self, space: SearchSpace, *, storage: optuna.storages.BaseStorage, study_name: str,
                  seed: int, sampler: str = "tpe", n_startup_trials: int = 10, warm_start: bool = True):
-        super().__init__(space.sample, metric=M.OBJECTIVE, mode="max", study_name=study_name, storage=storage,
+        super().__init__(space.sample, metric=K.OBJECTIVE, mode="max", study_name=study_name, storage=storage,
                          sampler=make_sampler(sampler, seed=seed, n_startup_trials=n_startup_trials))
         self._reopened: dict[str, int] = {}  # Ray trial id -> storage id of its replacement Optuna trial
         self.exhausted = False  # the duplicate guard found nothing new to propose: the search ended
         if warm_start:
             # Warm-start points go first, named so the leaderboard can show which is which.
             for name, point in space.warm_start.items():
-                self.study.enqueue_trial(point, user_attrs={M.WARM_START: name})
+                self.study.enqueue_trial(point, user_attrs={K.WARM_START: name})
 
     def restore(self, checkpoint_path: str) -> None:
         """OptunaSearch.restore, except that the searcher stays on this driver's study (the study.db
@@ -173,9 +174,9 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             ot_trial = asked[trial_id]
             earlier = self._trained_equal(ot_trial)
             if earlier is None:
-                return {M.PARAMS: params, M.OPTUNA_NUMBER: ot_trial.number,
-                        M.WARM_START: ot_trial.user_attrs.get(M.WARM_START)}
-            ot_trial.set_user_attr(M.DUPLICATE_OF, earlier.number)
+                return {K.PARAMS: params, K.OPTUNA_NUMBER: ot_trial.number,
+                        K.WARM_START: ot_trial.user_attrs.get(K.WARM_START)}
+            ot_trial.set_user_attr(K.DUPLICATE_OF, earlier.number)
             if earlier.state == TrialState.COMPLETE:
                 self.study.tell(ot_trial, earlier.value)
             else:

@@ -24,11 +24,12 @@ from model import metrics as M
 from model.config import TrialConfig
 from model.data import EncodedData
 from model.train import Evaluation, default_device, fit
-from results.confirm import JOB_SCORES
-from results.files import atomic_write_json
+from rundir import keys as K
+from rundir.confirm import JOB_SCORES, JobPlan
+from rundir.io import atomic_write_json
+from rundir.paths import TRIAL_STATE_FILE
 from spaces.space import SearchSpace
 
-STATE_FILE = "state.pt"
 # Keys of a checkpoint's state beside `TrainState`'s (which `fit(resume=...)` ignores).
 REPORT = "report"  # the metrics reported with the checkpoint
 BEST = "best"  # confirm jobs: the best evaluation so far, {BEST_WEIGHTS, BEST_DEV_PROBS, BEST_METRICS}
@@ -60,7 +61,7 @@ def load_state(checkpoint: tune.Checkpoint | None) -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
+        return torch.load(Path(directory) / TRIAL_STATE_FILE, weights_only=True, map_location="cpu")
 
 
 def replayed(state: dict | None, *, ended: bool) -> bool:
@@ -78,13 +79,13 @@ def evaluation_metrics(evaluation: Evaluation, device: torch.device, *, left_gb:
     """What a trial reports for one evaluation: its scores, per-class F1, device, node and the
     checkpoint score; on CUDA its peak memory and (`left_gb`, see `memory_left`) what earlier
     trials of its worker left."""
-    metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, M.DEVICE: str(device),
-               M.NODE_ID: ray.get_runtime_context().get_node_id(),
-               M.CHECKPOINT_SCORE: evaluation.metrics[M.LEVEL2_MACRO_F1] if evaluation.is_best else -1.0}
+    metrics = {**evaluation.metrics, M.PER_CLASS_F1: evaluation.per_class_f1, K.DEVICE: str(device),
+               K.NODE_ID: ray.get_runtime_context().get_node_id(),
+               K.CHECKPOINT_SCORE: evaluation.metrics[M.LEVEL2_MACRO_F1] if evaluation.is_best else -1.0}
     if device.type == "cuda":
-        metrics[M.GPU_MEM_PEAK_GB] = torch.cuda.max_memory_allocated(device) / 2**30
+        metrics[K.GPU_MEM_PEAK_GB] = torch.cuda.max_memory_allocated(device) / 2**30
     if left_gb is not None:
-        metrics[M.GPU_MEM_LEFT_GB] = left_gb
+        metrics[K.GPU_MEM_LEFT_GB] = left_gb
     return metrics
 
 
@@ -105,7 +106,7 @@ def memory_left(device: torch.device) -> float | None:
 def report_checkpoint(metrics: dict[str, Any], state: dict[str, Any]) -> None:
     """`tune.report(metrics)` with a checkpoint holding `state` and the metrics."""
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save({**state, REPORT: metrics}, Path(tmp) / STATE_FILE)
+        torch.save({**state, REPORT: metrics}, Path(tmp) / TRIAL_STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -118,7 +119,7 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     checkpoint is its final evaluation, only reports that evaluation again and returns, so the
     restored search records its end without training it further.
     """
-    cfg = space.config(config[M.PARAMS], **overrides)
+    cfg = space.config(config[K.PARAMS], **overrides)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per saved checkpoint
     state = load_state(tune.get_checkpoint())
     if replayed(state, ended=tune.get_context().get_trial_id() in ended):
@@ -133,9 +134,9 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     fit_explaining_oom(cfg, data, report, device=device, resume=state, record=oom_record())
 
 
-def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dict[str, dict[str, Any]],
+def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dict[str, JobPlan],
                   ended: frozenset[str] = frozenset()) -> None:
-    """Train one confirm job (`config[M.JOB]`), or continue it from its checkpoint.
+    """Train one confirm job (`config[K.JOB]`), or continue it from its checkpoint.
 
     `jobs[job_id]` holds the job's full `TrialConfig` (as a dict: its seed and budget included)
     and its `fold`, an index into `folds` (one `EncodedData` per fold, each with its own
@@ -148,9 +149,9 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
     then ends the trial on its last result without logging it again (no FIFO scheduler or grid
     needs a result), so a job's progress.csv holds each evaluation once.
     """
-    job_id = config[M.JOB]
+    job_id = config[K.JOB]
     job = jobs[job_id]
-    cfg = TrialConfig.from_dict(job["config"])
+    cfg = TrialConfig.from_dict(job.config)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     state = load_state(tune.get_checkpoint())
     if job_id in ended or (state is not None and state[REPORT][M.FINISHED]):
@@ -169,7 +170,7 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
                                    **{key: evaluation.metrics[key] for key in JOB_SCORES}}}
         report_checkpoint(evaluation_metrics(evaluation, device, left_gb=left), {**evaluation.snapshot(), BEST: best})
 
-    fit_explaining_oom(cfg, folds[job["fold"]], report, device=device, resume=state, record=oom_record())
+    fit_explaining_oom(cfg, folds[job.fold], report, device=device, resume=state, record=oom_record())
 
 
 def oom_record() -> Path:

@@ -500,6 +500,26 @@ def _parse_params(params: dict, where: _Where, fixed: dict[str, Any]) -> tuple[P
 
 
 def _parse_param(name: str, spec: Any, at: str) -> Param:
+    kind = _param_kind(name, spec, at)
+    when = _parse_when(name, spec.get("when"), at)
+    log, step = spec.get("log", False), _number(spec.get("step"))
+    if not isinstance(log, bool):
+        raise SpaceError(f"{at}: `{name}`: log is {log!r}, but must be true or false")
+    if kind in ("value", "choice") and ("log" in spec or "step" in spec):
+        raise SpaceError(f"{at}: `{name}`: log and step apply to float and int ranges only")
+    if kind == "value":
+        return Param(name, kind, value=_check_field(name, spec["value"], at, "value of"), when=when)
+    if kind == "choice":
+        return Param(name, kind, choices=_parse_choices(name, spec["choice"], at), when=when)
+    low, high = _parse_bounds(name, kind, spec[kind], at)
+    _check_log_and_step(name, kind, low, high, log=log, step=step, at=at)
+    for bound in (low, high):
+        _check_field(name, int(bound) if kind == "int" else float(bound), at, "bound of")
+    return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
+
+
+def _param_kind(name: str, spec: Any, at: str) -> str:
+    """The one kind (float, int, choice, value) a parameter's mapping names."""
     if name not in field_names():
         raise SpaceError(f"{at}: parameter {name!r} is not a TrialConfig field; valid fields are: "
                          f"{', '.join(field_names())}")
@@ -514,29 +534,22 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
     if len(kinds) != 1:
         raise SpaceError(f"{at}: `{name}` needs exactly one of {', '.join(KINDS)} (found "
                          f"{', '.join(kinds) or 'none'})")
-    kind = kinds[0]
-    when = _parse_when(name, spec.get("when"), at)
-    log, step = spec.get("log", False), _number(spec.get("step"))
-    if not isinstance(log, bool):
-        raise SpaceError(f"{at}: `{name}`: log is {log!r}, but must be true or false")
-    if kind in ("value", "choice") and ("log" in spec or "step" in spec):
-        raise SpaceError(f"{at}: `{name}`: log and step apply to float and int ranges only")
+    return kinds[0]
 
-    if kind == "value":
-        return Param(name, kind, value=_check_field(name, spec["value"], at, "value of"), when=when)
-    if kind == "choice":
-        choices = spec["choice"]
-        if not isinstance(choices, list) or not choices:
-            raise SpaceError(f"{at}: `{name}`: choice must be a non-empty list of values")
-        if len(set(map(repr, choices))) != len(choices):
-            raise SpaceError(f"{at}: `{name}`: choice lists a value twice")
-        for value in choices:
-            if not isinstance(value, (str, int, float, bool)):
-                raise SpaceError(f"{at}: `{name}`: choice {value!r} must be a string or a number")
-        return Param(name, kind, choices=tuple(_check_field(name, v, at, "choice of") for v in choices),
-                     when=when)
 
-    bounds = spec[kind]
+def _parse_choices(name: str, choices: Any, at: str) -> tuple:
+    if not isinstance(choices, list) or not choices:
+        raise SpaceError(f"{at}: `{name}`: choice must be a non-empty list of values")
+    if len(set(map(repr, choices))) != len(choices):
+        raise SpaceError(f"{at}: `{name}`: choice lists a value twice")
+    for value in choices:
+        if not isinstance(value, (str, int, float, bool)):
+            raise SpaceError(f"{at}: `{name}`: choice {value!r} must be a string or a number")
+    return tuple(_check_field(name, v, at, "choice of") for v in choices)
+
+
+def _parse_bounds(name: str, kind: str, bounds: Any, at: str) -> tuple[float, float]:
+    """[low, high] of a float or int range, checked against the field's type."""
     if not isinstance(bounds, list) or len(bounds) != 2:
         raise SpaceError(f"{at}: `{name}`: {kind} needs [low, high], got {bounds!r}")
     low, high = (_number(b) for b in bounds)
@@ -551,6 +564,10 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
         raise SpaceError(f"{at}: `{name}` takes names, not numbers; use choice: [...]")
     if low > high:
         raise SpaceError(f"{at}: `{name}`: low {low} is greater than high {high}")
+    return low, high
+
+
+def _check_log_and_step(name: str, kind: str, low: float, high: float, *, log: bool, step: Any, at: str) -> None:
     if log and low <= 0:
         raise SpaceError(f"{at}: `{name}`: a log range needs low > 0, got {low}")
     if log and step is not None:
@@ -565,9 +582,6 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
         top = _decimal(low) + (_decimal(high) - _decimal(low)) // _decimal(step) * _decimal(step)
         raise SpaceError(f"{at}: `{name}`: step {step} does not divide the range [{low}, {high}], so {high} "
                          f"is never drawn; make high {top} or pick a step that divides high - low")
-    for bound in (low, high):
-        _check_field(name, int(bound) if kind == "int" else float(bound), at, "bound of")
-    return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
 
 
 def _parse_when(name: str, when: Any, at: str) -> dict[str, tuple]:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
-from search.settings import Settings
+from cli.main import main
+from rundir.settings import Settings
 from tests.conftest import E2E_SPACE
 
 

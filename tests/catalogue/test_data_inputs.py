@@ -2,7 +2,7 @@
 
 Each case is a training file a user could hand us (or a flag of the data parser) and the words the
 error must hold: the file, line, label or flag at fault and the fix. Both commands share the reader
-(model/data.py), the generator (model/synthetic.py) and the data flags (search/preflight.py
+(model/data.py), the generator (model/synthetic.py) and the data flags (rundir/preflight.py
 `check_data_flags`), so every case runs through both; `launch` must leave no run directory.
 """
 

@@ -92,7 +92,7 @@ ON_RUN = {  # (argv after the command, needles, whether the case needs its own c
     "export top 0": (["export", "{run}", "--top", "0"], ["--top is 0", "must be >= 1"]),
     "export unknown status": (["export", "{run}", "--status", "done"], ["--status done is not a status", "pruned"]),
     "status top 0": (["status", "{run}", "--top", "0"], ["--top", "pass a number >= 1"]),
-    "ensemble max members 0": (["ensemble", "{run}", "--max-members", "0"], ["--max-members is 0", ">= 1"]),
+    "ensemble max members 0": (["ensemble", "{run}", "--max-members", "0"], ["--max-members is 0", "in 1..1000"]),
     "predict over run.json": (["predict", "{run}", "--data", "{file}", "--out", "{run}/run.json"],
                               ["--out", "inside the run directory", "write it elsewhere"]),
     "predict probs over study.db": (["predict", "{run}", "--data", "{file}", "--out", "{tmp}/s.csv",

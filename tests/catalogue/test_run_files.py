@@ -179,8 +179,9 @@ def confirm_stage(run: Path) -> Path:
     """A confirm/ directory as `confirm` leaves it, but for the parts a case damages."""
     root = run / "confirm"
     root.mkdir()
-    (root / "confirm.json").write_text(json.dumps({"top": 1, "folds": 2, "seeds": 1, "members": [], "labels": [],
-                                                   "rows": 0}))
+    (root / "confirm.json").write_text(json.dumps({
+        "top": 1, "folds": 2, "seeds": 1, "labels": ["1-1", "2-2"], "rows": 10,
+        "members": [{"name": "trial-0", "kind": "network", "params": {}}]}))
     (root / "jobs.json").write_text("{}")
     (root / "confirm.csv").write_text("rank,member,kind,level2_mean,level2_std,level2_fold0,level2_fold1\n"
                                       "1,trial-0,network,0.5,0.01,0.49,0.51\n")
@@ -213,7 +214,7 @@ def test_damaged_confirm_file_is_refused(refused, run_copy, tmp_path, name, dama
 
 def test_status_export_and_report_leave_a_missing_study_alone(run_copy, capsys):
     """Status and export never need the study; report refuses without creating one."""
-    from search.cli import main
+    from cli.main import main
 
     (run_copy / "study.db").unlink()
     main(["status", str(run_copy)])

@@ -166,13 +166,13 @@ def nothing_starts(monkeypatch):
     """A case that reaches Ray or training fails: refusals must come first."""
     import ray
 
-    import search.train_one
+    import stages.train_one
 
     def started(*args, **kwargs):
         raise AssertionError("the bad space was not refused before Ray/training started")
 
     monkeypatch.setattr(ray, "init", started)
-    monkeypatch.setattr(search.train_one, "fit", started)
+    monkeypatch.setattr(stages.train_one, "fit", started)
 
 
 def write(tmp_path, content: str | bytes):

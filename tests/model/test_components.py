@@ -89,6 +89,24 @@ def test_model_output_shape_and_padding_invariance():
     assert torch.allclose(model(ids2, mask).logits, out, atol=1e-6)
 
 
+@pytest.mark.parametrize("pooler", sorted(POOLERS))
+@pytest.mark.parametrize("encoder", ["tiny", "textcnn", "dpcnn", "bigru", "bilstm"])  # those without a checkpoint
+def test_every_pooler_works_on_every_encoder_and_ignores_padding(encoder, pooler):
+    # dpcnn shrinks the sequence: the poolers and the RNN layer get the mask of its output positions
+    torch.manual_seed(0)
+    cfg = TrialConfig(**TINY, encoder=encoder, pooler=pooler, rnn="gru", cnn_filters=8, cnn_kernels="2,3",
+                      rnn_hidden=4, dpcnn_blocks=2, embedding_dim=8)
+    model = build_model(cfg, vocab=toy_vocab(40), max_seq_len=16, num_labels=35).eval()
+    ids = torch.randint(5, 40, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 3:] = False
+    out = model(ids, mask).logits
+    assert out.shape == (2, 35) and torch.isfinite(out).all()
+    changed = ids.clone()
+    changed[1, 3:] = 7
+    assert torch.allclose(model(changed, mask).logits, out, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(RNN_LAYERS))
 def test_every_rnn_layer_keeps_width_and_ignores_padding(name):
     torch.manual_seed(0)

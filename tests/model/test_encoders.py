@@ -11,13 +11,17 @@ import pytest
 import torch
 from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel
 
+from model.components import registry
 from model.config import TrialConfig
-from model.encoders import ENCODERS, check_checkpoint, read_vocab
+from model.encoders import CheckpointEncoder, check_checkpoint, output_mask, read_vocab
 from model.errors import ConfigError
 from model.network import build_model
 from model.nezha import NezhaConfig, NezhaModel, load_nezha, relative_position_table
 from tests.conftest import TINY, toy_vocab
 
+ENCODERS = registry("encoder")  # the complete table: model.components also registers model/wordvec_encoders.py's
+CHECKPOINT_ENCODERS = sorted(n for n in ENCODERS if issubclass(ENCODERS[n], CheckpointEncoder))
+WORDVEC_ENCODERS = ("textcnn", "dpcnn", "bigru", "bilstm")
 RUN_VOCAB = toy_vocab(40)
 SMALL = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
              max_position_embeddings=24)
@@ -46,13 +50,31 @@ def write_checkpoint(kind: str, directory) -> torch.nn.Module:
     return model.eval()
 
 
+def write_vectors(directory, dim=8) -> np.ndarray:
+    """A word-vector checkpoint (`python -m search embed`'s format) with most run tokens; returns its vectors."""
+    from model.wordvec import write_checkpoint as write_wordvec
+
+    tokens = list(RUN_VOCAB[5:35]) + [f"x{i}" for i in range(5)]
+    vectors = np.random.default_rng(0).normal(size=(len(tokens), dim)).astype(np.float32)
+    write_wordvec(directory, tokens=tokens, vectors=vectors, record={"format": "wordvec", "dim": dim})
+    return vectors
+
+
 def build(name, tmp_path):
     checkpoint = ""
-    if name != "tiny":
+    if name in CHECKPOINT_ENCODERS:
         write_checkpoint(name, tmp_path / name)
         checkpoint = str(tmp_path / name)
-    cfg = TrialConfig(encoder=name, checkpoint=checkpoint, encoder_dropout=0.0, **TINY)
+    elif name in WORDVEC_ENCODERS:
+        write_vectors(tmp_path / name)
+        checkpoint = str(tmp_path / name)
+    cfg = TrialConfig(encoder=name, checkpoint=checkpoint, encoder_dropout=0.0, cnn_filters=6, rnn_hidden=5,
+                      dpcnn_blocks=2, **TINY)
     return ENCODERS[name].from_config(cfg, vocab=RUN_VOCAB, max_seq_len=20).eval()
+
+
+def test_the_conformance_tests_see_every_encoder():
+    assert {"tiny", *CHECKPOINT_ENCODERS, *WORDVEC_ENCODERS} == set(ENCODERS)
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
@@ -62,15 +84,17 @@ def test_every_encoder_gives_token_states_and_ignores_padding(name, tmp_path):
     mask = torch.ones(2, 7, dtype=torch.bool)
     mask[1, 5:] = False
     out = encoder(ids, mask)
-    assert out.shape == (2, 7, encoder.hidden_size) and torch.isfinite(out).all()
+    kept = output_mask(encoder, mask)  # (2, T'): T' = 7 but for dpcnn, which halves it per block
+    assert kept.shape == ((2, 2) if name == "dpcnn" else (2, 7))
+    assert out.shape == (2, kept.shape[1], encoder.hidden_size) and torch.isfinite(out).all()
     changed = ids.clone()
     changed[1, 5:] = 9
-    assert torch.allclose(encoder(changed, mask)[mask], out[mask], atol=1e-5)
+    assert torch.allclose(encoder(changed, mask)[kept], out[kept], atol=1e-5)
     assert isinstance(encoder.word_embeddings, torch.nn.Embedding)
     assert any(True for _ in encoder.embeddings.parameters())
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(ENCODERS) if n != "tiny"])
+@pytest.mark.parametrize("name", CHECKPOINT_ENCODERS)
 def test_checkpoint_encoders_reproduce_the_saved_model_through_the_vocab_map(name, tmp_path):
     reference = write_checkpoint(name, tmp_path / "ref")
     cfg = TrialConfig(encoder=name, checkpoint=str(tmp_path / "ref"), encoder_dropout=0.0, **TINY)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from model import metrics as M
 from results import confirm as C
-from results.records import COMPLETED, ERROR, RUNNING
+from rundir.confirm import LINEAR, NETWORK, JobRecord, Member, job_id, network_name
+from rundir.trials import COMPLETED, ERROR, RUNNING
 
 FOLDS, SEEDS = 3, 2
 # level-2 scores [fold][seed]; level-1 = level-2 + 0.2
@@ -18,18 +18,17 @@ B = [[0.40, 0.50], [0.60, 0.60], [0.50, 0.50]]  # mean 0.51667
 LIN = [0.45, 0.62, 0.55]  # seed-independent; mean 0.54
 
 MEMBERS = [
-    {"name": "trial-4", "kind": C.NETWORK, "source_trial": "bbbb", "optuna_number": 4, "leaderboard_rank": 1,
-     "params": {"lr": 0.01, "loss": "ce"}},
-    {"name": "trial-7", "kind": C.NETWORK, "source_trial": "aaaa", "optuna_number": 7, "leaderboard_rank": 2,
-     "params": {"lr": 0.002, "loss": "focal", "focal_gamma": 2.0}},
-    {"name": "linear", "kind": C.LINEAR, "params": {"C": 0.5}},
+    Member(name="trial-4", kind=NETWORK, source_trial="bbbb", optuna_number=4, leaderboard_rank=1,
+           params={"lr": 0.01, "loss": "ce"}),
+    Member(name="trial-7", kind=NETWORK, source_trial="aaaa", optuna_number=7, leaderboard_rank=2,
+           params={"lr": 0.002, "loss": "focal", "focal_gamma": 2.0}),
+    Member(name="linear", kind=LINEAR, params={"C": 0.5}),
 ]
 
 
 def job(member, fold, seed, score, status=COMPLETED):
-    record = C.new_job(member, fold, seed, status=status)
-    record.update({M.LEVEL2_MACRO_F1: score, M.LEVEL1_MACRO_F1: score + 0.2, M.ACCURACY: 0.5})
-    return record
+    return JobRecord(member=member, fold=fold, seed=seed, status=status, level2_macro_f1=score,
+                     level1_macro_f1=score + 0.2, accuracy=0.5)
 
 
 def jobs_of(scores_a=A, scores_b=B, lin=LIN):
@@ -37,9 +36,9 @@ def jobs_of(scores_a=A, scores_b=B, lin=LIN):
     for name, grid in (("trial-4", scores_b), ("trial-7", scores_a)):  # trial-7 is the better one
         for f in range(FOLDS):
             for s in range(SEEDS):
-                jobs[C.job_id(name, f, s)] = job(name, f, s, grid[f][s])
+                jobs[job_id(name, f, s)] = job(name, f, s, grid[f][s])
     for f in range(FOLDS):
-        jobs[C.job_id("linear", f, 0)] = job("linear", f, 0, lin[f])
+        jobs[job_id("linear", f, 0)] = job("linear", f, 0, lin[f])
     return jobs
 
 
@@ -70,10 +69,10 @@ def test_ranked_by_mean_with_the_documented_columns():
     assert [best[f"level2_fold{f}"] for f in range(FOLDS)] == pytest.approx([0.55, 0.6, 0.65])
     assert best["n_scores"] == 6 and best["status"] == C.COMPLETE
     assert best["oof_level2_macro_f1"] == 0.61 and math.isnan(frame.iloc[2]["oof_level2_macro_f1"])
-    assert (best["source_trial"], best["optuna_number"], best["kind"]) == ("aaaa", 7, C.NETWORK)
+    assert (best["source_trial"], best["optuna_number"], best["kind"]) == ("aaaa", 7, NETWORK)
     assert (best["param.loss"], best["param.focal_gamma"]) == ("focal", 2.0)
     lin = frame.iloc[1]
-    assert lin["kind"] == C.LINEAR and lin["n_scores"] == 3 and lin["level2_mean"] == pytest.approx(0.54)
+    assert lin["kind"] == LINEAR and lin["n_scores"] == 3 and lin["level2_mean"] == pytest.approx(0.54)
     assert pd.isna(lin["optuna_number"]) and pd.isna(lin["param.lr"]) and pd.isna(lin["source_trial"])
     assert lin["level2_std"] == pytest.approx(np.std(LIN, ddof=1))
 
@@ -98,8 +97,8 @@ def test_paired_comparison_against_the_best_member():
 
 def test_partial_members_rank_after_complete_ones_and_count_completed_jobs_only():
     jobs = jobs_of(scores_a=[[0.5, 0.6], [0.55, 0.65], [0.7, 0.6]], scores_b=[[0.9, 0.9], [0.9, 0.9], [0.9, 0.9]])
-    jobs[C.job_id("trial-4", 2, 1)]["status"] = ERROR  # the otherwise best member lost a job
-    jobs[C.job_id("trial-4", 2, 0)]["status"] = RUNNING  # a running job's best so far is no score yet
+    jobs[job_id("trial-4", 2, 1)].status = ERROR  # the otherwise best member lost a job
+    jobs[job_id("trial-4", 2, 0)].status = RUNNING  # a running job's best so far is no score yet
     frame = table(jobs)
     assert frame["member"].tolist() == ["trial-7", "linear", "trial-4"]
     partial = frame.iloc[2]
@@ -110,7 +109,7 @@ def test_partial_members_rank_after_complete_ones_and_count_completed_jobs_only(
 
 
 def test_a_single_pair_has_no_p_value_and_a_missing_member_ranks_last():
-    jobs = {C.job_id("trial-7", 0, 0): job("trial-7", 0, 0, 0.5), C.job_id("trial-4", 0, 0): job("trial-4", 0, 0, 0.4)}
+    jobs = {job_id("trial-7", 0, 0): job("trial-7", 0, 0, 0.5), job_id("trial-4", 0, 0): job("trial-4", 0, 0, 0.4)}
     frame = C.confirm_table(jobs, MEMBERS, folds=2, seeds=1, param_names=[])
     assert frame["member"].tolist() == ["trial-7", "trial-4", "linear"]
     assert set(frame["status"]) == {C.PARTIAL}
@@ -121,11 +120,10 @@ def test_a_single_pair_has_no_p_value_and_a_missing_member_ranks_last():
 
 
 def test_member_jobs_and_ids():
-    assert C.member_jobs(MEMBERS[0], folds=2, seeds=2) == [
+    assert MEMBERS[0].jobs(folds=2, seeds=2) == [
         "trial-4/fold0/seed0", "trial-4/fold0/seed1", "trial-4/fold1/seed0", "trial-4/fold1/seed1"]
-    assert C.member_jobs(MEMBERS[2], folds=2, seeds=3) == ["linear/fold0/seed0", "linear/fold1/seed0"]
-    assert C.network_name(12) == "trial-12"
-    assert list(C.new_job("linear", 1, 0)) == list(C.JOB_KEYS)
+    assert MEMBERS[2].jobs(folds=2, seeds=3) == ["linear/fold0/seed0", "linear/fold1/seed0"]
+    assert network_name(12) == "trial-12"
 
 
 def test_assemble_oof_averages_seeds_and_places_rows():
@@ -146,20 +144,3 @@ def test_assemble_oof_averages_seeds_and_places_rows():
         C.assemble_oof(parts + [(2, np.array([4]), p([1.0, 0.0]))], rows=rows)
     with pytest.raises(ValueError, match="different rows"):
         C.assemble_oof([parts[0], (0, np.array([0, 4]), p([1.0, 0.0], [1.0, 0.0]))], rows=rows)
-
-
-def test_oof_file_format(tmp_path):
-    probs = np.random.default_rng(0).dirichlet(np.ones(4), size=6)
-    path = tmp_path / "oof" / "trial-1.npz"
-    C.write_oof(path, probs=probs, fold_of=np.array([0, 1, 0, 1, 0, 1]), y=np.arange(6) % 4,
-                ids=[10, 11, "a", "b", 14, 15])
-    with np.load(path, allow_pickle=False) as data:  # no pickled objects
-        assert sorted(data.files) == ["fold_of", "ids", "probs", "y"]
-        assert data["probs"].dtype == np.float16 and data["probs"].shape == (6, 4)
-        assert data["fold_of"].dtype == np.int16 and data["y"].dtype == np.int64
-        assert data["ids"].dtype.kind == "U" and data["ids"].tolist() == ["10", "11", "a", "b", "14", "15"]
-        np.testing.assert_allclose(data["probs"], probs, atol=1e-3)
-    heldout = tmp_path / "heldout.npz"
-    C.write_heldout(heldout, rows=np.array([3, 1]), probs=probs[:2])
-    rows, back = C.read_heldout(heldout)
-    assert rows.tolist() == [3, 1] and back.dtype == np.float32

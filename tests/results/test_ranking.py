@@ -7,19 +7,12 @@ import pandas as pd
 import pytest
 
 from model import metrics as M
-from results.export import (
-    load_records,
-    read_leaderboard_csv,
-    render,
-    run_leaderboard,
-    save_records,
-    select,
-    write_leaderboard,
-)
-from results.files import RunFiles, atomic_write_json
+from results.export import read_leaderboard_csv, render, run_leaderboard, select, write_leaderboard
 from results.ranking import COLUMNS, fold_std, leaderboard
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
 from results.timeline import busy_fraction
+from rundir.io import atomic_write_json
+from rundir.paths import RunFiles
+from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, load_records, save_records
 
 
 def rec(trial_id, status, scores, number=None, **kw):

@@ -2,7 +2,6 @@
 that agree with each other, as a search leaves them (no Ray, no training)."""
 
 import datetime as dt
-import json
 import re
 import warnings
 
@@ -18,10 +17,11 @@ from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import TrialState, create_trial
 
 from model import metrics as M
-from results.export import save_records
-from results.files import RunFiles, atomic_write_json
-from results.records import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord
 from results.report import COLORS, SCORE, plot_importances, plot_intermediate, plot_parallel, write_report
+from rundir.confirm import EnsembleRecord
+from rundir.io import atomic_write_json
+from rundir.paths import RunFiles
+from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, save_records
 
 MAX_EPOCHS, STEPS_PER_EPOCH = 4, 50
 LABELS = [f"{i // 5}-{i}" for i in range(35)]
@@ -212,10 +212,14 @@ def test_report_shows_the_confirmed_members_and_the_ensemble_options(run):
          "status": "complete"},
     ]).to_csv(confirm.confirm_csv, index=False)
     option = {"members": ["trial-3", "linear"], "weights": [2, 1], "oof_score": 0.55, "nested_score": 0.5432}
-    (confirm.ensemble_json).write_text(json.dumps({
-        "option": "greedy", "best_member": "trial-3",
-        "member_scores": {"trial-3": {"oof": 0.521}, "linear": {"oof": 0.499}},
-        "options": {"prob": {**option, "weights": [1, 1], "nested_score": 0.531}, "greedy": option}}))
+    EnsembleRecord(
+        members=("trial-3", "linear"), weights=(2, 1), method="prob", selection="greedy", max_members=20,
+        oof_score=0.55, nested_score=0.5432, fold_scores=(0.54, 0.55), fold_weights=((2, 1), (2, 1)), folds=(0, 1),
+        option="greedy", member_kinds={"trial-3": "network", "linear": "linear"}, labels=("1-1", "2-2"), rows=10,
+        member_scores={"trial-3": {"oof": 0.521}, "linear": {"oof": 0.499}}, best_member="trial-3",
+        beats_best_member=True, left_out={}, oof_sha256={},
+        options={"prob": {**option, "weights": [1, 1], "nested_score": 0.531}, "greedy": option},
+    ).save(confirm.ensemble_json)
     page = write_report(files.root).read_text()
     assert "Confirmed on every fold" in page and 'src="figures/confirmed.png"' in page
     assert page.index("<td>trial-3</td>") < page.index("<td>linear</td>")

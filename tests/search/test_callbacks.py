@@ -3,8 +3,8 @@ from types import SimpleNamespace
 from ray.tune.experiment import Trial
 
 from model import metrics as M
-from results.files import RunFiles
-from results.records import TrialRecord
+from rundir.paths import RunFiles
+from rundir.trials import TrialRecord
 from search.callbacks import LeaderboardCallback
 
 

@@ -8,22 +8,25 @@ from pathlib import Path
 
 import pytest
 
-import search.confirm
+import rundir.settings
 import search.driver
-import search.settings
-import search.train_one
-from model.errors import ConfigError, DataError, RestoreFailed
+import stages.confirm.run
+import stages.train_one
+from cli import main as cli
+from cli.main import main
+from model.errors import ConfigError, DataError
 from results.ranking import reproduce_command
-from search import cli
-from search.cli import main
-from search.settings import Settings
-from search.train_one import command_prefix, parse_sets, resolve_config
+from rundir.settings import Settings, command_prefix
+from search.session import RestoreFailed
 from spaces.space import load_space
+from stages.train_one import parse_sets, resolve_config
 from tests.conftest import E2E_SPACE
 
-COMMANDS = ["launch", "resume", "confirm", "train-one", "export", "status", "report", "pretrain", "ensemble", "predict"]
+COMMANDS = ["launch", "resume", "confirm", "train-one", "export", "status", "report", "pretrain", "embed", "ensemble",
+            "predict"]
 # The least each command needs on its command line.
 MINIMAL_ARGV = {"launch": [], "train-one": [], "pretrain": ["--corpus", "c.csv", "--out", "o"],
+                "embed": ["--corpus", "c.csv", "--out", "o"],
                 "predict": ["runs/x", "--data", "test.csv", "--out", "out.csv"]}
 
 
@@ -99,9 +102,9 @@ def test_confirm_flags_reach_confirm_and_unfinished_runs_exit_1(monkeypatch):
 
     def fake_confirm(run_dir, **kwargs):
         calls.append((run_dir, kwargs))
-        return search.confirm.Outcome(files=None, table=None, finished=False)
+        return stages.confirm.run.Outcome(files=None, table=None, finished=False)
 
-    monkeypatch.setattr(search.confirm, "confirm", fake_confirm)
+    monkeypatch.setattr(stages.confirm.run, "confirm", fake_confirm)
     argv = ["confirm", "runs/x", "--top", "3", "--folds", "4", "--seeds", "2", "--no-linear", "--force",
             "--address", "auto", "--cpus-per-trial", "2", "--gpus-per-trial", "0.5", "--max-concurrent", "6",
             "--max-failures", "1"]
@@ -124,14 +127,14 @@ def test_confirm_flags_reach_confirm_and_unfinished_runs_exit_1(monkeypatch):
 ])
 def test_resume_continues_an_unfinished_confirm_stage_else_the_search(pending, argv, expected, monkeypatch):
     calls = []
-    monkeypatch.setattr(search.confirm, "stage_pending", lambda run_dir: pending)
-    monkeypatch.setattr(search.confirm, "resume_confirm", lambda run_dir, **kw: (
-        calls.append(("confirm", kw)), search.confirm.Outcome(files=None, table=None, finished=True))[1])
+    monkeypatch.setattr(stages.confirm.run, "stage_pending", lambda run_dir: pending)
+    monkeypatch.setattr(stages.confirm.run, "resume_confirm", lambda run_dir, **kw: (
+        calls.append(("confirm", kw)), stages.confirm.run.Outcome(files=None, table=None, finished=True))[1])
     files = search.driver.RunFiles(Path("runs/x"))
     monkeypatch.setattr(search.driver, "resume", lambda run_dir, **kw: (calls.append(("search", kw)), (files, None))[1])
     monkeypatch.setattr(search.driver, "is_finished", lambda frame, num_samples: True)
     monkeypatch.setattr(search.driver, "run_budget", lambda files: 1)
-    monkeypatch.setattr("results.files.read_json", lambda path: {"settings": {"num_samples": 0}})
+    monkeypatch.setattr("rundir.io.read_json", lambda path: {"settings": {"num_samples": 0}})
     cli.main(argv)
     assert [c[0] for c in calls] == [expected]
     if expected == "confirm":
@@ -149,7 +152,7 @@ def captured(monkeypatch):
     monkeypatch.setattr(search.driver, "launch", lambda settings, argv: (seen.append(settings), None))
     monkeypatch.setattr(search.driver, "is_finished", lambda frame, num_samples: True)
     monkeypatch.setattr(search.driver, "run_budget", lambda files: 1)
-    monkeypatch.setattr(search.train_one, "train_one", lambda settings, **kwargs: seen.append(settings))
+    monkeypatch.setattr(stages.train_one, "train_one", lambda settings, **kwargs: seen.append(settings))
 
     def run(argv: list[str]) -> Settings:
         cli.main(argv)
@@ -164,7 +167,7 @@ def non_defaults(parser: argparse.ArgumentParser) -> tuple[list[str], dict]:
         flag = action.option_strings[0]
         if isinstance(action, argparse._StoreTrueAction):
             argv, expected[action.dest] = [*argv, flag], True
-        elif isinstance(action.default, int):  # type=int or a checked int (search/flags.py)
+        elif isinstance(action.default, int):  # type=int or a checked int (cli/flags.py)
             argv, expected[action.dest] = [*argv, flag, str(action.default + 3)], action.default + 3
         else:
             argv, expected[action.dest] = [*argv, flag, f"value-of-{action.dest}"], f"value-of-{action.dest}"
@@ -191,7 +194,7 @@ def test_a_flag_added_to_the_data_parser_works_in_launch_and_train_one(captured,
         parser.add_argument("--tokenizer", default="char", help="a flag the data parser does not have yet")
         return parser
 
-    monkeypatch.setattr(search.settings, "Settings", WithTokenizer)
+    monkeypatch.setattr(rundir.settings, "Settings", WithTokenizer)
     monkeypatch.setattr(cli, "data_parser", data_parser)
     for command in ("launch", "train-one"):
         assert captured([command, "--tokenizer", "bpe", "--fold", "2"]).tokenizer == "bpe"
@@ -243,7 +246,7 @@ def test_bad_set_values_say_how_to_fix(item, message):
 
 def test_true_and_false_stay_strings_as_no_trial_field_is_a_bool():
     # parse_sets has no boolean rule because TrialConfig has no bool field; add one with the first.
-    assert bool not in {search.train_one.field_type(f.name) for f in dataclasses.fields(search.train_one.TrialConfig)}
+    assert bool not in {stages.train_one.field_type(f.name) for f in dataclasses.fields(stages.train_one.TrialConfig)}
     assert parse_sets(["encoder=true"]) == {"encoder": "true"}
 
 

@@ -11,14 +11,14 @@ import ray
 import yaml
 from ray.cluster_utils import Cluster
 
+from cli import main as cli
 from model.errors import ConfigError
 from model.synthetic import synthesize
-from results.files import read_json
-from search import cli
+from rundir.io import read_json
+from rundir.settings import Settings
 from search import cluster as cluster_module
 from search.cluster import REPO_ROOT
 from search.driver import launch, resume
-from search.settings import Settings
 from tests.search.test_launch import SPACE
 from tests.search.test_pretrain_cli import TINY
 

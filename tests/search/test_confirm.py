@@ -5,6 +5,7 @@ run record by the launch's own `write_run_record`, its trial records by hand): c
 run.json, space.yaml and trials.json, and the search itself is tested in test_launch.py.
 """
 
+import dataclasses
 import json
 import re
 import shutil
@@ -23,17 +24,20 @@ from model.data import prepare_data
 from model.errors import ConfigError
 from model.inference import load_model_dir, probabilities
 from model.synthetic import synthesize
-from results import confirm as C
 from results.ensemble import macro_f1
 from results.export import write_leaderboard
-from results.files import RunFiles, read_json
-from results.records import TrialRecord
 from results.status import status_text
-from search.confirm import confirm, resume_confirm, stage_finished, stage_pending
+from rundir import keys as K
+from rundir.confirm import JobRecord, read_heldout
+from rundir.inputs import load_data
+from rundir.io import read_json
+from rundir.paths import RunFiles
+from rundir.settings import Settings
+from rundir.trials import TrialRecord
 from search.driver import write_run_record
-from search.settings import Settings, load_data
 from search.trainable import confirm_trial
 from spaces.space import load_space
+from stages.confirm.run import confirm, resume_confirm, stage_finished, stage_pending
 from tests.conftest import E2E_SPACE
 from tests.search.test_resume import kill, start, wait_for
 
@@ -98,11 +102,12 @@ def test_confirm_csv_ranks_the_members_with_numbers_from_jobs_json(confirmed):
         2, FOLDS, 1, 0, MAX_EPOCHS, ROWS)
     assert len(spec["labels"]) == 35 and spec["settings"]["synthetic_rows"] == ROWS
     assert set(jobs) == {f"{m}/fold{f}/seed0" for m in ("trial-0", "trial-2", "linear") for f in range(FOLDS)}
-    assert all(list(r) == list(C.JOB_KEYS) and r["status"] == "completed" and r["error"] is None
+    assert all(list(r) == [f.name for f in dataclasses.fields(JobRecord)] and r["status"] == "completed"
+               and r["error"] is None
                for r in jobs.values())
     assert all(r[M.BEST_EPOCH] in (1, 2) for j, r in jobs.items() if not j.startswith("linear"))
     # Every job notes where it trained: here all on the CPU, so no peak GPU memory.
-    assert {r[M.DEVICE] for r in jobs.values()} == {"cpu"} and {r[M.GPU_MEM_PEAK_GB] for r in jobs.values()} == {None}
+    assert {r[K.DEVICE] for r in jobs.values()} == {"cpu"} and {r[K.GPU_MEM_PEAK_GB] for r in jobs.values()} == {None}
 
     frame = pd.read_csv(root / "confirm.csv", dtype={"source_trial": str})
     assert sorted(frame["member"]) == ["linear", "trial-0", "trial-2"] and frame["rank"].tolist() == [1, 2, 3]
@@ -145,7 +150,7 @@ def test_oof_files_hold_every_training_row_once_per_member(confirmed):
             assert len(rows) == len(data.dev)  # each fold holds out exactly its dev rows ...
             assert (y[rows] == data.dev.labels).all()
             job = jobs[f"{member}/fold{fold}/seed0"]
-            held_rows, held = C.read_heldout(root / job["model_dir"] / "heldout.npz")
+            held_rows, held = read_heldout(root / job["model_dir"] / "heldout.npz")
             assert held_rows.tolist() == rows.tolist()  # ... in dev order, so the OOF is those rows' probs
             np.testing.assert_allclose(probs[rows], held, atol=1e-3)
             assert macro_f1(y[rows], held.argmax(axis=1), num_labels=35) == pytest.approx(job[M.LEVEL2_MACRO_F1])
@@ -164,7 +169,7 @@ def test_fold_models_reproduce_their_jobs_dev_scores(confirmed):
             assert job["model_dir"] == f"models/linear/fold{job['fold']}"
             member = joblib.load(root / job["model_dir"] / "linear.joblib")
             texts = synthesize(ROWS, seed=0)[0]["text"].to_numpy()
-            probs = member.predict_proba(texts[C.read_heldout(root / job["model_dir"] / "heldout.npz")[0]])
+            probs = member.predict_proba(texts[read_heldout(root / job["model_dir"] / "heldout.npz")[0]])
         else:
             assert job["model_dir"] == f"models/{job['member']}/fold{job['fold']}-seed0"
             model, info = load_model_dir(root / job["model_dir"])
@@ -172,7 +177,7 @@ def test_fold_models_reproduce_their_jobs_dev_scores(confirmed):
             assert (info.config.max_epochs, info.config.seed) == (MAX_EPOCHS, 0)
             probs = probabilities(model, data.dev, batch_size=64, device=torch.device("cpu"))
         # the best evaluation's weights: its held-out probabilities and scores again
-        np.testing.assert_allclose(probs, C.read_heldout(root / job["model_dir"] / "heldout.npz")[1], atol=1e-5)
+        np.testing.assert_allclose(probs, read_heldout(root / job["model_dir"] / "heldout.npz")[1], atol=1e-5)
         scores = M.classification_metrics(data.dev.labels, probs.argmax(axis=1), level1_of=data.labels.level1_of)
         assert scores[M.LEVEL2_MACRO_F1] == job[M.LEVEL2_MACRO_F1], job_id
         assert scores[M.LEVEL1_MACRO_F1] == pytest.approx(job[M.LEVEL1_MACRO_F1]), job_id
@@ -264,7 +269,7 @@ def fails_once(marker: Path):
     """`confirm_trial`, except that FLAKY_JOB fails the first time it starts (a marker file, since
     every attempt runs in a Ray worker)."""
     def trial(config, **kwargs):
-        if config[M.JOB] == FLAKY_JOB and not marker.exists():
+        if config[K.JOB] == FLAKY_JOB and not marker.exists():
             marker.touch()
             raise RuntimeError("injected failure")
         return confirm_trial(config, **kwargs)
@@ -313,9 +318,9 @@ def test_status_shows_the_confirm_stage_progress(confirmed, tmp_path):
     copy = tmp_path / "runs" / "s"
     shutil.copytree(run_dir, copy)
     jobs["trial-2/fold1/seed0"]["status"] = "running"
-    jobs["trial-2/fold1/seed0"][M.DEVICE] = "cuda:0"
+    jobs["trial-2/fold1/seed0"][K.DEVICE] = "cuda:0"
     del jobs["trial-2/fold2/seed0"]
-    jobs["trial-0/fold0/seed0"].pop(M.DEVICE)  # a record from before jobs noted their device
+    jobs["trial-0/fold0/seed0"].pop(K.DEVICE)  # a record from before jobs noted their device
     (copy / "confirm" / "jobs.json").write_text(json.dumps(jobs))
     text = status_text(copy)
     assert f"{3 * FOLDS - 2} completed, 1 running, 0 failed, 1 not started" in text

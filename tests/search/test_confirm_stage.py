@@ -10,18 +10,21 @@ from model import metrics as M
 from model.config import TrialConfig
 from model.inference import load_model_dir, probabilities
 from model.network import build_model
-from results import confirm as C
-from results.files import ConfirmFiles, read_json
-from search.confirm import ConfirmStage, FoldData
-from search.settings import Settings
+from rundir.confirm import JOB_SCORES, LINEAR, NETWORK, ConfirmSpec, JobPlan, Member, job_id, read_heldout, read_oof
+from rundir.io import read_json
+from rundir.paths import ConfirmFiles
+from rundir.settings import Settings
+from search.confirm_jobs import finished_job
 from search.trainable import BEST, BEST_DEV_PROBS, BEST_METRICS, BEST_WEIGHTS, REPORT
+from stages.confirm.plan import FoldData
+from stages.confirm.writer import ConfirmStage
 from tests.conftest import TINY
 
 FOLDS = 2
-MEMBERS = [{"name": "trial-5", "kind": C.NETWORK, "source_trial": "abcd", "optuna_number": 5, "leaderboard_rank": 1,
-            "params": {"lr": 1e-3}},
-           {"name": "linear", "kind": C.LINEAR, "params": {"C": 0.5, "inner_folds": 3, "calibration": "temperature",
-                                                           "seed": 0}}]
+MEMBERS = (Member(name="trial-5", kind=NETWORK, source_trial="abcd", optuna_number=5, leaderboard_rank=1,
+                  params={"lr": 1e-3}),
+           Member(name="linear", kind=LINEAR, params={"C": 0.5, "inner_folds": 3, "calibration": "temperature",
+                                                      "seed": 0}))
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +34,12 @@ def data() -> FoldData:
 
 @pytest.fixture
 def stage(data, tmp_path) -> ConfirmStage:
-    spec = {"top": 1, "folds": FOLDS, "seeds": 1, "split_seed": 0, "max_epochs": 1,
-            "settings": {"max_seq_len": 40}, "labels": list(data.labels.level2), "rows": 600, "members": MEMBERS}
+    spec = ConfirmSpec(top=1, folds=FOLDS, seeds=1, split_seed=0, max_epochs=1, settings={"max_seq_len": 40},
+                       labels=tuple(data.labels.level2), rows=600, members=MEMBERS)
     cfg = TrialConfig(**TINY, max_epochs=1, lr=1e-3).to_dict()
-    jobs = {C.job_id("trial-5", f, 0): {"member": "trial-5", "fold": f, "seed": 0, "config": cfg} for f in range(FOLDS)}
-    return ConfirmStage(ConfirmFiles(tmp_path / "confirm"), spec, jobs=jobs, vocabs=[d.vocab for d in data.encoded],
-                        held_out=data.held_out, y=data.y, ids=data.frame["id"].astype(str).to_numpy(),
-                        param_names=["lr"])
+    plans = {job_id("trial-5", f, 0): JobPlan(member="trial-5", fold=f, seed=0, config=cfg) for f in range(FOLDS)}
+    return ConfirmStage(ConfirmFiles(tmp_path / "confirm"), spec, plans=plans, vocabs=[d.vocab for d in data.encoded],
+                        held_out=data.held_out, y=data.y, ids=data.ids, param_names=["lr"])
 
 
 def final_state(data: FoldData, fold: int, *, finished: bool = True) -> dict:
@@ -50,7 +52,7 @@ def final_state(data: FoldData, fold: int, *, finished: bool = True) -> dict:
     scores = M.classification_metrics(encoded.dev.labels, probs.argmax(axis=1), level1_of=encoded.labels.level1_of)
     return {REPORT: {M.FINISHED: finished},
             BEST: {BEST_WEIGHTS: model.state_dict(), BEST_DEV_PROBS: torch.from_numpy(probs),
-                   BEST_METRICS: {M.EPOCH: 1, **{k: scores[k] for k in C.JOB_SCORES}}}}
+                   BEST_METRICS: {M.EPOCH: 1, **{k: scores[k] for k in JOB_SCORES}}}}
 
 
 def test_a_completed_job_leaves_its_model_and_a_complete_member_its_oof(stage, data):
@@ -58,7 +60,7 @@ def test_a_completed_job_leaves_its_model_and_a_complete_member_its_oof(stage, d
     stage.start("trial-5/fold0/seed0")
     assert read_json(files.jobs_json)["trial-5/fold0/seed0"]["status"] == "running"
     state = final_state(data, 0)
-    stage.complete("trial-5/fold0/seed0", state, time_s=3.5)
+    stage.complete("trial-5/fold0/seed0", finished_job(state, time_s=3.5))
     record = read_json(files.jobs_json)["trial-5/fold0/seed0"]
     assert record["status"] == "completed" and record["time_s"] == 3.5 and record[M.BEST_EPOCH] == 1
     assert record[M.LEVEL2_MACRO_F1] == state[BEST][BEST_METRICS][M.LEVEL2_MACRO_F1]
@@ -71,19 +73,19 @@ def test_a_completed_job_leaves_its_model_and_a_complete_member_its_oof(stage, d
     table = pd.read_csv(files.confirm_csv).set_index("member")
     assert table.loc["trial-5", "status"] == "partial" and table.loc["trial-5", "n_scores"] == 1
 
-    stage.complete("trial-5/fold1/seed0", final_state(data, 1), time_s=None)
-    oof = C.read_oof(files.oof("trial-5"))
+    stage.complete("trial-5/fold1/seed0", finished_job(final_state(data, 1), time_s=None))
+    oof = read_oof(files.oof("trial-5"))
     assert sorted(np.bincount(oof["fold_of"])) == sorted(len(h) for h in data.held_out)
     assert (oof["y"] == data.y).all() and oof["ids"].tolist() == data.frame["id"].astype(str).tolist()
     for fold in range(FOLDS):
-        rows, probs = C.read_heldout(files.heldout(files.model_dir("trial-5", fold, 0)))
+        rows, probs = read_heldout(files.heldout(files.model_dir("trial-5", fold, 0)))
         assert (oof["fold_of"][rows] == fold).all()
         np.testing.assert_allclose(oof["probs"][rows], probs, atol=1e-3)
     assert pd.read_csv(files.confirm_csv).set_index("member").loc["trial-5", "status"] == "complete"
 
 
 def test_a_job_without_a_final_checkpoint_is_an_error_not_a_model(stage, data):
-    stage.complete("trial-5/fold0/seed0", final_state(data, 0, finished=False), time_s=1.0)
+    stage.complete("trial-5/fold0/seed0", finished_job(final_state(data, 0, finished=False), time_s=1.0))
     record = read_json(stage.files.jobs_json)["trial-5/fold0/seed0"]
     assert record["status"] == "error" and "without a final checkpoint" in record["error"]
     assert not stage.files.model_dir("trial-5", 0, 0).exists()

@@ -11,11 +11,11 @@ import ray
 import torch
 
 from model.config import TrialConfig
-from model.errors import RestoreFailed
 from results.export import run_leaderboard
+from rundir.settings import Settings
 from search import trainable
 from search.driver import launch, resume
-from search.settings import Settings
+from search.session import RestoreFailed
 from search.trainable import run_trial
 from tests.search.failing_trials import flaky_trial, out_of_memory_trial
 from tests.search.test_launch import SPACE

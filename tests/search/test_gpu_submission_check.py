@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from benchmarks import gpu_submission_check as G
-from model import metrics as M
+from rundir import keys as K
 
 
 def job(member, device, *, status="completed", peak=None):
-    return {"member": member, "status": status, M.DEVICE: device, M.GPU_MEM_PEAK_GB: peak}
+    return {"member": member, "status": status, K.DEVICE: device, K.GPU_MEM_PEAK_GB: peak}
 
 
 def test_network_jobs_must_all_complete_on_the_device_the_linear_member_aside():

@@ -49,9 +49,9 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from model.errors import ConfigError
+from rundir.settings import Settings
 from search import internals
 from search.driver import launch, resume
-from search.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("search", "model", "results", "spaces", "benchmarks")

@@ -18,12 +18,12 @@ import torch
 
 from model import metrics as M
 from results.export import read_leaderboard_csv
-from results.files import read_json
 from results.ranking import COLUMNS
 from results.report import write_report
 from results.status import status_text
+from rundir.io import read_json
+from rundir.settings import Settings
 from search.driver import launch
-from search.settings import Settings
 from tests.conftest import E2E_SPACE
 
 pytestmark = pytest.mark.e2e

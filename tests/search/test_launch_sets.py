@@ -11,14 +11,15 @@ import shlex
 import optuna
 import pytest
 
+from cli import main as cli
 from model.config import TrialConfig
-from results.files import RunFiles
-from search import cli
+from rundir.inputs import space_of
+from rundir.paths import RunFiles
+from rundir.preflight import check_space
+from rundir.settings import Settings, command_prefix
 from search.driver import _stored_space
-from search.preflight import check_space
-from search.settings import Settings, space_of
-from search.train_one import command_prefix, parse_sets, resolve_config
 from spaces.space import SPACES_DIR, SpaceError, load_space, parse_space
+from stages.train_one import parse_sets, resolve_config
 
 SPACE = "fixed: {dropout: 0.1, max_epochs: 2}\nparams:\n  lr: {float: [0.001, 0.01], log: true}\n"
 

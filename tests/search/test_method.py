@@ -7,13 +7,13 @@ import optuna
 import pytest
 
 from model.errors import ConfigError
-from results.records import describe_method
 from results.status import status_text
-from search import preflight
+from rundir import preflight
+from rundir.record import describe_method
+from rundir.settings import AUTO_GP_MAX_TRIALS, SAMPLERS, SCHEDULERS, Settings
 from search.driver import launch, make_scheduler, resume, search_method
 from search.scheduler import SCHEDULER_CLASSES, ResumableASHA, ResumableFIFO, ResumableHyperBand, ResumableMedian
 from search.searcher import MAX_DUPLICATE_ASKS, FidelityAwareOptunaSearch, make_sampler, resolve_sampler, startup_trials
-from search.settings import AUTO_GP_MAX_TRIALS, SAMPLERS, SCHEDULERS, Settings
 from spaces.space import parse_space
 from tests.conftest import E2E_SPACE
 

@@ -8,13 +8,13 @@ import pytest
 from ray import tune
 
 from benchmarks.sleep_trial import sleep_trial
-from results.files import RunFiles
 from results.timeline import busy_fraction
+from rundir.paths import RunFiles
+from rundir.settings import Settings
 from search import driver as search_driver
 from search.callbacks import LeaderboardCallback
 from search.driver import build_tuner, launch
 from search.searcher import FidelityAwareOptunaSearch
-from search.settings import Settings
 from spaces.space import parse_space
 from tests.conftest import E2E_SPACE
 from tests.search.failing_trials import pid_recording_trial

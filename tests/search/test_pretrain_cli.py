@@ -16,14 +16,14 @@ import torch
 from safetensors.torch import load_file
 
 import model.pretrain
+from cli import main as cli
 from model.config import TrialConfig
 from model.encoders import ENCODERS
 from model.pretrain import CHECKPOINTS, PretrainConfig
 from model.synthetic import synthesize
-from search import cli
+from rundir.settings import Settings
 from search.driver import launch
-from search.pretrain_cli import config_from_args
-from search.settings import Settings
+from stages.pretrain import config_from_args
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "64",

@@ -16,9 +16,10 @@ import pytest
 
 from model.errors import ConfigError
 from results.export import read_leaderboard_csv
-from results.files import RunFiles
-from results.records import TrialRecord
-from search.driver import relocate_checkpoints, resume
+from rundir.paths import RunFiles
+from rundir.relocation import relocate_checkpoints
+from rundir.trials import TrialRecord
+from search.driver import resume
 from tests.conftest import E2E_SPACE
 
 pytestmark = pytest.mark.e2e
@@ -226,7 +227,7 @@ def test_relocate_checkpoints_points_records_into_the_run_where_it_is_now(tmp_pa
     assert not relocate_checkpoints(files, recs)  # already there: nothing changes
 
 
-# The keys of run.json every command reads (results/files.py RUN_KEYS), and no more.
+# The keys of run.json every command reads (rundir/record.py RUN_KEYS), and no more.
 MINIMAL_RUN = {"name": "r", "created": "2026-01-01T00:00:00+00:00", "searched": [], "max_epochs": 2, "seed": 0,
                "fold": 0, "settings": {"num_samples": 2, "grace_period": 1, "reduction_factor": 2}}
 

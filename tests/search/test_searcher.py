@@ -5,6 +5,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from model import metrics as M
+from rundir import keys as K
 from search.searcher import FidelityAwareOptunaSearch
 from spaces.space import parse_space
 
@@ -106,12 +107,12 @@ def test_a_repeated_proposal_reuses_the_completed_result_and_is_not_trained(tmp_
         searcher.on_trial_complete(f"t{i}", result(2, 0.1 * (i + 1), 0.1 * (i + 1), finished=True))
     assert len(set(seen)) == 4
     trials = searcher.study.trials
-    duplicates = [t for t in trials if M.DUPLICATE_OF in t.user_attrs]
+    duplicates = [t for t in trials if K.DUPLICATE_OF in t.user_attrs]
     assert duplicates, "a random sampler over 4 configurations repeats one within 4 distinct draws (seed 0)"
     for t in duplicates:
-        earlier = trials[t.user_attrs[M.DUPLICATE_OF]]
+        earlier = trials[t.user_attrs[K.DUPLICATE_OF]]
         assert t.params == earlier.params and t.state == TrialState.COMPLETE and t.value == earlier.value
-        assert M.DUPLICATE_OF not in earlier.user_attrs
+        assert K.DUPLICATE_OF not in earlier.user_attrs
     # The space is exhausted: the search ends instead of training a configuration again.
     assert searcher.suggest("t4") == Searcher.FINISHED and searcher.exhausted
 
@@ -121,7 +122,7 @@ def test_a_proposal_equal_to_a_trial_in_flight_is_failed_not_trained(tmp_path):
     running = [searcher.suggest(f"r{i}")["params"] for i in range(4)]  # none completed yet
     assert len({tuple(sorted(p.items())) for p in running}) == 4
     failed = [t for t in searcher.study.trials if t.state == TrialState.FAIL]
-    assert failed and all(M.DUPLICATE_OF in t.user_attrs for t in failed)
+    assert failed and all(K.DUPLICATE_OF in t.user_attrs for t in failed)
     # A pruned configuration stopped below the full budget: it may be proposed and trained again.
     searcher.on_trial_complete("r0", result(1, 0.1, 0.1, finished=False))
     again = searcher.suggest("r5")

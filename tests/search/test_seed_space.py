@@ -3,8 +3,8 @@
 import pytest
 
 from model.poolers import POOLERS
+from rundir.settings import Settings
 from search.driver import launch
-from search.settings import Settings
 from spaces.space import load_space
 
 pytestmark = pytest.mark.e2e

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cli import main as cli
 from model import metrics as M
 from model.config import TrialConfig
 from model.data import LabelSet, fold_indices, prepare_data
@@ -22,16 +23,18 @@ from model.errors import ConfigError
 from model.inference import ModelInfo, encode_texts, load_model_dir, probabilities, save_model_dir
 from model.linear import fit_linear
 from model.synthetic import synthesize
-from model.train import fit
+from model.train import fit, scored_weights
 from results import ensemble as E
-from results.confirmed import load_confirm
 from results.export import run_leaderboard
-from results.files import ConfirmFiles
-from results.records import TrialRecord
-from search import cli
-from search.settings import Settings, load_data
-from search.submit import run_ensemble, run_predict, scored_weights
+from rundir.confirm import EnsembleRecord
+from rundir.inputs import load_data
+from rundir.paths import ConfirmFiles
+from rundir.settings import Settings
+from rundir.trials import TrialRecord
 from spaces.space import parse_space
+from stages.confirm.reader import load_confirm
+from stages.ensemble import run_ensemble
+from stages.predict import run_predict
 
 ROWS, FOLDS, SEQ = 600, 3, 48
 SPACE = """
@@ -191,26 +194,26 @@ def _main(argv):
 def test_ensemble_writes_the_greedy_choice_and_its_nested_score(run_dir, built, capsys):
     cli.main(["ensemble", str(run_dir), "--max-members", "6"])
     printed = capsys.readouterr().out
-    record = json.loads((run_dir / "confirm" / "ensemble.json").read_text())
+    record = EnsembleRecord.load(run_dir / "confirm" / "ensemble.json")
     probs, y, fold_of = _oof(run_dir, built["ranked"])
     expected = E.build_ensemble(probs, y, fold_of, members=built["ranked"], method="prob", selection="greedy",
                                 max_members=6)
     nested = E.nested_score(probs, y, fold_of, method="prob", selection="greedy", max_members=6)
-    assert record["members"] == built["ranked"]  # confirm.csv's rank order, not confirm.json's
+    assert list(record.members) == built["ranked"]  # confirm.csv's rank order, not confirm.json's
     assert built["ranked"] != built["confirm_json_order"]
-    assert tuple(record["weights"]) == expected.weights and sum(record["weights"]) >= 1
-    assert (record["option"], record["method"], record["selection"], record["max_members"]) == (
+    assert record.weights == expected.weights and sum(record.weights) >= 1
+    assert (record.option, record.method, record.selection, record.max_members) == (
         "greedy", "prob", "greedy", 6)
-    assert record["nested_score"] == nested.score and record["oof_score"] == expected.oof_score
-    assert record["fold_weights"] == [list(w) for w in nested.fold_weights]
-    assert E.EnsembleResult.from_dict(record).weights == expected.weights  # predict reads it back this way
+    assert record.nested_score == nested.score and record.oof_score == expected.oof_score
+    assert record.fold_weights == nested.fold_weights
+    assert E.EnsembleResult.from_dict(record.to_dict()).weights == expected.weights  # as predict reads it back
     # the table: every member and every option, with the in-sample and nested scores
     for name in built["ranked"]:
         member_f1 = E.macro_f1(y, probs[built["ranked"].index(name)].argmax(1), num_labels=len(built["labels"]))
-        assert record["member_scores"][name]["oof"] == member_f1
+        assert record.member_scores[name]["oof"] == member_f1
         assert any(name in line and f"{member_f1:.4f}" in line for line in printed.splitlines())
     for option in ("greedy", "prob", "rank", "vote"):
-        result = record["options"][option]
+        result = record.options[option]
         (line,) = [line for line in printed.splitlines() if re.match(rf"^\*?\s+ensemble {option}\s", line)]
         assert f"{result['oof_score']:.4f}" in line and f"{result['nested_score']:.4f}" in line
     assert f"wrote {run_dir / 'confirm' / 'ensemble.json'}" in printed
@@ -223,9 +226,9 @@ def test_vote_follows_the_confirmed_rank_on_ties(run_dir, built):
     by_confirm_json = E.predict([probs[built["ranked"].index(m)] for m in built["confirm_json_order"]],
                                 method="vote")
     assert (by_rank != by_confirm_json).any()  # ties do happen here, so the order matters
-    assert record["members"] == built["ranked"] and record["weights"] == [1, 1, 1]
-    assert record["oof_score"] == E.macro_f1(y, by_rank, num_labels=len(built["labels"]))
-    assert record["oof_score"] == record["nested_score"]  # equal weights: nothing is selected
+    assert list(record.members) == built["ranked"] and record.weights == (1, 1, 1)
+    assert record.oof_score == E.macro_f1(y, by_rank, num_labels=len(built["labels"]))
+    assert record.oof_score == record.nested_score  # equal weights: nothing is selected
 
 
 def _fake_confirm(root, probs: list[np.ndarray], y: np.ndarray, *, names=None, statuses=None):
@@ -284,8 +287,8 @@ def test_no_warning_when_the_ensemble_beats_every_member(tmp_path):
         members.append(_one_hot(top, 3, second=np.where(wrong, y, (y + 2) % 3)))
     lines = []
     record = run_ensemble(_fake_confirm(tmp_path, members, y), method="prob", out=lines.append)
-    assert record["nested_score"] == 1.0 and max(s["oof"] for s in record["member_scores"].values()) < 1.0
-    assert record["beats_best_member"] and not any(line.startswith("warning:") for line in lines)
+    assert record.nested_score == 1.0 and max(s["oof"] for s in record.member_scores.values()) < 1.0
+    assert record.beats_best_member and not any(line.startswith("warning:") for line in lines)
 
 
 def test_a_failed_member_is_left_out_with_a_note(tmp_path):
@@ -294,7 +297,7 @@ def test_a_failed_member_is_left_out_with_a_note(tmp_path):
                          statuses={"trial-1/fold1/seed0": "error"})
     lines = []
     record = run_ensemble(root, out=lines.append)
-    assert record["members"] == ["trial-0"]
+    assert record.members == ("trial-0",)
     assert "note: leaving out trial-1: 1 job(s) ended in error (trial-1/fold1/seed0: boom)" in lines
 
 
@@ -305,7 +308,7 @@ def test_a_failed_member_is_left_out_with_a_note(tmp_path):
     ("missing-job", r"trial-1: 1 of 2 jobs completed \(0 running\)"),
     ("no-csv", r"has not finished \(confirm.csv is not written yet\)"),
     ("no-oof", r"all 2 jobs completed but .*trial-0.npz is missing"),
-    ("other-y", r"trial-1.npz: `y` differs from the one in .*trial-0.npz"),
+    ("other-y", r"trial-1.npz is damaged \(`y` differs from the one in .*trial-0.npz"),
 ])
 def test_ensemble_refuses_a_missing_or_partial_confirm_with_exit_2(tmp_path, capsys, change, message):
     y = np.tile(np.arange(3), 4)
@@ -392,7 +395,7 @@ def test_the_ensemble_combines_each_members_mean_over_its_fold_models(run_dir, b
     submission, _, _ = _predict(run_dir, tmp_path, test_rows, use="ensemble", probs=tmp_path / "scores.npy")
     texts = test_rows["text"].tolist()
     per_member = []
-    for name in record["members"]:
+    for name in record.members:
         folds = []
         for f in range(FOLDS):
             if name == "linear":
@@ -402,9 +405,9 @@ def test_the_ensemble_combines_each_members_mean_over_its_fold_models(run_dir, b
                 folds.append(probabilities(model, encode_texts(texts, info.vocab, max_seq_len=info.max_seq_len),
                                            batch_size=64, device=torch.device("cpu")))
         per_member.append(np.mean(folds, axis=0))
-    expected = E.predict(per_member, record["weights"], "rank")
+    expected = E.predict(per_member, record.weights, "rank")
     assert submission["label"].tolist() == [built["labels"][i] for i in expected]
-    np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), E.combine(per_member, record["weights"], "rank"),
+    np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), E.combine(per_member, record.weights, "rank"),
                                rtol=1e-4)
 
 
@@ -421,7 +424,7 @@ def test_trial_on_its_own_dev_rows_reproduces_the_leaderboard_score(run_dir, bui
     f1 = [line for line in printed.splitlines() if line.startswith("labels in ")]
     assert f1 == [f"labels in {path}: level-2 macro-F1 {built['f1']:.4f}, accuracy "
                   + f1[0].split("accuracy ")[1]]
-    result = run_predict(run_dir, data=path, out_path=tmp_path / "s.csv", use="trial:7", progress=False,
+    result = run_predict(run_dir, data=path, out_path=tmp_path / "s.csv", use="trial:7", batch_size=64, progress=False,
                          device="cpu", out=lambda line: None)
     assert result["level2_macro_f1"] == built["f1"]  # exactly the leaderboard row's score
 
@@ -525,8 +528,8 @@ def test_confirm_reader_ranks_by_confirm_csv(run_dir, built):
 def test_an_ensemble_chosen_on_oof_files_that_changed_since_is_refused(run_dir, built, test_rows, tmp_path):
     record = run_ensemble(run_dir, out=lambda line: None)
     files = ConfirmFiles.of(run_dir)
-    assert set(record["oof_sha256"]) == set(record["members"])
-    member = next(m for m, w in zip(record["members"], record["weights"], strict=True) if w > 0)
+    assert set(record.oof_sha256) == set(record.members)
+    member = next(m for m, w in zip(record.members, record.weights, strict=True) if w > 0)
     arrays = dict(np.load(files.oof(member)))
     arrays["probs"] = arrays["probs"][::-1].copy()  # as if `confirm --force` had retrained the member
     np.savez(files.oof(member), **arrays)

@@ -102,6 +102,11 @@ BAD = [
     ("spaces: 1\n", r"unknown top-level key 'spaces'"),
     ("params:\n  loss: {choice: [ce, focal], when: {focal_gamma: 1}}\n"
      "  focal_gamma: {float: [1, 2], when: {loss: focal}}\n", r"conditions form a cycle"),
+    ("params:\n  cnn_kernels: {choice: ['2,3', '2,x']}\n",
+     r"line 2: `cnn_kernels` is '2,x', but must be kernel widths separated by commas"),
+    ("fixed:\n  encoder: textcnn\n  rnn: gru\nparams:\n  cnn_filters: {choice: [64, 33]}\n"
+     "  cnn_kernels: {choice: ['1,2,3', '2,3']}\n",
+     r"cnn_filters = 33 \(line 5\), cnn_kernels = '1,2,3' \(line 6\) cannot run: encoder 'textcnn' is 99 wide"),
 ]
 
 
@@ -120,7 +125,7 @@ def test_missing_space_file_lists_the_shipped_ones(tmp_path):
 # are in tests/catalogue/test_space_inputs.py) ---
 
 
-@pytest.mark.parametrize("name", ["demo", "seed", "pretrained"])
+@pytest.mark.parametrize("name", ["demo", "seed", "pretrained", "wordvec"])
 def test_shipped_spaces_pass_the_combination_check_fast(name):
     import time
 
@@ -130,6 +135,16 @@ def test_shipped_spaces_pass_the_combination_check_fast(name):
     started = time.perf_counter()
     check_combinations(space, {"max_epochs": 4, "seed": 0})
     assert time.perf_counter() - started < 0.1
+
+
+def test_the_wordvec_space_runs_with_or_without_vectors_and_refuses_missing_ones(tmp_path):
+    from rundir.preflight import check_space
+
+    overrides = {"max_epochs": 8, "seed": 0}
+    check_space(load_space("wordvec"), overrides)  # random init: nothing to read
+    with pytest.raises(SpaceError, match=r"trials with encoder = 'textcnn' cannot run: `checkpoint` is '.*none' "
+                                         r"\(word vectors of encoder 'textcnn'\), but .*python -m search embed"):
+        check_space(load_space("wordvec", sets={"checkpoint": str(tmp_path / "none")}), overrides)
 
 
 def test_combinations_try_conditional_fields_active_and_inactive():

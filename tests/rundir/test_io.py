@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import pytest
 
 from model.filemode import as_if_opened
-from results.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 @contextmanager

@@ -1,18 +1,13 @@
-"""`python -m search ensemble` and `python -m search predict`: from confirmed fold models to a submission.
+"""`python -m search predict RUN_DIR`: from fold models to a submission (no Ray).
 
-Neither needs Ray. `ensemble` is selection over the out-of-fold (OOF) predictions that `confirm` left in
-RUN_DIR/confirm/ (the math is results/ensemble.py); it scores every option, in-sample and nested, and
-writes the chosen one to RUN_DIR/confirm/ensemble.json. `predict` runs fold models on a test file:
-the ensemble, one confirmed member (the mean over its fold models), or one search trial's best
-checkpoint, and writes `id,label`.
+Runs fold models on a test file: the ensemble `ensemble` chose (RUN_DIR/confirm/ensemble.json),
+one confirmed member (the mean over its fold models), or one search trial's best checkpoint, and
+writes `id,label` in input order (and, with --probs, the scores the labels are the argmax of).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import io
-import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,142 +18,17 @@ import numpy as np
 import pandas as pd
 
 from model.errors import ConfigError, DataError
-from results.confirm import COMPLETE, LINEAR
-from results.confirmed import (
-    CONFIRM_COMMAND,
-    ENSEMBLE_COMMAND,
-    RESUME_COMMAND,
-    ConfirmRun,
-    OutOfFold,
-    load_confirm,
-    load_oof,
-)
-from results.ensemble import EnsembleResult, build_ensemble, combine, macro_f1
+from results.confirm import COMPLETE
+from results.ensemble import EnsembleResult, combine, macro_f1
 from results.ensemble import predict as ensemble_predict
-from results.files import LINEAR_FILE, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from results.ranking import fold_std
-
-# --method -> (selection, combination rule) of results.ensemble.
-ENSEMBLE_OPTIONS = {"greedy": ("greedy", "prob"), "prob": ("all", "prob"), "rank": ("all", "rank"),
-                    "vote": ("all", "vote")}
-OPTION_TEXT = {"greedy": "greedy selection with replacement, probability mean",
-               "prob": "all members, probability mean",
-               "rank": "all members, mean per-row class rank (Borda)",
-               "vote": "all members, majority vote (ties: better-ranked member)"}
-DEFAULT_METHOD = "greedy"
-DEFAULT_MAX_MEMBERS = 20
-DEFAULT_BATCH_SIZE = 256
+from rundir.confirm import CONFIRM_COMMAND, ENSEMBLE_COMMAND, RESUME_COMMAND, EnsembleRecord
+from rundir.io import atomic_write_bytes, atomic_write_text
+from rundir.paths import LINEAR_FILE, TRIAL_STATE_FILE
+from rundir.relocation import trial_checkpoint_dir
+from stages.confirm.reader import ConfirmRun, load_confirm
+from stages.ensemble import OPTION_TEXT, file_sha256, weights_text
 
 Out = Callable[[str], Any]
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def weights_text(members: Sequence[str], weights: Sequence[float]) -> str:
-    """"trial-3 x2, linear x1": the members with weight > 0, in member order."""
-    return ", ".join(f"{m} x{w:g}" for m, w in zip(members, weights, strict=True) if w > 0)
-
-
-# ============================================================================ ensemble
-
-
-@dataclass(frozen=True)
-class MemberScore:
-    name: str
-    kind: str
-    oof: float  # macro-F1 of the member's pooled OOF argmax (held out: no selection involved)
-    fold_scores: tuple[float, ...]  # per fold, folds sorted
-
-
-def member_scores(oof: OutOfFold, run: ConfirmRun) -> list[MemberScore]:
-    c = len(run.labels)
-    folds = np.unique(oof.fold_of)
-    scores = []
-    for name, probs in zip(oof.members, oof.probs, strict=True):
-        pred = probs.argmax(axis=1)
-        per_fold = tuple(macro_f1(oof.y[oof.fold_of == f], pred[oof.fold_of == f], num_labels=c) for f in folds)
-        scores.append(MemberScore(name=name, kind=run.member(name).kind, oof=macro_f1(oof.y, pred, num_labels=c),
-                                  fold_scores=per_fold))
-    return scores
-
-
-def ensemble_table(scores: Sequence[MemberScore], options: dict[str, EnsembleResult], chosen: str) -> str:
-    """Every member and every ensemble option, side by side (tabulate)."""
-    from tabulate import tabulate
-
-    best = max(scores, key=lambda s: s.oof)  # first maximum: the better-ranked member
-    rows = []
-    for s in scores:
-        rows.append(["best" if s is best else "", s.name, s.kind, f"{s.name} x1", s.oof, s.oof,
-                     f"{np.mean(s.fold_scores):.4f} ± {fold_std(s.fold_scores):.4f}"])
-    for option, result in options.items():
-        rows.append(["*" if option == chosen else "", f"ensemble {option}", OPTION_TEXT[option],
-                     weights_text(result.members, result.weights), result.oof_score, result.nested_score,
-                     f"{np.mean(result.fold_scores):.4f} ± {fold_std(result.fold_scores):.4f}"])
-    return tabulate(rows, headers=["", "model", "kind", "members", "OOF F1", "nested F1", "nested per fold"],
-                    floatfmt=".4f", disable_numparse=False)
-
-
-def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_METHOD, max_members: int = DEFAULT_MAX_MEMBERS,
-                 argv: list[str] | None = None, out: Out = print) -> dict[str, Any]:
-    """Score every ensemble option over the complete members' OOF predictions, write the one
-    `method` names to RUN_DIR/confirm/ensemble.json (returned), print the table."""
-    if method not in ENSEMBLE_OPTIONS:
-        raise ConfigError(f"--method {method!r} is not one of {', '.join(ENSEMBLE_OPTIONS)}")
-    if max_members < 1:
-        raise ConfigError(f"--max-members is {max_members}, but must be >= 1 (the number of greedy additions; "
-                          "2-3 times the number of members is typical)")
-    run = load_confirm(run_dir)
-    members, failed = run.complete_members()  # rank order: vote's tie-break and greedy's tie order
-    for name, why in failed.items():
-        out(f"note: leaving out {name}: {why}")
-    oof = load_oof(run, members)
-    scores = member_scores(oof, run)
-    started = time.perf_counter()
-    options = {}
-    for option, (selection, rule) in ENSEMBLE_OPTIONS.items():
-        options[option] = build_ensemble(list(oof.probs), oof.y, oof.fold_of, members=members, method=rule,
-                                         selection=selection,
-                                         max_members=max_members if selection == "greedy" else None)
-    chosen = options[method]
-    best = max(scores, key=lambda s: s.oof)
-    record = {
-        **chosen.to_dict(),
-        "option": method,
-        "member_kinds": {s.name: s.kind for s in scores},
-        "labels": list(run.labels),
-        "rows": int(len(oof.y)),
-        "member_scores": {s.name: {"oof": s.oof, "fold_scores": list(s.fold_scores)} for s in scores},
-        "best_member": best.name,
-        "beats_best_member": chosen.nested_score > best.oof,
-        "left_out": failed,
-        # What the choice was made on: `predict` refuses an ensemble whose members' OOF files changed
-        # since (a `confirm --force` retrained them), as its weights no longer mean anything.
-        "oof_sha256": {name: file_sha256(run.files.oof(name)) for name in members},
-        "options": {option: result.to_dict() for option, result in options.items()},
-        "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "-m", "search", *(argv or ["ensemble", str(run_dir)])]),
-    }
-    atomic_write_json(run.files.ensemble_json, record)
-    out(f"{len(members)} members, {len(oof.y)} OOF rows in {len(chosen.folds)} folds; "
-        f"ensembles scored in {time.perf_counter() - started:.1f}s")
-    out(ensemble_table(scores, options, method))
-    out("OOF F1: level-2 macro-F1 of the pooled out-of-fold predictions; for a greedy ensemble it is chosen on "
-        "the same rows (optimistic). nested F1: each fold predicted by a selection made on the other folds "
-        "only; a single member's OOF F1 is held out already.")
-    out(f"chose ensemble {method} ({OPTION_TEXT[method]}): {weights_text(chosen.members, chosen.weights)}; "
-        f"nested level-2 macro-F1 {chosen.nested_score:.4f}")
-    if not record["beats_best_member"]:
-        out(f"warning: the ensemble's nested score {chosen.nested_score:.4f} does not beat the best single member, "
-            f"{best.name} (OOF {best.oof:.4f}); `predict` uses ensemble.json by default: pass "
-            f"`--use confirmed:{best.name}` to submit that member instead")
-    out(f"wrote {run.files.ensemble_json}")
-    return record
-
-
-# ============================================================================ predict
 
 
 class FoldModel:
@@ -239,23 +109,14 @@ class TrialCheckpoint(FoldModel):
 
         from model.inference import encode_texts, probabilities
         from model.network import build_model
-        from search.trainable import STATE_FILE
+        from model.train import scored_weights
 
-        state = torch.load(self.path / STATE_FILE, weights_only=True, map_location="cpu")
+        state = torch.load(self.path / TRIAL_STATE_FILE, weights_only=True, map_location="cpu")
         model = build_model(self.config, vocab=self.vocab.tokens, max_seq_len=self.max_seq_len,
                             num_labels=len(self.labels.level2), num_level1=len(self.labels.level1))
         model.load_state_dict(scored_weights(state))
         split = encode_texts(texts, self.vocab, max_seq_len=self.max_seq_len)
         return probabilities(model.to(device), split, batch_size=batch_size, device=device, progress=progress)
-
-
-def scored_weights(state: dict) -> dict:
-    """The weights a checkpointed evaluation scored: the SWA average once it holds any (as
-    model.train.score does), else the live model."""
-    swa = state.get("swa")
-    if swa is not None and int(swa["n_averaged"]) > 0:
-        return {k.removeprefix("module."): v for k, v in swa.items() if k.startswith("module.")}
-    return state["model"]
 
 
 @dataclass(frozen=True)
@@ -281,18 +142,10 @@ class Plan:
 
 def member_fold_models(run: ConfirmRun, name: str) -> tuple[FoldModel, ...]:
     """The fold models of a complete member, from jobs.json (folds, then seeds)."""
-    kind = run.member(name).kind
-    models: list[FoldModel] = []
-    for job in run.member_jobs(name):
-        if job.model_dir is None:
-            raise ConfigError(f"{run.files.jobs_json}: job {job.key} has no model_dir; rerun "
-                              f"`{CONFIRM_COMMAND.format(run_dir=run.files.run_dir)}`")
-        if kind == LINEAR:
-            models.append(LinearFile(job.model_dir if job.model_dir.suffix == ".joblib"
-                                     else job.model_dir / LINEAR_FILE))
-        else:
-            models.append(NetworkDir(job.model_dir))
-    return tuple(models)
+    if run.is_linear(name):
+        return tuple(LinearFile(path if path.suffix == ".joblib" else path / LINEAR_FILE)
+                     for path in run.fold_model_dirs(name))
+    return tuple(NetworkDir(path) for path in run.fold_model_dirs(name))
 
 
 def _complete_member(run: ConfirmRun, name: str) -> None:
@@ -303,7 +156,7 @@ def _complete_member(run: ConfirmRun, name: str) -> None:
 
 
 def _fold_summary(run: ConfirmRun, name: str, models: tuple[FoldModel, ...]) -> str:
-    jobs = run.member_jobs(name)
+    jobs = [job for _, job in run.member_jobs(name)]
     folds, seeds = len({j.fold for j in jobs}), len({j.seed for j in jobs})
     return f"{len(models)} fold models ({folds} folds x {seeds} seed{'s' if seeds != 1 else ''})"
 
@@ -327,12 +180,12 @@ def ensemble_plan(run_dir: str | Path) -> Plan:
         raise ConfigError(f"{run.files.ensemble_json} does not exist: run "
                           f"`{ENSEMBLE_COMMAND.format(run_dir=run_dir)}` first, or pick a model with --use "
                           "confirmed:NAME or trial:ID")
-    record = read_json(run.files.ensemble_json)
-    result = EnsembleResult.from_dict(record)
-    if tuple(record.get("labels", ())) != run.labels:
+    record = EnsembleRecord.load(run.files.ensemble_json)
+    result = EnsembleResult.from_dict(record.to_dict())
+    if record.labels != run.labels:
         raise ConfigError(f"{run.files.ensemble_json} was chosen over other labels than confirm.json's: rerun "
                           f"`{ENSEMBLE_COMMAND.format(run_dir=run_dir)}`")
-    stale = [name for name, digest in record.get("oof_sha256", {}).items()
+    stale = [name for name, digest in record.oof_sha256.items()
              if not run.files.oof(name).is_file() or file_sha256(run.files.oof(name)) != digest]
     if stale:
         raise ConfigError(f"{run.files.ensemble_json} was chosen on out-of-fold predictions that changed since "
@@ -343,7 +196,7 @@ def ensemble_plan(run_dir: str | Path) -> Plan:
         if weight > 0:
             _complete_member(run, name)
             members.append(PlanMember(name=name, weight=float(weight), folds=member_fold_models(run, name)))
-    option = record.get("option", result.selection)
+    option = record.option
     plan = Plan(description="", members=tuple(members), method=result.method, labels=run.labels)
     description = (f"ensemble {option} ({OPTION_TEXT.get(option, result.method)}) of "
                    f"{weights_text(result.members, result.weights)}: {plan.fold_models} fold models "
@@ -351,30 +204,15 @@ def ensemble_plan(run_dir: str | Path) -> Plan:
     return Plan(description=description, members=plan.members, method=plan.method, labels=plan.labels)
 
 
-def _checkpoint_dir(files, stored: str) -> Path:
-    """The checkpoint directory a record names; if the run directory moved since, the same path under
-    its ray/ directory (the records keep the absolute path of the launch)."""
-    from search.trainable import STATE_FILE
-
-    path = Path(stored)
-    if (path / STATE_FILE).is_file():
-        return path
-    parts = path.parts
-    if "ray" in parts:
-        moved = files.ray_dir.joinpath(*parts[len(parts) - parts[::-1].index("ray"):])
-        if (moved / STATE_FILE).is_file():
-            return moved
-    raise FileNotFoundError(f"the trial's checkpoint {path / STATE_FILE} does not exist (nor under "
-                            f"{files.ray_dir}): it was deleted, or the run's storage is remote; copy the run "
-                            "directory with its ray/ folder")
-
-
 def trial_plan(run_dir: str | Path, ident: str | None) -> Plan:
     """A search trial's best checkpoint: `ident` is its trial id or Optuna number; None = leaderboard rank 1."""
     from model import metrics as M
-    from results.export import load_records, run_leaderboard
-    from results.files import RunFiles
-    from search.settings import Settings, load_data, space_of
+    from results.export import run_leaderboard
+    from rundir.inputs import load_data, space_of
+    from rundir.paths import RunFiles
+    from rundir.record import read_run
+    from rundir.settings import Settings
+    from rundir.trials import load_records
 
     files = RunFiles(Path(run_dir))
     frame = run_leaderboard(run_dir)  # a clear error for a non-run directory
@@ -396,8 +234,8 @@ def trial_plan(run_dir: str | Path, ident: str | None) -> Plan:
     if not isinstance(row["checkpoint"], str) or not row["checkpoint"]:
         raise ConfigError(f"trial {trial_id} has no checkpoint yet (status {row['status']}): pick another "
                           f"with --use trial:ID (see `python -m search status {run_dir}`)")
-    checkpoint = _checkpoint_dir(files, row["checkpoint"])
-    run = read_json(files.run_json)
+    checkpoint = trial_checkpoint_dir(files, trial_id, row["checkpoint"])
+    run = read_run(files)
     record = load_records(files)[trial_id]
     try:
         settings = Settings(**run["settings"])
@@ -422,7 +260,7 @@ USE_FORMS = "ensemble, confirmed:NAME, trial:ID"
 def resolve_plan(run_dir: str | Path, use: str | None) -> Plan:
     """--use: `ensemble`, `confirmed:NAME`, `trial:ID`; None = the ensemble if ensemble.json exists,
     else the best complete confirmed member (confirm.csv's order), else the leaderboard's rank 1."""
-    from results.files import ConfirmFiles
+    from rundir.paths import ConfirmFiles
 
     if use is None:
         files = ConfirmFiles.of(run_dir)
@@ -503,7 +341,7 @@ def write_probs(path: Path, ids: list[str], labels: Sequence[str], scores: np.nd
 
 
 def run_predict(run_dir: str | Path, *, data: str | Path, out_path: str | Path, use: str | None = None,
-                probs_path: str | Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None,
+                probs_path: str | Path | None = None, batch_size: int, device: str | None = None,
                 progress: bool = True, out: Out = print) -> dict[str, Any]:
     """Predict `data` (id,text[,label]) with the plan `use` selects and write `id,label` to `out_path`."""
     from tqdm.auto import tqdm

@@ -10,18 +10,19 @@ from typing import Any
 from model.data import check_fold_flags
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
-from search.flags import name_problem
-from search.settings import SAMPLERS, SCHEDULERS
+from rundir.paths import name_problem
+from rundir.settings import SAMPLERS, SCHEDULERS
 from spaces.space import SearchSpace, SpaceError, check_combinations, parse_sets
 
 # Fields the driver owns: they are flags, identical for every trial, never searched.
 DRIVER_FIELDS = {"max_epochs": "--max-epochs", "seed": "--seed"}
-# Fields that decide which checkpoint directory a trial loads.
-CHECKPOINT_FIELDS = ("encoder", "checkpoint")
+# Fields that decide which checkpoint directory a trial loads, and whether it fits (an embedding
+# size must match a vectors checkpoint's).
+CHECKPOINT_FIELDS = ("encoder", "checkpoint", "embedding_dim")
 
 
 def check_settings(s: Any) -> None:
-    """`s` is a `search.settings.Settings`."""
+    """`s` is a `rundir.settings.Settings`."""
     for flag, value in (("--reduction-factor", s.reduction_factor), ("--cpus-per-trial", s.cpus_per_trial),
                         ("--gpus-per-trial", s.gpus_per_trial)):
         if not math.isfinite(value):  # nan passes every comparison below, inf most of them
@@ -118,16 +119,16 @@ def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
             raise SpaceError(f"{space.path}: warm-start point {name!r} is not a valid config: {err}") from None
     # `TrialConfig` does no I/O, so this is where a missing or incomplete checkpoint directory is
     # found, on the driver before Ray starts, rather than as failed trials.
-    checked: set[tuple[str, str]] = set()
+    checked: set[tuple[str, str, int]] = set()
     for name, point in points.items():
         for values in checkpoint_draws(space, point):
             shown = ", ".join(f"{k} = {v!r}" for k, v in values.items()) or "the fixed encoder and checkpoint"
             source = f"trials with {shown}" if name == "(defaults)" else f"warm-start point {name!r} ({shown})"
             try:
                 cfg = space.config({**point, **values}, **overrides)
-                if (cfg.encoder, cfg.checkpoint) not in checked:
+                if (cfg.encoder, cfg.checkpoint, cfg.embedding_dim) not in checked:
                     check_checkpoint(cfg)
-                    checked.add((cfg.encoder, cfg.checkpoint))
+                    checked.add((cfg.encoder, cfg.checkpoint, cfg.embedding_dim))
             except ConfigError as err:
                 raise SpaceError(f"{space.path}: {source} cannot run: {err}") from None
 

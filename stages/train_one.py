@@ -7,9 +7,7 @@ column is such a call). The config is the space's fixed values, then a warm-star
 
 from __future__ import annotations
 
-import shlex
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,25 +17,10 @@ from model.config import TrialConfig, field_names, field_type  # noqa: F401 (tes
 from model.data import dev_fold_note
 from model.errors import ConfigError
 from model.train import Evaluation, FitResult, fit, prepare_device
-from search.preflight import check_data_flags
-from search.settings import DEFAULT_MAX_EPOCHS, Settings, load_data
+from rundir.inputs import load_data
+from rundir.preflight import check_data_flags
+from rundir.settings import DEFAULT_MAX_EPOCHS, Settings
 from spaces.space import SearchSpace, load_space, parse_number, parse_set_value, parse_sets  # noqa: F401
-
-
-def command_prefix(settings: Settings, *, space_path: Path, max_epochs: int) -> str:
-    """The `train-one` call that rebuilds a run's data and budget; a trial's `--set`s complete it."""
-    args = ["python", "-m", "search", "train-one", "--space", str(space_path.resolve())]
-    if settings.data is not None:
-        args += ["--data", str(Path(settings.data).resolve())]
-    else:
-        args += ["--synthetic", "--synthetic-rows", str(settings.synthetic_rows), "--synthetic-seed",
-                 str(settings.synthetic_seed)]
-    args += ["--folds", str(settings.folds), "--fold", str(settings.fold), "--max-seq-len", str(settings.max_seq_len),
-             "--max-epochs", str(max_epochs), "--seed", str(settings.seed),
-             "--threads", str(max(1, int(settings.cpus_per_trial)))]
-    for item in settings.sets:  # launch's --set: the fixed values the run added to its space
-        args += ["--set", item]
-    return shlex.join(args)
 
 
 def resolve_config(space: SearchSpace, *, point: str | None, sets: dict[str, Any], max_epochs: int | None,

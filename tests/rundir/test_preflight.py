@@ -9,9 +9,9 @@ import ray
 
 from model.config import TrialConfig
 from model.errors import ConfigError, DataError
+from rundir.preflight import check_resources, check_space
+from rundir.settings import Settings
 from search.driver import launch
-from search.preflight import check_resources, check_space
-from search.settings import Settings
 from spaces.space import SpaceError, parse_space
 
 TINY_SPACE = "fixed: {hidden_size: 16, num_heads: 2}\nparams:\n  lr: {float: [1.0e-3, 1.0e-2]}\n"

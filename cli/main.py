@@ -8,6 +8,7 @@
     report     write an HTML report with figures to RUN_DIR/report/
     train-one  train one configuration without Ray (debug, reproduce a leaderboard row)
     pretrain   masked-language-model pretraining of an encoder checkpoint (BERT or NEZHA)
+    embed      word vectors (word2vec, fastText) on unlabeled text, for the textcnn/dpcnn/bigru encoders
     ensemble   choose an ensemble of the confirmed members from their out-of-fold predictions
     predict    write a submission (id,label) for a test file with the ensemble, a member or a trial
 
@@ -24,11 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from model.errors import ConfigError, DataError, RestoreFailed
-from search.flags import at_least, finite_float, plain_name
+from cli.flags import at_least, finite_float, plain_name
+from model.errors import ConfigError, UserError
 
 EXIT_UNFINISHED = 1
 EXIT_USAGE = 2
+PREDICT_BATCH_SIZE = 256  # `predict --batch-size`: rows per forward pass
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -62,7 +64,7 @@ def data_parser() -> argparse.ArgumentParser:
 
     Contract: every flag's `dest` is a `Settings` field, so a flag added here reaches the
     `Settings` of both commands through `Settings.from_namespace` with no other change."""
-    from search.settings import Settings
+    from rundir.settings import Settings
 
     d = Settings()
     parser = argparse.ArgumentParser(add_help=False)
@@ -79,7 +81,7 @@ def data_parser() -> argparse.ArgumentParser:
 
 
 def _launch_parser(sub: argparse._SubParsersAction) -> None:
-    from search.settings import AUTO_GP_MAX_TRIALS, DEFAULT_MAX_EPOCHS, SAMPLERS, SCHEDULERS, Settings
+    from rundir.settings import AUTO_GP_MAX_TRIALS, DEFAULT_MAX_EPOCHS, SAMPLERS, SCHEDULERS, Settings
 
     d = Settings()
     p = _command(sub, "launch", cmd_launch, parents=[_space_parser(), data_parser()],
@@ -126,7 +128,7 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_one_parser(sub: argparse._SubParsersAction) -> None:
-    from search.settings import DEFAULT_MAX_EPOCHS, Settings
+    from rundir.settings import DEFAULT_MAX_EPOCHS, Settings
 
     d = Settings()
     p = _command(sub, "train-one", cmd_train_one, parents=[_space_parser(), data_parser()],
@@ -161,7 +163,7 @@ def _resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _confirm_parser(sub: argparse._SubParsersAction) -> None:
-    from results.confirm import DEFAULT_FOLDS, DEFAULT_SEEDS, DEFAULT_TOP
+    from rundir.confirm import DEFAULT_FOLDS, DEFAULT_SEEDS, DEFAULT_TOP
 
     p = _command(sub, "confirm", cmd_confirm, help="retrain the top configs on every fold: RUN_DIR/confirm/",
                  description="Retrain the top K completed trials of RUN_DIR's leaderboard at their full budget on "
@@ -214,7 +216,7 @@ def _status_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
-    from search.pretrain_cli import add_pretrain_arguments
+    from stages.pretrain import add_pretrain_arguments
 
     p = _command(sub, "pretrain", cmd_pretrain, help="MLM-pretrain an encoder checkpoint on unlabeled text",
                  description="Masked-language-model pretraining (n-gram masking) of a BERT or NEZHA encoder on "
@@ -223,25 +225,33 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     add_pretrain_arguments(p)
 
 
+def _embed_parser(sub: argparse._SubParsersAction) -> None:
+    from stages.embed import add_embed_arguments
+
+    p = _command(sub, "embed", cmd_embed, help="train word vectors (word2vec, fastText) on unlabeled text",
+                 description="Word vectors trained with gensim on the task's own text; OUT becomes a checkpoint "
+                 "directory for `--set encoder=textcnn|dpcnn|bigru|bilstm --set checkpoint=OUT`. Deterministic "
+                 "for a --seed with --threads 1.")
+    add_embed_arguments(p)
+
+
 def _ensemble_parser(sub: argparse._SubParsersAction) -> None:
-    from search.submit import DEFAULT_MAX_MEMBERS, DEFAULT_METHOD, ENSEMBLE_OPTIONS
+    from rundir.confirm import DEFAULT_ENSEMBLE_METHOD, DEFAULT_MAX_MEMBERS, ENSEMBLE_OPTIONS
 
     p = _command(sub, "ensemble", cmd_ensemble, help="choose an ensemble of the confirmed members (no Ray)",
                  description="Score every ensemble of the members `confirm` retrained, on their out-of-fold "
                  "predictions, in-sample and nested (each fold predicted by a selection made without it), print "
                  "them beside each member's score and write the chosen one to RUN_DIR/confirm/ensemble.json.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed, after `python -m search confirm RUN_DIR`")
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=list(ENSEMBLE_OPTIONS),
+    p.add_argument("--method", default=DEFAULT_ENSEMBLE_METHOD, choices=list(ENSEMBLE_OPTIONS),
                    help="greedy: greedy selection with replacement (Caruana) averaging probabilities; prob, rank, "
                    "vote: every member with equal weight, by probability mean, mean per-row class rank or majority "
-                   f"vote (default: {DEFAULT_METHOD})")
+                   f"vote (default: {DEFAULT_ENSEMBLE_METHOD})")
     p.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS,
                    help="greedy: the number of additions (a member may be added several times)")
 
 
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
-    from search.submit import DEFAULT_BATCH_SIZE
-
     p = _command(sub, "predict", cmd_predict, help="write a submission for a test file (no Ray)",
                  description="Predict the level-2 label of every row of a test file (id,text) and write id,label "
                  "in input order. A label column, if present, is not used for predicting; its level-2 macro-F1 "
@@ -258,7 +268,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write the scores the labels are the argmax of: FILE.npy as an (N, labels) float32 "
                    "array, any other name as CSV with id and one column per label (probabilities; for rank and "
                    "vote ensembles mean class ranks and vote shares)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per forward pass")
+    p.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE, help="rows per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -275,14 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     _status_parser(sub)
     _report_parser(sub)
     _pretrain_parser(sub)
+    _embed_parser(sub)
     _ensemble_parser(sub)
     _predict_parser(sub)
     return parser
 
 
 def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
+    from rundir.settings import Settings
     from search.driver import is_finished, launch, run_budget
-    from search.settings import Settings
 
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
     settings = Settings.from_namespace(args)
@@ -292,8 +303,8 @@ def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.confirm import resume_confirm, stage_pending
     from search.driver import is_finished, resume, run_budget
+    from stages.confirm.run import resume_confirm, stage_pending
 
     sys.stdout.reconfigure(line_buffering=True)
     if args.num_samples is None and stage_pending(args.run_dir):
@@ -308,7 +319,7 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_confirm(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.confirm import confirm
+    from stages.confirm.run import confirm
 
     sys.stdout.reconfigure(line_buffering=True)
     outcome = confirm(args.run_dir, top=args.top, folds=args.folds, seeds=args.seeds, linear=args.linear,
@@ -320,8 +331,8 @@ def cmd_confirm(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_train_one(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.settings import Settings
-    from search.train_one import parse_sets, train_one
+    from rundir.settings import Settings
+    from stages.train_one import parse_sets, train_one
 
     sys.stdout.reconfigure(line_buffering=True)
     settings = Settings.from_namespace(args)
@@ -331,7 +342,7 @@ def cmd_train_one(args: argparse.Namespace, argv: list[str]) -> None:
 
 def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
     from results.export import render, run_leaderboard, select
-    from results.files import atomic_write_text, check_output_file
+    from rundir.io import atomic_write_text, check_output_file
 
     if args.out is not None:
         check_output_file(args.out, args.run_dir)
@@ -364,20 +375,26 @@ def cmd_status(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.pretrain_cli import cmd_pretrain as run
+    from stages.pretrain import cmd_pretrain as run
+
+    run(args, argv)
+
+
+def cmd_embed(args: argparse.Namespace, argv: list[str]) -> None:
+    from stages.embed import cmd_embed as run
 
     run(args, argv)
 
 
 def cmd_ensemble(args: argparse.Namespace, argv: list[str]) -> None:
-    from search.submit import run_ensemble
+    from stages.ensemble import run_ensemble
 
     run_ensemble(args.run_dir, method=args.method, max_members=args.max_members, argv=argv)
 
 
 def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
-    from results.files import check_output_file
-    from search.submit import run_predict
+    from rundir.io import check_output_file
+    from stages.predict import run_predict
 
     for flag, path in (("--out", args.out), ("--probs", args.probs)):
         if path is not None:
@@ -396,6 +413,6 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args, argv)
-    except (ConfigError, DataError, FileNotFoundError, RestoreFailed) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

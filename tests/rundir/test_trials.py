@@ -1,7 +1,7 @@
 import pytest
 
 from model import metrics as M
-from results.records import COMPLETED, PRUNED, final_status
+from rundir.trials import COMPLETED, PRUNED, final_status
 
 
 @pytest.mark.parametrize(("last_result", "status"), [

@@ -13,6 +13,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from rundir.paths import name_problem
+
 
 def _parse(text: str, cast: type) -> float:
     try:
@@ -49,18 +51,6 @@ def above(low: float) -> Callable[[str], float]:
         return value
     parse.__name__ = f"number > {low:g}"
     return parse
-
-
-def name_problem(name: str) -> str | None:
-    """Why `name` is not a plain directory name (None if it is): a run name becomes
-    <storage-path>/<name>, so a separator, `.` or `..` would put the run elsewhere."""
-    if name in ("", ".", ".."):
-        return f"{name!r} is not a name"
-    if "/" in name or "\\" in name or "\0" in name:
-        return f"{name!r} is a path, not a name (no / or \\)"
-    if name.startswith("-"):
-        return f"{name!r} starts with '-'"
-    return None
 
 
 def plain_name(text: str) -> str:

@@ -1,18 +1,20 @@
-"""Launch settings and the data they select. Free of Ray, so `train-one` and tools can use it."""
+"""A run's settings (`Settings`: what run.json records) and their defaults.
+
+Light on purpose: the command line builds its parser from these defaults, and `--help` must not
+pay for pandas, torch or Ray. What the settings select (the space, the data) is rundir/inputs.py.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import pandas as pd
-
-from model.data import EncodedData, prepare_data, read_table, resolve_train_path
-from model.synthetic import DEFAULT_ROWS, synthesize
-from spaces.space import SearchSpace, load_space, parse_sets
-
 DEFAULT_MAX_EPOCHS = 4
+# model.synthetic.DEFAULT_ROWS (the real training file's 14,009 rows), restated so that this module needs
+# no pandas; tests/rundir/test_settings.py checks that the two agree.
+DEFAULT_SYNTHETIC_ROWS = 14_009
 # The choices of --sampler (search/searcher.py make_sampler) and --scheduler (search/scheduler.py
 # SCHEDULER_CLASSES). Named here, free of Ray and Optuna, so building the CLI imports neither.
 SAMPLERS = ("auto", "tpe", "random", "gp", "qmc", "cmaes")
@@ -29,7 +31,7 @@ class Settings:
     space: str | None = None  # path or shipped name; None = spaces/demo.yaml
     data: str | None = None  # directory with train.csv, or the CSV; None = synthetic
     synthetic: bool = False
-    synthetic_rows: int = DEFAULT_ROWS
+    synthetic_rows: int = DEFAULT_SYNTHETIC_ROWS
     synthetic_seed: int = 0
     name: str | None = None
     storage_path: str = "runs"
@@ -64,29 +66,17 @@ class Settings:
         return cls(**{key: value for key, value in vars(args).items() if key in names})
 
 
-def space_of(settings: Settings, path: str | Path | None = None) -> SearchSpace:
-    """The space a run searches: `settings.space` (or `path`: the run's stored copy of it) with the
-    run's `--set` values fixed. Launch, resume, confirm and predict all load it through here."""
-    return load_space(settings.space if path is None else path, sets=parse_sets(settings.sets))
-
-
-def resolve_max_epochs(settings: Settings, space: SearchSpace) -> int:
-    if settings.max_epochs is not None:
-        return settings.max_epochs
-    return int(space.fixed.get("max_epochs", DEFAULT_MAX_EPOCHS))
-
-
-def read_training_frame(settings: Settings) -> tuple[pd.DataFrame, str]:
-    """The validated training table the settings select (read, or generated) and where it came from."""
+def command_prefix(settings: Settings, *, space_path: Path, max_epochs: int) -> str:
+    """The `train-one` call that rebuilds a run's data and budget; a trial's `--set`s complete it."""
+    args = ["python", "-m", "search", "train-one", "--space", str(space_path.resolve())]
     if settings.data is not None:
-        path = resolve_train_path(settings.data)
-        return read_table(path), str(path.resolve())
-    frame, _ = synthesize(settings.synthetic_rows, seed=settings.synthetic_seed, flag="--synthetic-rows")
-    return frame, f"synthetic(rows={settings.synthetic_rows}, seed={settings.synthetic_seed})"
-
-
-def load_data(settings: Settings) -> EncodedData:
-    """Read (or generate) and encode the data once, in the driver."""
-    frame, source = read_training_frame(settings)
-    return prepare_data(frame, folds=settings.folds, fold=settings.fold, seed=settings.seed,
-                        max_seq_len=settings.max_seq_len, source=source)
+        args += ["--data", str(Path(settings.data).resolve())]
+    else:
+        args += ["--synthetic", "--synthetic-rows", str(settings.synthetic_rows), "--synthetic-seed",
+                 str(settings.synthetic_seed)]
+    args += ["--folds", str(settings.folds), "--fold", str(settings.fold), "--max-seq-len", str(settings.max_seq_len),
+             "--max-epochs", str(max_epochs), "--seed", str(settings.seed),
+             "--threads", str(max(1, int(settings.cpus_per_trial)))]
+    for item in settings.sets:  # launch's --set: the fixed values the run added to its space
+        args += ["--set", item]
+    return shlex.join(args)

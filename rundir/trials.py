@@ -1,18 +1,29 @@
-"""Trial records: what the leaderboard knows about each trial."""
+"""trials.json: one record per trial, what the leaderboard and the searcher's reconciliation know.
+
+The Ray callbacks (search/callbacks.py) keep it current while a search runs; `export`, `status`,
+`report` and `confirm` read it. A record that reached a final status never changes again.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from model import metrics as M
+from rundir import keys as K
+from rundir.io import atomic_write_json, damaged, read_json
+from rundir.paths import RunFiles
 
 RUNNING, COMPLETED, PRUNED, ERROR = "running", "completed", "pruned", "error"
+
+
 STATUSES = (COMPLETED, PRUNED, RUNNING, ERROR)  # also the leaderboard's order of sections
+
 
 # Per-evaluation values a record keeps (the rest of a Tune result is bookkeeping).
 HISTORY_KEYS = (M.EPOCH, M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
-                M.TRAIN_LOSS, M.TIMESTAMP, M.TRAIN_SAMPLES_PER_S, M.GPU_MEM_PEAK_GB, M.GPU_MEM_LEFT_GB)
+                M.TRAIN_LOSS, K.TIMESTAMP, M.TRAIN_SAMPLES_PER_S, K.GPU_MEM_PEAK_GB, K.GPU_MEM_LEFT_GB)
 
 
 def final_status(last_result: dict[str, Any] | None) -> str:
@@ -68,24 +79,34 @@ class TrialRecord:
         return cls(**values)
 
 
-# Runs launched before the sampler and scheduler were choices: TPE with Optuna's 10 startup trials.
-LEGACY_METHOD = {"sampler": "tpe", "startup_trials": 10, "scheduler": "asha"}
+def save_records(files: RunFiles, records: dict[str, TrialRecord]) -> None:
+    atomic_write_json(files.trials_json, [r.to_dict() for r in records.values()])
 
 
-def run_method(run: dict[str, Any]) -> dict[str, Any]:
-    """The search method run.json records: sampler (`auto` resolved), startup trials, scheduler."""
-    return run.get("method", LEGACY_METHOD)
+def load_records(files: RunFiles) -> dict[str, TrialRecord]:
+    """The run's trial records: none before the first trial started; a trials.json that is missing
+    although the run has trials (leaderboard.csv, or a trial's result in RUN_DIR/ray), or that holds
+    records this version cannot read, is `damaged`."""
+    if not files.trials_json.exists():
+        if files.leaderboard_csv.exists() or any(files.ray_dir.glob("trial_*/result.json")):
+            raise damaged(files.trials_json, "missing, although the run has trials")
+        return {}
+    records = {}
+    for i, values in enumerate(read_json(files.trials_json, list)):
+        record = _record(values, files.trials_json, i)
+        records[record.trial_id] = record
+    return records
 
 
-def describe_method(method: dict[str, Any], settings: dict[str, Any]) -> str:
-    """One line for the launch output, `status` and the report, e.g. `tpe (2 startup trials) + asha
-    (grace 1, reduction 2)`."""
-    sampler = method["sampler"]
-    if sampler in ("tpe", "gp", "cmaes"):
-        sampler += f" ({method['startup_trials']} startup trials)"
-    scheduler = method["scheduler"]
-    if scheduler in ("asha", "hyperband"):
-        scheduler += f" (grace {settings['grace_period']}, reduction {settings['reduction_factor']:g})"
-    elif scheduler == "median":
-        scheduler += f" (grace {settings['grace_period']})"
-    return f"{sampler} + {scheduler}"
+def _record(values: object, path: Path, i: int) -> TrialRecord:
+    """Record `i` of trials.json, checked for what the leaderboard reads."""
+    try:
+        record = TrialRecord.from_dict(values)  # type: ignore[arg-type]
+        ok = (isinstance(record.trial_id, str) and record.status in STATUSES and isinstance(record.params, dict)
+              and isinstance(record.history, list)
+              and all(isinstance(h, dict) and M.EPOCH in h and M.LEVEL2_MACRO_F1 in h for h in record.history))
+    except TypeError as err:
+        raise damaged(path, f"record {i} is not a trial record: {err}") from None
+    if not ok:
+        raise damaged(path, f"record {i} is not a trial record (trial_id, status, params or history)")
+    return record

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.flags import above, at_least, finite_float
 from model.pretrain import PretrainConfig
-from search.flags import above, at_least, finite_float
 
 _D = PretrainConfig(epochs=1)
 DEFAULT_EPOCHS = 1.0  # the budget when none of --steps, --epochs, --time-budget is given

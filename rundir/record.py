@@ -1,0 +1,104 @@
+"""run.json, the run's record, and the Optuna study it names: reading them back, checked.
+
+`launch` writes run.json (search/driver.py `write_run_record`): the command line, the `Settings`,
+the space's searched parameters, the budget, the search method, versions and git revision. Every
+other command reads it through `read_run`, which checks the keys they rely on, and `run_settings`
+rebuilds the `Settings` a resume or a confirm stage continues with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import sqlite3
+from typing import Any
+
+from rundir.io import damaged, read_json
+from rundir.paths import RunFiles, is_uri
+from rundir.settings import Settings
+
+# run.json's keys the commands read, and their types (`data`, read by report only, is checked there).
+RUN_KEYS = {"name": str, "created": str, "settings": dict, "searched": list, "max_epochs": int, "seed": int,
+            "fold": int}
+
+
+SETTINGS_KEYS = ("num_samples", "grace_period", "reduction_factor")  # of run.json's `settings`, read by status
+
+
+def read_run(files: RunFiles) -> dict[str, Any]:
+    """run.json, checked for the keys every command reads (a missing run.json: not a run directory)."""
+    if not files.run_json.exists():
+        raise FileNotFoundError(
+            f"{files.root} is not a run directory (no run.json): pass the RUN_DIR that `python -m search "
+            "launch` printed, e.g. runs/<name>")
+    run = read_json(files.run_json, dict)
+    for key, kind in RUN_KEYS.items():
+        if key not in run:
+            raise damaged(files.run_json, f"no `{key}`")
+        if not isinstance(run[key], kind) or (kind is int and isinstance(run[key], bool)):
+            raise damaged(files.run_json, f"`{key}` is {run[key]!r}, not a JSON {kind.__name__}")
+    for key in SETTINGS_KEYS:
+        if not isinstance(run["settings"].get(key), int | float):
+            raise damaged(files.run_json, f"`settings.{key}` is {run['settings'].get(key)!r}, not a number")
+    try:
+        dt.datetime.fromisoformat(run["created"])
+    except ValueError:
+        raise damaged(files.run_json, f"`created` is {run['created']!r}, not a date") from None
+    return run
+
+
+def check_study(files: RunFiles, name: str) -> None:
+    """Refuse a missing or damaged study.db, opened read-only: Optuna's RDBStorage would create
+    an empty study where the file is missing, and fail deep inside on a damaged one."""
+    path = files.study_db
+    if not path.is_file():
+        raise damaged(path, "missing" if not path.exists() else "not a file")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            (check,) = db.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            found = db.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone()
+    except sqlite3.Error as err:
+        raise damaged(path, f"not a readable Optuna study: {err}") from None
+    if not found:
+        raise damaged(path, f"it holds no study named {name!r}")
+
+
+def run_settings(files: RunFiles) -> tuple[dict[str, Any], Settings]:
+    """The run record of `files.root` and the settings it was launched with; the storage path is
+    where the run directory is now (it may have moved since the launch)."""
+    run = read_run(files)
+    try:
+        settings = dataclasses.replace(Settings(**run["settings"]), max_epochs=run["max_epochs"],
+                                       name=files.root.name)
+    except (KeyError, TypeError) as err:
+        raise damaged(files.run_json, f"its settings are not ones this version can resume ({err}): written by "
+                      "another version of this project, or edited by hand") from None
+    if not is_uri(settings.storage_path):
+        settings = dataclasses.replace(settings, storage_path=str(files.root.parent))
+    return run, settings
+
+
+# Runs launched before the sampler and scheduler were choices: TPE with Optuna's 10 startup trials.
+LEGACY_METHOD = {"sampler": "tpe", "startup_trials": 10, "scheduler": "asha"}
+
+
+def run_method(run: dict[str, Any]) -> dict[str, Any]:
+    """The search method run.json records: sampler (`auto` resolved), startup trials, scheduler."""
+    return run.get("method", LEGACY_METHOD)
+
+
+def describe_method(method: dict[str, Any], settings: dict[str, Any]) -> str:
+    """One line for the launch output, `status` and the report, e.g. `tpe (2 startup trials) + asha
+    (grace 1, reduction 2)`."""
+    sampler = method["sampler"]
+    if sampler in ("tpe", "gp", "cmaes"):
+        sampler += f" ({method['startup_trials']} startup trials)"
+    scheduler = method["scheduler"]
+    if scheduler in ("asha", "hyperband"):
+        scheduler += f" (grace {settings['grace_period']}, reduction {settings['reduction_factor']:g})"
+    elif scheduler == "median":
+        scheduler += f" (grace {settings['grace_period']})"
+    return f"{sampler} + {scheduler}"

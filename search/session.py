@@ -1,0 +1,80 @@
+"""A driver's Ray session: starting or joining Ray, how many trials fit at once, warm workers,
+and restores that must not fail silently. Shared by the search (driver.py) and the confirm jobs
+(confirm_jobs.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pyarrow.fs
+import ray
+
+from model.errors import UserError
+from rundir.settings import Settings
+from search import internals
+from search.cluster import connect
+
+
+class RestoreFailed(UserError, RuntimeError):
+    """A stopped search or confirm stage cannot be continued (Ray could not restore its experiment)."""
+
+
+def concurrency(settings: Settings) -> int:
+    """The number of trials the cluster holds at once (at least 1), or --max-concurrent."""
+    if settings.max_concurrent is not None:
+        return settings.max_concurrent
+    total = ray.cluster_resources()
+    slots = int(total.get("CPU", 1) // settings.cpus_per_trial)
+    if settings.gpus_per_trial > 0:
+        slots = min(slots, int(total.get("GPU", 0) // settings.gpus_per_trial))
+    return max(1, slots)
+
+
+# Warm workers: a trial's worker process is kept for the next trial of the same resources, so only
+# a slot's first trial pays the start-up (a Ray worker, torch and transformers imports: ~4 s per
+# trial on a 2-core machine). Each trial still builds its model, optimizer and data loader anew,
+# restores its checkpoint on resume, and frees its GPU memory at its end (search/trainable.py).
+REUSE_WORKERS = True
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None):
+    quiet_ray()
+    started = connect(address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _raise_restore_failed(cause: BaseException | None) -> None:
+    raise RestoreFailed(f"Ray could not restore the experiment ({cause!r}); nothing was changed. Either the "
+                        "code changed incompatibly since the launch (the trial function, say): resume with the "
+                        "code that launched the run; or RUN_DIR/ray is damaged: restore it from a backup or "
+                        "another copy of the run")
+
+
+def restore_must_succeed():
+    """Make a failed restore an error. Ray's TuneController logs the failure and starts a new
+    experiment in the same directory, whose newer state file would then hide the real one from
+    every later resume; `internals.on_restore_failure` raises before anything is written."""
+    return internals.on_restore_failure(_raise_restore_failed)
+
+
+def experiment_has_state(storage: str, name: str) -> bool:
+    """Whether Ray's experiment `name` under `storage` (a path or URI) has saved its state."""
+    fs, path = pyarrow.fs.FileSystem.from_uri(storage)
+    listing = fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{name}", allow_not_found=True))
+    return any(Path(info.path).name.startswith("experiment_state-") for info in listing)
+
+
+def quiet_ray() -> None:
+    """Environment defaults for the driver process (read by Ray when it starts and while it runs)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Trials checkpoint at every evaluation on purpose (to resume); Ray's warning that this forces frequent
+    # experiment snapshots is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

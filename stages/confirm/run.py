@@ -1,0 +1,227 @@
+"""`python -m search confirm RUN_DIR` and its resume: plan, write confirm.json, fit the linear
+member, run the network jobs on Ray (search/confirm_jobs.py), write the outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shlex
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.fs
+
+from model.errors import ConfigError
+from results import confirm as C
+from rundir import preflight
+from rundir.confirm import (
+    DEFAULT_FOLDS,
+    DEFAULT_SEEDS,
+    DEFAULT_TOP,
+    NETWORK,
+    RESUME_COMMAND,
+    ConfirmSpec,
+    Member,
+    read_jobs,
+)
+from rundir.inputs import check_space_copy
+from rundir.lock import run_lock
+from rundir.paths import ConfirmFiles, RunFiles, confirm_experiment, is_uri
+from rundir.record import run_settings
+from rundir.settings import Settings
+from rundir.trials import RUNNING, load_records
+from search import internals
+from search.confirm_jobs import JobGrid, checked_session, run_jobs, slots
+from search.trainable import confirm_trial
+from stages.confirm.plan import DATA_SETTINGS, RESOURCE_SETTINGS, FoldData, plan_jobs, plan_members, with_resources
+from stages.confirm.writer import ConfirmStage
+
+Out = Callable[[str], Any]
+
+
+def stage_finished(files: ConfirmFiles) -> bool:
+    """Every job of the stage completed, and every member's OOF file and confirm.csv are written."""
+    if not files.confirm_json.exists() or not files.jobs_json.exists() or not files.confirm_csv.exists():
+        return False
+    spec, jobs = ConfirmSpec.load(files.confirm_json), read_jobs(files.jobs_json)
+    return all(C.member_complete(jobs, m, folds=spec.folds, seeds=spec.seeds) and files.oof(m.name).exists()
+               for m in spec.members)
+
+
+def stage_pending(run_dir: str | Path) -> bool:
+    """RUN_DIR has a confirm stage that has not finished: what `resume` continues."""
+    files = RunFiles(Path(run_dir)).confirm
+    return files.confirm_json.exists() and not stage_finished(files)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    files: ConfirmFiles
+    table: pd.DataFrame
+    finished: bool  # every job completed and every output written
+    already: bool = False  # the stage had finished before this command
+
+
+def _stage(run_files: RunFiles, spec: ConfirmSpec, data: FoldData, run: dict[str, Any]) -> ConfirmStage:
+    return ConfirmStage(run_files.confirm, spec, plans=plan_jobs(spec, run_files),
+                        vocabs=[d.vocab for d in data.encoded], held_out=data.held_out, y=data.y, ids=data.ids,
+                        param_names=list(run.get("searched", [])))
+
+
+def confirm(run_dir: str | Path, *, top: int = DEFAULT_TOP, folds: int = DEFAULT_FOLDS, seeds: int = DEFAULT_SEEDS,
+            linear: bool = True, force: bool = False, address: str | None = None,
+            cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
+            max_concurrent: int | None = None, max_failures: int | None = None, argv: list[str] | None = None,
+            out: Out = print, trial_fn: Callable = confirm_trial) -> Outcome:
+    """Run the confirm stage of the search in `run_dir` (stages/confirm/__init__.py). `trial_fn` is
+    what each Ray trial calls, with `confirm_trial`'s signature; tests wrap it to inject failures."""
+    internals.check()
+    run_files = RunFiles(Path(run_dir))
+    run, settings = run_settings(run_files)
+    check_space_copy(run_files)
+    load_records(run_files)  # a damaged trials.json is refused before the lock
+    for flag, value, low in (("--top", top, 1), ("--folds", folds, 2), ("--seeds", seeds, 1)):
+        if value < low:
+            raise ConfigError(f"{flag} is {value}, but must be >= {low}")
+    settings = with_resources(settings, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                              max_concurrent=max_concurrent, max_failures=max_failures)
+    preflight.check_settings(settings)
+    with run_lock(run_files):
+        if run_files.confirm.confirm_json.exists() and not force:
+            return _already(run_files, out)
+        members = _members(run_files, run, top=top, linear=linear, seed=settings.seed, out=out)
+        spec = ConfirmSpec(top=top, folds=folds, seeds=seeds, split_seed=settings.seed, max_epochs=run["max_epochs"],
+                           members=tuple(members), labels=(), rows=0)
+        plan_jobs(spec, run_files)  # every config valid, every checkpoint directory there: before Ray
+        data = FoldData.load(settings, folds=folds, seed=settings.seed)
+        with checked_session(settings, _storage_root(settings, run_files), out):
+            settings = dataclasses.replace(settings, max_concurrent=slots(settings))
+            if force:
+                _delete_stage(settings, run_files, out)
+            spec = dataclasses.replace(
+                spec, created=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                command=shlex.join(["python", "-m", "search", *(argv or ["confirm", str(run_dir)])]),
+                settings={k: getattr(settings, k) for k in (*DATA_SETTINGS, *RESOURCE_SETTINGS)},
+                labels=tuple(data.labels.level2), rows=len(data.frame))
+            spec.save(run_files.confirm.confirm_json)
+            stage = _stage(run_files, spec, data, run)
+            stage.save()
+            _say_plan(run_files.confirm, spec, data, out)
+            return _run(stage, data, settings, run_files, resume=False, retry=False, out=out, trial_fn=trial_fn)
+
+
+def _already(run_files: RunFiles, out: Out) -> Outcome:
+    """`confirm` on a run that has a stage: say where a finished one's table is; refuse an unfinished one."""
+    files = run_files.confirm
+    if not stage_finished(files):
+        raise ConfigError(f"{run_files.root} has an unfinished confirm stage: continue it with "
+                          f"`python -m search resume {run_files.root}` (or pass --force to delete {files.root} "
+                          "and start over)")
+    spec = ConfirmSpec.load(files.confirm_json)
+    out(f"the confirm stage of {run_files.root} already finished (top {spec.top}, {spec.folds} folds, {spec.seeds} "
+        f"seed(s)): {files.confirm_csv}. To confirm with other --top, --folds or --seeds, pass --force (deletes "
+        f"{files.root} and starts over)")
+    return Outcome(files, pd.read_csv(files.confirm_csv), finished=True, already=True)
+
+
+def _members(run_files: RunFiles, run: dict[str, Any], *, top: int, linear: bool, seed: int, out: Out
+             ) -> list[Member]:
+    members = plan_members(run_files.root, top=top, linear=linear, split_seed=seed)
+    networks = sum(m.kind == NETWORK for m in members)
+    if networks < top:
+        out(f"note: the run has {networks} completed trial(s); confirming those (--top {top})")
+    unfinished = sum(r.status == RUNNING for r in load_records(run_files).values())
+    if unfinished:
+        out(f"note: {unfinished} trial(s) of the search have not finished (`python -m search resume "
+            f"{run_files.root} --num-samples N` continues them); confirming the completed ones")
+    return members
+
+
+def _storage_root(settings: Settings, run_files: RunFiles) -> str:
+    """Where the stage's jobs checkpoint: every node of a cluster must see it."""
+    return settings.storage_path if is_uri(settings.storage_path) else str(run_files.root.parent)
+
+
+def _delete_stage(settings: Settings, run_files: RunFiles, out: Out) -> None:
+    """--force: delete RUN_DIR/confirm and, with a URI storage, the stage's Ray experiment there."""
+    files = run_files.confirm
+    if not files.root.exists():
+        return
+    shutil.rmtree(files.root)
+    storage, name = confirm_experiment(settings.storage_path, run_files)
+    if is_uri(storage):  # the stage's Ray experiment lives outside RUN_DIR
+        fs, path = pyarrow.fs.FileSystem.from_uri(storage)
+        fs.delete_dir_contents(f"{path}/{name}", missing_dir_ok=True)
+    out(f"--force: deleted the previous confirm stage ({files.root})")
+
+
+def _say_plan(files: ConfirmFiles, spec: ConfirmSpec, data: FoldData, out: Out) -> None:
+    networks = sum(m.kind == NETWORK for m in spec.members)
+    linear = len(spec.members) > networks
+    out(f"CONFIRM {files.root}")
+    out(f"data: {data.source}: {spec.rows} rows in {spec.folds} folds (split seed {spec.split_seed}), "
+        f"{len(spec.labels)} labels; {networks} config(s) x {spec.folds} folds x {spec.seeds} seed(s) at "
+        f"{spec.max_epochs} epochs" + (", and the linear member" if linear else ""))
+    for note in data.notes():
+        out(note)
+
+
+def resume_confirm(run_dir: str | Path, *, max_failures: int | None = None, retry_errored: bool = False,
+                   out: Out = print, trial_fn: Callable = confirm_trial) -> Outcome:
+    """Continue the unfinished confirm stage in `run_dir`: jobs that were training continue from
+    their last checkpoint, completed jobs are never trained again, errored ones only with
+    `retry_errored` (from their last checkpoint); then write the outputs a kill left unwritten."""
+    internals.check()
+    run_files = RunFiles(Path(run_dir))
+    run, settings = run_settings(run_files)
+    files = run_files.confirm
+    spec = ConfirmSpec.load(files.confirm_json)
+    settings = with_resources(settings, **{k: spec.settings.get(k) for k in RESOURCE_SETTINGS})
+    settings = with_resources(settings, max_failures=max_failures)
+    preflight.check_settings(settings)
+    data = FoldData.load(settings, folds=spec.folds, seed=spec.split_seed)
+    if tuple(data.labels.level2) != spec.labels or len(data.frame) != spec.rows:
+        raise ConfigError(f"the training data ({data.source}) is not the data the confirm stage started on "
+                          f"({spec.rows} rows, {len(spec.labels)} labels): restore it, or start over with "
+                          "`confirm --force`")
+    with run_lock(run_files):
+        stage = _stage(run_files, spec, data, run)
+        jobs = spec.jobs()
+        out(f"CONFIRM {files.root}")
+        out(f"resuming the confirm stage: {sum(stage.completed(j) for j in jobs)} of {len(jobs)} jobs completed")
+        return _run(stage, data, settings, run_files, resume=True, retry=retry_errored, out=out, trial_fn=trial_fn)
+
+
+def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: RunFiles, *, resume: bool, retry: bool,
+         out: Out, trial_fn: Callable) -> Outcome:
+    """Fit the linear member's missing folds, run (or continue) the network jobs, write the outputs."""
+    stage.fit_linear(data, out)
+    skipped = frozenset(j for j in stage.network_jobs() if stage.failed(j) and not retry)
+    pending = [j for j in stage.network_jobs() if not stage.completed(j) and j not in skipped]
+    if pending:
+        grid = JobGrid(plans=stage.plans, folds=data.encoded, pending=pending, skipped=skipped,
+                       completed=frozenset(j for j in stage.network_jobs() if stage.completed(j)),
+                       max_epochs=stage.spec.max_epochs)
+        with checked_session(settings, _storage_root(settings, run_files), out):
+            run_jobs(grid, stage, settings, experiment=confirm_experiment(settings.storage_path, run_files),
+                     retry=retry, out=out, trial_fn=trial_fn)
+    frame = stage.finish()
+    errors = stage.errors()
+    finished = stage_finished(stage.files)
+    out(f"\n{summary(frame)}\n\nconfirm.csv: {stage.files.confirm_csv}")
+    if errors:
+        out(f"{len(errors)} job(s) ended as errors ({', '.join(errors[:5])}{' ...' if len(errors) > 5 else ''}; "
+            f"see {stage.files.jobs_json}): fix the cause, then `python -m search resume {run_files.root} "
+            "--retry-errored`")
+    elif not finished:
+        out(f"the confirm stage stopped early: continue it with `{RESUME_COMMAND.format(run_dir=run_files.root)}`")
+    return Outcome(stage.files, frame, finished=finished)
+
+
+def summary(frame: pd.DataFrame, top: int = 10) -> str:
+    counts = frame["status"].value_counts().to_dict()
+    return (f"{len(frame)} members: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + f"\n\n{C.top_rows(frame, top)}")
