@@ -45,7 +45,7 @@ from benchmarks.gpu_kit.strip import strip_site
 REPO = Path(__file__).resolve().parents[2]
 ARCHIVE, MANIFEST = "kit.tar.xz", "manifest.json"
 CARRY_LIMIT = 64 * 2**20  # what travels to the device: working tree + carried paths
-REPO_PACKAGES = ("search", "model", "results", "spaces", "benchmarks")
+REPO_PACKAGES = ("model", "spaces", "rundir", "results", "search", "stages", "cli", "benchmarks")
 # pip matches platform tags exactly: every manylinux tag a glibc 2.39 x86-64 machine (the device's
 # Ubuntu 24.04, Python 3.12.3) accepts, newest first.
 PLATFORMS = tuple(f"manylinux_2_{n}_x86_64" for n in range(39, 4, -1)) + (

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The CPU-budget encoders (another branch adds them to model/encoders.py's registry). One check each;
+# The CPU-budget encoders over word embeddings (model/wordvec_encoders.py). One check each;
 # a name the registry does not hold yet is reported as "missing".
 ENCODER_NAMES = ("textcnn", "dpcnn", "bigru")
 PASS, FAIL, TIMEOUT, MISSING, SKIPPED = "pass", "fail", "timeout", "missing", "skipped"
@@ -381,8 +381,8 @@ def build_checks(sizes: Sizes, work: Path, *, manifest: Path | None = None, pyth
               "MLM pretraining throughput (bf16 autocast on CUDA): tokens/s from pretrain.json"),
     ]
     for name in encoders:
-        command = module("search", "train-one", "--device", sizes.device, "--set", f"encoder={name}", "--no-progress",
-                         *sizes.train_one)
+        command = module("search", "train-one", "--device", sizes.device, "--set", f"encoder={name}",
+                         "--set", "pooler=max", "--no-progress", *sizes.train_one)
         checks.append(Check(f"encoder_{name}", limits["encoder"], (command,), evaluate_encoder(name),
                             encoder_headline, f"train-one of the {name} encoder", encoder=name))
     return checks

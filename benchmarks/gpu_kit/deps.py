@@ -124,6 +124,10 @@ def requires_dist(metadata: str, extras: Iterable[str]) -> list[Requirement]:
     return found
 
 
+# Requirements no GPU check needs, left out of the kit to keep it under the carry limit.
+NOT_CARRIED = {"gensim": "only `embed` uses it; the encoder checks train from random-init embeddings"}
+
+
 def top_level_pins(requirements: list[Requirement], device: frozenset[str]) -> tuple[list[Pin], list[str]]:
     """The requirements the device lacks, as pins, and notes on those it has at another pin.
 
@@ -132,6 +136,9 @@ def top_level_pins(requirements: list[Requirement], device: frozenset[str]) -> t
     pins, notes = [], []
     for req in requirements:
         name, version = normalize(req.name), pinned_version(req)
+        if name in NOT_CARRIED:
+            notes.append(f"{name}: not carried ({NOT_CARRIED[name]})")
+            continue
         if name in device:
             if version is not None:
                 notes.append(f"{name}=={version} (requirements.txt): the device's own version is used")
