@@ -1,4 +1,4 @@
-"""Unlabeled corpora: the documents MLM pretraining (model/pretrain.py) and corpus word vectors
+"""Unlabeled corpora: the documents MLM pretraining (model/pretrain/) and corpus word vectors
 (model/wordvec.py) train on.
 
 A corpus is one or more files: CSV files (`.csv`: the `text` column, so train.csv and test.csv both
@@ -9,28 +9,18 @@ says exactly what it was trained on.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from model.errors import DataError
+from model.provenance import file_sha256
 
 
 @dataclass(frozen=True)
 class Corpus:
     texts: list[str]
     files: list[dict]  # per file: path, sha256, rows (documents used)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_corpus(paths: Sequence[str | Path]) -> Corpus:
@@ -49,13 +39,15 @@ def read_corpus(paths: Sequence[str | Path]) -> Corpus:
             raise DataError(f"{path}: no non-empty documents; a corpus file needs one document (space-separated "
                             "tokens) per line, or a CSV with a filled `text` column")
         texts += docs
-        files.append({"path": str(path.resolve()), "sha256": sha256_file(path), "rows": len(docs)})
+        files.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": len(docs)})
     return Corpus(texts=texts, files=files)
 
 
 def _read_documents(path: Path) -> list[str]:
     """The non-blank documents of one corpus file, stripped."""
     if path.suffix.lower() == ".csv":
+        import pandas as pd  # here: `embed --help` reads model/wordvec.py, which needs this module, without pandas
+
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:

@@ -11,7 +11,7 @@ Spans never touch (a gap of at least one unmasked token separates them), so ever
 positions is exactly one span and at most `ngram_max` long.
 
 Pure: the only randomness is the numpy Generator passed in, so a batch's masks are a function of
-the seed that Generator was made from (model/pretrain.py seeds it with (seed, epoch, batch)).
+the seed that Generator was made from (model/pretrain/loop.py seeds it with (seed, epoch, batch)).
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ class NezhaOnlyMLMHead(nn.Module):
 
 
 class NezhaForMaskedLM(nn.Module):
-    """NEZHA with BERT's masked-language-model head, for pretraining (model/pretrain.py).
+    """NEZHA with BERT's masked-language-model head, for pretraining (model/pretrain/).
 
     Parameter names are those of the public NEZHA pretraining checkpoints (`bert.*` for the encoder,
     `cls.predictions.*` for the head), so what `save` writes loads with `load_nezha`, which keeps

@@ -334,7 +334,8 @@ def train_steps(cfg: TrialConfig, data: EncodedData, parts: Parts, plan: StepPla
             meter.add(loss.item() * cfg.grad_accum, rows=len(batch[2]))
             if (index + 1) % cfg.grad_accum and index + 1 < len(groups):
                 continue  # accumulate: the epoch's last batch always ends a step
-            optimizer_step(parts, max_grad_norm=cfg.max_grad_norm, freeze_embeddings=frozen)
+            optimizer_step(parts.model, parts.optimizer, parts.scheduler, max_grad_norm=cfg.max_grad_norm,
+                           frozen=parts.model.encoder.word_embeddings.weight if frozen else None)
             step += 1
             yield step
 
@@ -364,22 +365,24 @@ def train_batch(parts: Parts, batch: tuple[torch.Tensor, torch.Tensor, torch.Ten
     return loss
 
 
-def optimizer_step(parts: Parts, *, max_grad_norm: float, freeze_embeddings: bool = False) -> None:
-    """Clip (`max_grad_norm` > 0), step AdamW and the schedule, and clear the accumulated gradients.
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, *,
+                   max_grad_norm: float, frozen: torch.nn.Parameter | None = None) -> None:
+    """One optimizer step, of fine-tuning (`train_steps`) and of MLM pretraining (model/pretrain/):
+    clip (`max_grad_norm` > 0), step the optimizer and its schedule, clear the accumulated gradients.
 
-    `freeze_embeddings`: the word embeddings' gradient is dropped before clipping and stepping, so
-    AdamW leaves them exactly as they are (it skips a parameter without a gradient: no update, no
-    weight decay, no moment) and they take no share of the clipping norm. The gradient is still
-    computed during the backward pass: adversarial training (FGM, PGD) needs it for its direction,
-    so an attack perturbs frozen embeddings as it does trained ones.
+    `frozen`: a parameter (the word embeddings while `freeze_embeddings` lasts) whose gradient is
+    dropped before clipping and stepping, so AdamW leaves it exactly as it is (it skips a parameter
+    without a gradient: no update, no weight decay, no moment) and it takes no share of the clipping
+    norm. The gradient is still computed during the backward pass: adversarial training (FGM, PGD)
+    needs it for its direction, so an attack perturbs frozen embeddings as it does trained ones.
     """
-    if freeze_embeddings:
-        parts.model.encoder.word_embeddings.weight.grad = None
+    if frozen is not None:
+        frozen.grad = None
     if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), max_grad_norm)
-    parts.optimizer.step()
-    parts.scheduler.step()
-    parts.optimizer.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 class TrainMeter:

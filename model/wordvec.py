@@ -25,7 +25,6 @@ gensim is imported only while training: trials read checkpoints without it.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import tempfile
 import time
@@ -41,6 +40,7 @@ import numpy as np
 from model.corpus import Corpus, read_corpus
 from model.errors import ConfigError, DataError
 from model.filemode import as_if_opened
+from model.provenance import git_revision, versions
 
 VECTORS_FILE, VOCAB_FILE, RECORD_FILE = "vectors.npy", "vocab.txt", "wordvec.json"
 CHECKPOINT_FILES = (VECTORS_FILE, VOCAB_FILE, RECORD_FILE)
@@ -270,12 +270,6 @@ def write_checkpoint(out: Path, *, tokens: Sequence[str], vectors: np.ndarray, r
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _versions() -> dict[str, str]:
-    import gensim
-
-    return {"python": platform.python_version(), "gensim": gensim.__version__, "numpy": np.__version__}
-
-
 def train_vectors(cfg: WordVecConfig, corpus: Sequence[str | Path], out: str | Path, *, threads: int = 1,
                   progress: Callable[[str], None] | None = print, command: Sequence[str] | None = None) -> dict:
     """Train word vectors on the `corpus` files and write the checkpoint directory `out`; returns
@@ -291,7 +285,8 @@ def train_vectors(cfg: WordVecConfig, corpus: Sequence[str | Path], out: str | P
         "format": FORMAT, **cfg.to_dict(), "architecture": "skip-gram" if cfg.sg else "cbow",
         "vocab_size": len(tokens), "documents": len(documents.texts),
         "tokens": sum(len(text.split()) for text in documents.texts), "corpus": documents.files,
-        "threads": threads, "deterministic": threads == 1, "epoch_log": log, "versions": _versions(),
+        "threads": threads, "deterministic": threads == 1, "epoch_log": log,
+        "versions": versions(("gensim", "numpy")), "git_revision": git_revision(),
         "seconds": round(time.perf_counter() - started, 3),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else None,

@@ -10,7 +10,7 @@ from typing import Any
 from model.data import check_fold_flags
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
-from rundir.paths import name_problem
+from rundir.paths import is_uri, name_problem
 from rundir.settings import SAMPLERS, SCHEDULERS
 from spaces.space import SearchSpace, SpaceError, check_combinations, parse_sets
 
@@ -74,8 +74,6 @@ def check_data_flags(s: Any) -> None:
 def check_run_location(s: Any) -> None:
     """A new run's RUN_DIR = <storage-path>/<name> (`s`: `Settings`): the name is a plain name, so the
     run stays under --storage-path, and the storage path is a directory this process can write."""
-    from search.cluster import is_uri  # imports ray, which the checks above do not need
-
     if s.name is not None and (problem := name_problem(s.name)):
         raise ConfigError(f"--name {problem}; pass a plain name such as my-search (the run goes to "
                           "<storage-path>/<name>; choose the directory with --storage-path)")

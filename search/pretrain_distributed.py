@@ -32,22 +32,20 @@ import ray.train.torch
 import torch
 
 from model.errors import ConfigError
-from model.pretrain import (
+from model.pretrain.checkpoints import write_state
+from model.pretrain.config import (
     EXPORT_FILES,
     RECORD_FILE,
     RUN_FILE,
     STATE_FILE,
     PretrainConfig,
-    PretrainData,
-    Summary,
     check_fingerprint,
     fingerprint,
-    prepare_corpus,
     record_fingerprint,
     record_is_done,
-    run_loop,
-    write_state,
 )
+from model.pretrain.data import PretrainData, prepare_corpus
+from model.pretrain.loop import Summary, run_loop
 from rundir.paths import is_uri
 from search.cluster import check_shared_storage, connect
 

@@ -1,62 +1,23 @@
 """`python -m search embed`: word vectors (word2vec or fastText, gensim) trained on unlabeled text.
 
-In this process, no Ray (model/wordvec.py). `--out` ends up a word-vector checkpoint directory that
+In this process, no Ray (model/wordvec.py). `out` ends up a word-vector checkpoint directory that
 the textcnn, dpcnn, bigru and bilstm encoders load with `--set encoder=textcnn --set checkpoint=OUT`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from cli.flags import at_least
-from model.wordvec import METHODS, WordVecConfig
-
-_D = WordVecConfig()
+from model.wordvec import WordVecConfig, train_vectors
 
 
-def add_embed_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `embed`; every dest of the vectors group is a `WordVecConfig` field."""
-    io = p.add_argument_group("input and output")
-    io.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
-                    help="unlabeled text: CSV files with a `text` column (train.csv and test.csv both serve) or "
-                    "text files (any other suffix) with one document per line")
-    io.add_argument("--out", required=True, metavar="DIR",
-                    help="the checkpoint directory to write (vectors.npy, vocab.txt, wordvec.json); an earlier "
-                    "embed output there is replaced, any other non-empty directory refused")
-    io.add_argument("--quiet", action="store_true", help="no line per epoch")
-    v = p.add_argument_group("vectors")
-    v.add_argument("--method", default=_D.method, choices=list(METHODS),
-                   help="word2vec, or fasttext (also learns character n-grams of each token)")
-    v.add_argument("--dim", type=at_least(1), default=_D.dim, help="vector size")
-    v.add_argument("--window", type=at_least(1), default=_D.window, help="context tokens on each side")
-    v.add_argument("--min-count", type=at_least(1), default=_D.min_count,
-                   help="tokens rarer than this get no vector (the encoders start them at random)")
-    v.add_argument("--epochs", type=at_least(1), default=_D.epochs, help="passes over the corpus")
-    arch = v.add_mutually_exclusive_group()
-    arch.add_argument("--sg", dest="sg", action="store_const", const=1, default=_D.sg,
-                      help="skip-gram (the default: better vectors for rare tokens on a small corpus)")
-    arch.add_argument("--cbow", dest="sg", action="store_const", const=0,
-                      help="continuous bag of words (faster, smooths frequent tokens)")
-    v.add_argument("--negative", type=at_least(1), default=_D.negative, help="negative samples per positive pair")
-    v.add_argument("--seed", type=at_least(0), default=_D.seed, help="seed of the initial vectors and the sampling")
-    r = p.add_argument_group("resources")
-    r.add_argument("--threads", type=at_least(1), default=1,
-                   help="gensim worker threads; more than 1 is faster but not reproducible (the OS orders them)")
-
-
-def config_from_args(args: argparse.Namespace) -> WordVecConfig:
-    return WordVecConfig.from_dict({name: getattr(args, name) for name in WordVecConfig.__dataclass_fields__})
-
-
-def cmd_embed(args: argparse.Namespace, argv: list[str]) -> None:
-    from model.wordvec import train_vectors
-
-    sys.stdout.reconfigure(line_buffering=True)  # the epoch lines show up at once when piped
-    cfg = config_from_args(args)
-    record = train_vectors(cfg, args.corpus, args.out, threads=args.threads,
-                           progress=None if args.quiet else print, command=["python", "-m", "search", *argv])
+def run_embed(cfg: WordVecConfig, corpus: Sequence[str], out: str | Path, *, threads: int, quiet: bool,
+              command: list[str]) -> dict[str, Any]:
+    """Train the vectors into `out`, a line per epoch unless `quiet`; returns the checkpoint's record."""
+    record = train_vectors(cfg, corpus, out, threads=threads, progress=None if quiet else print, command=command)
     print(f"{record['vocab_size']} token vectors of {cfg.dim} dimensions ({cfg.method}) from {record['documents']} "
           f"documents in {record['seconds']:.1f} s")
-    print(f"checkpoint: {args.out} (use with --set encoder=textcnn --set checkpoint={args.out}; also dpcnn, bigru, "
-          "bilstm)")
+    print(f"checkpoint: {out} (use with --set encoder=textcnn --set checkpoint={out}; also dpcnn, bigru, bilstm)")
+    return record

@@ -14,21 +14,15 @@ from safetensors.torch import load_file
 
 from model import metrics as M
 from model.config import TrialConfig
+from model.corpus import read_corpus
 from model.data import prepare_data
 from model.encoders import ENCODERS
 from model.errors import ConfigError, DataError
 from model.nezha import NezhaConfig, NezhaForMaskedLM, load_nezha
-from model.pretrain import (
-    CHECKPOINTS,
-    STATE_FILE,
-    PretrainConfig,
-    build_mlm,
-    epoch_batches,
-    make_batch,
-    prepare_corpus,
-    pretrain,
-    read_corpus,
-)
+from model.pretrain.config import CHECKPOINTS, STATE_FILE, PretrainConfig
+from model.pretrain.data import prepare_corpus
+from model.pretrain.loop import epoch_batches, make_batch, pretrain
+from model.pretrain.mlm import build_mlm
 from model.synthetic import synthesize
 from model.train import fit
 

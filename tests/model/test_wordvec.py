@@ -105,7 +105,7 @@ def test_the_embed_flags_map_to_the_config(corpus, tmp_path):
     parser = cli.build_parser()
     args = parser.parse_args(["embed", "--corpus", *corpus, "--out", "o", "--method", "fasttext", "--cbow",
                               "--dim", "32", "--min-count", "2", "--negative", "3", "--seed", "7"])
-    from stages.embed import config_from_args
+    from cli.embed_flags import config_from_args
 
     assert config_from_args(args) == WordVecConfig(method="fasttext", sg=0, dim=32, min_count=2, negative=3, seed=7)
     assert config_from_args(parser.parse_args(["embed", "--corpus", "c", "--out", "o"])) == WordVecConfig()

@@ -12,6 +12,7 @@ import rundir.settings
 import search.driver
 import stages.confirm.run
 import stages.train_one
+from cli import base, search_commands, stage_commands
 from cli import main as cli
 from cli.main import main
 from model.errors import ConfigError, DataError
@@ -59,7 +60,8 @@ def test_every_flag_has_help(command):
 def test_each_command_dispatches_to_its_handler(command, monkeypatch):
     calls = []
     name = "cmd_" + command.replace("-", "_")
-    monkeypatch.setattr(cli, name, lambda args, argv: calls.append((args.command, argv)))
+    module = search_commands if hasattr(search_commands, name) else stage_commands
+    monkeypatch.setattr(module, name, lambda args, argv: calls.append((args.command, argv)))
     argv = [command, *MINIMAL_ARGV.get(command, ["runs/x"])]
     cli.main(argv)
     assert calls == [(command, argv)]
@@ -80,10 +82,10 @@ def test_bad_input_is_an_error_line_and_exit_2(error, monkeypatch, capsys):
     def fail(args, argv):
         raise error
 
-    monkeypatch.setattr(cli, "cmd_status", fail)
+    monkeypatch.setattr(search_commands, "cmd_status", fail)
     with pytest.raises(SystemExit) as exit_:
         cli.main(["status", "runs/x"])
-    assert exit_.value.code == cli.EXIT_USAGE
+    assert exit_.value.code == base.EXIT_USAGE
     assert capsys.readouterr().err == f"error: {error}\n"
 
 
@@ -110,7 +112,7 @@ def test_confirm_flags_reach_confirm_and_unfinished_runs_exit_1(monkeypatch):
             "--max-failures", "1"]
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
-    assert exit_.value.code == cli.EXIT_UNFINISHED
+    assert exit_.value.code == base.EXIT_UNFINISHED
     assert calls == [("runs/x", dict(top=3, folds=4, seeds=2, linear=False, force=True, address="auto",
                                      cpus_per_trial=2.0, gpus_per_trial=0.5, max_concurrent=6, max_failures=1,
                                      argv=argv))]
@@ -176,7 +178,7 @@ def non_defaults(parser: argparse.ArgumentParser) -> tuple[list[str], dict]:
 
 @pytest.mark.parametrize("command", ["launch", "train-one"])
 def test_every_data_flag_reaches_the_settings(command, captured):
-    argv, expected = non_defaults(cli.data_parser())
+    argv, expected = non_defaults(search_commands.data_parser())
     assert len(expected) >= 7
     settings = captured([command, *argv])
     assert {name: getattr(settings, name) for name in expected} == expected
@@ -187,7 +189,7 @@ def test_a_flag_added_to_the_data_parser_works_in_launch_and_train_one(captured,
     class WithTokenizer(Settings):
         tokenizer: str = "char"
 
-    original = cli.data_parser
+    original = search_commands.data_parser
 
     def data_parser():
         parser = original()
@@ -195,7 +197,7 @@ def test_a_flag_added_to_the_data_parser_works_in_launch_and_train_one(captured,
         return parser
 
     monkeypatch.setattr(rundir.settings, "Settings", WithTokenizer)
-    monkeypatch.setattr(cli, "data_parser", data_parser)
+    monkeypatch.setattr(search_commands, "data_parser", data_parser)
     for command in ("launch", "train-one"):
         assert captured([command, "--tokenizer", "bpe", "--fold", "2"]).tokenizer == "bpe"
         assert captured([command]).tokenizer == "char"
@@ -207,9 +209,9 @@ def test_the_reproduction_prefix_rebuilds_the_data_settings(data, tmp_path):
                         max_seq_len=64, seed=9, cpus_per_trial=2)
     prefix = command_prefix(settings, space_path=tmp_path / "space.yaml", max_epochs=5)
     args = cli.build_parser().parse_args(shlex.split(prefix)[3:])
-    assert args.func is cli.cmd_train_one and args.threads == 2
+    assert args.func is search_commands.cmd_train_one and args.threads == 2
     rebuilt = Settings.from_namespace(args)
-    expected = {a.dest: getattr(settings, a.dest) for a in flags(cli.data_parser())}
+    expected = {a.dest: getattr(settings, a.dest) for a in flags(search_commands.data_parser())}
     expected["synthetic"] = data is None  # the prefix names the data source explicitly
     if data is not None:  # the synthetic generator's flags do not apply to --data
         expected.update(data=str((tmp_path / data).resolve()), synthetic_rows=Settings().synthetic_rows,

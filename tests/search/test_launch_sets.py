@@ -11,6 +11,7 @@ import shlex
 import optuna
 import pytest
 
+from cli import base, search_commands
 from cli import main as cli
 from model.config import TrialConfig
 from rundir.inputs import space_of
@@ -69,7 +70,7 @@ def test_bad_sets_fail_before_ray_with_exit_2(space_file, tmp_path, capsys, item
             "--synthetic-rows", "300"]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
-    assert exit_info.value.code == cli.EXIT_USAGE
+    assert exit_info.value.code == base.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: ")
 
@@ -87,7 +88,7 @@ def test_the_reproduce_command_carries_the_sets_and_rebuilds_the_config(tmp_path
     assert f"--set 'checkpoint={ckpt}' --set batch_size=16" in prefix
     # a leaderboard row appends the trial's sampled values
     args = cli.build_parser().parse_args(shlex.split(prefix + " --set lr=3e-05 --set loss=focal")[3:])
-    assert args.func is cli.cmd_train_one
+    assert args.func is search_commands.cmd_train_one
     sets = parse_sets(args.sets)
     space = load_space(args.space, sets=sets, skip_searched=True)  # what train_one loads
     cfg = resolve_config(space, point=None, sets=sets, max_epochs=args.max_epochs, seed=0)
@@ -116,7 +117,7 @@ def test_the_pretrained_space_without_a_checkpoint_names_the_fix(tmp_path, capsy
         load_space("pretrained")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["launch", "--space", "pretrained", "--storage-path", str(tmp_path / "runs")])
-    assert exit_info.value.code == cli.EXIT_USAGE
+    assert exit_info.value.code == base.EXIT_USAGE
     assert "pass --set checkpoint=DIR" in capsys.readouterr().err
 
 

@@ -15,15 +15,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import model.pretrain
+import model.pretrain.loop
 from cli import main as cli
+from cli.pretrain_flags import config_from_args
 from model.config import TrialConfig
 from model.encoders import ENCODERS
-from model.pretrain import CHECKPOINTS, PretrainConfig
+from model.pretrain.config import CHECKPOINTS, PretrainConfig
 from model.synthetic import synthesize
 from rundir.settings import Settings
 from search.driver import launch
-from stages.pretrain import config_from_args
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "64",
@@ -160,8 +160,8 @@ def test_sigkill_mid_run_then_the_same_command_continues_from_the_last_checkpoin
     assert 10 <= killed_at < 150, "the run ended before it was killed: make it longer"
 
     batches = []
-    real = model.pretrain.make_batch
-    monkeypatch.setattr(model.pretrain, "make_batch", lambda *a, **k: (batches.append(1), real(*a, **k))[1])
+    real = model.pretrain.loop.make_batch
+    monkeypatch.setattr(model.pretrain.loop, "make_batch", lambda *a, **k: (batches.append(1), real(*a, **k))[1])
     cli.main(argv)  # the same command again
     assert len(batches) == 150 - killed_at  # it continued; it did not start over
     monkeypatch.undo()

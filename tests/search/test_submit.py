@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cli import base
 from cli import main as cli
 from model import metrics as M
 from model.config import TrialConfig
@@ -331,7 +332,7 @@ def test_ensemble_refuses_a_missing_or_partial_confirm_with_exit_2(tmp_path, cap
         np.savez_compressed(confirm / "oof" / "trial-1.npz", probs=_one_hot(y, 3).astype(np.float16),
                             fold_of=(np.arange(len(y)) % 2).astype(np.int16), y=y[::-1].copy(),
                             ids=np.arange(len(y)).astype(str))
-    assert _main(["ensemble", str(root)]) == cli.EXIT_USAGE
+    assert _main(["ensemble", str(root)]) == base.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert re.search(message, err), err
@@ -512,7 +513,7 @@ def test_predict_bad_input_exits_2_naming_the_fix(run_dir, test_rows, tmp_path, 
         (run_dir / "run.json").unlink()
     out = tmp_path / "submission.csv"
     argv = ["predict", str(run_dir), "--data", str(path), "--out", str(out), "--no-progress"]
-    assert _main(argv + (["--use", use] if use else [])) == cli.EXIT_USAGE
+    assert _main(argv + (["--use", use] if use else [])) == base.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: ") and re.search(message, err), err
     assert not out.exists()

@@ -1,287 +1,44 @@
-"""Masked-language-model pretraining of a BERT or NEZHA encoder on unlabeled text, without Ray.
-
-`pretrain(cfg, corpus, out)` reads the corpus (CSV files with a `text` column, or text files with
-one document per line), builds the vocabulary from it (`Vocab.build`: special tokens first), and
-trains with n-gram masking (model/masking.py) until the budget (`steps`, `epochs` or
-`time_budget` minutes) is spent. `out` becomes a checkpoint directory the `bert` / `nezha` encoders
-of model/encoders.py load: config.json, model.safetensors, vocab.txt, plus pretrain.json (corpus
-hashes, steps, loss curve, timings, versions, settings).
+"""The pretraining loop: `run_loop` on one worker (data parallel when the caller wraps the model),
+`pretrain` in this process.
 
 Exact resume: the data order is a function of (seed, epoch) and a batch's masks of (seed, epoch,
 batch), so a run continued from a checkpoint (model, optimizer, scheduler, RNG states, step, the
 unfinished loss-curve window) sees the same batches and, on CPU, ends with the same weights bit
 for bit as a run never interrupted.
 
-Data parallel: `run_loop` is the per-worker loop. `--batch-size` is the global batch: every worker
-masks the same global batch and trains on every `world`-th row of it (DistributedSampler's
-interleaved assignment), with the loss normalised by the global count of masked tokens, so the
-optimisation (steps, schedule, masks) is the same for any number of workers. The caller wraps the
-model (DDP) and stores checkpoints (`CheckpointStore`); search/pretrain_distributed.py does that
-with Ray Train. This module never imports Ray.
+Data parallel: `--batch-size` is the global batch: every worker masks the same global batch and
+trains on every `world`-th row of it (DistributedSampler's interleaved assignment), with the loss
+normalised by the global count of masked tokens, so the optimisation (steps, schedule, masks) is
+the same for any number of workers. The caller wraps the model (DDP) and stores checkpoints
+(`CheckpointStore`); search/pretrain_distributed.py does that with Ray Train.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
-import os
-import platform
 import random
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from model.corpus import read_corpus
-from model.data import MASK, SPECIAL_TOKENS, Vocab
-from model.errors import ConfigError, DataError
+from model.errors import ConfigError
 from model.filemode import as_if_opened
+from model.inference import autocast
 from model.masking import IGNORE_INDEX, mask_spans
-from model.nezha import NezhaConfig, NezhaForMaskedLM
-from model.registry import Registry
-from model.train import bucketed_batches, prepare_device
-
-CHECKPOINTS = "checkpoints"  # OUT/checkpoints/step-0000123/{state.pt, run.json}
-STATE_FILE, RUN_FILE, RECORD_FILE = "state.pt", "run.json", "pretrain.json"
-EXPORT_FILES = ("config.json", "model.safetensors", "vocab.txt", RECORD_FILE)
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-# ----------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True, kw_only=True)
-class PretrainConfig:
-    """Everything that decides what a pretraining run computes (the CLI flags, one to one).
-
-    Its fields (less `time_budget`'s value) and the corpus hashes are a run's fingerprint: an
-    output directory holding a checkpoint of another fingerprint is refused."""
-
-    arch: str = "bert"
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 1024
-    max_seq_len: int = 128
-    max_relative_position: int = 64  # nezha only
-    min_count: int = 1
-    mask_prob: float = 0.15
-    ngram_max: int = 3
-    lr: float = 5e-4
-    warmup_ratio: float = 0.06
-    warmup_steps: int | None = None
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    batch_size: int = 64
-    grad_accum: int = 1
-    steps: int | None = None
-    epochs: float | None = None
-    time_budget: float | None = None  # minutes of training
-    seed: int = 0
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        MLM_ARCHS.get_class(self.arch, field="arch")
-        positive = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "min_count", "ngram_max",
-                    "batch_size", "grad_accum", "log_every", "max_relative_position")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} is {getattr(self, name)}, but must be >= 1")
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(f"--hidden-size {self.hidden_size} is not a multiple of --num-heads {self.num_heads}")
-        if self.max_seq_len < 3:
-            raise ConfigError(f"--max-seq-len is {self.max_seq_len}, but must be >= 3 ([CLS], a token, [SEP])")
-        if not 0 < self.mask_prob < 1:
-            raise ConfigError(f"--mask-prob is {self.mask_prob}, but must be in (0, 1), e.g. 0.15")
-        if not self.lr > 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ConfigError("--lr must be > 0, --weight-decay and --max-grad-norm >= 0")
-        if not 0 <= self.warmup_ratio < 1 or (self.warmup_steps is not None and self.warmup_steps < 0):
-            raise ConfigError("--warmup-ratio must be in [0, 1) and --warmup-steps >= 0")
-        budgets = [n for n in ("steps", "epochs", "time_budget") if getattr(self, n) is not None]
-        if len(budgets) != 1:
-            raise ConfigError(f"give exactly one budget: --steps, --epochs or --time-budget (got {budgets or 'none'})")
-        if not getattr(self, budgets[0]) > 0:
-            raise ConfigError(f"--{budgets[0].replace('_', '-')} is {getattr(self, budgets[0])}, but must be > 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown pretraining setting(s) {unknown}; valid: {sorted(names)}")
-        return cls(**values)
-
-
-def fingerprint(cfg: PretrainConfig, corpus: Sequence[dict]) -> dict[str, Any]:
-    """What must match for a checkpoint to be continued: the settings and the corpus contents.
-    The time budget's value may change (continue a timed run for longer); its presence may not."""
-    settings = cfg.to_dict()
-    if settings["time_budget"] is not None:
-        settings["time_budget"] = "set"
-    return {"settings": settings, "corpus": [{"sha256": f["sha256"], "rows": f["rows"]} for f in corpus]}
-
-
-def check_fingerprint(stored: dict, current: dict, *, where: str) -> None:
-    """Raise a ConfigError naming every difference between a checkpoint's fingerprint and this run's."""
-    if stored == current:
-        return
-    diffs = [f"--{k.replace('_', '-')} {stored['settings'].get(k)!r} -> {v!r}"
-             for k, v in current["settings"].items() if stored["settings"].get(k) != v]
-    if stored["corpus"] != current["corpus"]:
-        diffs.append(f"corpus {_short(stored['corpus'])} -> {_short(current['corpus'])}")
-    raise ConfigError(f"{where} holds the checkpoint of a different pretraining run ({'; '.join(diffs)}). "
-                      f"Pass another --out, repeat that run's flags (see its {RECORD_FILE}) to continue it, "
-                      "or delete the directory to start over")
-
-
-def _short(corpus: list[dict]) -> str:
-    return "[" + ", ".join(f"{f['sha256'][:8]}({f['rows']} rows)" for f in corpus) + "]"
-
-
-# ----------------------------------------------------------------------------- corpus
-
-
-@dataclass(frozen=True)
-class PretrainData:
-    """The encoded corpus: what every worker needs (plain arrays, cheap to ship through Ray)."""
-
-    ids: np.ndarray  # (N, max_seq_len) int32, [CLS] tokens [SEP] then [PAD]
-    lengths: np.ndarray  # (N,) int32
-    vocab: Vocab
-    files: list[dict]
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    @functools.cached_property
-    def mask_id(self) -> int:
-        return self.vocab.tokens.index(MASK)
-
-    @functools.cached_property
-    def special_ids(self) -> tuple[int, ...]:
-        return tuple(self.vocab.tokens.index(t) for t in SPECIAL_TOKENS)
-
-
-def prepare_corpus(paths: Sequence[str | Path], cfg: PretrainConfig) -> PretrainData:
-    corpus = read_corpus(paths)
-    vocab = Vocab.build(corpus.texts, min_count=cfg.min_count)
-    if len(vocab) <= len(SPECIAL_TOKENS):
-        raise DataError(f"no token occurs --min-count {cfg.min_count} times in the corpus; lower --min-count")
-    ids, lengths = vocab.encode(corpus.texts, max_seq_len=cfg.max_seq_len)
-    return PretrainData(ids=ids, lengths=lengths, vocab=vocab, files=corpus.files)
-
-
-# ----------------------------------------------------------------------------- models
-
-
-MLM_ARCHS = Registry("arch")
-
-
-class MaskedLM(nn.Module):
-    """An encoder with its MLM head. `forward(ids (B, T), mask (B, T) bool, labels (B, T))` returns
-    (sum of the cross-entropy over masked positions, correct predictions, masked positions), the
-    head running on the masked positions only. Subclasses give `encode`, `predict`, `save`."""
-
-    @classmethod
-    def from_config(cls, cfg: PretrainConfig, *, vocab_size: int) -> MaskedLM:
-        raise NotImplementedError
-
-    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # -> (B, T, H)
-        raise NotImplementedError
-
-    def predict(self, states: torch.Tensor) -> torch.Tensor:  # (M, H) -> (M, vocab)
-        raise NotImplementedError
-
-    def save(self, directory: Path) -> None:
-        """Write config.json and model.safetensors, loadable by the encoder of the same name."""
-        raise NotImplementedError
-
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        states = self.encode(input_ids, mask)  # (B, T, H)
-        where = labels != IGNORE_INDEX  # (B, T)
-        logits = self.predict(states[where]).float()  # (M, vocab)
-        target = labels[where]
-        loss_sum = F.cross_entropy(logits, target, reduction="sum")
-        correct = (logits.argmax(-1) == target).sum()
-        return loss_sum, correct, where.sum()
-
-
-@MLM_ARCHS.register("bert")
-class BertMLM(MaskedLM):
-    """transformers' BertForMaskedLM; saved with save_pretrained (keys `bert.*`, `cls.*`), which
-    `BertModel.from_pretrained` (the `bert` encoder) reads, ignoring the head."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    @classmethod
-    def from_config(cls, cfg: PretrainConfig, *, vocab_size: int) -> BertMLM:
-        from transformers import BertConfig, BertForMaskedLM
-
-        return cls(BertForMaskedLM(BertConfig(
-            vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_seq_len, pad_token_id=0)))
-
-    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.net.bert(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
-
-    def predict(self, states: torch.Tensor) -> torch.Tensor:
-        return self.net.cls(states)
-
-    def save(self, directory: Path) -> None:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        self.net.save_pretrained(directory)
-
-
-@MLM_ARCHS.register("nezha")
-class NezhaMLM(MaskedLM):
-    """model/nezha.py's NezhaForMaskedLM; what it saves loads with `load_nezha` (the `nezha` encoder)."""
-
-    def __init__(self, net: NezhaForMaskedLM):
-        super().__init__()
-        self.net = net
-
-    @classmethod
-    def from_config(cls, cfg: PretrainConfig, *, vocab_size: int) -> NezhaMLM:
-        return cls(NezhaForMaskedLM(NezhaConfig(
-            vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_seq_len, max_relative_position=cfg.max_relative_position)))
-
-    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.net.bert(input_ids, mask)
-
-    def predict(self, states: torch.Tensor) -> torch.Tensor:
-        return self.net.cls(states)
-
-    def save(self, directory: Path) -> None:
-        self.net.save(directory)
-
-
-def build_mlm(cfg: PretrainConfig, *, vocab_size: int) -> MaskedLM:
-    return MLM_ARCHS.get_class(cfg.arch, field="arch").from_config(cfg, vocab_size=vocab_size)
-
-
-# ----------------------------------------------------------------------------- batches
+from model.pretrain.checkpoints import CheckpointStore, open_output
+from model.pretrain.config import RECORD_FILE, PretrainConfig, check_fingerprint, fingerprint
+from model.pretrain.data import PretrainData, prepare_corpus
+from model.pretrain.mlm import MaskedLM, build_mlm
+from model.provenance import git_revision, versions
+from model.train import bucketed_batches, optimizer_step, prepare_device
 
 
 def steps_per_epoch(cfg: PretrainConfig, rows: int) -> int:
@@ -337,9 +94,6 @@ def make_batch(data: PretrainData, rows: np.ndarray, cfg: PretrainConfig, *, epo
                  global_masked=int((masked.labels != IGNORE_INDEX).sum()), tokens=int(lengths.sum()))
 
 
-# ----------------------------------------------------------------------------- optimisation
-
-
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and normalisation weights (1-d tensors), as BERT."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -364,119 +118,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, per_e
     if total is None:
         return get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup)
     return get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointStore(Protocol):
-    """Where a run's checkpoints live. `save` is called by every worker at the same steps (Ray's
-    report is a barrier); `state` and `export` are None except on rank 0."""
-
-    def load(self) -> dict | None: ...
-
-    def save(self, *, step: int, state: dict | None, export: Callable[[Path], None] | None,
-             metrics: dict[str, float]) -> None: ...
-
-
-def write_state(directory: Path, state: dict) -> None:
-    torch.save(state, directory / STATE_FILE)
-    (directory / RUN_FILE).write_text(json.dumps(state["fingerprint"], indent=1))
-
-
-def _replace_files(source: Path, target: Path) -> None:
-    """Move every file of `source` into `target`, each atomically (os.replace)."""
-    for item in source.iterdir():
-        os.replace(item, target / item.name)
-
-
-class LocalCheckpoints:
-    """OUT/checkpoints/step-NNNNNNN/ (state.pt, run.json), written to a `.tmp` directory and then
-    renamed, so a kill never leaves a half-written checkpoint; the previous one is removed after.
-    The export (config, weights, vocab.txt, pretrain.json) is refreshed in OUT at every save."""
-
-    def __init__(self, out: Path):
-        self.out = Path(out)
-        self.root = self.out / CHECKPOINTS
-
-    def latest(self) -> Path | None:
-        if not self.root.is_dir():
-            return None
-        done = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step-")
-                      and not p.name.endswith(".tmp") and (p / STATE_FILE).is_file())
-        return done[-1] if done else None
-
-    def load(self) -> dict | None:
-        latest = self.latest()
-        return None if latest is None else torch.load(latest / STATE_FILE, map_location="cpu", weights_only=False)
-
-    def save(self, *, step: int, state: dict | None, export: Callable[[Path], None] | None,
-             metrics: dict[str, float]) -> None:
-        if state is None:
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.root / f"step-{step:07d}"
-        tmp = self.root / f"{final.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        write_state(tmp, state)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in self.root.iterdir():
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
-        if export is not None:
-            staging = self.out / ".export.tmp"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            export(staging)
-            _replace_files(staging, self.out)
-            staging.rmdir()
-
-
-def open_output(out: Path, current: dict, *, resume: bool) -> LocalCheckpoints:
-    """The checkpoint store of OUT after checking it may be used: new or empty; or holding this
-    run's checkpoint (continue); or a run that died before its first checkpoint (start over).
-    A different run's checkpoint, or files pretrain did not write, are refused."""
-    store = LocalCheckpoints(out)
-    latest = store.latest()
-    if latest is not None:
-        stored = json.loads((latest / RUN_FILE).read_text())
-        check_fingerprint(stored, current, where=f"--out {out}")
-        return store
-    if resume:
-        raise ConfigError(f"--resume: --out {out} holds no checkpoint to continue from (none was saved yet, or it "
-                          "is the wrong directory); run without --resume to start")
-    if out.exists():
-        if not out.is_dir():
-            raise ConfigError(f"--out {out} is a file; pass a directory")
-        # what a run that died before its first checkpoint leaves behind may be overwritten; nothing else
-        other = sorted(p.name for p in out.iterdir() if p.name not in (CHECKPOINTS, ".export.tmp"))
-        if other:
-            raise ConfigError(f"--out {out} holds {', '.join(other[:5])} but no pretraining checkpoint (a finished run "
-                              "whose checkpoints/ was deleted, or another model); pass a new or empty directory")
-    return store
-
-
-# ----------------------------------------------------------------------------- the loop
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "transformers": transformers.__version__, "numpy": np.__version__}
-    if "ray" in sys.modules:
-        versions["ray"] = sys.modules["ray"].__version__
-    return versions
-
-
-def _git_revision() -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
 
 
 def _gather(value: Any, world: int) -> list[Any]:
@@ -531,18 +172,6 @@ class Summary:
     def from_record(cls, record: dict) -> Summary:
         return cls(steps=record["steps"], curve=record["loss_curve"], seconds=record["wall_time_s"],
                    tokens_per_s=record["tokens_per_s"] or 0.0, finished=record["finished"], record=record)
-
-
-def record_fingerprint(record: dict) -> dict:
-    """The fingerprint of the run a pretrain.json describes."""
-    return fingerprint(PretrainConfig.from_dict(record["flags"]), record["corpus"])
-
-
-def record_is_done(record: dict, cfg: PretrainConfig) -> bool:
-    """Whether the run a pretrain.json describes has nothing left to train under `cfg` (a timed run
-    given a longer --time-budget has)."""
-    longer = cfg.time_budget is not None and record["wall_time_s"] < cfg.time_budget * 60
-    return record["finished"] and not longer
 
 
 def run_loop(data: PretrainData, cfg: PretrainConfig, store: CheckpointStore, *, device: torch.device,
@@ -632,7 +261,8 @@ class _Loop:
             "tokens_per_s": round(run.tokens / run.seconds, 1) if run.seconds > 0 else None,
             "tokens_seen": int(run.tokens), "vocab_size": len(data.vocab), "documents": len(data),
             "corpus": data.files, "flags": cfg.to_dict(), "workers": self.world, "device": self.device.type,
-            "versions": _versions(), "git_revision": _git_revision(), **self.info,
+            "versions": versions(("torch", "transformers", "numpy", "ray")), "git_revision": git_revision(),
+            **self.info,
         }
 
     def save(self, finished: bool) -> None:
@@ -736,9 +366,8 @@ def _micro_step(loop: _Loop, pending: _Pending, rows: np.ndarray, *, epoch: int,
     cfg, device, model, world = loop.cfg, loop.device, loop.model, loop.world
     batch = make_batch(loop.data, rows, cfg, epoch=epoch, micro=micro, rank=loop.rank, world=world)
     sync = contextlib.nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     with sync:
-        with autocast:
+        with autocast(device):
             loss_sum, correct, count = model(batch.ids.to(device, non_blocking=True),
                                              batch.mask.to(device, non_blocking=True),
                                              batch.labels.to(device, non_blocking=True))
@@ -751,11 +380,7 @@ def _micro_step(loop: _Loop, pending: _Pending, rows: np.ndarray, *, epoch: int,
 
 
 def _optimizer_step(loop: _Loop) -> None:
-    if loop.cfg.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(loop.raw.parameters(), loop.cfg.max_grad_norm)
-    loop.optimizer.step()
-    loop.scheduler.step()
-    loop.optimizer.zero_grad(set_to_none=True)
+    optimizer_step(loop.raw, loop.optimizer, loop.scheduler, max_grad_norm=loop.cfg.max_grad_norm)
     loop.run.step += 1
 
 
@@ -785,9 +410,6 @@ def _fold_pending(run: Progress, local: list[float], clock: float, rank: int, wo
     run.window = [a + b for a, b in zip(run.window, summed[:3], strict=True)]
     run.tokens += summed[3]
     run.seconds += summed[4]
-
-
-# ----------------------------------------------------------------------------- entry point
 
 
 def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path, *, resume: bool = False,

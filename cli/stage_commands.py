@@ -1,0 +1,151 @@
+"""The sub-commands before and after the search: confirm, ensemble, predict, pretrain, embed.
+
+Each `add_*` builds a parser from light modules only (`--help` must not load torch or Ray); each
+`cmd_*` imports the stage it runs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli.base import EXIT_UNFINISHED, add_command
+from cli.flags import finite_float
+from model.errors import ConfigError
+
+PREDICT_BATCH_SIZE = 256  # `predict --batch-size`: rows per forward pass
+
+
+def add_confirm(sub: argparse._SubParsersAction) -> None:
+    from rundir.confirm import DEFAULT_FOLDS, DEFAULT_SEEDS, DEFAULT_TOP
+
+    p = add_command(sub, "confirm", cmd_confirm, help="retrain the top configs on every fold: RUN_DIR/confirm/",
+                 description="Retrain the top K completed trials of RUN_DIR's leaderboard at their full budget on "
+                 "every fold of a stratified F-fold split of the whole training file, for S seeds, through Ray Tune "
+                 "(no pruning), and the linear reference member on the same folds. Writes RUN_DIR/confirm/: "
+                 "confirm.csv (members ranked by mean level-2 macro-F1 with paired comparisons to the best), "
+                 "jobs.json, the fold models and every member's out-of-fold probabilities. Continue an "
+                 "interrupted stage with `python -m search resume RUN_DIR`.")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, help="configs to confirm: the first K completed trials")
+    p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="stratified folds of the whole training file")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help="training seeds per fold (seed s trains with the run's seed + s)")
+    p.add_argument("--no-linear", dest="linear", action="store_false", default=True,
+                   help="leave out the linear reference member (TF-IDF + LinearSVC; by default it is included)")
+    p.add_argument("--force", action="store_true",
+                   help="delete RUN_DIR/confirm (a finished or unfinished stage) and start over")
+    res = p.add_argument_group("resources (default: the run's)")
+    res.add_argument("--address", default=None, help="a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
+    res.add_argument("--cpus-per-trial", type=finite_float, default=None, help="CPUs Ray reserves per job")
+    res.add_argument("--gpus-per-trial", type=finite_float, default=None, help="GPUs Ray reserves per job")
+    res.add_argument("--max-concurrent", type=int, default=None, help="jobs at once")
+    res.add_argument("--max-failures", type=int, default=None, help="retries of a crashing job, from its checkpoint")
+
+def add_pretrain(sub: argparse._SubParsersAction) -> None:
+    from cli.pretrain_flags import add_pretrain_arguments
+
+    p = add_command(sub, "pretrain", cmd_pretrain, help="MLM-pretrain an encoder checkpoint on unlabeled text",
+                 description="Masked-language-model pretraining (n-gram masking) of a BERT or NEZHA encoder on "
+                 "unlabeled text; OUT becomes a checkpoint directory for `--set encoder=bert|nezha --set "
+                 "checkpoint=OUT`. Resumable; data-parallel with Ray Train given --address or --num-workers.")
+    add_pretrain_arguments(p)
+
+def add_embed(sub: argparse._SubParsersAction) -> None:
+    from cli.embed_flags import add_embed_arguments
+
+    p = add_command(sub, "embed", cmd_embed, help="train word vectors (word2vec, fastText) on unlabeled text",
+                 description="Word vectors trained with gensim on the task's own text; OUT becomes a checkpoint "
+                 "directory for `--set encoder=textcnn|dpcnn|bigru|bilstm --set checkpoint=OUT`. Deterministic "
+                 "for a --seed with --threads 1.")
+    add_embed_arguments(p)
+
+def add_ensemble(sub: argparse._SubParsersAction) -> None:
+    from rundir.confirm import DEFAULT_ENSEMBLE_METHOD, DEFAULT_MAX_MEMBERS, ENSEMBLE_OPTIONS
+
+    p = add_command(sub, "ensemble", cmd_ensemble, help="choose an ensemble of the confirmed members (no Ray)",
+                 description="Score every ensemble of the members `confirm` retrained, on their out-of-fold "
+                 "predictions, in-sample and nested (each fold predicted by a selection made without it), print "
+                 "them beside each member's score and write the chosen one to RUN_DIR/confirm/ensemble.json.")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed, after `python -m search confirm RUN_DIR`")
+    p.add_argument("--method", default=DEFAULT_ENSEMBLE_METHOD, choices=list(ENSEMBLE_OPTIONS),
+                   help="greedy: greedy selection with replacement (Caruana) averaging probabilities; prob, rank, "
+                   "vote: every member with equal weight, by probability mean, mean per-row class rank or majority "
+                   f"vote (default: {DEFAULT_ENSEMBLE_METHOD})")
+    p.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS,
+                   help="greedy: the number of additions (a member may be added several times)")
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "predict", cmd_predict, help="write a submission for a test file (no Ray)",
+                 description="Predict the level-2 label of every row of a test file (id,text) and write id,label "
+                 "in input order. A label column, if present, is not used for predicting; its level-2 macro-F1 "
+                 "is printed.")
+    p.add_argument("run_dir", help="the RUN_DIR a launch printed")
+    p.add_argument("--data", required=True, help="the test CSV (header id,text; a label column is only scored)")
+    p.add_argument("--out", required=True, help="the submission CSV to write (id,label)")
+    p.add_argument("--use", default=None, metavar="ensemble|confirmed:NAME|trial:ID",
+                   help="ensemble: RUN_DIR/confirm/ensemble.json; confirmed:NAME: a confirmed member, its fold "
+                   "models averaged; trial:ID: a search trial's best checkpoint (Ray trial id or Optuna number) "
+                   "(default: the ensemble if ensemble.json exists, else the best complete confirmed member, else "
+                   "the leaderboard's rank 1)")
+    p.add_argument("--probs", default=None, metavar="FILE",
+                   help="also write the scores the labels are the argmax of: FILE.npy as an (N, labels) float32 "
+                   "array, any other name as CSV with id and one column per label (probabilities; for rank and "
+                   "vote ensembles mean class ranks and vote shares)")
+    p.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE, help="rows per forward pass")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+def cmd_confirm(args: argparse.Namespace, argv: list[str]) -> None:
+    from stages.confirm.run import confirm
+
+    sys.stdout.reconfigure(line_buffering=True)
+    outcome = confirm(args.run_dir, top=args.top, folds=args.folds, seeds=args.seeds, linear=args.linear,
+                      force=args.force, address=args.address, cpus_per_trial=args.cpus_per_trial,
+                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                      max_failures=args.max_failures, argv=argv)
+    if not outcome.finished:
+        sys.exit(EXIT_UNFINISHED)
+
+def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> None:
+    from cli.pretrain_flags import config_from_args
+    from stages.pretrain import RayTrain, run_pretrain
+
+    sys.stdout.reconfigure(line_buffering=True)
+    ray_train = None
+    if args.address is not None or args.num_workers is not None:
+        ray_train = RayTrain(address=args.address, num_workers=args.num_workers or 1,
+                             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                             storage_path=args.storage_path, max_failures=args.max_failures)
+    run_pretrain(config_from_args(args), args.corpus, args.out, resume=args.resume, save_every=args.save_every,
+                 device=args.device, threads=args.threads, progress=not args.no_progress,
+                 command=["python", "-m", "search", *argv], ray_train=ray_train)
+
+def cmd_embed(args: argparse.Namespace, argv: list[str]) -> None:
+    from cli.embed_flags import config_from_args
+    from stages.embed import run_embed
+
+    sys.stdout.reconfigure(line_buffering=True)  # the epoch lines show up at once when piped
+    run_embed(config_from_args(args), args.corpus, args.out, threads=args.threads, quiet=args.quiet,
+              command=["python", "-m", "search", *argv])
+
+def cmd_ensemble(args: argparse.Namespace, argv: list[str]) -> None:
+    from stages.ensemble import run_ensemble
+
+    run_ensemble(args.run_dir, method=args.method, max_members=args.max_members, argv=argv)
+
+def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
+    from rundir.io import check_output_file
+    from stages.predict import run_predict
+
+    for flag, path in (("--out", args.out), ("--probs", args.probs)):
+        if path is not None:
+            check_output_file(path, args.run_dir, flag=flag)
+            if Path(path).resolve() == Path(args.data).resolve():
+                raise ConfigError(f"{flag} {path} is the --data file: writing it would overwrite the texts to "
+                                  "predict; pass another file name, e.g. --out submission.csv")
+    if args.probs is not None and Path(args.probs).resolve() == Path(args.out).resolve():
+        raise ConfigError(f"--probs {args.probs} is the --out file: pass two file names, e.g. --probs probs.npy")
+    run_predict(args.run_dir, data=args.data, out_path=args.out, use=args.use, probs_path=args.probs,
+                batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
