@@ -42,9 +42,9 @@ class Settings:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     max_concurrent: int | None = None  # None: as many trials as the cluster holds at once
-    sampler: str = "tpe"  # search/searcher.py SAMPLERS; `auto` is resolved at launch (run.json "method")
+    sampler: str = "tpe"  # one of SAMPLERS (search/searcher.py); `auto` is resolved at launch (run.json "method")
     startup_trials: int | None = None  # random trials before the sampler models; None: ~15% of the budget
-    scheduler: str = "asha"  # search/scheduler.py SCHEDULERS
+    scheduler: str = "asha"  # one of SCHEDULERS (search/scheduler.py)
     max_failures: int = 2
     seed: int = 0
     folds: int = 5

@@ -13,7 +13,6 @@ import pickletools
 import platform
 import shlex
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from ray.tune.search import ConcurrencyLimiter
 from model import metrics as M
 from model.data import EncodedData, dev_fold_note
 from model.errors import ConfigError
+from model.provenance import git_revision, versions
 from results.export import top_table
 from rundir import keys as K
 from rundir import preflight
@@ -41,7 +41,7 @@ from rundir.settings import Settings, command_prefix
 from rundir.trials import ERROR, RUNNING, TrialRecord, load_records, save_records
 from search import internals
 from search.callbacks import LeaderboardCallback, ProgressPrinter
-from search.cluster import REPO_ROOT, check_shared_storage
+from search.cluster import check_shared_storage
 from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, SearchScheduler
 from search.searcher import FidelityAwareOptunaSearch, resolve_sampler, startup_trials
 from search.session import (
@@ -118,25 +118,8 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
     )
 
 
-def _git_revision() -> str | None:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True,
-                               text=True, timeout=5).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict[str, str]:
-    import sklearn
-    import torch
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-            "optuna": optuna.__version__, "transformers": transformers.__version__,
-            "scikit-learn": sklearn.__version__, "pandas": pd.__version__}
+# The libraries whose versions run.json records.
+RUN_PACKAGES = ("torch", "ray", "optuna", "transformers", "scikit-learn", "pandas")
 
 
 def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace, space_path: Path,
@@ -159,8 +142,8 @@ def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace,
         "concurrency": concurrency(settings),
         "method": search_method(settings, space),
         "reproduce": command_prefix(settings, space_path=files.space_yaml, max_epochs=max_epochs),
-        "versions": _versions(),
-        "git_revision": _git_revision(),
+        "versions": versions(RUN_PACKAGES),
+        "git_revision": git_revision(),
         "host": platform.node(),
     })
 
@@ -284,7 +267,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         run.setdefault("resumed", []).append({
             "at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": shlex.join(["python", "-m", "search", *(argv or [])]),
-            "git_revision": _git_revision()})
+            "git_revision": git_revision()})
         atomic_write_json(files.run_json, run)
         if not is_uri(settings.storage_path) and relocate_checkpoints(files, records):
             save_records(files, records)

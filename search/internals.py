@@ -7,8 +7,10 @@ experiment and notice when Ray's restore fails. Each use of a private attribute,
 argument or a log message of Ray or Optuna lives here and nowhere else (tests/search/
 test_internals.py scans the project for strays), with the assumption it rests on.
 
-`check()` verifies every assumption on the installed versions, cheaply (no Ray cluster: it builds
-the objects and inspects Ray's source), and fails naming the supported versions. The driver calls
+`check()` verifies every assumption on the installed versions by behaviour, cheaply (under a second,
+no Ray cluster): it builds the objects and exercises them, standing in for what would need a cluster
+(`tune.run` behind a Tuner, a TuneController's restore), and never compares Ray's source text, so a
+reformat upstream breaks nothing. It fails naming the supported versions. The driver calls
 it once before a launch or a resume touches Ray; the test suite calls it too, so an upgrade of the
 pins fails loudly in CI rather than silently at a user's resume.
 
@@ -37,8 +39,9 @@ Items (the function, then what it relies on):
 9. `count_as_live(limiter, trial_ids)`: `ConcurrencyLimiter.live_trials` and
    `num_unfinished_live_trials` (public names, undocumented state): the limiter counts the trials
    in `live_trials` against `max_concurrent` and ignores completions of trials not in it.
-10. `resume_kwargs(resume_config)`: `Tuner(_tuner_kwargs=...)` is forwarded by `TunerInternal` into
-    `tune.run(**kwargs)`, whose `resume_config` continues the experiment in the run's storage
+10. `resume_kwargs(resume_config)`: `Tuner(_tuner_kwargs=...)` is forwarded by `Tuner.fit` (of a new
+    Tuner; we never use `Tuner.restore`) into `tune.run(**kwargs)`, whose `resume_config` continues the
+    experiment in the run's storage
     (with our scheduler and search algorithm, which `Tuner.restore` would replace by the pickled ones).
 11. `on_restore_failure(handler)`: `TuneController.__init__` logs "Failed to restore the run
     state." through `logger.exception` on the logger "ray.tune.execution.tune_controller", inside
@@ -78,21 +81,22 @@ import contextlib
 import inspect
 import logging
 import pickle
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import optuna
 import ray
 from optuna.trial import FrozenTrial
 from ray import tune
 from ray.train._internal.storage import StorageContext, get_fs_and_path
+from ray.tune import Tuner
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import config_parser
-from ray.tune.impl.tuner_internal import TunerInternal
+from ray.tune.impl import tuner_internal
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
@@ -352,9 +356,9 @@ def _check_brackets_and_median() -> None:
     scheduler.on_trial_result(None, trial_ref("probe"), {"t": 2, "m": 0.5})
     _expect(asha_rungs(scheduler, 1) == [(4, {}), (2, {"probe": 0.5})],
             "ASHAScheduler.on_trial_result does not record in the bracket _trial_info[trial_id] names")
-    source = inspect.getsource(ASHAScheduler.on_trial_add)
-    _expect("_rungs" in source and "_trial_info[trial.trial_id]" in source,
-            "ASHAScheduler.on_trial_add no longer draws the bracket by its rungs into _trial_info")
+    scheduler.on_trial_add(None, trial_ref("added"))
+    _expect(any(scheduler._trial_info.get("added") is bracket for bracket in scheduler._brackets),
+            "ASHAScheduler.on_trial_add no longer puts a new trial's bracket in _trial_info[trial_id]")
     rule = MedianStoppingRule(time_attr="t", metric="m", mode="max", grace_period=1, min_samples_required=1,
                               min_time_slice=float("inf"))
     median_record(rule, "a", {"t": 1, "m": 0.9})
@@ -381,24 +385,63 @@ def _check_generator_and_limiter() -> None:
             "ConcurrencyLimiter.on_trial_complete does not release a trial counted in live_trials")
 
 
+class _Forwarded(Exception):
+    """Raised by the stand-in for `tune.run` in `_check_tuner_kwargs`, carrying what it was given."""
+
+
+def _capture_run(*args: Any, **kwargs: Any) -> None:
+    raise _Forwarded(kwargs)
+
+
 def _check_tuner_kwargs() -> None:
-    """Item 10: Tuner takes _tuner_kwargs, TunerInternal passes them on to tune.run, which resumes."""
+    """Item 10: a Tuner's _tuner_kwargs reach tune.run (stood in for: nothing runs, Ray is not started)."""
     ((name, forwarded),) = resume_kwargs(tune.ResumeConfig()).items()
-    _expect(name in inspect.signature(tune.Tuner.__init__).parameters, f"tune.Tuner takes no {name} argument")
-    for method in ("_fit_internal", "_fit_resume"):
-        _expect(f"**self.{name}" in inspect.getsource(getattr(TunerInternal, method)),
-                f"TunerInternal.{method} does not pass {name} on to tune.run")
+    _expect(name in inspect.signature(Tuner.__init__).parameters, f"tune.Tuner takes no {name} argument")
     for key in forwarded:
         _expect(key in inspect.signature(tune.run).parameters, f"tune.run takes no {key} argument")
+    marker = "internals-probe-marker"  # Tuner copies its kwargs: compared by value
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(tuner_internal, "run", _capture_run):
+        tuner = Tuner(lambda config: None, run_config=tune.RunConfig(storage_path=tmp, name="probe"),
+                           **{name: {key: marker for key in forwarded}})
+        try:
+            tuner.fit()
+            given: dict = {}
+        except _Forwarded as seen:
+            given = seen.args[0]
+    _expect(all(given.get(key) == marker for key in forwarded),
+            f"Tuner.fit does not pass {name} on to tune.run (TunerInternal._fit_internal)")
+
+
+class _ProbeRestoreError(Exception):
+    pass
+
+
+class _ProbeStopped(Exception):
+    pass
+
+
+def _failing_resume(self: TuneController, resume_config: Any) -> None:
+    raise _ProbeRestoreError
+
+
+def _stop(cause: BaseException | None) -> None:
+    raise _ProbeStopped(cause)
 
 
 def _check_restore_log() -> None:
-    """Item 11: the message is still logged, by logger.exception, on the logger we filter."""
-    module = sys.modules[TuneController.__module__]
-    _expect(getattr(getattr(module, "logger", None), "name", None) == RESTORE_LOGGER,
-            f"TuneController no longer logs on the logger {RESTORE_LOGGER!r}")
-    _expect(f'logger.exception("{RESTORE_FAILED}' in inspect.getsource(TuneController.__init__),
-            f"TuneController.__init__ no longer logs {RESTORE_FAILED!r} with logger.exception")
+    """Item 11: a TuneController whose restore fails calls our handler, inside its `except`, before
+    it goes on (its resume is stood in for by one that fails; no cluster: a fixed pending-trial limit)."""
+    with (tempfile.TemporaryDirectory() as tmp, mock.patch.object(TuneController, "resume", _failing_resume),
+          mock.patch.dict("os.environ", {"TUNE_MAX_PENDING_TRIALS_PG": "1"}), on_restore_failure(_stop)):
+        try:
+            TuneController(resume_config=tune.ResumeConfig(), storage=StorageContext(tmp, "probe"),
+                           resource_manager_factory=lambda: None)
+            cause = None
+        except _ProbeStopped as stopped:
+            cause = stopped.args[0]
+    _expect(isinstance(cause, _ProbeRestoreError),
+            f"TuneController.__init__ no longer logs {RESTORE_FAILED!r} (with the cause) on the logger "
+            f"{RESTORE_LOGGER!r} when its restore fails")
 
 
 def _probe_searcher(storage: optuna.storages.BaseStorage, seed: int) -> OptunaSearch:
@@ -437,6 +480,10 @@ def _check_restore_searcher() -> None:
                 "a restored asked optuna.Trial (its .study/.storage) does not report to the rebound study")
 
 
+# The trainable of the probe trial (registered by the check; a Trial needs a registered name).
+_PROBE_TRAINABLE = "internals_probe"
+
+
 class _ProbeExperiment:
     def __init__(self, storage: StorageContext):
         self.storage = storage
@@ -445,9 +492,13 @@ class _ProbeExperiment:
 
 def _check_relocate_experiment() -> None:
     """Item 13: set_state restores _experiment, whose spec["storage"] new trials are given."""
-    _expect('storage=spec.get("storage")' in inspect.getsource(config_parser._create_trial_from_spec),
-            'ray.tune.experiment.config_parser._create_trial_from_spec no longer gives trials spec["storage"]')
+    tune.register_trainable(_PROBE_TRAINABLE, lambda config: None)
     with tempfile.TemporaryDirectory() as tmp:
+        given = StorageContext(str(Path(tmp, "a")), "launched")
+        trial = config_parser._create_trial_from_spec({"run": _PROBE_TRAINABLE, "storage": given},
+                                                      config_parser._make_parser())
+        _expect(trial.storage is not None and trial.storage.experiment_fs_path == given.experiment_fs_path,
+                'ray.tune.experiment.config_parser._create_trial_from_spec no longer gives trials spec["storage"]')
         experiment = _ProbeExperiment(StorageContext(str(Path(tmp, "a")), "launched"))
         generator = SearchGenerator(_ProbeSearcher())
         generator.set_state({**generator.get_state(), "experiment": experiment})

@@ -9,7 +9,7 @@ search/internals.py only.
 
 `--scheduler` picks one of SCHEDULER_CLASSES; a new one is a class here with `for_search` (its
 arguments from the launch flags), `replay` (rebuild its state from recorded histories) and
-`rung_records`, and an entry in SCHEDULER_CLASSES and rundir.settings.SCHEDULERS.
+`rung_records`, and its name in rundir.settings.SCHEDULERS (SCHEDULER_CLASSES pairs them in order).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import SearchGenerator
 
 from rundir import keys as K
+from rundir.settings import SCHEDULERS
 from search import internals
 
 # What every scheduler compares: the trial's level-2 macro-F1 (its best so far), per epoch.
@@ -140,8 +141,9 @@ class ResumableFIFO(FIFOScheduler):
 # --scheduler (its names: rundir.settings.SCHEDULERS): `asha` stops the worst trials at each rung
 # (grace period, reduction factor); `hyperband` is ASHA over several brackets of grace periods;
 # `median` stops trials below the median of the others; `fifo` trains every trial to the end.
-SCHEDULER_CLASSES = {"asha": ResumableASHA, "hyperband": ResumableHyperBand, "median": ResumableMedian,
-                     "fifo": ResumableFIFO}
+# The names are SCHEDULERS' (one place, free of Ray, for the command line); the classes are in their order.
+SCHEDULER_CLASSES = dict(zip(SCHEDULERS, (ResumableASHA, ResumableHyperBand, ResumableMedian, ResumableFIFO),
+                             strict=True))
 SearchScheduler = ResumableASHA | ResumableMedian | ResumableFIFO
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -69,22 +70,27 @@ def make_sampler(name: str = "tpe", *, seed: int, n_startup_trials: int = 10) ->
     """One of Optuna's samplers. TPE with constant_liar (parallel asks see running trials as bad,
     so concurrent trials spread out) and grouped multivariate sampling (conditional parameters are
     modelled per branch). `auto` must be resolved first (`resolve_sampler`)."""
+    if name not in SAMPLER_FACTORIES:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)} (`auto` is resolved "
+                          "before a sampler is made)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True,
-                                              n_startup_trials=n_startup_trials)
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if name == "gp":
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
-        if name == "qmc":
-            return optuna.samplers.QMCSampler(seed=seed, scramble=True)
-        if name == "cmaes":
-            # CMA-ES models numbers only; choices and conditional parameters are sampled at random.
-            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
-                                                warn_independent_sampling=False)
-    raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+        return SAMPLER_FACTORIES[name](seed, n_startup_trials)
+
+
+# --sampler's names are SAMPLERS' (rundir/settings.py, free of Optuna for the command line), `auto` aside.
+SAMPLER_FACTORIES: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed, startup: optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True,
+                                                            group=True, n_startup_trials=startup),
+    "random": lambda seed, startup: optuna.samplers.RandomSampler(seed=seed),
+    "gp": lambda seed, startup: optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup),
+    "qmc": lambda seed, startup: optuna.samplers.QMCSampler(seed=seed, scramble=True),
+    # CMA-ES models numbers only; choices and conditional parameters are sampled at random.
+    "cmaes": lambda seed, startup: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup,
+                                                                warn_independent_sampling=False),
+}
+if set(SAMPLER_FACTORIES) != set(SAMPLERS) - {"auto"}:  # a name added in one place only
+    raise ImportError(f"rundir.settings.SAMPLERS {SAMPLERS} and SAMPLER_FACTORIES {tuple(SAMPLER_FACTORIES)} differ")
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):

@@ -1,11 +1,46 @@
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from model.config import TrialConfig
 from model.data import SPECIAL_TOKENS, EncodedData, prepare_data
 from model.synthetic import synthesize
+
+# Every Ray this test session starts, in the test process or in a command a test runs, keeps its
+# session directory here (Ray honours $RAY_TMPDIR), so `_ray_marker_is_truthful` sees which tests
+# start Ray without seeing other processes' Rays. Short: Ray's sockets live under it, and a Unix
+# socket path may not exceed 107 bytes.
+RAY_ROOT = Path(tempfile.gettempdir()) / f"rt{os.getpid()}"
+os.environ["RAY_TMPDIR"] = str(RAY_ROOT)
+
+
+def _ray_sessions() -> set[str]:
+    return {p.name for p in (RAY_ROOT / "ray").glob("session_*")}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on the `local_ray` fixture starts Ray; a test that starts Ray is slow."""
+    for item in items:
+        if "local_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _ray_marker_is_truthful(request: pytest.FixtureRequest):
+    """Fail a test that starts Ray without the `ray` marker: `pytest -m "not slow"` promises a
+    loop that never starts Ray."""
+    before = _ray_sessions()
+    yield
+    if _ray_sessions() - before and request.node.get_closest_marker("ray") is None:
+        pytest.fail(f"{request.node.nodeid} started Ray but is not marked: add @pytest.mark.ray")
+
 
 TINY = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
 

@@ -370,7 +370,7 @@ def test_a_kit_unpacks_once_and_puts_its_repository_pycs_in_place(tmp_path):
         R.unpack_kit(kit, tmp_path / "unpacked", repo)
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_the_cpu_smoke_run_reports_every_check_and_a_timeout(tmp_path):
     """The whole runner as the device runs it, at CPU sizes: every check gets a status, the one
     given 12 s is killed and recorded as a timeout, and the run goes on after it."""

@@ -50,7 +50,7 @@ def search_on_cluster(simulated):
     return files, frame, worker_ids
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_trials_ran_on_both_workers_at_most_two_per_gpu(search_on_cluster):
     files, frame, worker_ids = search_on_cluster
     records = read_json(files.trials_json)
@@ -68,7 +68,7 @@ def test_trials_ran_on_both_workers_at_most_two_per_gpu(search_on_cluster):
     assert peak == 2  # packed: two trials shared a GPU
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_results_landed_in_the_shared_storage(search_on_cluster):
     files, frame, _ = search_on_cluster
     assert files.root == files.root.parent / "c" and files.root.parent.name == "shared"
@@ -78,7 +78,7 @@ def test_results_landed_in_the_shared_storage(search_on_cluster):
         assert str(files.root) in row.checkpoint
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_pretraining_runs_one_worker_on_each_node_and_checkpoints_to_the_shared_storage(simulated, tmp_path):
     nodes, _, root = simulated
     train, _ = synthesize(300, seed=1)
@@ -95,7 +95,7 @@ def test_pretraining_runs_one_worker_on_each_node_and_checkpoints_to_the_shared_
     assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in out.iterdir()}
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_storage_not_visible_from_every_node_is_refused(simulated, monkeypatch, tmp_path, capsys):
     nodes, _, _ = simulated
     ray.init(address=nodes.address)
@@ -120,7 +120,7 @@ def test_storage_not_visible_from_every_node_is_refused(simulated, monkeypatch, 
     assert not ray.is_initialized() and not (tmp_path / "local" / "pretrain").exists()
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_uri_storage_keeps_run_files_local_and_resumes(tmp_path, monkeypatch):
     ray.shutdown()
     monkeypatch.chdir(tmp_path)  # run files of a URI storage go to ./runs/<name>
@@ -149,7 +149,7 @@ NOT_SHIPPED = [".git/HEAD", ".pytest_cache/v/cache/lastfailed", ".ruff_cache/0.1
                "runs/e2e/leaderboard.csv", "runs/e2e/ray/trial_1/checkpoint/state.pt", "study.db"]
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_code_shipped_to_workers_leaves_out_outputs_data_and_environments(simulated, monkeypatch, tmp_path):
     assert cluster_module.code_runtime_env()["working_dir"] == str(REPO_ROOT)
     # A checkout with a file in every place the excludes cover.
@@ -181,7 +181,7 @@ def _worker_env(name: str) -> str | None:
     return os.environ.get(name)
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_workers_get_the_time_to_end_a_trial_before_taking_the_next(simulated):
     # Tune's 2 s default made a loaded node's warm worker fail its reuse and lose the next trial.
     nodes, _, _ = simulated

@@ -41,7 +41,7 @@ from stages.confirm.run import confirm, resume_confirm, stage_finished, stage_pe
 from tests.conftest import E2E_SPACE
 from tests.search.test_resume import kill, start, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.ray
 
 ROWS, MAX_SEQ_LEN, MAX_EPOCHS, FOLDS = 600, 48, 2, 3
 # (trial id, optuna number, status, params, level-2 F1 per epoch): top 2 of the completed are 0 and 2;

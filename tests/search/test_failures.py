@@ -20,7 +20,7 @@ from search.trainable import run_trial
 from tests.search.failing_trials import flaky_trial, out_of_memory_trial
 from tests.search.test_launch import SPACE
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.ray
 
 
 def test_flaky_trial_retries_and_broken_trial_errors(tmp_path, local_ray):

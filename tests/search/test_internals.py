@@ -382,22 +382,21 @@ class _NoLiveTrials(ConcurrencyLimiter):
         del self.live_trials
 
 
-class _TunerInternalWithoutKwargs:
-    def _fit_internal(self):
-        return run(**self.arguments)  # noqa: F821 (only its source is read)
+class _TunerDroppingKwargs(internals.Tuner):
+    """A Tuner that no longer passes `_tuner_kwargs` on to tune.run."""
 
-    def _fit_resume(self):
-        return run(**self.arguments)  # noqa: F821
+    def __init__(self, *args, _tuner_kwargs=None, **kwargs):
+        super().__init__(*args, **kwargs)
 
 
-class _ControllerWithNewMessage:
-    __module__ = internals.TuneController.__module__  # the module whose logger we filter
+class _ControllerWithNewMessage(internals.TuneController):
+    """A TuneController that logs a failed restore in other words."""
 
-    def __init__(self):
+    def __init__(self, *, resume_config=None, **kwargs):
         try:
-            self.resume()
+            self.resume(resume_config)
         except Exception:
-            logging.getLogger(__name__).exception("Could not restore the experiment.")
+            logging.getLogger(internals.RESTORE_LOGGER).exception("Could not restore the experiment.")
 
 
 # name: (the fake, every check it breaks, the attribute each failure names); ASHA's brackets serve
@@ -408,7 +407,7 @@ BREAKS = {
     "MedianStoppingRule": (_RenamedResults, "items 14-15", "_results"),
     "SearchGenerator": (_RenamedBudget, "items 8-9", "_total_samples"),
     "ConcurrencyLimiter": (_NoLiveTrials, "items 8-9", "live_trials"),
-    "TunerInternal": (_TunerInternalWithoutKwargs, "item 10", "_tuner_kwargs"),
+    "Tuner": (_TunerDroppingKwargs, "item 10", "_tuner_kwargs"),
     "TuneController": (_ControllerWithNewMessage, "item 11", "Failed to restore the run state"),
 }
 

@@ -26,7 +26,7 @@ from rundir.settings import Settings
 from search.driver import launch
 from tests.conftest import E2E_SPACE
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.ray
 
 SPACE = E2E_SPACE + """warm_start:
   good: {lr: 3.0e-3, loss: ce}

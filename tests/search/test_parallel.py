@@ -19,7 +19,7 @@ from spaces.space import parse_space
 from tests.conftest import E2E_SPACE
 from tests.search.failing_trials import pid_recording_trial
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.ray
 
 
 def test_two_slots_stay_busy(tmp_path, local_ray):

@@ -174,7 +174,7 @@ def test_sigkill_mid_run_then_the_same_command_continues_from_the_last_checkpoin
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit, across processes
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_a_two_worker_ray_train_run_writes_the_same_kind_of_checkpoint_and_continues_from_storage(
         corpus, tmp_path, local_ray, capsys):
     out = tmp_path / "ddp"

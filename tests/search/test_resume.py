@@ -22,7 +22,7 @@ from rundir.trials import TrialRecord
 from search.driver import resume
 from tests.conftest import E2E_SPACE
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.ray
 
 SPACE = E2E_SPACE
 NUM_SAMPLES, MAX_EPOCHS = 6, 4

@@ -7,7 +7,7 @@ from rundir.settings import Settings
 from search.driver import launch
 from spaces.space import load_space
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.ray
 
 
 def test_seed_space_runs_every_trick(tmp_path, local_ray):
