@@ -125,7 +125,7 @@ def test_missing_space_file_lists_the_shipped_ones(tmp_path):
 # are in tests/catalogue/test_space_inputs.py) ---
 
 
-@pytest.mark.parametrize("name", ["demo", "seed", "pretrained", "wordvec"])
+@pytest.mark.parametrize("name", ["demo", "seed", "pretrained", "cpu"])
 def test_shipped_spaces_pass_the_combination_check_fast(name):
     import time
 
@@ -141,10 +141,10 @@ def test_the_wordvec_space_runs_with_or_without_vectors_and_refuses_missing_ones
     from rundir.preflight import check_space
 
     overrides = {"max_epochs": 8, "seed": 0}
-    check_space(load_space("wordvec"), overrides)  # random init: nothing to read
+    check_space(load_space("cpu"), overrides)  # random init: nothing to read
     with pytest.raises(SpaceError, match=r"trials with encoder = 'textcnn' cannot run: `checkpoint` is '.*none' "
                                          r"\(word vectors of encoder 'textcnn'\), but .*python -m search embed"):
-        check_space(load_space("wordvec", sets={"checkpoint": str(tmp_path / "none")}), overrides)
+        check_space(load_space("cpu", sets={"checkpoint": str(tmp_path / "none")}), overrides)
 
 
 def test_combinations_try_conditional_fields_active_and_inactive():
