@@ -103,7 +103,7 @@ def check(name: str, ok: bool, results: list[dict[str, Any]]) -> None:
     results.append({"check": name, "ok": bool(ok)})
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--max-epochs", type=int, default=2)
@@ -120,52 +120,99 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-agreement", type=float, default=0.97)
     parser.add_argument("--out", type=Path, default=None, help="keep the run and a summary.json in this directory")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (smoke test of this script)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def stage_commands(args: argparse.Namespace, root: Path, run_dir: Path, *, gpus: str, device_type: str
+                   ) -> list[tuple[str, list[str]]]:
+    """The user's commands, in order: launch, confirm, ensemble, predict here and on the CPU."""
+    resources = ["--cpus-per-trial", f"{args.cpus_per_trial:g}", "--gpus-per-trial", gpus]
+    return [
+        ("launch", ["launch", "--space", str(root / "space.yaml"), "--synthetic-rows", str(args.rows),
+                    "--num-samples", str(args.trials), "--max-epochs", str(args.max_epochs),
+                    "--grace-period", str(args.max_epochs), "--max-seq-len", "128",
+                    "--storage-path", str(root / "runs"), "--name", NAME, *resources]),
+        ("confirm", ["confirm", str(run_dir), "--top", str(args.top), "--folds", str(args.folds), *resources]),
+        ("ensemble", ["ensemble", str(run_dir)]),
+        ("predict", ["predict", str(run_dir), "--data", str(root / "test.csv"),
+                     "--out", str(root / "submission.csv"), "--device", device_type, "--no-progress"]),
+        ("predict-cpu", ["predict", str(run_dir), "--data", str(root / "test-head.csv"),
+                         "--out", str(root / "submission-cpu.csv"), "--device", "cpu", "--no-progress"]),
+    ]
+
+
+def print_tables(summary: dict[str, Any], args: argparse.Namespace, *, gpus: str) -> None:
+    print(f"\n{summary['device']}: {args.trials} trials, confirm of the top {args.top} x {args.folds} folds "
+          f"of a {args.layers}-layer hidden-{args.hidden} encoder at {gpus} GPU per job\n")
+    print("| stage | exit | wall s |\n|---|---|---|")
+    for name, timing in summary["timings"].items():
+        print(f"| {name} | {timing['exit']} | {timing['seconds']:.0f} |")
+    print("\n| job | device | status | time s | peak GPU GB | level-2 macro-F1 |\n|---|---|---|---|---|---|")
+    for row in summary["jobs"]:
+        memory = "" if row["gpu_mem_peak_gb"] is None else f"{row['gpu_mem_peak_gb']:.2f}"
+        score = "" if row["level2_macro_f1"] is None else f"{row['level2_macro_f1']:.4f}"
+        print(f"| {row['job']} | {row['device']} | {row['status']} | {row['time_s']} | {memory} | {score} |")
+    if "confirm_gpu" in summary:
+        gpu = summary["confirm_gpu"]
+        print(f"\nGPU during confirm: utilization mean {gpu['utilization_mean']:.0f}%, peak "
+              f"{gpu['utilization_peak']:.0f}%; memory used peak {gpu['memory_peak_gib']:.1f} GiB")
+
+
+def run_checks(summary: dict[str, Any], args: argparse.Namespace, root: Path, run_dir: Path, jobs: dict,
+               test: pd.DataFrame, *, stages: int, device_type: str, on_gpu: bool) -> list[dict[str, Any]]:
+    """The PASS/FAIL checks over what the stages left, printed and returned."""
+    results: list[dict[str, Any]] = []
+    timings = summary["timings"]
+    check("every stage exited 0", len(timings) == stages and all(t["exit"] == 0 for t in timings.values()), results)
+    check(f"every network fold job completed on {device_type}"
+          + (" (bf16 autocast) and reported its peak GPU memory" if on_gpu else ""),
+          network_jobs_on(jobs, device_type), results)
+    submission = pd.read_csv(root / "submission.csv", dtype=str) if (root / "submission.csv").is_file() else None
+    labels = read_json(run_dir / "confirm" / "confirm.json")["labels"] if jobs else []
+    check(f"predict on {device_type} wrote one valid label per input row, in input order",
+          submission is not None and submission_matches(submission, test["id"], labels), results)
+    cpu = root / "submission-cpu.csv"
+    share = agreement(submission, pd.read_csv(cpu, dtype=str)) if submission is not None and cpu.is_file() else 0.0
+    summary["cpu_agreement"] = share
+    check(f"its labels agree with predict on the CPU on {share:.1%} of {min(args.cpu_rows, len(test))} rows "
+          f"(at least {args.min_agreement:.0%})", share >= args.min_agreement, results)
+    return results
+
+
+def prepare(root: Path, args: argparse.Namespace) -> pd.DataFrame:
+    """The space file and the test files the stages read; returns the synthetic test texts."""
+    (root / "space.yaml").write_text(space_yaml(args))
+    test = synthesize(args.rows, seed=0)[1].astype({"id": str})  # the launch's own synthetic test texts
+    test.to_csv(root / "test.csv", index=False)
+    test.head(args.cpu_rows).to_csv(root / "test-head.csv", index=False)
+    return test
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     on_gpu = torch.cuda.is_available()
     if not on_gpu and not args.allow_cpu:
         sys.exit("no CUDA device visible: run this on a GPU machine (or pass --allow-cpu to smoke-test it)")
     gpus = f"{args.gpus_per_trial if on_gpu else 0:g}"
     device_type = "cuda" if on_gpu else "cpu"
-
     with contextlib.ExitStack() as stack:
         root = args.out if args.out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         root.mkdir(parents=True, exist_ok=True)
         run_dir = root / "runs" / NAME
         if run_dir.exists():
             sys.exit(f"{run_dir} exists: pass another --out, or remove it")
-        (root / "space.yaml").write_text(space_yaml(args))
-        test = synthesize(args.rows, seed=0)[1].astype({"id": str})  # the launch's own synthetic test texts
-        test.to_csv(root / "test.csv", index=False)
-        test.head(args.cpu_rows).to_csv(root / "test-head.csv", index=False)
-        resources = ["--cpus-per-trial", f"{args.cpus_per_trial:g}", "--gpus-per-trial", gpus]
-        timings: dict[str, Any] = {}
+        test = prepare(root, args)
         samples: list[tuple[float, float]] = []
         summary: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
                                    "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()},
-                                   "timings": timings}
-
-        def save() -> None:
-            (root / "summary.json").write_text(json.dumps(summary, indent=1))
-
-        stages = [
-            ("launch", ["launch", "--space", str(root / "space.yaml"), "--synthetic-rows", str(args.rows),
-                        "--num-samples", str(args.trials), "--max-epochs", str(args.max_epochs),
-                        "--grace-period", str(args.max_epochs), "--max-seq-len", "128",
-                        "--storage-path", str(root / "runs"), "--name", NAME, *resources]),
-            ("confirm", ["confirm", str(run_dir), "--top", str(args.top), "--folds", str(args.folds), *resources]),
-            ("ensemble", ["ensemble", str(run_dir)]),
-            ("predict", ["predict", str(run_dir), "--data", str(root / "test.csv"),
-                         "--out", str(root / "submission.csv"), "--device", device_type, "--no-progress"]),
-            ("predict-cpu", ["predict", str(run_dir), "--data", str(root / "test-head.csv"),
-                             "--out", str(root / "submission-cpu.csv"), "--device", "cpu", "--no-progress"]),
-        ]
-        for name, argv in stages:
+                                   "timings": {}}
+        stages = stage_commands(args, root, run_dir, gpus=gpus, device_type=device_type)
+        for name, command in stages:
             with gpu_sampling(samples) if name == "confirm" else contextlib.nullcontext():
-                ok = run_stage(name, argv, timings)
-            save()
+                ok = run_stage(name, command, summary["timings"])
+            (root / "summary.json").write_text(json.dumps(summary, indent=1))
             if not ok:
                 break
-
         jobs_json = run_dir / "confirm" / "jobs.json"
         jobs = read_json(jobs_json) if jobs_json.is_file() else {}
         summary["jobs"] = job_rows(jobs)
@@ -173,38 +220,11 @@ def main(argv: list[str] | None = None) -> None:
             utils = [u for u, _ in samples]
             summary["confirm_gpu"] = {"utilization_mean": sum(utils) / len(utils), "utilization_peak": max(utils),
                                       "memory_peak_gib": max(m for _, m in samples) / 1024}
-        print(f"\n{summary['device']}: {args.trials} trials, confirm of the top {args.top} x {args.folds} folds "
-              f"of a {args.layers}-layer hidden-{args.hidden} encoder at {gpus} GPU per job\n")
-        print("| stage | exit | wall s |\n|---|---|---|")
-        for name, timing in timings.items():
-            print(f"| {name} | {timing['exit']} | {timing['seconds']:.0f} |")
-        print("\n| job | device | status | time s | peak GPU GB | level-2 macro-F1 |\n|---|---|---|---|---|---|")
-        for row in summary["jobs"]:
-            memory = "" if row["gpu_mem_peak_gb"] is None else f"{row['gpu_mem_peak_gb']:.2f}"
-            score = "" if row["level2_macro_f1"] is None else f"{row['level2_macro_f1']:.4f}"
-            print(f"| {row['job']} | {row['device']} | {row['status']} | {row['time_s']} | {memory} | {score} |")
-        if "confirm_gpu" in summary:
-            gpu = summary["confirm_gpu"]
-            print(f"\nGPU during confirm: utilization mean {gpu['utilization_mean']:.0f}%, peak "
-                  f"{gpu['utilization_peak']:.0f}%; memory used peak {gpu['memory_peak_gib']:.1f} GiB")
-
-        results: list[dict[str, Any]] = []
-        check("every stage exited 0", len(timings) == len(stages)
-              and all(t["exit"] == 0 for t in timings.values()), results)
-        check(f"every network fold job completed on {device_type}"
-              + (" (bf16 autocast) and reported its peak GPU memory" if on_gpu else ""),
-              network_jobs_on(jobs, device_type), results)
-        submission = pd.read_csv(root / "submission.csv", dtype=str) if (root / "submission.csv").is_file() else None
-        labels = read_json(run_dir / "confirm" / "confirm.json")["labels"] if jobs else []
-        check(f"predict on {device_type} wrote one valid label per input row, in input order",
-              submission is not None and submission_matches(submission, test["id"], labels), results)
-        cpu = root / "submission-cpu.csv"
-        share = agreement(submission, pd.read_csv(cpu, dtype=str)) if submission is not None and cpu.is_file() else 0.0
-        summary["cpu_agreement"] = share
-        check(f"its labels agree with predict on the CPU on {share:.1%} of {min(args.cpu_rows, len(test))} rows "
-              f"(at least {args.min_agreement:.0%})", share >= args.min_agreement, results)
+        print_tables(summary, args, gpus=gpus)
+        results = run_checks(summary, args, root, run_dir, jobs, test, stages=len(stages), device_type=device_type,
+                             on_gpu=on_gpu)
         summary["checks"] = results
-        save()
+        (root / "summary.json").write_text(json.dumps(summary, indent=1))
     sys.exit(0 if all(r["ok"] for r in results) else 1)
 
 

@@ -23,22 +23,32 @@ def _ray_sessions() -> set[str]:
     return {p.name for p in (RAY_ROOT / "ray").glob("session_*")}
 
 
+# Fixtures that start Ray: a test using one is a `ray` test.
+RAY_FIXTURES = {"local_ray", "finished_run"}
+_SESSIONS_BEFORE = pytest.StashKey[set]()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test on the `local_ray` fixture starts Ray; a test that starts Ray is slow."""
+    """A test on a fixture that starts Ray is a `ray` test; a `ray` test is slow."""
     for item in items:
-        if "local_ray" in getattr(item, "fixturenames", ()):
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ray)
         if item.get_closest_marker("ray") is not None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_SESSIONS_BEFORE] = _ray_sessions()  # before any fixture of the test is set up
+
+
 @pytest.fixture(autouse=True)
 def _ray_marker_is_truthful(request: pytest.FixtureRequest):
-    """Fail a test that starts Ray without the `ray` marker: `pytest -m "not slow"` promises a
-    loop that never starts Ray."""
-    before = _ray_sessions()
+    """Fail a test that starts Ray (itself, through a fixture, or in a command it runs) without the
+    `ray` marker: `pytest -m "not slow"` promises a loop that never starts Ray."""
     yield
-    if _ray_sessions() - before and request.node.get_closest_marker("ray") is None:
+    started = _ray_sessions() - request.node.stash.get(_SESSIONS_BEFORE, set())
+    if started and request.node.get_closest_marker("ray") is None:
         pytest.fail(f"{request.node.nodeid} started Ray but is not marked: add @pytest.mark.ray")
 
 
@@ -81,3 +91,14 @@ def write_csv(path, rows: list[dict] | str) -> str:
     else:
         pd.DataFrame(rows).to_csv(path, index=False)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray (2 CPUs) for one module's in-process end-to-end tests (its tests are marked `ray`)."""
+    import ray  # here: the fast loop (`-m "not slow"`) never needs it
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()

@@ -91,7 +91,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# The resource cases start Ray to see the nodes.
+STARTS_RAY = ("too many cpus", "no gpu")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.ray) if c in STARTS_RAY else c for c in CASES])
 def test_bad_input_fails_fast_and_starts_no_trial(tmp_path, case):
     make, error, message = CASES[case]
     (tmp_path / "space.yaml").write_text(TINY_SPACE)
@@ -136,6 +140,7 @@ def test_gpus_left_unused_by_gpus_per_trial_0_are_noted():
     assert check_resources(cpus_per_trial=2, gpus_per_trial=0, nodes=nodes[1:]) is None  # no live GPU
 
 
+@pytest.mark.slow
 def test_cli_prints_the_error_and_exits_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "search", "launch", "--max-epochs", "2", "--grace-period", "3",

@@ -20,7 +20,7 @@ from search import cluster as cluster_module
 from search.cluster import REPO_ROOT
 from search.driver import launch, resume
 from tests.search.test_launch import SPACE
-from tests.search.test_pretrain_cli import TINY
+from tests.stages.test_pretrain import TINY
 
 NUM_SAMPLES = 6
 

@@ -82,6 +82,7 @@ def _descendants(root: int) -> set[int]:
     return found - {root}
 
 
+@pytest.mark.ray
 def test_a_sigkilled_drivers_ray_is_reaped_by_the_next_local_start():
     """A real driver with a local Ray, killed with SIGKILL: the agents it leaves are ended by
     `reap_orphans`, which `connect` runs before the next local Ray starts."""

@@ -141,6 +141,7 @@ def test_a_different_run_on_the_same_out_is_refused_with_exit_2(corpus, tmp_path
                           "(--mask-prob 0.15 -> 0.2)")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_the_same_command_continues_from_the_last_checkpoint(corpus, tmp_path, monkeypatch):
     argv = pretrain_args(corpus, tmp_path / "killed", "--steps", "150", "--save-every", "10")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

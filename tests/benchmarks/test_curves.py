@@ -22,6 +22,7 @@ def record_argv(out, epochs=2):
             "--max-seq-len", "16", "--workers", "1"]
 
 
+@pytest.mark.slow
 def test_record_curves_writes_every_epoch_and_continues_after_a_kill(tmp_path, capsys):
     out = tmp_path / "curves.csv"
     record_curves.main(record_argv(out))
@@ -50,6 +51,7 @@ def test_record_curves_writes_every_epoch_and_continues_after_a_kill(tmp_path, c
     assert "max_epochs: 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_table_continues_on_the_same_data_at_another_path_but_not_on_other_data(tmp_path, capsys):
     from model.synthetic import synthesize
     frame = synthesize(211, seed=0)[0]
@@ -92,6 +94,7 @@ def test_surrogate_ranks_held_out_configs():
     assert f1.shape == seconds.shape == (1, 3) and np.all(np.diff(f1[0]) > 0)
 
 
+@pytest.mark.ray
 def test_search_efficiency_replays_methods_at_equal_budget(tmp_path, capsys, monkeypatch):
     curves = tmp_path / "curves.csv"
     synthetic_curves().to_csv(curves, index=False)

@@ -47,6 +47,7 @@ def test_agreement_is_over_the_ids_both_submissions_hold():
     assert G.agreement(full, head.iloc[:0]) == 0.0
 
 
+@pytest.mark.ray
 def test_the_whole_check_passes_on_the_cpu(tmp_path, capsys):
     with pytest.raises(SystemExit) as ended:
         G.main(["--allow-cpu", "--hidden", "32", "--layers", "1", "--heads", "2", "--rows", "800",
