@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 
 from rundir.paths import name_problem
@@ -59,3 +60,20 @@ def plain_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{problem}; pass a plain name such as my-search (the run goes to "
                                          "<storage-path>/<name>; choose the directory with --storage-path)")
     return text
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|min|m|s)")
+_UNIT_SECONDS = {"h": 3600, "m": 60, "min": 60, "s": 1}
+
+
+def duration(text: str) -> float:
+    """Wall time with units, in seconds: `2h`, `90m`, `45min`, `1h30m`, `600s`."""
+    compact = text.replace(" ", "").lower()
+    parts = _DURATION.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write it with units, e.g. 2h, 90m, "
+                                         "1h30m or 600s")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if not 0 < seconds < 366 * 24 * 3600:
+        raise argparse.ArgumentTypeError(f"{text} is not a duration between a second and a year")
+    return seconds

@@ -11,6 +11,7 @@
     embed      word vectors (word2vec, fastText) on unlabeled text, for the textcnn/dpcnn/bigru encoders
     ensemble   choose an ensemble of the confirmed members from their out-of-fold predictions
     predict    write a submission (id,label) for a test file with the ensemble, a member or a trial
+    pipeline   from training data to a submission within a time budget (search, confirm, ensemble, predict)
 
 Each sub-parser sets `func` (its `cmd_*` handler); `main` calls it and turns the errors of bad input
 into `error: ...` and exit status 2. `launch` and `train-one` share `data_parser()`, and build their
@@ -34,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="what to do; `python -m search COMMAND --help` lists its flags")
     # in the order a user meets them: search, watch it, confirm, ensemble, predict; then the tools
     for add in (search.add_launch, search.add_resume, search.add_status, search.add_export, search.add_report,
-                stages.add_confirm, stages.add_ensemble, stages.add_predict, search.add_train_one,
-                stages.add_pretrain, stages.add_embed):
+                stages.add_confirm, stages.add_ensemble, stages.add_predict, stages.add_pipeline,
+                search.add_train_one, stages.add_pretrain, stages.add_embed):
         add(sub)
     return parser
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cli.base import EXIT_UNFINISHED, add_command
-from cli.flags import at_least, finite_float, plain_name
+from cli.flags import at_least, duration, finite_float, plain_name
 from model.errors import ConfigError
 
 
@@ -41,20 +41,38 @@ def data_parser() -> argparse.ArgumentParser:
     return parser
 
 def add_launch(sub: argparse._SubParsersAction) -> None:
-    from rundir.settings import AUTO_GP_MAX_TRIALS, DEFAULT_MAX_EPOCHS, SAMPLERS, SCHEDULERS, Settings
+    from rundir.settings import Settings
 
     d = Settings()
     p = add_command(sub, "launch", cmd_launch, parents=[_space_parser(), data_parser()],
-                 help="run a search (default: the demo space on synthetic data)")
+                    help="run a search (default: the demo space on synthetic data)")
+    run = add_run_flags(p, d)
+    run.add_argument("--num-samples", type=int, default=d.num_samples, help="trials to run")
+    run.add_argument("--time-budget", dest="time_budget_s", type=duration, default=d.time_budget_s,
+                     metavar="DURATION", help="stop the search after this wall time (e.g. 30m, 2h; Ray Tune's "
+                     "time_budget_s): trials still training are stopped and recorded as pruned, and `resume` "
+                     "continues from there (default: until --num-samples trials are done)")
+    add_method_flags(p, d)
+    add_resource_flags(p, d)
+
+
+def add_run_flags(p: argparse.ArgumentParser, d) -> argparse._ArgumentGroup:
+    """--name, --storage-path, --seed, --set: where a run lives and what it fixes (launch, pipeline)."""
     run = p.add_argument_group("run")
     run.add_argument("--name", type=plain_name, default=d.name, help="run name (default: <space>-<date>-<time>)")
     run.add_argument("--storage-path", default=d.storage_path, help="RUN_DIR is <storage-path>/<name>")
-    run.add_argument("--num-samples", type=int, default=d.num_samples, help="trials to run")
     run.add_argument("--seed", type=at_least(0), default=d.seed, help="seed of the sampler, the split and every trial")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a TrialConfig field for every trial (repeatable), over the space's `fixed`, e.g. "
                      "--set checkpoint=ckpt/bert-h256; a field the space searches is refused. Kept in run.json for "
                      "resume, confirm, predict and the leaderboard's train-one command")
+    return run
+
+
+def add_method_flags(p: argparse.ArgumentParser, d) -> None:
+    """The sampler, the scheduler and its budget in epochs (launch, pipeline)."""
+    from rundir.settings import AUTO_GP_MAX_TRIALS, DEFAULT_MAX_EPOCHS, SAMPLERS, SCHEDULERS
+
     method = p.add_argument_group("search method (recorded in run.json; a resume keeps it)")
     method.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
                         help="Optuna sampler: tpe (multivariate, grouped, constant liar), random, gp (Gaussian "
@@ -73,6 +91,10 @@ def add_launch(sub: argparse._SubParsersAction) -> None:
     sched.add_argument("--grace-period", type=int, default=d.grace_period, help="epochs before a trial can be stopped")
     sched.add_argument("--reduction-factor", type=finite_float, default=d.reduction_factor,
                        help="ASHA: 1/factor of the trials go on at each rung (> 1)")
+
+
+def add_resource_flags(p: argparse.ArgumentParser, d) -> None:
+    """Where trials run and with what (launch, pipeline)."""
     res = p.add_argument_group("resources")
     res.add_argument("--address", default=d.address,
                      help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, "
@@ -85,6 +107,7 @@ def add_launch(sub: argparse._SubParsersAction) -> None:
                      help="trials at once (default: as many as the resources hold)")
     res.add_argument("--max-failures", type=int, default=d.max_failures,
                      help="retries of a crashing trial, from its last checkpoint")
+
 
 def add_train_one(sub: argparse._SubParsersAction) -> None:
     from rundir.settings import DEFAULT_MAX_EPOCHS, Settings
@@ -116,6 +139,9 @@ def add_resume(sub: argparse._SubParsersAction) -> None:
                    "Always resumes the search, even with an unfinished confirm stage")
     p.add_argument("--max-failures", type=int, default=None,
                    help="retries of a crashing trial or job (default: the run's, or the confirm stage's)")
+    p.add_argument("--time-budget", dest="time_budget_s", type=duration, default=None, metavar="DURATION",
+                   help="run trials for at most this wall time in this session (e.g. 30m; default: the run's "
+                   "--time-budget)")
     p.add_argument("--retry-errored", action="store_true",
                    help="also resume the trials (or confirm jobs) that ended as errors (after fixing the cause), "
                    "from their last checkpoint under the same id")
@@ -156,15 +182,19 @@ def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
 def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
     from search.driver import is_finished, resume, run_budget
     from stages.confirm.run import resume_confirm, stage_pending
+    from stages.pipeline import pipeline_pending, resume_pipeline
 
     sys.stdout.reconfigure(line_buffering=True)
+    if args.num_samples is None and pipeline_pending(args.run_dir):
+        resume_pipeline(args.run_dir)
+        return
     if args.num_samples is None and stage_pending(args.run_dir):
         outcome = resume_confirm(args.run_dir, max_failures=args.max_failures, retry_errored=args.retry_errored)
         if not outcome.finished:
             sys.exit(EXIT_UNFINISHED)
         return
     files, frame = resume(args.run_dir, num_samples=args.num_samples, max_failures=args.max_failures,
-                          retry_errored=args.retry_errored, argv=argv)
+                          retry_errored=args.retry_errored, time_budget_s=args.time_budget_s, argv=argv)
     if not is_finished(frame, run_budget(files)):
         sys.exit(EXIT_UNFINISHED)
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cli.base import EXIT_UNFINISHED, add_command
-from cli.flags import finite_float
+from cli.flags import at_least, duration, finite_float
 from model.errors import ConfigError
 
 PREDICT_BATCH_SIZE = 256  # `predict --batch-size`: rows per forward pass
@@ -149,3 +149,37 @@ def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
         raise ConfigError(f"--probs {args.probs} is the --out file: pass two file names, e.g. --probs probs.npy")
     run_predict(args.run_dir, data=args.data, out_path=args.out, use=args.use, probs_path=args.probs,
                 batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+
+
+def add_pipeline(sub: argparse._SubParsersAction) -> None:
+    from cli.search_commands import _space_parser, add_method_flags, add_resource_flags, add_run_flags, data_parser
+    from rundir.pipeline import MAX_TOP
+    from rundir.settings import Settings
+
+    d = Settings()
+    p = add_command(sub, "pipeline", cmd_pipeline, parents=[_space_parser(), data_parser()],
+                    help="from training data to a submission within a time budget: search, confirm, ensemble, "
+                    "predict", description="Run the stages in one RUN_DIR within --budget of wall time: word "
+                    "vectors (for a space that needs them), the search until its share of the budget, confirm of "
+                    "the top configs that fit on every fold (--folds), the ensemble, and the prediction of --test "
+                    "into --out. Prints the plan first, where it stands every few minutes, and a summary with the "
+                    "time each stage planned and took. `python -m search resume RUN_DIR` continues it after a kill.")
+    io = p.add_argument_group("pipeline")
+    io.add_argument("--test", required=True, help="the test CSV to predict (header id,text)")
+    io.add_argument("--out", required=True, help="the submission CSV to write (id,label)")
+    io.add_argument("--budget", required=True, type=duration, metavar="DURATION",
+                    help="wall time for every stage together, e.g. 2h, 90m (at least 5m)")
+    io.add_argument("--max-top", type=at_least(1), default=MAX_TOP,
+                    help="confirm at most this many configs (fewer when fewer fit the budget)")
+    add_run_flags(p, d)
+    add_method_flags(p, d)
+    add_resource_flags(p, d)
+
+
+def cmd_pipeline(args: argparse.Namespace, argv: list[str]) -> None:
+    from rundir.settings import Settings
+    from stages.pipeline import start_pipeline
+
+    sys.stdout.reconfigure(line_buffering=True)
+    start_pipeline(Settings.from_namespace(args), test=args.test, out_path=args.out, budget_s=args.budget,
+                   folds=args.folds, max_top=args.max_top, argv=argv)

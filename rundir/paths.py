@@ -59,6 +59,16 @@ class RunFiles:
         return self.root / "report"
 
     @property
+    def pipeline_json(self) -> Path:
+        """What `python -m search pipeline` planned and how far it got (rundir/pipeline.py)."""
+        return self.root / "pipeline.json"
+
+    @property
+    def vectors_dir(self) -> Path:
+        """The word vectors a pipeline trained for its space (`embed`)."""
+        return self.root / "vectors"
+
+    @property
     def confirm(self) -> ConfirmFiles:
         return ConfirmFiles(self.root / "confirm")
 

@@ -53,6 +53,8 @@ def check_settings(s: Any) -> None:
         raise ConfigError(f"--sampler is {s.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if s.scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler is {s.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if s.time_budget_s is not None and not (math.isfinite(s.time_budget_s) and s.time_budget_s > 0):
+        raise ConfigError(f"--time-budget is {s.time_budget_s} s, but must be a positive duration, e.g. 30m")
     if s.startup_trials is not None and s.startup_trials < 0:
         raise ConfigError(f"--startup-trials is {s.startup_trials}, but must be >= 0")
     check_data_flags(s)

@@ -42,6 +42,7 @@ class LeaderboardCallback(Callback):
         self.command_prefix = command_prefix
         self.records: dict[str, TrialRecord] = load_records(files)
         self._synced = False
+        self.stopped_at_end: dict[str, dict] = {}  # trial id -> last result (see on_experiment_end)
 
     def setup(self, **info: Any) -> None:
         # The files on disk are newer than any state Ray restores with this callback.
@@ -144,6 +145,20 @@ class LeaderboardCallback(Callback):
         record = self._record(trial)
         record.status, record.error, record.ended_at = ERROR, error_message(trial), time.time()
         self.write()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """Trials Ray terminated without completing them: the time budget (`time_budget_s`) ran
+        out while they trained. Recorded as their last result says (pruned: stopped before their
+        budget), and kept in `stopped_at_end` for the searcher, which Ray does not tell either."""
+        for trial in trials:
+            record = self.records.get(trial.trial_id)
+            if trial.status == Trial.TERMINATED and record is not None and record.status == RUNNING:
+                if (trial.last_result or {}).get(M.EPOCH) is not None:  # it may have reported nothing yet
+                    self._take(record, trial.last_result)
+                record.status, record.ended_at = final_status(trial.last_result), time.time()
+                self.stopped_at_end[trial.trial_id] = dict(trial.last_result or {})
+        if self.stopped_at_end:
+            self.write()
 
 
 class ProgressPrinter(Callback):

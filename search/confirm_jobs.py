@@ -184,6 +184,7 @@ class JobGrid:
     completed: frozenset[str]  # jobs that completed before (a restored experiment may still list them)
     skipped: frozenset[str]  # errored jobs not retried
     max_epochs: int
+    time_budget_s: float | None = None  # stop the jobs after this wall time (those unfinished stay unfinished)
 
 
 def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tuple[str, str], retry: bool,
@@ -213,6 +214,7 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
         tune_config=tune.TuneConfig(
             scheduler=FIFOScheduler(),  # every job trains its full budget: no pruning
             max_concurrent_trials=slots(settings),
+            time_budget_s=grid.time_budget_s,
             reuse_actors=REUSE_WORKERS,  # warm workers, as in the search (search/session.py)
             trial_dirname_creator=lambda trial: f"{trial.config[K.JOB].replace('/', '_')}_{trial.trial_id}",
         ),

@@ -101,6 +101,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             search_alg=search_alg,
             scheduler=scheduler or make_scheduler(settings, max_epochs),
             num_samples=settings.num_samples,
+            time_budget_s=settings.time_budget_s,
             reuse_actors=REUSE_WORKERS,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
@@ -157,12 +158,14 @@ def _refuse_existing(settings: Settings, files: RunFiles) -> None:
 
 
 @contextlib.contextmanager
-def new_run_dir(settings: Settings, files: RunFiles):
+def new_run_dir(settings: Settings, files: RunFiles, *, keep: frozenset[str] = frozenset()):
     """Create RUN_DIR for the block; if the block fails before Ray's experiment has saved its state
     (before the first trial: nothing there that `resume` could continue), remove RUN_DIR again, so a
-    failed launch leaves no half-made run behind and the same launch can simply be repeated."""
+    failed launch leaves no half-made run behind and the same launch can simply be repeated.
+    `keep`: names already in RUN_DIR that belong to its caller (a pipeline's record and vectors):
+    RUN_DIR may exist holding only those, and they stay whatever happens."""
     try:
-        files.root.mkdir(parents=True)
+        files.root.mkdir(parents=True, exist_ok=bool(keep))
     except FileExistsError:  # another launch took the name since the check
         _refuse_existing(settings, files)
     try:
@@ -172,8 +175,17 @@ def new_run_dir(settings: Settings, files: RunFiles):
         with contextlib.suppress(Exception):
             started = has_experiment_state(settings, files)
         if not started:
-            shutil.rmtree(files.root, ignore_errors=True)
+            _remove_all_but(files.root, keep)
         raise
+
+
+def _remove_all_but(root: Path, keep: frozenset[str]) -> None:
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for entry in root.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 def has_experiment_state(settings: Settings, files: RunFiles) -> bool:
@@ -181,11 +193,11 @@ def has_experiment_state(settings: Settings, files: RunFiles) -> bool:
 
 
 def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[str], Any] = print,
-           trial_fn: Callable = run_trial) -> tuple[RunFiles, pd.DataFrame]:
+           trial_fn: Callable = run_trial, keep: frozenset[str] = frozenset()) -> tuple[RunFiles, pd.DataFrame]:
     """Run a whole search and return its run files and final leaderboard.
 
     `trial_fn` is what each Ray trial calls, with `run_trial`'s signature; tests wrap it to inject
-    failures.
+    failures. `keep`: names RUN_DIR may already hold, its caller's (stages/pipeline.py).
     """
     internals.check()  # before anything is written: the Ray and Optuna internals we use still hold
     preflight.check_settings(settings)
@@ -196,7 +208,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
     preflight.check_run_location(settings)
     files = run_files(settings.storage_path, settings.name or default_name(space_path))
-    if files.root.exists():
+    if files.root.exists() and not (keep and {e.name for e in files.root.iterdir()} <= keep):
         _refuse_existing(settings, files)
     data = load_data(settings)
 
@@ -204,7 +216,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
         gpu_note = preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
                                              gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
         check_shared_storage(settings.storage_path, ray.nodes())
-        with new_run_dir(settings, files), run_lock(files):
+        with new_run_dir(settings, files, keep=keep), run_lock(files):
             write_run_record(files, settings=settings, space=space, space_path=space_path, data=data,
                              max_epochs=max_epochs, argv=argv)
             out(f"RUN_DIR {files.root}")
@@ -225,11 +237,12 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
 
 
 def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures: int | None = None,
-           retry_errored: bool = False, argv: list[str] | None = None, out: Callable[[str], Any] = print,
-           trial_fn: Callable = run_trial) -> tuple[RunFiles, pd.DataFrame]:
+           retry_errored: bool = False, time_budget_s: float | None = None, argv: list[str] | None = None,
+           out: Callable[[str], Any] = print, trial_fn: Callable = run_trial) -> tuple[RunFiles, pd.DataFrame]:
     """Continue the run in `run_dir`: interrupted trials from their last checkpoint, ended trials
     never again (`retry_errored`: except errored ones, which resume from their last checkpoint
-    under the same id), up to `num_samples` trials in all (default: the run's budget)."""
+    under the same id), up to `num_samples` trials in all (default: the run's budget), for at most
+    `time_budget_s` wall seconds (default: the run's --time-budget, per driver session)."""
     internals.check()  # before anything is written: the Ray and Optuna internals we use still hold
     files = RunFiles(Path(run_dir))
     run, settings = run_settings(files)
@@ -247,6 +260,8 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         settings = dataclasses.replace(settings, num_samples=num_samples)
     if max_failures is not None:
         settings = dataclasses.replace(settings, max_failures=max_failures)
+    if time_budget_s is not None:
+        settings = dataclasses.replace(settings, time_budget_s=time_budget_s)
     preflight.check_settings(settings)
     space = _stored_space(files, settings, out)
     if settings.num_samples < len(records):
@@ -368,7 +383,8 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
             ) -> pd.DataFrame:
     """Run (or continue) the Tuner and return the final leaderboard."""
     run = read_json(files.run_json)
-    out(f"search: {settings.num_samples} trials, up to {max_epochs} epochs each, "
+    until = f"until {settings.time_budget_s / 60:.1f} min have passed or " if settings.time_budget_s else ""
+    out(f"search: {until}{settings.num_samples} trials, up to {max_epochs} epochs each, "
         f"{describe_method(run_method(run), asdict(settings))}, {concurrency(settings)} at a time")
     board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched, seed=settings.seed,
                                 fold=settings.fold, command_prefix=run.get("reproduce"))
@@ -385,7 +401,12 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
                         callbacks=[board, printer], scheduler=scheduler, resume=resume, retry=retry)
     with restore_must_succeed() if resume else contextlib.nullcontext():
         tuner.fit()
+    for trial_id, last in board.stopped_at_end.items():  # the time budget ran out while they trained
+        searcher.on_trial_complete(trial_id, last)
     frame = board.write()
+    if board.stopped_at_end:
+        out(f"the time budget ({settings.time_budget_s:.0f} s) ran out: {len(board.stopped_at_end)} trial(s) "
+            "stopped as they were (recorded as pruned at the epoch they reached)")
     if searcher.exhausted and not (frame["status"] == RUNNING).any() and len(frame) < settings.num_samples:
         out(f"the space holds no configuration not yet trained (the sampler proposed only repeats): the search "
             f"ends after {len(frame)} of {settings.num_samples} trials, and run.json's budget is lowered to "
@@ -398,6 +419,8 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     if is_finished(frame, settings.num_samples):
         searcher.reconcile(final=True)
         out(summary(frame, files))
+        out(f"next: python -m search confirm {shlex.quote(str(files.root))}   (the top 5 completed trials on every "
+            "fold, and the linear member)")
     else:
         out(summary(frame, files) + f"\n\nthe search stopped early: continue it with "
             f"`python -m search resume {files.root}`")
@@ -419,6 +442,6 @@ def summary(frame: pd.DataFrame, files: RunFiles, top: int = 5) -> str:
     counts = frame["status"].value_counts().to_dict()
     return (f"\n{len(frame)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
             + f"\n\ntop {min(top, len(frame))}:\n{top_table(frame, top)}\n\nleaderboard: {files.leaderboard_csv}"
-            + f"\nexport: python -m search export {files.root} --out leaderboard.csv")
+            + f"\nexport: python -m search export {shlex.quote(str(files.root))} --out leaderboard.csv")
 
 

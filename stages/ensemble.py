@@ -101,13 +101,15 @@ def score_options(oof: OutOfFold, members: list[str], max_members: int) -> dict[
 
 
 def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
-                 max_members: int = DEFAULT_MAX_MEMBERS, argv: list[str] | None = None,
+                 max_members: int = DEFAULT_MAX_MEMBERS, partial: bool = False, argv: list[str] | None = None,
                  out: Out = print) -> EnsembleRecord:
     """Score every ensemble option over the complete members' OOF predictions, write the one
-    `method` names to RUN_DIR/confirm/ensemble.json (returned), print the table."""
+    `method` names to RUN_DIR/confirm/ensemble.json (returned), print the table. `partial`: leave
+    out members confirm did not finish (a pipeline out of time) instead of refusing."""
     check_options(method, max_members)
     run = load_confirm(run_dir)
-    members, failed = run.complete_members()  # rank order: vote's tie-break and greedy's tie order
+    # rank order: vote's tie-break and greedy's tie order
+    members, failed = run.complete_members(partial=partial)
     for name, why in failed.items():
         out(f"note: leaving out {name}: {why}")
     oof = load_oof(run, members)
@@ -132,6 +134,8 @@ def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
         f"ensembles scored in {time.perf_counter() - started:.1f}s")
     _report(scores, options, record, out)
     out(f"wrote {run.files.ensemble_json}")
+    out(f"next: python -m search predict {shlex.quote(str(run_dir))} --data test.csv --out submission.csv   "
+        "(your test file: header id,text)")
     return record
 
 

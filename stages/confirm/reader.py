@@ -89,20 +89,21 @@ class ConfirmRun:
         names = [m.name for m in self.members]
         return [*[n for n in ranked if n in names], *[n for n in names if n not in ranked]]
 
-    def complete_members(self) -> tuple[list[str], dict[str, str]]:
-        """(complete members in rank order, {failed member: why}).
+    def complete_members(self, *, partial: bool = False) -> tuple[list[str], dict[str, str]]:
+        """(complete members in rank order, {left-out member: why}).
 
         Raises ConfigError when confirm has not finished (confirm.csv missing or a member unfinished):
         an ensemble over part of the members, or of a member over part of its folds, would silently
-        differ from the one confirm is producing."""
+        differ from the one confirm is producing. With `partial` (a pipeline whose confirm stage ran
+        out of time), unfinished members are left out like failed ones."""
         states = {n: self.state(n) for n in self.rank_order()}
         unfinished = {n: why for n, (state, why) in states.items() if state == UNFINISHED}
         run_dir = self.files.run_dir
-        if unfinished or self.ranking is None:
+        if (unfinished and not partial) or self.ranking is None:
             listing = "; ".join(f"{n}: {why}" for n, why in unfinished.items()) or "confirm.csv is not written yet"
             raise ConfigError(f"confirm in {run_dir} has not finished ({listing}): resume it with "
                               f"`{RESUME_COMMAND.format(run_dir=run_dir)}`, then run this again")
-        failed = {n: why for n, (state, why) in states.items() if state == FAILED}
+        failed = {n: why for n, (state, why) in states.items() if state != COMPLETE}
         complete = [n for n in states if n not in failed]
         if not complete:
             raise ConfigError(f"every member of confirm in {run_dir} failed ("

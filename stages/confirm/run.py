@@ -74,10 +74,12 @@ def _stage(run_files: RunFiles, spec: ConfirmSpec, data: FoldData, run: dict[str
 def confirm(run_dir: str | Path, *, top: int = DEFAULT_TOP, folds: int = DEFAULT_FOLDS, seeds: int = DEFAULT_SEEDS,
             linear: bool = True, force: bool = False, address: str | None = None,
             cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
-            max_concurrent: int | None = None, max_failures: int | None = None, argv: list[str] | None = None,
-            out: Out = print, trial_fn: Callable = confirm_trial) -> Outcome:
-    """Run the confirm stage of the search in `run_dir` (stages/confirm/__init__.py). `trial_fn` is
-    what each Ray trial calls, with `confirm_trial`'s signature; tests wrap it to inject failures."""
+            max_concurrent: int | None = None, max_failures: int | None = None, time_budget_s: float | None = None,
+            argv: list[str] | None = None, out: Out = print, trial_fn: Callable = confirm_trial) -> Outcome:
+    """Run the confirm stage of the search in `run_dir` (stages/confirm/__init__.py), its network jobs
+    for at most `time_budget_s` wall seconds (jobs unfinished then stay unfinished; `resume` goes on).
+    `trial_fn` is what each Ray trial calls, with `confirm_trial`'s signature; tests wrap it to inject
+    failures."""
     internals.check()
     run_files = RunFiles(Path(run_dir))
     run, settings = run_settings(run_files)
@@ -110,7 +112,8 @@ def confirm(run_dir: str | Path, *, top: int = DEFAULT_TOP, folds: int = DEFAULT
             stage = _stage(run_files, spec, data, run)
             stage.save()
             _say_plan(run_files.confirm, spec, data, out)
-            return _run(stage, data, settings, run_files, resume=False, retry=False, out=out, trial_fn=trial_fn)
+            return _run(stage, data, settings, run_files, resume=False, retry=False, out=out, trial_fn=trial_fn,
+                        time_budget_s=time_budget_s)
 
 
 def _already(run_files: RunFiles, out: Out) -> Outcome:
@@ -170,7 +173,8 @@ def _say_plan(files: ConfirmFiles, spec: ConfirmSpec, data: FoldData, out: Out) 
 
 
 def resume_confirm(run_dir: str | Path, *, max_failures: int | None = None, retry_errored: bool = False,
-                   out: Out = print, trial_fn: Callable = confirm_trial) -> Outcome:
+                   time_budget_s: float | None = None, out: Out = print, trial_fn: Callable = confirm_trial
+                   ) -> Outcome:
     """Continue the unfinished confirm stage in `run_dir`: jobs that were training continue from
     their last checkpoint, completed jobs are never trained again, errored ones only with
     `retry_errored` (from their last checkpoint); then write the outputs a kill left unwritten."""
@@ -192,11 +196,12 @@ def resume_confirm(run_dir: str | Path, *, max_failures: int | None = None, retr
         jobs = spec.jobs()
         out(f"CONFIRM {files.root}")
         out(f"resuming the confirm stage: {sum(stage.completed(j) for j in jobs)} of {len(jobs)} jobs completed")
-        return _run(stage, data, settings, run_files, resume=True, retry=retry_errored, out=out, trial_fn=trial_fn)
+        return _run(stage, data, settings, run_files, resume=True, retry=retry_errored, out=out, trial_fn=trial_fn,
+                    time_budget_s=time_budget_s)
 
 
 def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: RunFiles, *, resume: bool, retry: bool,
-         out: Out, trial_fn: Callable) -> Outcome:
+         out: Out, trial_fn: Callable, time_budget_s: float | None = None) -> Outcome:
     """Fit the linear member's missing folds, run (or continue) the network jobs, write the outputs."""
     stage.fit_linear(data, out)
     skipped = frozenset(j for j in stage.network_jobs() if stage.failed(j) and not retry)
@@ -204,7 +209,7 @@ def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Run
     if pending:
         grid = JobGrid(plans=stage.plans, folds=data.encoded, pending=pending, skipped=skipped,
                        completed=frozenset(j for j in stage.network_jobs() if stage.completed(j)),
-                       max_epochs=stage.spec.max_epochs)
+                       max_epochs=stage.spec.max_epochs, time_budget_s=time_budget_s)
         with checked_session(settings, _storage_root(settings, run_files), out):
             run_jobs(grid, stage, settings, experiment=confirm_experiment(settings.storage_path, run_files),
                      retry=retry, out=out, trial_fn=trial_fn)
@@ -218,6 +223,9 @@ def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Run
             "--retry-errored`")
     elif not finished:
         out(f"the confirm stage stopped early: continue it with `{RESUME_COMMAND.format(run_dir=run_files.root)}`")
+    else:
+        out(f"next: python -m search ensemble {shlex.quote(str(run_files.root))}   (an ensemble of the members, "
+            "scored by nested cross-validation)")
     return Outcome(stage.files, frame, finished=finished)
 
 

@@ -1,0 +1,197 @@
+"""`python -m search pipeline`: the budget rule, the stage machinery (a finished stage never runs
+again), refusals before any work, and (Ray) a real pipeline killed in its search and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cli.main import main
+from model.synthetic import write_synthetic
+from rundir.paths import RunFiles
+from rundir.pipeline import DONE, SKIPPED, STAGES, PipelineRecord
+from rundir.settings import Settings
+from rundir.trials import COMPLETED, PRUNED, TrialRecord, load_records, save_records
+from spaces.space import load_space
+from stages import pipeline as P
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def record(budget_s: float = 7200.0, **spent: float) -> PipelineRecord:
+    rec = PipelineRecord(budget_s=budget_s, test="t.csv", out="s.csv", folds=5, max_top=10)
+    for name, seconds in spent.items():
+        rec.stage(name).spent_s = seconds
+    return rec
+
+
+def test_the_search_gets_its_share_of_what_is_left_and_confirm_the_rest_but_the_reserve():
+    rec = record(vectors=60.0)
+    reserve = P.end_reserve(7200.0)
+    assert reserve == 360.0  # 5% of 2h (at least a minute)
+    assert P.search_share(rec) == pytest.approx(0.4 * (7200 - 60 - 360))
+    rec.stage("search").spent_s = 2500.0  # the search ended early: confirm gets its time
+    assert P.confirm_share(rec) == pytest.approx(7200 - 60 - 2500 - 360)
+    assert P.end_reserve(600.0) == 60.0  # the floor
+
+
+def test_confirm_is_sized_from_the_measured_trial_times(tmp_path):
+    files = RunFiles(tmp_path)
+    times = [100.0, 120.0, 200.0, 300.0]
+    records = {f"t{i}": TrialRecord(trial_id=f"t{i}", status=COMPLETED, time_s=t) for i, t in enumerate(times)}
+    records["p"] = TrialRecord(trial_id="p", status=PRUNED, time_s=5.0)  # pruned trials do not count
+    save_records(files, records)
+    size = P.confirm_size(tmp_path, share_s=3600.0, folds=5, slots=2, max_top=10)
+    assert size.job_s == pytest.approx(225.0)  # the 75th percentile of the completed trials' times
+    assert size.fits == int(2 * 3600 * P.CONFIRM_FILL // 225.0) == 27
+    assert size.top == 4  # 27 jobs would hold 5 configs, but only 4 trials completed
+    assert P.confirm_size(tmp_path, share_s=3600.0, folds=5, slots=2, max_top=3).top == 3
+    assert P.confirm_size(tmp_path, share_s=100.0, folds=5, slots=2, max_top=10).top == 1  # never none
+
+
+def test_a_search_without_a_completed_trial_stops_the_pipeline_saying_why(tmp_path):
+    save_records(RunFiles(tmp_path), {"p": TrialRecord(trial_id="p", status=PRUNED, time_s=5.0)})
+    with pytest.raises(Exception, match="completed no trial within its share of the budget"):
+        P.confirm_size(tmp_path, share_s=600.0, folds=5, slots=2, max_top=10)
+
+
+@pytest.mark.parametrize("space, sets, expected", [
+    ("cpu", {}, True), ("cpu", {"checkpoint": "/some/vectors"}, False), ("demo", {}, False),
+])
+def test_vectors_are_trained_for_a_word_vector_space_that_names_none(space, sets, expected):
+    assert P.needs_vectors(load_space(space, sets=sets), Settings()) is expected
+
+
+class Stubbed(P.Pipeline):
+    """The stage machinery with stand-in stages that count their calls; `fail` interrupts one once."""
+
+    calls: list[str]
+    fail: str | None = None
+
+    def _stage(self, name: str) -> None:
+        stage = self.record.stage(name)
+        with self.clock.running(stage, planned_s=10.0):
+            self.calls.append(name)
+            if self.fail == name:
+                self.fail = None
+                raise KeyboardInterrupt  # what a kill leaves: the stage running, not done
+        self.clock.done(stage, f"{name} ran")
+
+    def run_vectors(self):
+        self._stage("vectors")
+
+    def run_search(self):
+        self._stage("search")
+
+    def run_confirm(self):
+        self._stage("confirm")
+
+    def run_ensemble(self):
+        self._stage("ensemble")
+
+    def run_predict(self):
+        self._stage("predict")
+
+
+@pytest.mark.parametrize("interrupted", STAGES)
+def test_an_interrupted_stage_is_run_again_and_a_finished_one_never(tmp_path, interrupted):
+    files = RunFiles(tmp_path)
+    rec = record(600.0)
+    rec.save(files.pipeline_json)
+    calls: list[str] = []
+
+    def pipeline() -> Stubbed:
+        loaded = PipelineRecord.load(files.pipeline_json)
+        stub = Stubbed(Settings(), files, loaded, P.Clock(loaded, files.pipeline_json, lambda line: None),
+                       lambda line: None)
+        stub.calls = calls
+        return stub
+
+    first = pipeline()
+    first.fail = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    saved = PipelineRecord.load(files.pipeline_json)
+    assert saved.current().name == interrupted and saved.stage(interrupted).status == "running"
+    pipeline().run()  # what `resume RUN_DIR` does
+    done = PipelineRecord.load(files.pipeline_json)
+    assert done.finished and all(s.status == DONE for s in done.stages)
+    assert calls == [*STAGES[:STAGES.index(interrupted) + 1], *STAGES[STAGES.index(interrupted):]]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--budget", "2m"], "--budget is 120 s, but a pipeline needs at least 5 minutes"),
+    (["--budget", "2h", "--test", "/nonexistent/test.csv"], "file not found"),
+    (["--budget", "soon"], "is not a duration"),
+])
+def test_bad_requests_are_refused_before_any_work(tmp_path, capsys, flags, message):
+    test = tmp_path / "test.csv"
+    test.write_text("id,text\n1,2 3\n")
+    argv = ["pipeline", "--test", str(test), "--out", str(tmp_path / "s.csv"), "--storage-path",
+            str(tmp_path / "runs"), "--name", "p", *flags]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+# A pipeline run in a child process, its minimum budget lowered so that a whole one takes about two
+# minutes on 2 CPUs: the search gets about 40 s, confirm about a minute.
+CHILD = """
+import sys
+from stages import pipeline
+pipeline.MIN_BUDGET_S = 60
+from cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def _child(argv: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, *argv], cwd=ROOT, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.ray
+def test_a_pipeline_killed_in_its_search_resumes_and_writes_a_submission_within_its_budget(tmp_path):
+    train, test = write_synthetic(tmp_path / "data", rows=800, seed=3)
+    run_dir = tmp_path / "runs" / "p"
+    budget = 150.0
+    argv = ["pipeline", "--data", str(train), "--test", str(test), "--out", str(tmp_path / "submission.csv"),
+            "--budget", f"{budget:.0f}s", "--storage-path", str(tmp_path / "runs"), "--name", "p",
+            "--max-epochs", "2", "--max-seq-len", "48", "--max-top", "2"]
+    child = _child(argv, tmp_path / "first.log")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:  # kill it once the search has a trial
+        trials = run_dir / "trials.json"
+        if trials.exists() and any(r["status"] != "running" for r in json.loads(trials.read_text() or "[]")):
+            break
+        time.sleep(1)
+    assert child.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    before = load_records(RunFiles(run_dir))
+    killed = PipelineRecord.load(run_dir / "pipeline.json")
+    assert killed.current().name == "search" and killed.stage("vectors").status == SKIPPED
+
+    resumed = _child(["resume", str(run_dir)], tmp_path / "resume.log")
+    assert resumed.wait(timeout=400) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    log = (tmp_path / "resume.log").read_text()
+    final = PipelineRecord.load(run_dir / "pipeline.json")
+    assert final.finished and final.stage("search").spent_s >= killed.stage("search").spent_s
+    after = load_records(RunFiles(run_dir))
+    assert set(before) <= set(after)  # the search went on: no trial of before the kill was lost
+    assert all(after[t].status == r.status for t, r in before.items() if r.status != "running")
+    # Within the budget (+5%), with every stage's time recorded; the summary says what was spent.
+    assert final.spent_s <= budget * 1.05, final.to_dict()
+    assert "submission: " in log and "of the 2m30s budget" in log
+    submission = pd.read_csv(tmp_path / "submission.csv", dtype=str)
+    assert submission["id"].tolist() == pd.read_csv(test, dtype=str)["id"].tolist()
+    assert submission["label"].notna().all()
