@@ -77,3 +77,10 @@ def duration(text: str) -> float:
     if not 0 < seconds < 366 * 24 * 3600:
         raise argparse.ArgumentTypeError(f"{text} is not a duration between a second and a year")
     return seconds
+
+
+def top_count(text: str) -> int | str:
+    """`confirm --top`: a count >= 1, or `auto`."""
+    if text == "auto":
+        return text
+    return at_least(1)(text)

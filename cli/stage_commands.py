@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cli.base import EXIT_UNFINISHED, add_command
-from cli.flags import at_least, duration, finite_float
+from cli.flags import at_least, duration, finite_float, top_count
 from model.errors import ConfigError
 
 PREDICT_BATCH_SIZE = 256  # `predict --batch-size`: rows per forward pass
@@ -28,7 +28,9 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
                  "jobs.json, the fold models and every member's out-of-fold probabilities. Continue an "
                  "interrupted stage with `python -m search resume RUN_DIR`.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
-    p.add_argument("--top", type=int, default=DEFAULT_TOP, help="configs to confirm: the first K completed trials")
+    p.add_argument("--top", type=top_count, default=DEFAULT_TOP,
+                   help="configs to confirm: the first K completed trials, or auto: the completed trials that "
+                   "cannot be told apart from rank 1 on the search's fold (paired bootstrap; at most 10)")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="stratified folds of the whole training file")
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                    help="training seeds per fold (seed s trains with the run's seed + s)")

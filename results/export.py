@@ -8,16 +8,18 @@ from pathlib import Path
 import pandas as pd
 
 from model import metrics as M
+from results.noise import Noise, compare_to_best
 from results.ranking import PARAM_PREFIX, leaderboard
 from rundir.io import atomic_write_text
 from rundir.paths import RunFiles
+from rundir.predictions import read_predictions
 from rundir.record import read_run
 from rundir.trials import STATUSES, TrialRecord, load_records, save_records
 
 FORMATS = ("csv", "md", "json")
 # Markdown is for pasting into reports: the columns a reader compares, not paths and commands.
 MARKDOWN_COLUMNS = ["rank", "optuna_number", "status", "epochs", "budget", M.BEST_EPOCH, M.LEVEL2_MACRO_F1,
-                    M.LEVEL1_MACRO_F1, M.WORST5_F1, "time_s"]
+                    "tied_with_best", M.LEVEL1_MACRO_F1, M.WORST5_F1, "time_s"]
 
 
 # Text columns pandas would otherwise guess: a Ray trial id such as "8e123456" reads as a float.
@@ -55,7 +57,7 @@ def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
 
 def top_table(frame: pd.DataFrame, top: int = 5) -> str:
     """The first rows as aligned text for a terminal: rank, status, scores and parameters."""
-    shown = ["rank", "optuna_number", "status", "epochs", M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1] + [
+    shown = ["rank", "optuna_number", "status", "epochs", M.LEVEL2_MACRO_F1, "tied_with_best", M.LEVEL1_MACRO_F1] + [
         c for c in frame.columns if c.startswith(PARAM_PREFIX)]
     return frame[shown].head(top).rename(columns=lambda c: c.removeprefix(PARAM_PREFIX)).to_string(
         index=False, float_format=lambda x: f"{x:.4g}", na_rep="-")
@@ -77,21 +79,66 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     raise ValueError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}")
 
 
+class NoiseCache:
+    """The trials' noise against rank 1 (results/noise.py), computed again only when a trial's
+    predictions or rank 1 changed: the live leaderboard is rewritten at every result."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._noise: dict[str, Noise] = {}
+
+    def noise(self, files: RunFiles, frame: pd.DataFrame) -> dict[str, Noise]:
+        if frame.empty:
+            return {}
+        paths = sorted(files.predictions_dir.glob("*.np[yz]")) if files.predictions_dir.is_dir() else []
+        key = (str(frame["trial_id"].iloc[0]), tuple((p.name, p.stat().st_mtime_ns) for p in paths))
+        if key != self._key:
+            self._key, self._noise = key, _noise(files, str(frame["trial_id"].iloc[0]))
+        return self._noise
+
+
+def _noise(files: RunFiles, best: str) -> dict[str, Noise]:
+    read = read_predictions(files)
+    if read is None or best not in read[2]:
+        return {}
+    y, num_labels, preds = read
+    return compare_to_best(y, preds, best, num_labels=num_labels)
+
+
+def with_noise(frame: pd.DataFrame, noise: dict[str, Noise]) -> pd.DataFrame:
+    """The leaderboard with each trial's interval and whether it is tied with rank 1 (empty where a
+    trial has no predictions: a run launched before they were kept, a trial not evaluated yet)."""
+    frame = frame.copy()
+    found = [noise.get(trial) for trial in frame["trial_id"]]
+    frame["level2_ci_low"] = [n.low if n else None for n in found]
+    frame["level2_ci_high"] = [n.high if n else None for n in found]
+    frame["tied_with_best"] = pd.array([n.tied_with_best if n else None for n in found], dtype="boolean")
+    return frame
+
+
 def write_leaderboard(files: RunFiles, records: dict[str, TrialRecord], *, max_epochs: int,
                       param_names: list[str], seed: int | None, fold: int | None,
-                      command_prefix: str | None = None) -> pd.DataFrame:
+                      command_prefix: str | None = None, noise: NoiseCache | None = None) -> pd.DataFrame:
     """Persist the records and the ranked table they give; both writes are atomic."""
     save_records(files, records)
     frame = leaderboard(records.values(), max_epochs=max_epochs, param_names=param_names, seed=seed,
                         fold=fold, command_prefix=command_prefix)
+    frame = with_noise(frame, (noise or NoiseCache()).noise(files, frame))
     atomic_write_text(files.leaderboard_csv, to_csv(frame))
     return frame
 
 
 def run_leaderboard(run_dir: str | Path) -> pd.DataFrame:
-    """The leaderboard of a run directory, rebuilt from its records."""
+    """The leaderboard of a run directory, rebuilt from its records, with the trials' noise."""
     files = RunFiles(Path(run_dir))
     run = read_run(files)
-    return leaderboard(load_records(files).values(), max_epochs=run["max_epochs"],
-                       param_names=run["searched"], seed=run["seed"], fold=run["fold"],
-                       command_prefix=run.get("reproduce"))
+    frame = leaderboard(load_records(files).values(), max_epochs=run["max_epochs"],
+                        param_names=run["searched"], seed=run["seed"], fold=run["fold"],
+                        command_prefix=run.get("reproduce"))
+    return with_noise(frame, NoiseCache().noise(files, frame))
+
+
+def tied_trials(frame: pd.DataFrame, *, status: str | None = None) -> pd.DataFrame:
+    """The rows tied with rank 1 (results/noise.py), in rank order; of one status if given."""
+    tied = frame[frame["tied_with_best"].fillna(False).astype(bool)]
+    return tied if status is None else tied[tied["status"] == status]

@@ -22,7 +22,8 @@ from rundir.trials import STATUSES, TrialRecord
 PARAM_PREFIX = "param."
 COLUMNS = [
     "rank", "trial_id", "optuna_number", "warm_start", "status", "epochs", "max_epochs", "budget",
-    M.BEST_EPOCH, M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
+    M.BEST_EPOCH, M.LEVEL2_MACRO_F1, "level2_ci_low", "level2_ci_high", "tied_with_best", M.LEVEL1_MACRO_F1,
+    M.ACCURACY, M.DEV_LOSS, M.WORST5_F1,
     "time_s", "node", "device", "seed", "fold", "checkpoint", "error", "command",
 ]
 

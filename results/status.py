@@ -11,7 +11,7 @@ import optuna
 
 from model import metrics as M
 from model.errors import ConfigError
-from results.export import run_leaderboard, top_table
+from results.export import run_leaderboard, tied_trials, top_table
 from results.ranking import fold_std
 from results.timeline import busy_fraction
 from rundir import keys as K
@@ -61,11 +61,23 @@ def status_text(run_dir: str | Path, *, top: int = 5, now: float | None = None) 
                      f"{best['optuna_number']}, epoch {best[M.BEST_EPOCH]} of {best['epochs']})")
     if len(frame) and top > 0:
         lines += ["", f"top {min(top, len(frame))}:", top_table(frame, top)]
+    lines += tie_lines(frame, files)
     if counts[RUNNING] and not pid:
         lines += ["", f"the search stopped before it finished: `python -m search resume {files.root}`"]
     if files.confirm.confirm_json.exists():
         lines += ["", *confirm_lines(files.confirm, driver_running=pid is not None)]
     return "\n".join(lines)
+
+
+def tie_lines(frame, files: RunFiles) -> list[str]:
+    """Which trials cannot be told apart from rank 1 on this fold (results/noise.py)."""
+    tied = tied_trials(frame)
+    if frame.empty or frame["tied_with_best"].isna().all():
+        return []
+    numbers = ", ".join(str(n) for n in tied["optuna_number"].tolist())
+    completed = len(tied_trials(frame, status=COMPLETED))
+    return ["", f"tied with rank 1 on this fold (paired bootstrap of the dev rows): trial(s) {numbers}; "
+                f"`python -m search confirm {files.root} --top auto` confirms the {completed} completed one(s)"]
 
 
 def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:

@@ -59,6 +59,11 @@ class RunFiles:
         return self.root / "report"
 
     @property
+    def predictions_dir(self) -> Path:
+        """Each trial's best predictions on the dev rows (rundir/predictions.py)."""
+        return self.root / "predictions"
+
+    @property
     def pipeline_json(self) -> Path:
         """What `python -m search pipeline` planned and how far it got (rundir/pipeline.py)."""
         return self.root / "pipeline.json"

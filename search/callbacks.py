@@ -10,9 +10,10 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from model import metrics as M
-from results.export import write_leaderboard
+from results.export import NoiseCache, write_leaderboard
 from rundir import keys as K
 from rundir.paths import RunFiles
+from rundir.predictions import copy_from_checkpoint
 from rundir.trials import COMPLETED, ERROR, RUNNING, TrialRecord, final_status, load_records
 
 
@@ -43,6 +44,7 @@ class LeaderboardCallback(Callback):
         self.records: dict[str, TrialRecord] = load_records(files)
         self._synced = False
         self.stopped_at_end: dict[str, dict] = {}  # trial id -> last result (see on_experiment_end)
+        self.noise = NoiseCache()
 
     def setup(self, **info: Any) -> None:
         # The files on disk are newer than any state Ray restores with this callback.
@@ -97,7 +99,7 @@ class LeaderboardCallback(Callback):
     def write(self):
         return write_leaderboard(self.files, self.records, max_epochs=self.max_epochs,
                                  param_names=self.param_names, seed=self.seed, fold=self.fold,
-                                 command_prefix=self.command_prefix)
+                                 command_prefix=self.command_prefix, noise=self.noise)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         if self._final(trial):
@@ -127,6 +129,8 @@ class LeaderboardCallback(Callback):
         last = trial.last_result or {}
         if last.get(M.EPOCH) is not None and last.get(M.EPOCH) == last.get(M.BEST_EPOCH):
             self._record(trial).checkpoint = checkpoint.path
+            with checkpoint.as_directory() as directory:  # the path itself on local storage: nothing copied
+                copy_from_checkpoint(self.files, trial.trial_id, Path(directory))
             self.write()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -35,6 +35,7 @@ from rundir.inputs import check_space_copy, load_data, resolve_max_epochs, space
 from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, damaged, read_json
 from rundir.lock import run_lock
 from rundir.paths import RunFiles, is_uri, run_files, search_experiment
+from rundir.predictions import write_dev_labels
 from rundir.record import check_study, describe_method, run_method, run_settings
 from rundir.relocation import relocate_checkpoints
 from rundir.settings import Settings, command_prefix
@@ -126,6 +127,7 @@ RUN_PACKAGES = ("torch", "ray", "optuna", "transformers", "scikit-learn", "panda
 def write_run_record(files: RunFiles, *, settings: Settings, space: SearchSpace, space_path: Path,
                      data: EncodedData, max_epochs: int, argv: list[str] | None) -> None:
     atomic_write_text(files.space_yaml, space_path.read_text(encoding="utf-8"))
+    write_dev_labels(files, data.dev.labels, num_labels=data.num_labels)  # what the trials' predictions are scored on
     atomic_write_json(files.run_json, {
         "name": files.root.name,
         "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),

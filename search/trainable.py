@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray import tune
@@ -28,6 +29,7 @@ from rundir import keys as K
 from rundir.confirm import JOB_SCORES, JobPlan
 from rundir.io import atomic_write_json
 from rundir.paths import TRIAL_STATE_FILE
+from rundir.predictions import CHECKPOINT_PREDICTIONS
 from spaces.space import SearchSpace
 
 # Keys of a checkpoint's state beside `TrainState`'s (which `fit(resume=...)` ignores).
@@ -103,10 +105,15 @@ def memory_left(device: torch.device) -> float | None:
     return torch.cuda.memory_reserved(device) / 2**30
 
 
-def report_checkpoint(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-    """`tune.report(metrics)` with a checkpoint holding `state` and the metrics."""
+def report_checkpoint(metrics: dict[str, Any], state: dict[str, Any], *, dev_predictions: np.ndarray | None = None
+                      ) -> None:
+    """`tune.report(metrics)` with a checkpoint holding `state` and the metrics, and (a best
+    evaluation's) `dev_predictions`, the predicted label of each dev row, which the driver keeps for
+    the leaderboard's noise (rundir/predictions.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({**state, REPORT: metrics}, Path(tmp) / TRIAL_STATE_FILE)
+        if dev_predictions is not None:
+            np.save(Path(tmp) / CHECKPOINT_PREDICTIONS, dev_predictions.astype(np.int16), allow_pickle=False)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -129,7 +136,9 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
     left = memory_left(device)
 
     def report(evaluation: Evaluation) -> None:
-        report_checkpoint(evaluation_metrics(evaluation, device, left_gb=left), evaluation.snapshot())
+        predictions = evaluation.dev_probabilities.argmax(axis=1) if evaluation.is_best else None
+        report_checkpoint(evaluation_metrics(evaluation, device, left_gb=left), evaluation.snapshot(),
+                          dev_predictions=predictions)
 
     fit_explaining_oom(cfg, data, report, device=device, resume=state, record=oom_record())
 

@@ -13,7 +13,7 @@ from model.data import EncodedData, LabelSet, dev_fold_note, fold_indices, prepa
 from model.encoders import check_checkpoint
 from model.errors import ConfigError
 from model.linear import DEFAULT_GRID, INNER_FOLDS
-from results.export import run_leaderboard
+from results.export import run_leaderboard, tied_trials
 from rundir.confirm import LINEAR, LINEAR_MEMBER, NETWORK, ConfirmSpec, JobPlan, Member, job_id, network_name
 from rundir.inputs import read_training_frame
 from rundir.io import read_json
@@ -22,16 +22,27 @@ from rundir.settings import Settings
 from rundir.trials import COMPLETED, load_records
 from spaces.space import load_space, parse_sets
 
+AUTO_TOP = "auto"  # `confirm --top auto`: the completed trials tied with rank 1
+AUTO_TOP_CAP = 10  # ... at most this many
+
 # The settings confirm.json keeps: the run's data settings, then the resources the stage used.
 DATA_SETTINGS = ("data", "synthetic", "synthetic_rows", "synthetic_seed", "max_seq_len")
 RESOURCE_SETTINGS = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures")
 
 
-def plan_members(run_dir: Path, *, top: int, linear: bool, split_seed: int) -> list[Member]:
-    """The stage's members: the top `top` completed trials in leaderboard order, then linear."""
+def plan_members(run_dir: Path, *, top: int | str, linear: bool, split_seed: int) -> list[Member]:
+    """The stage's members: the top `top` completed trials in leaderboard order, then linear.
+    `top` "auto": the completed trials tied with rank 1 on the search's fold (results/noise.py), at
+    most AUTO_TOP_CAP."""
     board = run_leaderboard(run_dir)
     records = load_records(RunFiles(run_dir))
-    completed = board[board["status"] == COMPLETED].head(top)
+    if top == AUTO_TOP:
+        if board["tied_with_best"].isna().all():
+            raise ConfigError(f"{run_dir} keeps no trial predictions to tell ties from (launched by an earlier "
+                              "version): pass --top N")
+        completed = tied_trials(board, status=COMPLETED).head(AUTO_TOP_CAP)
+    else:
+        completed = board[board["status"] == COMPLETED].head(top)
     if completed.empty:
         raise ConfigError(f"{run_dir} has no completed trial to confirm (statuses: "
                           f"{', '.join(f'{n} {s}' for s, n in board['status'].value_counts().items()) or 'no trials'})"

@@ -36,10 +36,20 @@ from rundir.trials import RUNNING, load_records
 from search import internals
 from search.confirm_jobs import JobGrid, checked_session, run_jobs, slots
 from search.trainable import confirm_trial
-from stages.confirm.plan import DATA_SETTINGS, RESOURCE_SETTINGS, FoldData, plan_jobs, plan_members, with_resources
+from stages.confirm.plan import (
+    AUTO_TOP,
+    AUTO_TOP_CAP,
+    DATA_SETTINGS,
+    RESOURCE_SETTINGS,
+    FoldData,
+    plan_jobs,
+    plan_members,
+    with_resources,
+)
 from stages.confirm.writer import ConfirmStage
 
 Out = Callable[[str], Any]
+MAX_SEEDS = 10  # confirm --seeds
 
 
 def stage_finished(files: ConfirmFiles) -> bool:
@@ -71,7 +81,8 @@ def _stage(run_files: RunFiles, spec: ConfirmSpec, data: FoldData, run: dict[str
                         param_names=list(run.get("searched", [])))
 
 
-def confirm(run_dir: str | Path, *, top: int = DEFAULT_TOP, folds: int = DEFAULT_FOLDS, seeds: int = DEFAULT_SEEDS,
+def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = DEFAULT_FOLDS,
+            seeds: int = DEFAULT_SEEDS,
             linear: bool = True, force: bool = False, address: str | None = None,
             cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
             max_concurrent: int | None = None, max_failures: int | None = None, time_budget_s: float | None = None,
@@ -86,8 +97,11 @@ def confirm(run_dir: str | Path, *, top: int = DEFAULT_TOP, folds: int = DEFAULT
     check_space_copy(run_files)
     load_records(run_files)  # a damaged trials.json is refused before the lock
     for flag, value, low in (("--top", top, 1), ("--folds", folds, 2), ("--seeds", seeds, 1)):
-        if value < low:
-            raise ConfigError(f"{flag} is {value}, but must be >= {low}")
+        if value != AUTO_TOP and (not isinstance(value, int) or value < low):
+            raise ConfigError(f"{flag} is {value}, but must be >= {low}" + (" or auto" if flag == "--top" else ""))
+    if seeds > MAX_SEEDS:
+        raise ConfigError(f"--seeds is {seeds}, above {MAX_SEEDS}: every seed retrains every config on every fold; "
+                          "a few seeds are all an ensemble can use")
     settings = with_resources(settings, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                               max_concurrent=max_concurrent, max_failures=max_failures)
     preflight.check_settings(settings)
@@ -95,7 +109,9 @@ def confirm(run_dir: str | Path, *, top: int = DEFAULT_TOP, folds: int = DEFAULT
         if run_files.confirm.confirm_json.exists() and not force:
             return _already(run_files, out)
         members = _members(run_files, run, top=top, linear=linear, seed=settings.seed, out=out)
-        spec = ConfirmSpec(top=top, folds=folds, seeds=seeds, split_seed=settings.seed, max_epochs=run["max_epochs"],
+        networks = sum(m.kind == NETWORK for m in members)
+        spec = ConfirmSpec(top=networks if top == AUTO_TOP else top, folds=folds, seeds=seeds,
+                           split_seed=settings.seed, max_epochs=run["max_epochs"],
                            members=tuple(members), labels=(), rows=0)
         plan_jobs(spec, run_files)  # every config valid, every checkpoint directory there: before Ray
         data = FoldData.load(settings, folds=folds, seed=settings.seed)
@@ -130,11 +146,14 @@ def _already(run_files: RunFiles, out: Out) -> Outcome:
     return Outcome(files, pd.read_csv(files.confirm_csv), finished=True, already=True)
 
 
-def _members(run_files: RunFiles, run: dict[str, Any], *, top: int, linear: bool, seed: int, out: Out
+def _members(run_files: RunFiles, run: dict[str, Any], *, top: int | str, linear: bool, seed: int, out: Out
              ) -> list[Member]:
     members = plan_members(run_files.root, top=top, linear=linear, split_seed=seed)
     networks = sum(m.kind == NETWORK for m in members)
-    if networks < top:
+    if top == AUTO_TOP:
+        out(f"--top auto: {networks} completed trial(s) cannot be told apart from rank 1 on the search's fold "
+            f"(at most {AUTO_TOP_CAP}): " + ", ".join(m.name for m in members if m.kind == NETWORK))
+    elif networks < top:
         out(f"note: the run has {networks} completed trial(s); confirming those (--top {top})")
     unfinished = sum(r.status == RUNNING for r in load_records(run_files).values())
     if unfinished:

@@ -24,11 +24,12 @@ from stages.train_one import parse_sets, resolve_config
 from tests.conftest import E2E_SPACE
 
 COMMANDS = ["launch", "resume", "confirm", "train-one", "export", "status", "report", "pretrain", "embed", "ensemble",
-            "predict"]
+            "predict", "pipeline"]
 # The least each command needs on its command line.
 MINIMAL_ARGV = {"launch": [], "train-one": [], "pretrain": ["--corpus", "c.csv", "--out", "o"],
                 "embed": ["--corpus", "c.csv", "--out", "o"],
-                "predict": ["runs/x", "--data", "test.csv", "--out", "out.csv"]}
+                "predict": ["runs/x", "--data", "test.csv", "--out", "out.csv"],
+                "pipeline": ["--test", "test.csv", "--out", "out.csv", "--budget", "1h"]}
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
