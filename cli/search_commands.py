@@ -210,8 +210,14 @@ def cmd_train_one(args: argparse.Namespace, argv: list[str]) -> None:
 def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
     from results.export import render, run_leaderboard, select
     from rundir.io import atomic_write_text, check_output_file
+    from rundir.paths import RunFiles
 
-    if args.out is not None:
+    own = RunFiles(Path(args.run_dir)).leaderboard_csv.resolve()
+    repair = args.out is not None and Path(args.out).resolve() == own
+    if repair and (args.format != "csv" or args.top is not None or args.status):
+        raise ConfigError(f"--out {args.out} is the run's own leaderboard: it is rebuilt whole, as CSV; drop "
+                          "--format, --top and --status, or write elsewhere")
+    if args.out is not None and not repair:  # the run's own leaderboard may be rebuilt from trials.json
         check_output_file(args.out, args.run_dir)
     try:
         frame = select(run_leaderboard(args.run_dir), top=args.top, statuses=args.status)
@@ -226,7 +232,8 @@ def cmd_export(args: argparse.Namespace, argv: list[str]) -> None:
         except OSError as err:
             raise ConfigError(f"--out {args.out} cannot be written ({err.strerror}); pass a file you can "
                               "write") from None
-        print(f"wrote {len(frame)} rows to {args.out}")
+        print(f"wrote {len(frame)} rows to {args.out}" + (" (rebuilt from trials.json)" if repair else ""))
+
 
 def cmd_status(args: argparse.Namespace, argv: list[str]) -> None:
     from results.status import status_text

@@ -68,7 +68,7 @@ RECOVERY = {
                 "(trials.json and leaderboard.csv still hold every trial's scores)",
     "trials.json": "restore it from a backup or another copy of the run: it is the leaderboard's source (Ray's "
                    "per-trial results, RUN_DIR/ray/trial_*/result.json, hold the same evaluations)",
-    "leaderboard.csv": "`python -m search export RUN_DIR --out leaderboard.csv` rewrites it from trials.json",
+    "leaderboard.csv": "`python -m search export RUN_DIR --out RUN_DIR/leaderboard.csv` rebuilds it from trials.json",
     "study.db": "restore it from a backup or another copy of the run: resume and report need the Optuna study "
                 "(status and export do not)",
     "space.yaml": "restore it from a backup or another copy of the run: it is the space as launched (run.json's "

@@ -106,3 +106,18 @@ def test_the_leaderboard_marks_the_trials_tied_with_rank_1_and_confirm_auto_take
     members = plan_members(files.root, top="auto", linear=False, split_seed=0)
     assert [m.name for m in members] == [f"trial-{frame.set_index('trial_id').loc[t, 'optuna_number']}"
                                         for t in tied_trials(frame, status=COMPLETED)["trial_id"]]
+
+
+def test_export_rebuilds_a_missing_or_damaged_leaderboard_in_place(tmp_path, capsys):
+    from cli.main import main
+    from results.export import read_leaderboard_csv
+
+    files = fabricated_run(tmp_path)
+    files.leaderboard_csv.write_text("garbage,\n")
+    main(["export", str(files.root), "--out", str(files.leaderboard_csv)])
+    assert "rebuilt from trials.json" in capsys.readouterr().out
+    rebuilt = read_leaderboard_csv(files.leaderboard_csv)
+    assert rebuilt["trial_id"].tolist() == run_leaderboard(files.root)["trial_id"].tolist()
+    files.leaderboard_csv.unlink()
+    main(["export", str(files.root), "--out", str(files.leaderboard_csv)])
+    assert files.leaderboard_csv.exists()
