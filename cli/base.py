@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,3 +29,15 @@ def add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argp
     parser = sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
     parser.set_defaults(func=func)
     return parser
+
+
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's own lines (banners, warnings) on the terminal; by default they go to "
+                   "RUN_DIR/ray.log")
+
+
+def apply_verbose(args: argparse.Namespace) -> None:
+    """`--verbose`: read by search/session.py when Ray starts (the variable reaches Ray's processes too)."""
+    if getattr(args, "verbose", False):
+        os.environ["SEARCH_VERBOSE"] = "1"

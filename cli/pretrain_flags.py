@@ -94,7 +94,8 @@ def _add_resource_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1 ... (default: cuda if present; bf16 autocast on CUDA); with Ray, each "
                    "worker uses the device Ray gives it")
-    r.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (per worker with Ray)")
+    r.add_argument("--threads", type=at_least(1), default=None,
+                   help="torch CPU threads (per worker with Ray; default: the CPUs this process may use, less one)")
     r.add_argument("--address", default=None,
                    help="run data-parallel with Ray Train on this cluster: auto, HOST:PORT or ray://HOST:PORT")
     r.add_argument("--num-workers", type=at_least(1), default=None,

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.base import EXIT_UNFINISHED, add_command
+from cli.base import EXIT_UNFINISHED, add_command, add_verbose, apply_verbose
 from cli.flags import at_least, duration, finite_float, plain_name
 from model.errors import ConfigError
 
@@ -54,6 +54,7 @@ def add_launch(sub: argparse._SubParsersAction) -> None:
                      "continues from there (default: until --num-samples trials are done)")
     add_method_flags(p, d)
     add_resource_flags(p, d)
+    add_verbose(p)
 
 
 def add_run_flags(p: argparse.ArgumentParser, d) -> argparse._ArgumentGroup:
@@ -122,7 +123,8 @@ def add_train_one(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=at_least(1), default=d.max_epochs,
                    help=f"training epochs (default: the space's, else {DEFAULT_MAX_EPOCHS})")
     p.add_argument("--seed", type=at_least(0), default=d.seed, help="seed of the split and of training")
-    p.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (a trial uses its CPUs)")
+    p.add_argument("--threads", type=at_least(1), default=None,
+                   help="torch CPU threads (default: the CPUs this process may use, less one, at least 1)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -142,6 +144,7 @@ def add_resume(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", dest="time_budget_s", type=duration, default=None, metavar="DURATION",
                    help="run trials for at most this wall time in this session (e.g. 30m; default: the run's "
                    "--time-budget)")
+    add_verbose(p)
     p.add_argument("--retry-errored", action="store_true",
                    help="also resume the trials (or confirm jobs) that ended as errors (after fixing the cause), "
                    "from their last checkpoint under the same id")
@@ -173,6 +176,7 @@ def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
     from rundir.settings import Settings
     from search.driver import is_finished, launch, run_budget
 
+    apply_verbose(args)
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
     settings = Settings.from_namespace(args)
     files, frame = launch(settings, argv=argv)
@@ -184,6 +188,7 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
     from stages.confirm.run import resume_confirm, stage_pending
     from stages.pipeline import pipeline_pending, resume_pipeline
 
+    apply_verbose(args)
     sys.stdout.reconfigure(line_buffering=True)
     if args.num_samples is None and pipeline_pending(args.run_dir):
         resume_pipeline(args.run_dir)

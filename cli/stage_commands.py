@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.base import EXIT_UNFINISHED, add_command
+from cli.base import EXIT_UNFINISHED, add_command, add_verbose, apply_verbose
 from cli.flags import at_least, duration, finite_float, top_count
 from model.errors import ConfigError
 
@@ -36,6 +36,7 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
                    help="training seeds per fold (seed s trains with the run's seed + s)")
     p.add_argument("--no-linear", dest="linear", action="store_false", default=True,
                    help="leave out the linear reference member (TF-IDF + LinearSVC; by default it is included)")
+    add_verbose(p)
     p.add_argument("--force", action="store_true",
                    help="delete RUN_DIR/confirm (a finished or unfinished stage) and start over")
     res = p.add_argument_group("resources (default: the run's)")
@@ -77,6 +78,8 @@ def add_ensemble(sub: argparse._SubParsersAction) -> None:
                    f"vote (default: {DEFAULT_ENSEMBLE_METHOD})")
     p.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS,
                    help="greedy: the number of additions (a member may be added several times)")
+    p.add_argument("--threads", type=at_least(1), default=None,
+                   help="CPU threads (default: the CPUs this process may use, less one, at least 1)")
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "predict", cmd_predict, help="write a submission for a test file (no Ray)",
@@ -96,12 +99,15 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    "array, any other name as CSV with id and one column per label (probabilities; for rank and "
                    "vote ensembles mean class ranks and vote shares)")
     p.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE, help="rows per forward pass")
+    p.add_argument("--threads", type=at_least(1), default=None,
+                   help="CPU threads (default: the CPUs this process may use, less one, at least 1)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 def cmd_confirm(args: argparse.Namespace, argv: list[str]) -> None:
     from stages.confirm.run import confirm
 
+    apply_verbose(args)
     sys.stdout.reconfigure(line_buffering=True)
     outcome = confirm(args.run_dir, top=args.top, folds=args.folds, seeds=args.seeds, linear=args.linear,
                       force=args.force, address=args.address, cpus_per_trial=args.cpus_per_trial,
@@ -135,7 +141,7 @@ def cmd_embed(args: argparse.Namespace, argv: list[str]) -> None:
 def cmd_ensemble(args: argparse.Namespace, argv: list[str]) -> None:
     from stages.ensemble import run_ensemble
 
-    run_ensemble(args.run_dir, method=args.method, max_members=args.max_members, argv=argv)
+    run_ensemble(args.run_dir, method=args.method, max_members=args.max_members, threads=args.threads, argv=argv)
 
 def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
     from rundir.io import check_output_file
@@ -150,7 +156,7 @@ def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
     if args.probs is not None and Path(args.probs).resolve() == Path(args.out).resolve():
         raise ConfigError(f"--probs {args.probs} is the --out file: pass two file names, e.g. --probs probs.npy")
     run_predict(args.run_dir, data=args.data, out_path=args.out, use=args.use, probs_path=args.probs,
-                batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+                batch_size=args.batch_size, device=args.device, threads=args.threads, progress=not args.no_progress)
 
 
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
@@ -176,12 +182,14 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
     add_run_flags(p, d)
     add_method_flags(p, d)
     add_resource_flags(p, d)
+    add_verbose(p)
 
 
 def cmd_pipeline(args: argparse.Namespace, argv: list[str]) -> None:
     from rundir.settings import Settings
     from stages.pipeline import start_pipeline
 
+    apply_verbose(args)
     sys.stdout.reconfigure(line_buffering=True)
     start_pipeline(Settings.from_namespace(args), test=args.test, out_path=args.out, budget_s=args.budget,
                    folds=args.folds, max_top=args.max_top, argv=argv)

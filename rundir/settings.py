@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 DEFAULT_MAX_EPOCHS = 4
+# A trial budget this large means "until --time-budget is spent" (the pipeline's search).
+UNTIL_TIME_BUDGET = 10_000
 # model.synthetic.DEFAULT_ROWS (the real training file's 14,009 rows), restated so that this module needs
 # no pandas; tests/rundir/test_settings.py checks that the two agree.
 DEFAULT_SYNTHETIC_ROWS = 14_009

@@ -14,6 +14,7 @@ from results.export import NoiseCache, write_leaderboard
 from rundir import keys as K
 from rundir.paths import RunFiles
 from rundir.predictions import copy_from_checkpoint
+from rundir.settings import UNTIL_TIME_BUDGET
 from rundir.trials import COMPLETED, ERROR, RUNNING, TrialRecord, final_status, load_records
 
 
@@ -180,6 +181,11 @@ class ProgressPrinter(Callback):
         self.before = ended  # trials that ended before this driver started (a resumed run): not shown
         self.ended = len(ended)
 
+    def done_text(self) -> str:
+        """`3/12 trials done`, or `3 trials done` when time, not a count, ends the search."""
+        of = f"/{self.num_samples}" if self.num_samples < UNTIL_TIME_BUDGET else ""
+        return f"{self.ended}{of} {self.noun} done"
+
     def _say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.0f}s] {text}", flush=True)
 
@@ -209,11 +215,11 @@ class ProgressPrinter(Callback):
         last = trial.last_result or {}
         self._say(f"{self.name(trial)} {self.how(last)}, best level-2 F1 "
                   f"{last.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f}  "
-                  f"[{self.ended}/{self.num_samples} {self.noun} done]")
+                  f"[{self.done_text()}]")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         if self.key(trial) in self.before:
             return
         self.ended += 1
         self._say(f"{self.name(trial)} failed: {error_message(trial)}  "
-                  f"[{self.ended}/{self.num_samples} {self.noun} done]")
+                  f"[{self.done_text()}]")

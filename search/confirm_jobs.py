@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -154,14 +155,14 @@ class ConfirmProgress(ProgressPrinter):
 
 
 @contextlib.contextmanager
-def checked_session(settings: Settings, storage_root: str, out: Callable[[str], Any]):
+def checked_session(settings: Settings, storage_root: str, out: Callable[[str], Any], *, log_dir: Path | None = None):
     """A Ray session (unless this process already has one) whose cluster can hold a job and, on
-    several nodes, sees `storage_root` (where every job checkpoints)."""
+    several nodes, sees `storage_root` (where every job checkpoints); Ray's lines to `log_dir`/ray.log."""
     quiet_ray()
     if ray.is_initialized():
         yield
         return
-    with ray_session(settings.address):
+    with ray_session(settings.address, log_dir=log_dir):
         if note := preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
                                              gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes()):
             out(note.replace("every trial", "every job"))

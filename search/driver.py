@@ -38,7 +38,7 @@ from rundir.paths import RunFiles, is_uri, run_files, search_experiment
 from rundir.predictions import write_dev_labels
 from rundir.record import check_study, describe_method, run_method, run_settings
 from rundir.relocation import relocate_checkpoints
-from rundir.settings import Settings, command_prefix
+from rundir.settings import UNTIL_TIME_BUDGET, Settings, command_prefix
 from rundir.trials import ERROR, RUNNING, TrialRecord, load_records, save_records
 from search import internals
 from search.callbacks import LeaderboardCallback, ProgressPrinter
@@ -46,6 +46,7 @@ from search.cluster import check_shared_storage
 from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, SearchScheduler
 from search.searcher import FidelityAwareOptunaSearch, resolve_sampler, startup_trials
 from search.session import (
+    RAY_LOG,
     REUSE_WORKERS,
     RestoreFailed,
     concurrency,
@@ -219,6 +220,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
                                              gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes())
         check_shared_storage(settings.storage_path, ray.nodes())
         with new_run_dir(settings, files, keep=keep), run_lock(files):
+            RAY_LOG.attach(files.root)
             write_run_record(files, settings=settings, space=space, space_path=space_path, data=data,
                              max_epochs=max_epochs, argv=argv)
             out(f"RUN_DIR {files.root}")
@@ -271,7 +273,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
                           "already has; pass at least that many")
     data = load_data(settings)
 
-    with ray_session(settings.address), run_lock(files), rolled_back_on_restore_failure(files):
+    with ray_session(settings.address, log_dir=files.root), run_lock(files), rolled_back_on_restore_failure(files):
         if note := preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
                                              gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes()):
             out(note)
@@ -385,8 +387,9 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
             ) -> pd.DataFrame:
     """Run (or continue) the Tuner and return the final leaderboard."""
     run = read_json(files.run_json)
-    until = f"until {settings.time_budget_s / 60:.1f} min have passed or " if settings.time_budget_s else ""
-    out(f"search: {until}{settings.num_samples} trials, up to {max_epochs} epochs each, "
+    trials = f"{settings.num_samples} trials" if settings.num_samples < UNTIL_TIME_BUDGET else "trials"
+    until = f"for {settings.time_budget_s / 60:.1f} min (its time budget) or " if settings.time_budget_s else ""
+    out(f"search: {until}{trials}, up to {max_epochs} epochs each, "
         f"{describe_method(run_method(run), asdict(settings))}, {concurrency(settings)} at a time")
     board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched, seed=settings.seed,
                                 fold=settings.fold, command_prefix=run.get("reproduce"))

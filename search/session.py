@@ -6,9 +6,12 @@ and restores that must not fail silently. Shared by the search (driver.py) and t
 from __future__ import annotations
 
 import contextlib
+import logging
+import logging.handlers
 import os
 from pathlib import Path
 
+import optuna
 import pyarrow.fs
 import ray
 
@@ -41,14 +44,76 @@ REUSE_WORKERS = True
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None):
+def ray_session(address: str | None, *, log_dir: Path | None = None):
+    """Ray for the block: the cluster at `address`, else a new local one (shut down after). Unless
+    SEARCH_VERBOSE=1 (`--verbose`), what Ray logs in this process goes to `log_dir`/ray.log (held
+    until `log_dir` exists: a launch creates RUN_DIR inside the block; `RAY_LOG.attach` names it)."""
     quiet_ray()
-    started = connect(address)
+    RAY_LOG.start()
+    if log_dir is not None:
+        RAY_LOG.attach(log_dir)
     try:
-        yield
+        started = connect(address)
+        try:
+            yield
+        finally:
+            if started:
+                ray.shutdown()
     finally:
-        if started:
-            ray.shutdown()
+        RAY_LOG.stop()
+
+
+VERBOSE_ENV = "SEARCH_VERBOSE"  # 1: Ray's own lines (banners, warnings) on the terminal, as Ray prints them
+
+
+class RayLog:
+    """Ray's log lines in this process (a token-authentication note, "performance bottleneck" hints,
+    experiment paths) go to RUN_DIR/ray.log instead of the terminal, where the project's own lines
+    are the only ones. Lines from before RUN_DIR exists are held and written when it is attached."""
+
+    def __init__(self) -> None:
+        self.held: logging.handlers.MemoryHandler | None = None
+        self.terminal: list[logging.Handler] = []
+        self.depth = 0
+
+    def start(self) -> None:
+        self.depth += 1
+        if self.depth > 1 or os.environ.get(VERBOSE_ENV) == "1":
+            return
+        logger = logging.getLogger("ray")
+        # Ray's own handler (a StreamHandler subclass) writes to the terminal; files stay as they are.
+        self.terminal = [h for h in logger.handlers
+                         if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+        for handler in self.terminal:
+            logger.removeHandler(handler)
+        self.held = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+        logger.addHandler(self.held)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line either
+
+    def attach(self, log_dir: Path) -> None:
+        """Write the held lines, and every later one, to `log_dir`/ray.log (appended)."""
+        if self.held is None or self.held.target is not None:
+            return
+        target = logging.FileHandler(Path(log_dir) / "ray.log", encoding="utf-8")
+        target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.held.setTarget(target)
+        self.held.flush()
+
+    def stop(self) -> None:
+        self.depth -= 1
+        if self.depth > 0 or self.held is None:
+            return
+        logger = logging.getLogger("ray")
+        logger.removeHandler(self.held)
+        self.held.close()  # flushes to its file, if attached; else the held lines are dropped
+        if self.held.target is not None:
+            self.held.target.close()
+        for handler in self.terminal:
+            logger.addHandler(handler)
+        self.held, self.terminal = None, []
+
+
+RAY_LOG = RayLog()
 
 
 def _raise_restore_failed(cause: BaseException | None) -> None:
@@ -75,6 +140,10 @@ def experiment_has_state(storage: str, name: str) -> bool:
 def quiet_ray() -> None:
     """Environment defaults for the driver process (read by Ray when it starts and while it runs)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get(VERBOSE_ENV) != "1":
+        # Tune's console reporter (the configuration box, "View detailed results here", a TensorBoard
+        # hint into Ray's temp folder): the project prints its own progress lines.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Trials checkpoint at every evaluation on purpose (to resume); Ray's warning that this forces frequent
     # experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from model.errors import ConfigError
+from model.threads import use_threads
 from results.ensemble import EnsembleResult, build_ensemble, macro_f1
 from results.ranking import fold_std
 from rundir.confirm import DEFAULT_ENSEMBLE_METHOD, DEFAULT_MAX_MEMBERS, ENSEMBLE_OPTIONS, EnsembleRecord
@@ -101,12 +102,13 @@ def score_options(oof: OutOfFold, members: list[str], max_members: int) -> dict[
 
 
 def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
-                 max_members: int = DEFAULT_MAX_MEMBERS, partial: bool = False, argv: list[str] | None = None,
-                 out: Out = print) -> EnsembleRecord:
+                 max_members: int = DEFAULT_MAX_MEMBERS, partial: bool = False, threads: int | None = None,
+                 argv: list[str] | None = None, out: Out = print) -> EnsembleRecord:
     """Score every ensemble option over the complete members' OOF predictions, write the one
     `method` names to RUN_DIR/confirm/ensemble.json (returned), print the table. `partial`: leave
     out members confirm did not finish (a pipeline out of time) instead of refusing."""
     check_options(method, max_members)
+    use_threads(threads)  # the selection's matrix products: BLAS threads
     run = load_confirm(run_dir)
     # rank order: vote's tie-break and greedy's tie order
     members, failed = run.complete_members(partial=partial)

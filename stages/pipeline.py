@@ -54,13 +54,12 @@ from rundir.pipeline import (
     PipelineRecord,
     StageRecord,
 )
-from rundir.settings import Settings
+from rundir.settings import UNTIL_TIME_BUDGET, Settings
 from rundir.trials import COMPLETED, load_records
 from spaces.space import SearchSpace, resolve_space_path
 
 Out = Callable[[str], Any]
 
-TRIAL_CAP = 10_000  # the search's trial budget: time decides first
 HEARTBEAT_S = 10.0  # how often the running stage's spent seconds reach pipeline.json
 ETA_EVERY_S = 300.0  # how often a line says where the pipeline stands
 
@@ -221,7 +220,7 @@ class Pipeline:
         sets = tuple(self.settings.sets)
         if self.record.vectors:
             sets += (f"checkpoint={self.record.vectors}",)
-        return dataclasses.replace(self.settings, sets=sets, num_samples=TRIAL_CAP)
+        return dataclasses.replace(self.settings, sets=sets, num_samples=UNTIL_TIME_BUDGET)
 
     def run_search(self) -> None:
         from search.driver import has_experiment_state, launch, resume
@@ -251,7 +250,7 @@ class Pipeline:
                 self.out(f"[pipeline] confirm: continuing, {_minutes(left)} left")
                 resume_confirm(self.files.root, time_budget_s=left, out=self.say)
             else:
-                with ray_session(self.settings.address):
+                with ray_session(self.settings.address, log_dir=self.files.root):
                     size = confirm_size(self.files.root, share_s=left, folds=self.record.folds,
                                         slots=concurrency(self.settings), max_top=self.record.max_top)
                     self.out(f"[pipeline] confirm: top {size.top} x {self.record.folds} folds in {_minutes(left)} "

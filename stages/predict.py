@@ -342,10 +342,11 @@ def write_probs(path: Path, ids: list[str], labels: Sequence[str], scores: np.nd
 
 def run_predict(run_dir: str | Path, *, data: str | Path, out_path: str | Path, use: str | None = None,
                 probs_path: str | Path | None = None, batch_size: int, device: str | None = None,
-                progress: bool = True, out: Out = print) -> dict[str, Any]:
+                threads: int | None = None, progress: bool = True, out: Out = print) -> dict[str, Any]:
     """Predict `data` (id,text[,label]) with the plan `use` selects and write `id,label` to `out_path`."""
     from tqdm.auto import tqdm
 
+    from model.threads import use_threads
     from model.train import prepare_device
 
     if batch_size < 1:
@@ -354,8 +355,10 @@ def run_predict(run_dir: str | Path, *, data: str | Path, out_path: str | Path, 
     test = read_test(data)
     plan = resolve_plan(run_dir, use)
     torch_device = prepare_device(device)
+    threads = use_threads(threads)
     out(f"using {plan.description}")
-    out(f"{len(test.ids)} rows from {data}, on {torch_device}")
+    out(f"{len(test.ids)} rows from {data}, on {torch_device}" + (f" ({threads} threads)" if torch_device.type == "cpu"
+                                                                  else ""))
     bar = tqdm(total=plan.fold_models, unit="model", desc="fold models", disable=not progress)
     per_member = [member_scores_on(m, test.texts, labels=plan.labels, device=torch_device, batch_size=batch_size,
                                    progress=progress, bar=bar) for m in plan.members]

@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
-
 from model import metrics as M
 from model.config import TrialConfig, field_names, field_type  # noqa: F401 (tests reach them here)
 from model.data import dev_fold_note
 from model.errors import ConfigError
+from model.threads import use_threads
 from model.train import Evaluation, FitResult, fit, prepare_device
 from rundir.inputs import load_data
 from rundir.preflight import check_data_flags
@@ -53,8 +52,7 @@ def train_one(settings: Settings, *, point: str | None, sets: dict[str, Any], th
     space = load_space(settings.space, sets=sets, skip_searched=True)
     cfg = resolve_config(space, point=point, sets=sets, max_epochs=settings.max_epochs, seed=settings.seed)
     data = load_data(settings)
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold {settings.fold} "
         f"of {settings.folds})")
     if note := dev_fold_note(data, fold=settings.fold, folds=settings.folds):

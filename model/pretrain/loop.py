@@ -38,6 +38,7 @@ from model.pretrain.config import RECORD_FILE, PretrainConfig, check_fingerprint
 from model.pretrain.data import PretrainData, prepare_corpus
 from model.pretrain.mlm import MaskedLM, build_mlm
 from model.provenance import git_revision, versions
+from model.threads import use_threads
 from model.train import bucketed_batches, optimizer_step, prepare_device
 
 
@@ -425,8 +426,7 @@ def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path,
     data = prepare_corpus(corpus, cfg)
     store = open_output(out, fingerprint(cfg, data.files), resume=resume)
     out.mkdir(parents=True, exist_ok=True)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     info = {"save_every": save_every, "threads": torch.get_num_threads(),
             "command": list(command) if command is not None else None}
     return run_loop(data, cfg, store, device=device, save_every=save_every, progress=progress, on_step=on_step,

@@ -115,7 +115,7 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
                            members=tuple(members), labels=(), rows=0)
         plan_jobs(spec, run_files)  # every config valid, every checkpoint directory there: before Ray
         data = FoldData.load(settings, folds=folds, seed=settings.seed)
-        with checked_session(settings, _storage_root(settings, run_files), out):
+        with checked_session(settings, _storage_root(settings, run_files), out, log_dir=run_files.root):
             settings = dataclasses.replace(settings, max_concurrent=slots(settings))
             if force:
                 _delete_stage(settings, run_files, out)
@@ -229,7 +229,7 @@ def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Run
         grid = JobGrid(plans=stage.plans, folds=data.encoded, pending=pending, skipped=skipped,
                        completed=frozenset(j for j in stage.network_jobs() if stage.completed(j)),
                        max_epochs=stage.spec.max_epochs, time_budget_s=time_budget_s)
-        with checked_session(settings, _storage_root(settings, run_files), out):
+        with checked_session(settings, _storage_root(settings, run_files), out, log_dir=run_files.root):
             run_jobs(grid, stage, settings, experiment=confirm_experiment(settings.storage_path, run_files),
                      retry=retry, out=out, trial_fn=trial_fn)
     frame = stage.finish()
