@@ -52,6 +52,9 @@ def add_launch(sub: argparse._SubParsersAction) -> None:
                      metavar="DURATION", help="stop the search after this wall time (e.g. 30m, 2h; Ray Tune's "
                      "time_budget_s): trials still training are stopped and recorded as pruned, and `resume` "
                      "continues from there (default: until --num-samples trials are done)")
+    run.add_argument("--track", default=d.track, metavar="mlflow[=URI]",
+                     help="log every trial (params, per-epoch metrics, how it ended) to MLflow under one parent run "
+                     "(needs pip install mlflow-skinny==3.18.0; default URI: an SQLite store, RUN_DIR/mlflow.db)")
     add_method_flags(p, d)
     add_resource_flags(p, d)
     add_verbose(p)

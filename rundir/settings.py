@@ -51,6 +51,7 @@ class Settings:
     # Wall seconds one driver session may run trials (Ray Tune's time_budget_s): trials still running
     # then are stopped and recorded as pruned. None: until the trial budget is done.
     time_budget_s: float | None = None
+    track: str | None = None  # `--track mlflow[=URI]`: log trials to an experiment tracker (search/tracking.py)
     seed: int = 0
     folds: int = 5
     fold: int = 0

@@ -49,6 +49,7 @@ from search.session import (
     ray_session,
     restore_must_succeed,
 )
+from search.tracking import tracking_callbacks
 from search.trainable import BEST, BEST_DEV_PROBS, BEST_METRICS, BEST_WEIGHTS, REPORT, confirm_trial, load_state
 
 
@@ -189,7 +190,7 @@ class JobGrid:
 
 
 def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tuple[str, str], retry: bool,
-             out: Callable[[str], Any], trial_fn: Callable = confirm_trial) -> None:
+             out: Callable[[str], Any], trial_fn: Callable = confirm_trial, run_dir: Path | None = None) -> None:
     """Run (or, when `experiment` has state, continue) the grid's pending jobs through Ray Tune.
 
     `experiment`: (storage_path, name) of the stage's Ray experiment. `trial_fn` is what each Ray
@@ -205,6 +206,7 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
         extra = internals.resume_kwargs(tune.ResumeConfig(unfinished=kind.RESUME,
                                                           errored=kind.RESUME if retry else kind.SKIP,
                                                           finished=kind.SKIP))
+    tracking = tracking_callbacks(settings.track, run_dir, confirm=True) if run_dir is not None else []
     progress = ConfirmProgress(max_epochs=grid.max_epochs, num_samples=len(grid.plans),
                                ended=grid.completed | grid.skipped)
     tuner = tune.Tuner(
@@ -224,7 +226,7 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # Only the latest checkpoint: it holds the best evaluation too.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ConfirmCallback(sink), progress],
+            callbacks=[ConfirmCallback(sink), progress, *tracking],
             verbose=0,
         ),
         **extra,

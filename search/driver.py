@@ -54,6 +54,7 @@ from search.session import (
     ray_session,
     restore_must_succeed,
 )
+from search.tracking import parse_track, tracking_callbacks
 from search.trainable import run_trial
 from spaces.space import SearchSpace, resolve_space_path
 
@@ -211,6 +212,8 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
     preflight.check_run_location(settings)
     files = run_files(settings.storage_path, settings.name or default_name(space_path))
+    if settings.track:
+        parse_track(settings.track, files.root)  # a tracker this machine lacks is refused before any work
     if files.root.exists() and not (keep and {e.name for e in files.root.iterdir()} <= keep):
         _refuse_existing(settings, files)
     data = load_data(settings)
@@ -402,8 +405,9 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     trainable = tune.with_parameters(trial_fn, data=data, space=space,
                                      overrides={"max_epochs": max_epochs, "seed": settings.seed}, ended=ended)
     printer = ProgressPrinter(max_epochs=max_epochs, num_samples=settings.num_samples, ended=ended)
+    tracking = tracking_callbacks(settings.track, files.root)
     tuner = build_tuner(trainable, searcher=searcher, files=files, max_epochs=max_epochs, settings=settings,
-                        callbacks=[board, printer], scheduler=scheduler, resume=resume, retry=retry)
+                        callbacks=[board, printer, *tracking], scheduler=scheduler, resume=resume, retry=retry)
     with restore_must_succeed() if resume else contextlib.nullcontext():
         tuner.fit()
     for trial_id, last in board.stopped_at_end.items():  # the time budget ran out while they trained

@@ -231,7 +231,7 @@ def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Run
                        max_epochs=stage.spec.max_epochs, time_budget_s=time_budget_s)
         with checked_session(settings, _storage_root(settings, run_files), out, log_dir=run_files.root):
             run_jobs(grid, stage, settings, experiment=confirm_experiment(settings.storage_path, run_files),
-                     retry=retry, out=out, trial_fn=trial_fn)
+                     retry=retry, out=out, trial_fn=trial_fn, run_dir=run_files.root)
     frame = stage.finish()
     errors = stage.errors()
     finished = stage_finished(stage.files)
