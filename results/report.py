@@ -30,7 +30,7 @@ import optuna  # noqa: E402
 import optuna.visualization.matplotlib as optuna_plots  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 from optuna.importance import FanovaImportanceEvaluator  # noqa: E402
 from optuna.study import StudyDirection  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
@@ -133,20 +133,29 @@ def plot_parallel(study: optuna.Study, *, top: int = TOP_TRIALS) -> plt.Figure |
     if len(complete) < 2:
         return f"needs at least 2 completed trials (this run has {len(complete)})"
     best = complete[:top]
-    params = set().union(*(t.params for t in best))
+    shared = set.intersection(*(set(t.params) for t in best))
+    # A parameter some trials lack (a conditional one) would be drawn as a "None" below every value,
+    # and one every trial shares the same value of tells nothing: both are left out, and named.
+    params = sorted(p for p in shared if len({repr(t.params[p]) for t in best}) > 1)
     if not params:
-        return "the search has no parameters"
-    with _optuna_plotting(figsize=(max(8.0, 1.4 * (len(params) + 1)), 4.5)):
+        return "the top completed trials share every parameter value they all have"
+    with _optuna_plotting(figsize=(max(8.0, 1.5 * (len(params) + 1)), 4.5)):
         view = optuna.create_study(direction=study.direction)  # in memory: only the trials to draw
         view.add_trials(best)
-        ax = optuna_plots.plot_parallel_coordinate(view, target_name=SCORE)
+        ax = optuna_plots.plot_parallel_coordinate(view, params=params, target_name=SCORE)
     ax.collections[0].set_cmap("viridis")  # Optuna's Blues draws the lowest score white, on white
     for axis in ax.get_shared_x_axes().get_siblings(ax):  # the parameters' axes (Optuna's twins of ax)
         if axis is not ax:
             axis.tick_params(labelsize=8)
             if axis.get_yscale() == "log":
                 _plain_log_labels(axis)
+            else:
+                axis.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    left_out = sorted(set().union(*(t.params for t in best)) - set(params))
     ax.set_title(f"Top {len(best)} of {len(complete)} completed trials (color: {SCORE})", y=1.03)
+    if left_out:
+        ax.figure.text(0.01, 0.01, "not drawn (absent in some, or equal in all): " + ", ".join(left_out),
+                       fontsize=7, color="#666")
     return ax.figure
 
 
@@ -159,23 +168,32 @@ def _plain_log_labels(axis: plt.Axes) -> None:
     axis.yaxis.set_minor_formatter(plain if high < 10 * low else NullFormatter())
 
 
-def plot_intermediate(study: optuna.Study) -> plt.Figure | str:
-    """Optuna's intermediate values (the score at each evaluation, by optimizer step), one line per
-    trial, colored here by how the trial ended rather than one color per trial."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=tuple(STATUS_OF_STATE)) if t.intermediate_values]
-    if not trials:
+def plot_intermediate(records: list[TrialRecord]) -> plt.Figure | str:
+    """Every trial's score at each evaluation, by epoch (a step count differs with the batch size):
+    each completed trial in its own color and named, pruned and running ones grey, errors red."""
+    evaluated = [r for r in records if r.history]
+    if not evaluated:
         return "no trial has been evaluated yet"
-    with _optuna_plotting(figsize=(8, 4)):
-        ax = optuna_plots.plot_intermediate_values(study)
-    status = {f"Trial{t.number}": STATUS_OF_STATE[t.state] for t in trials}  # Optuna's line labels
-    for line in ax.get_lines():
-        if line.get_label() in status:
-            line.set_color(COLORS[status[line.get_label()]])
-    shown = [s for s in COLORS if s in status.values()]
-    ax.legend(handles=[Line2D([0], [0], color=COLORS[s], marker=".", label=f"{s} trials") for s in shown],
-              loc="lower right", fontsize=8)
-    ax.set(xlabel="optimizer step", ylabel=SCORE, title="Every trial's evaluations (Optuna's intermediate values)")
-    return ax.figure
+    fig, ax = plt.subplots(figsize=(8, 4))
+    palette = plt.get_cmap("tab10")
+    done = sorted((r for r in evaluated if r.status == COMPLETED), key=lambda r: -r.best[M.LEVEL2_MACRO_F1])
+    for record in evaluated:
+        epochs = [h[M.EPOCH] for h in record.history]
+        scores = [h[M.LEVEL2_MACRO_F1] for h in record.history]
+        if record.status == COMPLETED:
+            rank = done.index(record)
+            ax.plot(epochs, scores, marker=".", lw=1.6, color=palette(rank % 10), zorder=3,
+                    label=f"trial {record.optuna_number}" if rank < 10 else None)
+        else:
+            ax.plot(epochs, scores, marker=".", lw=0.8, color=COLORS[record.status], alpha=0.6, zorder=2)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([0], [0], color=COLORS[s], lw=0.8, label=f"{s} trials")
+                for s in (PRUNED, RUNNING, ERROR) if any(r.status == s for r in evaluated)]
+    ax.legend(handles=handles, loc="lower right", fontsize=7, ncol=2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel=SCORE, title="Every trial's evaluations (completed: the 10 best named)")
+    ax.grid(alpha=0.3)
+    return fig
 
 
 def plot_rungs(records: list[TrialRecord], *, max_epochs: int, grace: int, factor: float) -> plt.Figure | str:
@@ -193,6 +211,7 @@ def plot_rungs(records: list[TrialRecord], *, max_epochs: int, grace: int, facto
         ax.text(e, n, str(n), ha="center", va="bottom", fontsize=8)
     ax.set(xlabel="epoch", ylabel="trials that trained it", title="ASHA rung survival (dashed: rung milestones)")
     ax.set_xticks(epochs)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count: no 0.5 ticks
     return fig
 
 
@@ -208,6 +227,9 @@ def plot_per_class(record: TrialRecord | None, labels: list[str]) -> plt.Figure 
     fig, ax = plt.subplots(figsize=(7, 0.22 * len(labels) + 1.2))
     y = np.arange(len(labels))[::-1]
     ax.barh(y, f1, color=colors)
+    for row, value in zip(y, f1, strict=True):
+        if value == 0:  # no bar to see: say it
+            ax.text(0.005, row, "0 (never right)", va="center", fontsize=6, color="#a33")
     ax.set_yticks(y, labels, fontsize=7)
     ax.set_xlim(0, 1)
     ax.axvline(np.mean(f1), color="black", lw=1, ls="--")
@@ -238,7 +260,8 @@ figure {{ margin: 0; border: 1px solid #e3e3e3; padding: 0.5rem; background: #ff
 figure img {{ width: 100%; }} figcaption {{ color: #666; font-size: 0.85rem; }}
 table {{ border-collapse: collapse; font-size: 0.8rem; width: 100%; }}
 th, td {{ border-bottom: 1px solid #e3e3e3; padding: 0.25rem 0.4rem; text-align: right; }}
-th {{ background: #fafafa; }} .missing {{ color: #a33; }}
+th {{ background: #fafafa; }} .settings th, .settings td {{ text-align: left; }}
+.missing {{ color: #a33; }}
 </style></head><body>
 <h1>{title}</h1><p class="sub">{subtitle}</p>
 <h2>Status</h2><pre>{status}</pre>
@@ -246,7 +269,7 @@ th {{ background: #fafafa; }} .missing {{ color: #a33; }}
 <h2>Figures</h2><div class="grid">{figures}</div>
 <h2>Leaderboard (top {top})</h2>{table}
 {confirm}
-<h2>Settings</h2><pre>{settings}</pre>
+<h2>Settings</h2>{settings}
 </body></html>
 """
 
@@ -313,6 +336,35 @@ def ensemble_html(record: EnsembleRecord) -> str:
             + pd.DataFrame(rows).to_html(index=False, float_format=lambda x: f"{x:.4f}", border=0))
 
 
+def settings_html(run: dict) -> str:
+    """What the run searched, on which rows, with which resources: a table a reader can scan."""
+    settings, data, method = run["settings"], run["data"], run_method(run)
+    schedule = (f"ASHA, grace period {settings.get('grace_period')}, reduction factor "
+                f"{settings.get('reduction_factor'):g}" if method["scheduler"] == "asha" else method["scheduler"])
+    concurrency = run.get("concurrency")
+    rows = [
+        ("Space", f"{settings.get('space')} ({run.get('space')})"),
+        ("Searched parameters", ", ".join(sorted(run["searched"])) or "none"),
+        ("Fixed with --set", ", ".join(settings.get("sets") or []) or "none"),
+        ("Sampler", f"{method['sampler']}" + (f", {method['startup_trials']} random startup trials"
+                                              if method.get("startup_trials") else "")),
+        ("Scheduler", schedule),
+        ("Trials", f"{settings.get('num_samples')} of at most {run.get('max_epochs')} epochs, seed {run.get('seed')}"),
+        ("Data", str(data["source"])),
+        ("Rows", f"{data.get('train_rows')} training, {data.get('dev_rows')} held out (fold {run.get('fold')} of "
+                 f"{settings.get('folds')}); {len(data.get('level2_labels', []))} level-2 labels, vocabulary "
+                 f"{data.get('vocab')}, texts cut to {data.get('max_seq_len')} tokens"),
+        ("Resources", f"{settings.get('cpus_per_trial')} CPU and {settings.get('gpus_per_trial')} GPU per trial"
+                      + (f", {concurrency} at once" if concurrency else "")
+                      + (f", cluster {settings['address']}" if settings.get("address") else ", local Ray")),
+        ("Reproduce a trial", run.get("reproduce", "")),
+        ("Versions", ", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items())),
+        ("Git revision", run.get("git_revision") or "unknown"),
+    ]
+    body = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>" for name, value in rows)
+    return f'<table class="settings">{body}</table>'
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report/index.html and its figures; return the page's path."""
     files = RunFiles(Path(run_dir))
@@ -337,7 +389,7 @@ def write_report(run_dir: str | Path) -> Path:
         _figure(plot_progress(records, started), out / "progress.png", "Level-2 macro-F1 over time"),
         _figure(plot_importances(study), out / "importance.png", "Parameter importances"),
         _figure(plot_parallel(study), out / "parallel.png", "Parallel coordinates of the top completed trials"),
-        _figure(plot_intermediate(study), out / "intermediate.png", "Level-2 macro-F1 at each evaluation, per trial"),
+        _figure(plot_intermediate(records), out / "intermediate.png", "Level-2 macro-F1 at each evaluation, per trial"),
         *([_figure(plot_rungs(records, max_epochs=run["max_epochs"], grace=settings["grace_period"],
                               factor=settings["reduction_factor"]), out / "rungs.png", "ASHA rung survival")]
           if run_method(run)["scheduler"] == "asha" else []),
@@ -362,7 +414,7 @@ def write_report(run_dir: str | Path) -> Path:
                              f"{len(run['searched'])} searched parameters"),
         status=html.escape(status), best=best, figures="\n".join(figures),
         top=min(TOP_TRIALS, len(frame)), table=table, confirm=confirm_section(*confirmed, out),
-        settings=html.escape("\n".join(f"{k}: {v}" for k, v in settings.items())))
+        settings=settings_html(run))
     path = files.report_dir / "index.html"
     atomic_write_text(path, page)
     return path

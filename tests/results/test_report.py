@@ -21,7 +21,7 @@ from results.report import COLORS, SCORE, plot_importances, plot_intermediate, p
 from rundir.confirm import EnsembleRecord
 from rundir.io import atomic_write_json
 from rundir.paths import RunFiles
-from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, save_records
+from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, load_records, save_records
 
 MAX_EPOCHS, STEPS_PER_EPOCH = 4, 50
 LABELS = [f"{i // 5}-{i}" for i in range(35)]
@@ -97,6 +97,10 @@ def test_report_draws_every_figure_and_leaves_matplotlib_and_optuna_settings_alo
     assert dict(matplotlib.rcParams) == settings and optuna.logging.get_verbosity() == verbosity
     assert plt.get_fignums() == []  # every figure closed
     assert "python -m search train-one --space space.yaml --set lr=0.001 --set loss=ce" in content
+    settings_table = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", content))
+    assert settings_table["Searched parameters"] == "focal_gamma, loss, lr"
+    assert settings_table["Scheduler"] == "ASHA, grace period 1, reduction factor 2"
+    assert settings_table["Data"] == "synthetic"
 
 
 def test_importances_are_fanova_over_the_parameters_every_completed_trial_has(run):
@@ -120,7 +124,9 @@ def test_parallel_coordinates_draw_the_top_completed_trials(run):
     values = sorted((segment[0][1] for segment in lines.get_segments()), reverse=True)
     completed = sorted((t.value for t in study.trials if t.state == TrialState.COMPLETE), reverse=True)
     assert values == pytest.approx(completed[:3])
-    assert [t.get_text() for t in ax.get_xticklabels()] == [SCORE, "focal_gamma", "loss", "lr"]
+    # focal_gamma exists only where loss is focal: an axis of it would draw the others at "None"
+    assert [t.get_text() for t in ax.get_xticklabels()] == [SCORE, "loss", "lr"]
+    assert [t.get_text() for t in ax.figure.texts] == ["not drawn (absent in some, or equal in all): focal_gamma"]
     assert ax.get_title() == f"Top 3 of 5 completed trials (color: {SCORE})"
     # lr's log axis reads 0.001, not 10^-3 in mathtext, which is wide enough to run into the colorbar
     ax.figure.canvas.draw()
@@ -139,21 +145,29 @@ def test_parallel_coordinates_of_trials_sharing_a_value_draw_without_warnings():
         warnings.simplefilter("error")
         figure = plot_parallel(study)
     assert figure.axes[0].get_title() == f"Top 3 of 3 completed trials (color: {SCORE})"
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == [SCORE, "lr"]
+    assert [t.get_text() for t in figure.texts] == ["not drawn (absent in some, or equal in all): dropout"]
     plt.close("all")
 
 
-def test_intermediate_values_draw_every_evaluated_trial_colored_by_its_end(run):
-    _, study = run
-    ax = plot_intermediate(study).axes[0]
-    drawn = {int(re.fullmatch(r"Trial(\d+)", line.get_label()).group(1)): line for line in ax.get_lines()}
-    assert sorted(drawn) == list(range(11))  # the failed trial (number 11) is not Optuna's to draw
-    for number, line in drawn.items():
+def test_intermediate_values_draw_every_evaluated_trial_by_epoch(run):
+    files, _ = run
+    records = load_records(files)
+    lines = plot_intermediate(list(records.values())).axes[0].get_lines()
+    assert len(lines) == len(TRIALS)  # the failed trial's evaluation is drawn too, in red
+    completed = sorted((n for n, t in enumerate(TRIALS) if t[0] == COMPLETED), key=lambda n: -score(TRIALS[n][2], 4))
+    named = [line.get_label() for line in lines if not line.get_label().startswith("_")]
+    assert sorted(named) == sorted(f"trial {n}" for n in completed)
+    for number, line in enumerate(lines):
         status, epochs, lr, _ = TRIALS[number]
-        assert to_hex(line.get_color()) == COLORS[status]
-        assert list(line.get_xdata()) == [STEPS_PER_EPOCH * e for e in range(1, epochs + 1)]
+        assert list(line.get_xdata()) == list(range(1, epochs + 1))  # epochs, not optimizer steps
         assert list(line.get_ydata()) == [score(lr, e) for e in range(1, epochs + 1)]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["completed trials", "pruned trials",
-                                                                    "running trials"]
+        if status != COMPLETED:
+            assert to_hex(line.get_color()) == COLORS[status]
+    colors = {to_hex(line.get_color()) for n, line in enumerate(lines) if TRIALS[n][0] == COMPLETED}
+    assert len(colors) == len(completed)  # each completed trial in its own color
+    legend = [t.get_text() for t in lines[0].axes.get_legend().get_texts()]
+    assert legend[-3:] == ["pruned trials", "running trials", "error trials"]
     plt.close("all")
 
 
