@@ -18,7 +18,7 @@ PREDICT_BATCH_SIZE = 256  # `predict --batch-size`: rows per forward pass
 
 
 def add_confirm(sub: argparse._SubParsersAction) -> None:
-    from rundir.confirm import DEFAULT_FOLDS, DEFAULT_SEEDS, DEFAULT_TOP
+    from rundir.confirm import DEFAULT_FOLDS, DEFAULT_SEEDS, DEFAULT_TOP, RaceRule
 
     p = add_command(sub, "confirm", cmd_confirm, help="retrain the top configs on every fold: RUN_DIR/confirm/",
                  description="Retrain the top K completed trials of RUN_DIR's leaderboard at their full budget on "
@@ -36,6 +36,15 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
                    help="training seeds per fold (seed s trains with the run's seed + s)")
     p.add_argument("--no-linear", dest="linear", action="store_false", default=True,
                    help="leave out the linear reference member (TF-IDF + LinearSVC; by default it is included)")
+    race = p.add_argument_group("racing (stop confirming configs clearly worse than the best)")
+    race.add_argument("--race", action="store_true",
+                      help="run the jobs fold by fold and race out a config once a one-sided paired t-test over "
+                      "the folds it shares with the best config says it is worse: its jobs left never run, it "
+                      "stays in confirm.csv as raced_out with its partial scores and never enters an ensemble")
+    race.add_argument("--race-min-folds", type=int, default=RaceRule.min_folds, metavar="N",
+                      help="folds both configs must have scored before a test (default %(default)s)")
+    race.add_argument("--race-alpha", type=finite_float, default=RaceRule.alpha, metavar="P",
+                      help="race a config out below this p-value (default %(default)s; smaller: fewer, later stops)")
     add_verbose(p)
     p.add_argument("--force", action="store_true",
                    help="delete RUN_DIR/confirm (a finished or unfinished stage) and start over")
@@ -105,12 +114,14 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 def cmd_confirm(args: argparse.Namespace, argv: list[str]) -> None:
+    from rundir.confirm import RaceRule
     from stages.confirm.run import confirm
 
     apply_verbose(args)
     sys.stdout.reconfigure(line_buffering=True)
     outcome = confirm(args.run_dir, top=args.top, folds=args.folds, seeds=args.seeds, linear=args.linear,
-                      force=args.force, address=args.address, cpus_per_trial=args.cpus_per_trial,
+                      race=RaceRule(args.race_min_folds, args.race_alpha) if args.race else None, force=args.force,
+                      address=args.address, cpus_per_trial=args.cpus_per_trial,
                       gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                       max_failures=args.max_failures, argv=argv)
     if not outcome.finished:

@@ -19,10 +19,11 @@ import pandas as pd
 
 from model import metrics as M
 from results.ranking import PARAM_PREFIX, fold_std
-from rundir.confirm import NETWORK, JobRecord, Member, job_id
+from rundir.confirm import NETWORK, RACED_OUT, JobRecord, Member, job_id
 
 OOF_F1 = "oof_level2_macro_f1"  # confirm.csv's column: the pooled level-2 macro-F1 of a member's OOF file
-COMPLETE, PARTIAL = "complete", "partial"  # a member's status in confirm.csv
+# A member's status in confirm.csv: every job completed; some not (yet); or `confirm --race` stopped it.
+COMPLETE, PARTIAL = "complete", "partial"
 
 
 # ----------------------------------------------------------------------------- the table
@@ -33,7 +34,18 @@ def member_complete(jobs: dict[str, JobRecord], member: Member, *, folds: int, s
     return all(j in jobs and jobs[j].completed for j in member.jobs(folds=folds, seeds=seeds))
 
 
-def _score_grid(jobs: dict[str, JobRecord], member: Member, key: str, *, folds: int, seeds: int) -> np.ndarray:
+def member_raced_out(jobs: dict[str, JobRecord], member: Member, *, folds: int, seeds: int) -> bool:
+    """`confirm --race` stopped the member: some of its jobs will never run."""
+    return any(j in jobs and jobs[j].status == RACED_OUT for j in member.jobs(folds=folds, seeds=seeds))
+
+
+def member_status(jobs: dict[str, JobRecord], member: Member, *, folds: int, seeds: int) -> str:
+    if member_complete(jobs, member, folds=folds, seeds=seeds):
+        return COMPLETE
+    return RACED_OUT if member_raced_out(jobs, member, folds=folds, seeds=seeds) else PARTIAL
+
+
+def score_grid(jobs: dict[str, JobRecord], member: Member, key: str, *, folds: int, seeds: int) -> np.ndarray:
     """(F, S_member) scores `key` of a member's completed jobs, NaN where a job has none."""
     grid = np.full((folds, member.seeds(seeds)), np.nan)
     for f in range(folds):
@@ -94,7 +106,7 @@ def table_columns(folds: int, param_names: Sequence[str]) -> list[str]:
 def confirm_table(jobs: dict[str, JobRecord], members: Sequence[Member], *, folds: int, seeds: int,
                   param_names: Sequence[str], oof_f1: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per member of confirm.json's `members`, ranked: complete members (every job completed)
-    before partial ones, each by mean level-2 macro-F1 descending (no score last), ties in members
+    before partial and raced-out ones, each by mean level-2 macro-F1 descending (no score last), ties in members
     order (the search's leaderboard rank, linear last).
 
     Scores are the jobs' best evaluations: `level2_mean`/`level2_std` (and level-1) over all the
@@ -104,14 +116,14 @@ def confirm_table(jobs: dict[str, JobRecord], members: Sequence[Member], *, fold
     macro-F1 of each member's OOF file, where one exists.
     """
     oof_f1 = oof_f1 or {}
-    grids = {m.name: _score_grid(jobs, m, M.LEVEL2_MACRO_F1, folds=folds, seeds=seeds) for m in members}
+    grids = {m.name: score_grid(jobs, m, M.LEVEL2_MACRO_F1, folds=folds, seeds=seeds) for m in members}
     rows = []
     for member in members:
         name = member.name
         level2 = grids[name]
         level2_mean, level2_std = _mean_std(level2.ravel())
         level1_mean, level1_std = _mean_std(
-            _score_grid(jobs, member, M.LEVEL1_MACRO_F1, folds=folds, seeds=seeds).ravel())
+            score_grid(jobs, member, M.LEVEL1_MACRO_F1, folds=folds, seeds=seeds).ravel())
         params = member.params if member.kind == NETWORK else {}
         with np.errstate(all="ignore"):
             per_fold = [float(np.nanmean(level2[f])) if not np.isnan(level2[f]).all() else math.nan
@@ -123,7 +135,7 @@ def confirm_table(jobs: dict[str, JobRecord], members: Sequence[Member], *, fold
             OOF_F1: oof_f1.get(name, math.nan),
             **{f"level2_fold{f}": per_fold[f] for f in range(folds)},
             "n_scores": int((~np.isnan(level2)).sum()),
-            "status": COMPLETE if member_complete(jobs, member, folds=folds, seeds=seeds) else PARTIAL,
+            "status": member_status(jobs, member, folds=folds, seeds=seeds),
             **{PARAM_PREFIX + p: params.get(p) for p in param_names},
         })
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["status"] != COMPLETE,

@@ -15,7 +15,7 @@ from results.export import run_leaderboard, tied_trials, top_table
 from results.ranking import fold_std
 from results.timeline import busy_fraction
 from rundir import keys as K
-from rundir.confirm import ConfirmSpec, read_jobs
+from rundir.confirm import RACED_OUT, ConfirmSpec, read_jobs
 from rundir.lock import driver_pid
 from rundir.paths import ConfirmFiles, RunFiles
 from rundir.record import check_study, describe_method, read_run, run_method
@@ -86,10 +86,11 @@ def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
     spec, jobs = ConfirmSpec.load(files.confirm_json), read_jobs(files.jobs_json)
     planned = {m.name: m.jobs(folds=spec.folds, seeds=spec.seeds) for m in spec.members}
     states = [jobs[j].status if j in jobs else None for ids in planned.values() for j in ids]
-    counts = {s: states.count(s) for s in (COMPLETED, RUNNING, ERROR)}
+    counts = {s: states.count(s) for s in (COMPLETED, RUNNING, ERROR, RACED_OUT)}
     lines = [f"confirm: {len(spec.members)} members x {spec.folds} folds x {spec.seeds} seeds = {len(states)} jobs; "
              f"{counts[COMPLETED]} completed, {counts[RUNNING]} running, {counts[ERROR]} failed, "
-             f"{len(states) - sum(counts.values())} not started"]
+             + (f"{counts[RACED_OUT]} raced out, " if counts[RACED_OUT] else "")
+             + f"{len(states) - sum(counts.values())} not started"]
     for name, ids in planned.items():
         done = [jobs[j] for j in ids if j in jobs and jobs[j].completed]
         scores = [job.level2_macro_f1 for job in done]
@@ -98,8 +99,10 @@ def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
         # Records from before jobs noted their device have none: nothing is said for them.
         devices = sorted({jobs[j].device for j in ids if j in jobs and jobs[j].device})
         where = f", on {', '.join(devices)}" if devices else ""
-        lines.append(f"  {name}: {len(scores)}/{len(ids)} jobs completed, {score}{where}")
-    if counts[COMPLETED] == len(states):
+        raced = next((jobs[j].note for j in ids if j in jobs and jobs[j].status == RACED_OUT), None)
+        lines.append(f"  {name}: {len(scores)}/{len(ids)} jobs completed, {score}{where}"
+                     + (f"; {raced}" if raced else ""))
+    if counts[COMPLETED] + counts[RACED_OUT] == len(states):
         lines.append(f"confirm finished: {files.confirm_csv}")
     elif not driver_running:
         lines.append(f"the confirm stage stopped before it finished: `python -m search resume {files.run_dir}`")

@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # annotations only
 DEFAULT_TOP, DEFAULT_FOLDS, DEFAULT_SEEDS = 5, 5, 1  # `confirm --top --folds --seeds`
 NETWORK, LINEAR = "network", "linear"  # a member's kind
 LINEAR_MEMBER = "linear"  # the linear reference member's name
-JOB_STATUSES = (RUNNING, COMPLETED, ERROR)
+RACED_OUT = "raced_out"  # a job `confirm --race` skipped: its member was clearly worse than the best
+JOB_STATUSES = (RUNNING, COMPLETED, ERROR, RACED_OUT)
 # The scores a job keeps of its best evaluation (JobRecord fields of the same names).
 JOB_SCORES = (M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY)
 
@@ -120,6 +121,28 @@ class Member:
                    leaderboard_rank=value.get("leaderboard_rank"))
 
 
+@dataclass(frozen=True)
+class RaceRule:
+    """`confirm --race`: after each job, a network member that has scores on at least `min_folds`
+    folds also scored by the best member, and is below it by a one-sided paired t-test over those
+    folds at level `alpha`, is raced out (results/racing.py): its unfinished jobs are skipped."""
+
+    min_folds: int = 3
+    alpha: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: Any, path: Path) -> RaceRule | None:
+        if value is None:
+            return None
+        if (not isinstance(value, dict) or not isinstance(value.get("min_folds"), int)
+                or not isinstance(value.get("alpha"), int | float) or not 0 < value["alpha"] < 1):
+            raise damaged(path, f"`race` is {value!r:.80}, not an object with `min_folds` and `alpha` (0 to 1)")
+        return cls(min_folds=value["min_folds"], alpha=float(value["alpha"]))
+
+
 def _count(value: Any, what: str, path: Path, *, low: int) -> int:
     """confirm.json's `folds`/`seeds`: a count (or, as early versions wrote, the list of them)."""
     if isinstance(value, list):
@@ -144,6 +167,7 @@ class ConfirmSpec:
     settings: dict[str, Any] = field(default_factory=dict)  # the run's data settings and the stage's resources
     created: str | None = None
     command: str | None = None
+    race: RaceRule | None = None  # `confirm --race`; None: every job runs
 
     def member(self, name: str) -> Member:
         for member in self.members:
@@ -160,7 +184,20 @@ class ConfirmSpec:
         return {"top": self.top, "folds": self.folds, "seeds": self.seeds, "split_seed": self.split_seed,
                 "max_epochs": self.max_epochs, "created": self.created, "command": self.command,
                 "settings": self.settings, "labels": list(self.labels), "rows": self.rows,
-                "members": [m.to_dict() for m in self.members]}
+                "members": [m.to_dict() for m in self.members],
+                "race": self.race.to_dict() if self.race else None}
+
+    def job_order(self, jobs: list[str]) -> list[str]:
+        """The order to run `jobs` in: member by member (a time budget then ends with whole members), or,
+        when racing, fold by fold (every member's scores on the first folds come first, to compare)."""
+        if self.race is None:
+            return list(jobs)
+        names = [m.name for m in self.members]
+
+        def fold_major(job: str) -> tuple[int, int, int]:
+            member, fold, seed = parse_job_id(job)
+            return fold, seed, names.index(member)
+        return sorted(jobs, key=fold_major)
 
     @classmethod
     def from_dict(cls, value: Any, path: Path) -> ConfirmSpec:
@@ -181,7 +218,8 @@ class ConfirmSpec:
                    seeds=_count(value["seeds"], "seeds", path, low=1), split_seed=int(value.get("split_seed") or 0),
                    max_epochs=int(value.get("max_epochs") or 0), members=members, labels=tuple(labels),
                    rows=_count(value["rows"], "rows", path, low=2), settings=value.get("settings") or {},
-                   created=value.get("created"), command=value.get("command"))
+                   created=value.get("created"), command=value.get("command"),
+                   race=RaceRule.from_dict(value.get("race"), path))
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.to_dict())
@@ -225,6 +263,12 @@ class JobRecord:
     gpu_mem_peak_gb: float | None = None  # its peak CUDA memory (CUDA only)
     model_dir: str | None = None  # its fold model directory, relative to RUN_DIR/confirm
     error: str | None = None
+    note: str | None = None  # why it was raced out
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more will happen to it: completed, or raced out."""
+        return self.status in (COMPLETED, RACED_OUT)
 
     @property
     def completed(self) -> bool:
@@ -257,7 +301,7 @@ class JobRecord:
             if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)
                                        or not math.isfinite(number)):
                 raise damaged(path, f"job {key!r} has {name} {number!r}, not a finite number")
-        for name in ("device", "model_dir", "error"):
+        for name in ("device", "model_dir", "error", "note"):
             if value.get(name) is not None and not isinstance(value[name], str):
                 raise damaged(path, f"job {key!r} has {name} {value[name]!r}, not a string")
         return cls(**value)

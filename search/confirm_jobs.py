@@ -67,7 +67,8 @@ class FinishedJob:
 class JobSink(Protocol):
     """Who keeps the jobs' records and files: the stage's writer (stages/confirm/writer.py)."""
 
-    def completed(self, job_id: str) -> bool: ...
+    def settled(self, job_id: str) -> bool: ...  # completed, or raced out: nothing more to record
+    def raced_out(self, job_id: str) -> bool: ...
     def failed(self, job_id: str) -> bool: ...
     def start(self, job_id: str) -> None: ...
     def progress(self, job_id: str, result: Mapping[str, Any]) -> None: ...
@@ -86,8 +87,9 @@ def finished_job(state: dict | None, *, time_s: float | None) -> FinishedJob | N
 
 
 class ConfirmCallback(tune.Callback):
-    """Reports each job's life to the sink. A completed job is never reported again: after a
-    restart Ray may run such a job's trial once more, and it then only re-reports its checkpoint."""
+    """Reports each job's life to the sink. A settled job (completed, or raced out) is never
+    reported again: after a restart Ray may run a completed job's trial once more, and it then only
+    re-reports its checkpoint; a raced-out job's trial ends when RaceScheduler stops it."""
 
     def __init__(self, sink: JobSink):
         self.sink = sink
@@ -107,7 +109,7 @@ class ConfirmCallback(tune.Callback):
         # A restored experiment may hold trials that ended after the sink's last record.
         for trial in trials:
             job_id = self._job(trial)
-            if self.sink.completed(job_id):
+            if self.sink.settled(job_id):
                 continue
             if trial.status == Trial.TERMINATED:
                 self._complete(trial)
@@ -115,19 +117,19 @@ class ConfirmCallback(tune.Callback):
                 self.sink.fail(job_id, error_message(trial))
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if not self.sink.completed(self._job(trial)):
+        if not self.sink.settled(self._job(trial)):
             self.sink.start(self._job(trial))
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        if not self.sink.completed(self._job(trial)):
+        if not self.sink.settled(self._job(trial)) and M.EPOCH in result:  # not a job's announcement
             self.sink.progress(self._job(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if not self.sink.completed(self._job(trial)):
+        if not self.sink.settled(self._job(trial)):
             self._complete(trial)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if not self.sink.completed(self._job(trial)):
+        if not self.sink.settled(self._job(trial)):
             self.sink.fail(self._job(trial), error_message(trial))
 
     def _complete(self, trial: Trial) -> None:
@@ -139,11 +141,32 @@ class ConfirmCallback(tune.Callback):
         self.sink.complete(self._job(trial), finished_job(state, time_s=(trial.last_result or {}).get(K.TIME_TOTAL_S)))
 
 
+class RaceScheduler(FIFOScheduler):
+    """`confirm --race`: FIFO, but a job of a member the stage raced out is stopped at its next
+    result. Each job announces itself with a result before it trains (confirm_trial's `announce`),
+    and its worker waits for the driver's answer, so a job the race already decided never trains."""
+
+    def __init__(self, sink: JobSink):
+        super().__init__()
+        self.sink = sink
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        return self.STOP if self.sink.raced_out(trial.config[K.JOB]) else self.CONTINUE
+
+
 class ConfirmProgress(ProgressPrinter):
     """`[   12s] trial-3 fold 2 seed 0 epoch 2/4  level-2 F1 0.5100  (best 0.5100)` and
     `... completed, best level-2 F1 0.5300  [k/n jobs done]`."""
 
     noun = "jobs"
+
+    def __init__(self, *, sink: JobSink, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.sink = sink
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        if M.EPOCH in result:  # not a job's announcement (RaceScheduler)
+            super().on_trial_result(iteration, trials, trial, result, **info)
 
     def key(self, trial: Trial) -> str:
         return trial.config.get(K.JOB)
@@ -153,6 +176,13 @@ class ConfirmProgress(ProgressPrinter):
 
     def how(self, last: dict) -> str:
         return "completed"
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if self.sink.raced_out(trial.config[K.JOB]) and self.key(trial) not in self.before:
+            self.ended += 1
+            self._say(f"{self.name(trial)} raced out  [{self.done_text()}]")
+            return
+        super().on_trial_complete(iteration, trials, trial, **info)
 
 
 @contextlib.contextmanager
@@ -187,6 +217,7 @@ class JobGrid:
     skipped: frozenset[str]  # errored jobs not retried
     max_epochs: int
     time_budget_s: float | None = None  # stop the jobs after this wall time (those unfinished stay unfinished)
+    race: bool = False  # `confirm --race`: RaceScheduler stops the jobs of members the stage raced out
 
 
 def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tuple[str, str], retry: bool,
@@ -199,7 +230,8 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
     restore = experiment_has_state(storage, name)
     out(f"confirm: {len(grid.pending)} network job(s) to run, {slots(settings)} at a time"
         + (f", {len(grid.completed)} completed before" if grid.completed else ""))
-    trainable = tune.with_parameters(trial_fn, folds=grid.folds, jobs=grid.plans, ended=grid.completed)
+    trainable = tune.with_parameters(trial_fn, folds=grid.folds, jobs=grid.plans, ended=grid.completed,
+                                     announce=grid.race)
     extra = {}
     if restore:
         kind = tune.ResumeConfig.ResumeType
@@ -207,7 +239,7 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
                                                           errored=kind.RESUME if retry else kind.SKIP,
                                                           finished=kind.SKIP))
     tracking = tracking_callbacks(settings.track, run_dir, confirm=True) if run_dir is not None else []
-    progress = ConfirmProgress(max_epochs=grid.max_epochs, num_samples=len(grid.plans),
+    progress = ConfirmProgress(sink=sink, max_epochs=grid.max_epochs, num_samples=len(grid.plans),
                                ended=grid.completed | grid.skipped)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}),
@@ -215,7 +247,8 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
         # runs the jobs not completed yet; a restored one keeps its own list and only resumes.
         param_space={K.JOB: tune.grid_search(grid.pending)},
         tune_config=tune.TuneConfig(
-            scheduler=FIFOScheduler(),  # every job trains its full budget: no pruning
+            # Every job trains its full budget (no pruning), but the jobs of a member raced out.
+            scheduler=RaceScheduler(sink) if grid.race else FIFOScheduler(),
             max_concurrent_trials=slots(settings),
             time_budget_s=grid.time_budget_s,
             reuse_actors=REUSE_WORKERS,  # warm workers, as in the search (search/session.py)

@@ -144,7 +144,7 @@ def run_trial(config: dict[str, Any], *, data: EncodedData, space: SearchSpace, 
 
 
 def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dict[str, JobPlan],
-                  ended: frozenset[str] = frozenset()) -> None:
+                  ended: frozenset[str] = frozenset(), announce: bool = False) -> None:
     """Train one confirm job (`config[K.JOB]`), or continue it from its checkpoint.
 
     `jobs[job_id]` holds the job's full `TrialConfig` (as a dict: its seed and budget included)
@@ -157,6 +157,8 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
     and one whose checkpoint is its final evaluation, returns without training or reporting: Tune
     then ends the trial on its last result without logging it again (no FIFO scheduler or grid
     needs a result), so a job's progress.csv holds each evaluation once.
+    `announce` (`confirm --race`): report once before training, a result with no epoch; the worker
+    waits for the driver's answer, and RaceScheduler stops a job whose member was raced out.
     """
     job_id = config[K.JOB]
     job = jobs[job_id]
@@ -165,6 +167,8 @@ def confirm_trial(config: dict[str, Any], *, folds: list[EncodedData], jobs: dic
     state = load_state(tune.get_checkpoint())
     if job_id in ended or (state is not None and state[REPORT][M.FINISHED]):
         return
+    if announce:
+        tune.report({K.JOB: job_id})
     torch.set_num_threads(trial_threads())
     device = trial_device()
     left = memory_left(device)

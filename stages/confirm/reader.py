@@ -2,8 +2,9 @@
 fold models and their out-of-fold predictions (the files' records are rundir/confirm.py).
 
 A member is *complete* when every job it should have (folds x seeds; the linear member folds x 1)
-ended `completed` and its OOF file exists; *failed* when one of its jobs ended in error; else
-*unfinished* (confirm was stopped or is still running). Every error here says which command fixes it.
+ended `completed` and its OOF file exists; *raced out* when `confirm --race` stopped it (never in an
+ensemble); *failed* when one of its jobs ended in error; else *unfinished* (confirm was stopped or
+is still running). Every error here says which command fixes it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rundir.confirm import (
     OOF_IDS,
     OOF_PROBS,
     OOF_Y,
+    RACED_OUT,
     RESUME_COMMAND,
     ConfirmSpec,
     JobRecord,
@@ -68,9 +70,12 @@ class ConfirmRun:
                       key=lambda item: (item[1].fold, item[1].seed))
 
     def state(self, name: str) -> tuple[str, str]:
-        """(COMPLETE | FAILED | UNFINISHED, a phrase saying why) for member `name`."""
+        """(COMPLETE | RACED_OUT | FAILED | UNFINISHED, a phrase saying why) for member `name`."""
         member = self.member(name)
         jobs = self.member_jobs(name)
+        raced = [j for _, j in jobs if j.status == RACED_OUT]
+        if raced:
+            return RACED_OUT, raced[0].note or "raced out"
         errors = [(key, j) for key, j in jobs if j.status == ERROR]
         if errors:
             return FAILED, f"{len(errors)} job(s) ended in error ({errors[0][0]}: {errors[0][1].error})"

@@ -22,9 +22,11 @@ from rundir.confirm import (
     DEFAULT_SEEDS,
     DEFAULT_TOP,
     NETWORK,
+    RACED_OUT,
     RESUME_COMMAND,
     ConfirmSpec,
     Member,
+    RaceRule,
     read_jobs,
 )
 from rundir.inputs import check_space_copy
@@ -53,11 +55,12 @@ MAX_SEEDS = 10  # confirm --seeds
 
 
 def stage_finished(files: ConfirmFiles) -> bool:
-    """Every job of the stage completed, and every member's OOF file and confirm.csv are written."""
+    """Every member raced out, or complete with its OOF file written; and confirm.csv is written."""
     if not files.confirm_json.exists() or not files.jobs_json.exists() or not files.confirm_csv.exists():
         return False
     spec, jobs = ConfirmSpec.load(files.confirm_json), read_jobs(files.jobs_json)
-    return all(C.member_complete(jobs, m, folds=spec.folds, seeds=spec.seeds) and files.oof(m.name).exists()
+    status = {m.name: C.member_status(jobs, m, folds=spec.folds, seeds=spec.seeds) for m in spec.members}
+    return all(status[m.name] == RACED_OUT or (status[m.name] == C.COMPLETE and files.oof(m.name).exists())
                for m in spec.members)
 
 
@@ -82,8 +85,8 @@ def _stage(run_files: RunFiles, spec: ConfirmSpec, data: FoldData, run: dict[str
 
 
 def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = DEFAULT_FOLDS,
-            seeds: int = DEFAULT_SEEDS,
-            linear: bool = True, force: bool = False, address: str | None = None,
+            seeds: int = DEFAULT_SEEDS, linear: bool = True, race: RaceRule | None = None, force: bool = False,
+            address: str | None = None,
             cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
             max_concurrent: int | None = None, max_failures: int | None = None, time_budget_s: float | None = None,
             argv: list[str] | None = None, out: Out = print, trial_fn: Callable = confirm_trial) -> Outcome:
@@ -102,6 +105,7 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
     if seeds > MAX_SEEDS:
         raise ConfigError(f"--seeds is {seeds}, above {MAX_SEEDS}: every seed retrains every config on every fold; "
                           "a few seeds are all an ensemble can use")
+    check_race(race, folds=folds)
     settings = with_resources(settings, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                               max_concurrent=max_concurrent, max_failures=max_failures)
     preflight.check_settings(settings)
@@ -112,7 +116,7 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
         networks = sum(m.kind == NETWORK for m in members)
         spec = ConfirmSpec(top=networks if top == AUTO_TOP else top, folds=folds, seeds=seeds,
                            split_seed=settings.seed, max_epochs=run["max_epochs"],
-                           members=tuple(members), labels=(), rows=0)
+                           members=tuple(members), labels=(), rows=0, race=race)
         plan_jobs(spec, run_files)  # every config valid, every checkpoint directory there: before Ray
         data = FoldData.load(settings, folds=folds, seed=settings.seed)
         with checked_session(settings, _storage_root(settings, run_files), out, log_dir=run_files.root):
@@ -130,6 +134,16 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
             _say_plan(run_files.confirm, spec, data, out)
             return _run(stage, data, settings, run_files, resume=False, retry=False, out=out, trial_fn=trial_fn,
                         time_budget_s=time_budget_s)
+
+
+def check_race(race: RaceRule | None, *, folds: int) -> None:
+    """--race-min-folds within 2..--folds (a paired test needs two folds), --race-alpha within (0, 0.5]."""
+    if race is None:
+        return
+    if not 2 <= race.min_folds <= folds:
+        raise ConfigError(f"--race-min-folds is {race.min_folds}, but must be from 2 to --folds ({folds})")
+    if not 0 < race.alpha <= 0.5:
+        raise ConfigError(f"--race-alpha is {race.alpha}, but must be above 0 and at most 0.5")
 
 
 def _already(run_files: RunFiles, out: Out) -> Outcome:
@@ -187,6 +201,9 @@ def _say_plan(files: ConfirmFiles, spec: ConfirmSpec, data: FoldData, out: Out) 
     out(f"data: {data.source}: {spec.rows} rows in {spec.folds} folds (split seed {spec.split_seed}), "
         f"{len(spec.labels)} labels; {networks} config(s) x {spec.folds} folds x {spec.seeds} seed(s) at "
         f"{spec.max_epochs} epochs" + (", and the linear member" if linear else ""))
+    if spec.race is not None:
+        out(f"racing: fold by fold; a config below the best on at least {spec.race.min_folds} shared folds "
+            f"(one-sided paired t-test, p < {spec.race.alpha:g}) is raced out and its jobs left are skipped")
     for note in data.notes():
         out(note)
 
@@ -222,13 +239,15 @@ def resume_confirm(run_dir: str | Path, *, max_failures: int | None = None, retr
 def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: RunFiles, *, resume: bool, retry: bool,
          out: Out, trial_fn: Callable, time_budget_s: float | None = None) -> Outcome:
     """Fit the linear member's missing folds, run (or continue) the network jobs, write the outputs."""
+    stage.say = out
     stage.fit_linear(data, out)
     skipped = frozenset(j for j in stage.network_jobs() if stage.failed(j) and not retry)
-    pending = [j for j in stage.network_jobs() if not stage.completed(j) and j not in skipped]
+    pending = stage.spec.job_order([j for j in stage.network_jobs() if not stage.settled(j) and j not in skipped])
     if pending:
         grid = JobGrid(plans=stage.plans, folds=data.encoded, pending=pending, skipped=skipped,
-                       completed=frozenset(j for j in stage.network_jobs() if stage.completed(j)),
-                       max_epochs=stage.spec.max_epochs, time_budget_s=time_budget_s)
+                       completed=frozenset(j for j in stage.network_jobs() if stage.settled(j)),
+                       max_epochs=stage.spec.max_epochs, time_budget_s=time_budget_s,
+                       race=stage.spec.race is not None)
         with checked_session(settings, _storage_root(settings, run_files), out, log_dir=run_files.root):
             run_jobs(grid, stage, settings, experiment=confirm_experiment(settings.storage_path, run_files),
                      retry=retry, out=out, trial_fn=trial_fn, run_dir=run_files.root)

@@ -24,6 +24,7 @@ from model.errors import DataError
 from model.inference import ModelInfo, save_model_dir
 from model.linear import DEFAULT_GRID, INNER_FOLDS, fit_linear
 from results import confirm as C
+from results.racing import fold_scores, verdicts
 from rundir import keys as K
 from rundir.confirm import (
     JOB_SCORES,
@@ -31,6 +32,7 @@ from rundir.confirm import (
     NETWORK,
     OOF_PROBS,
     OOF_Y,
+    RACED_OUT,
     ConfirmSpec,
     JobPlan,
     JobRecord,
@@ -68,9 +70,17 @@ class ConfirmStage:
         self.param_names = param_names
         self.records: dict[str, JobRecord] = read_jobs(files.jobs_json)
         self._oof_f1: dict[str, float] = {}
+        self.say: Out = print  # where a race decision is announced (the command's output)
 
     def completed(self, job: str) -> bool:
         return job in self.records and self.records[job].completed
+
+    def raced_out(self, job: str) -> bool:
+        return job in self.records and self.records[job].status == RACED_OUT
+
+    def settled(self, job: str) -> bool:
+        """Nothing more is to happen to the job: completed, or raced out."""
+        return job in self.records and self.records[job].settled
 
     def failed(self, job: str) -> bool:
         return job in self.records and self.records[job].status == ERROR
@@ -128,6 +138,27 @@ class ConfirmStage:
             record.time_s = round(float(finished.time_s), 2)
         self.save()
         self.member_done(plan.member)
+        if self.spec.race is not None:
+            self.race()
+
+    def race(self) -> None:
+        """`confirm --race`: race out the network members clearly below the best so far
+        (results/racing.py); their jobs not completed are recorded raced out and never run."""
+        networks = [m for m in self.spec.members if m.kind == NETWORK]
+        folds, seeds = self.spec.folds, self.spec.seeds
+        scores = {m.name: fold_scores(self.records, m, folds=folds, seeds=seeds) for m in networks}
+        racing = [m.name for m in networks if C.member_status(self.records, m, folds=folds, seeds=seeds) == C.PARTIAL]
+        raced = verdicts(scores, racing, self.spec.race)
+        for verdict in raced:
+            skipped = [j for j in self.spec.member(verdict.member).jobs(folds=folds, seeds=seeds)
+                       if not self.completed(j)]
+            for job in skipped:
+                record = self._record(job)
+                record.status, record.note = RACED_OUT, verdict.note()
+            self.save()
+            self.say(f"{verdict.member} {verdict.note()}: its {len(skipped)} job(s) left will not run")
+        if raced:
+            self.write_table()
 
     def fail(self, job: str, message: str) -> None:
         record = self._record(job)

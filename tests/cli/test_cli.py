@@ -17,6 +17,7 @@ from cli import main as cli
 from cli.main import main
 from model.errors import ConfigError, DataError
 from results.ranking import reproduce_command
+from rundir.confirm import RaceRule
 from rundir.settings import Settings, command_prefix
 from search.session import RestoreFailed
 from spaces.space import load_space
@@ -115,9 +116,17 @@ def test_confirm_flags_reach_confirm_and_unfinished_runs_exit_1(monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     assert exit_.value.code == base.EXIT_UNFINISHED
-    assert calls == [("runs/x", dict(top=3, folds=4, seeds=2, linear=False, force=True, address="auto",
+    assert calls == [("runs/x", dict(top=3, folds=4, seeds=2, linear=False, race=None, force=True, address="auto",
                                      cpus_per_trial=2.0, gpus_per_trial=0.5, max_concurrent=6, max_failures=1,
                                      argv=argv))]
+    calls.clear()
+    with pytest.raises(SystemExit):
+        cli.main(["confirm", "runs/x", "--race", "--race-min-folds", "2", "--race-alpha", "0.1"])
+    assert calls[0][1]["race"] == RaceRule(min_folds=2, alpha=0.1)
+    calls.clear()
+    with pytest.raises(SystemExit):
+        cli.main(["confirm", "runs/x", "--race"])
+    assert calls[0][1]["race"] == RaceRule(min_folds=3, alpha=0.05)
     defaults = cli.build_parser().parse_args(["confirm", "runs/y"])
     assert (defaults.top, defaults.folds, defaults.seeds, defaults.linear, defaults.force) == (5, 5, 1, True, False)
     assert (defaults.address, defaults.cpus_per_trial, defaults.max_concurrent, defaults.max_failures) == (None,) * 4

@@ -1,5 +1,6 @@
 """rundir/confirm.py: RUN_DIR/confirm's files as typed records, written and read back; damaged ones refused."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from rundir.confirm import (
     EnsembleRecord,
     JobRecord,
     Member,
+    RaceRule,
     read_heldout,
     read_jobs,
     read_oof,
@@ -49,12 +51,19 @@ def test_confirm_spec_round_trips_with_the_file_s_key_order(tmp_path):
     SPEC.save(path)
     raw = json.loads(path.read_text())
     assert list(raw) == ["top", "folds", "seeds", "split_seed", "max_epochs", "created", "command", "settings",
-                         "labels", "rows", "members"]
+                         "labels", "rows", "members", "race"]
     assert list(raw["members"][0]) == ["name", "kind", "source_trial", "optuna_number", "leaderboard_rank", "params"]
     assert list(raw["members"][1]) == ["name", "kind", "params"]
     assert ConfirmSpec.load(path) == SPEC
     assert SPEC.jobs() == ["trial-0/fold0/seed0", "trial-0/fold1/seed0", "linear/fold0/seed0", "linear/fold1/seed0"]
     assert SPEC.jobs("network") == ["trial-0/fold0/seed0", "trial-0/fold1/seed0"]
+    raced = dataclasses.replace(SPEC, race=RaceRule(min_folds=2, alpha=0.1))
+    raced.save(path)
+    assert json.loads(path.read_text())["race"] == {"min_folds": 2, "alpha": 0.1}
+    assert ConfirmSpec.load(path) == raced
+    assert raced.job_order(raced.jobs()) == ["trial-0/fold0/seed0", "linear/fold0/seed0", "trial-0/fold1/seed0",
+                                             "linear/fold1/seed0"]  # fold by fold
+    assert SPEC.job_order(SPEC.jobs()) == SPEC.jobs()  # member by member
 
 
 def test_job_records_round_trip(tmp_path):
@@ -65,7 +74,7 @@ def test_job_records_round_trip(tmp_path):
     write_jobs(path, jobs)
     assert list(json.loads(path.read_text())["trial-0/fold0/seed0"]) == [
         "member", "fold", "seed", "status", "level2_macro_f1", "level1_macro_f1", "accuracy", "best_epoch", "time_s",
-        "device", "gpu_mem_peak_gb", "model_dir", "error"]
+        "device", "gpu_mem_peak_gb", "model_dir", "error", "note"]
     assert read_jobs(path) == jobs
     assert read_jobs(tmp_path / "missing.json") == {}
 
@@ -84,6 +93,8 @@ def _spec_without(key):
     ({**SPEC.to_dict(), "members": [{"name": "x", "kind": "forest", "params": {}}]}, "not network or linear"),
     ({**SPEC.to_dict(), "folds": "five"}, "`folds` is 'five'"),
     ({**SPEC.to_dict(), "labels": "1-1"}, "`labels` is not a list"),
+    ({**SPEC.to_dict(), "race": {"min_folds": 3, "alpha": 2}}, "`race` is {'min_folds': 3, 'alpha': 2}, not an"),
+    ({**SPEC.to_dict(), "race": "yes"}, "`race` is 'yes'"),
 ])
 def test_a_damaged_confirm_json_is_refused_naming_the_fix(tmp_path, value, problem):
     path = tmp_path / "confirm" / "confirm.json"
@@ -102,6 +113,7 @@ def test_a_damaged_confirm_json_is_refused_naming_the_fix(tmp_path, value, probl
     ({"j": {"member": "m", "fold": 0, "seed": 0, "status": "completed", "level2_macro_f1": "high"}},
      "not a finite number"),
     ({"j": {"member": "m", "fold": 0, "seed": 0, "status": "completed", "colour": "red"}}, "unknown key(s) colour"),
+    ({"j": {"member": "m", "fold": 0, "seed": 0, "status": "raced_out", "note": 3}}, "has note 3, not a string"),
 ])
 def test_a_damaged_jobs_json_is_refused_naming_the_fix(tmp_path, value, problem):
     path = tmp_path / "jobs.json"

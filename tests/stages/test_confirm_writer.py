@@ -1,6 +1,8 @@
 """The confirm stage's driver side without Ray: what a job's final checkpoint becomes on disk, when
 a member's OOF file appears, and the linear member."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,13 +12,27 @@ from model import metrics as M
 from model.config import TrialConfig
 from model.inference import load_model_dir, probabilities
 from model.network import build_model
-from rundir.confirm import JOB_SCORES, LINEAR, NETWORK, ConfirmSpec, JobPlan, Member, job_id, read_heldout, read_oof
+from rundir.confirm import (
+    JOB_SCORES,
+    LINEAR,
+    NETWORK,
+    ConfirmSpec,
+    JobPlan,
+    Member,
+    RaceRule,
+    job_id,
+    parse_job_id,
+    read_heldout,
+    read_oof,
+)
 from rundir.io import read_json
 from rundir.paths import ConfirmFiles
 from rundir.settings import Settings
 from search.confirm_jobs import finished_job
 from search.trainable import BEST, BEST_DEV_PROBS, BEST_METRICS, BEST_WEIGHTS, REPORT
 from stages.confirm.plan import FoldData
+from stages.confirm.reader import load_confirm
+from stages.confirm.run import stage_finished
 from stages.confirm.writer import ConfirmStage
 from tests.conftest import TINY
 
@@ -113,3 +129,56 @@ def test_folds_whose_held_out_rows_lack_labels_are_named(data):
     assert notes and all("--folds 8" in note and "or fewer scores every label" in note for note in notes)
     named = {label for label in rare.index if any(f"{label} (" in note for note in notes)}
     assert named == set(rare.index)
+
+
+RACE_FOLDS = 4
+RACERS = tuple(Member(name=f"trial-{n}", kind=NETWORK, source_trial=f"t{n}", optuna_number=n, leaderboard_rank=n,
+                      params={"lr": 1e-3}) for n in (1, 2, 3))
+# Per member, level-2 macro-F1 per fold: trial-2 ties trial-1 (noise), trial-3 is below on every fold.
+RACE_SCORES = {"trial-1": [0.55, 0.53, 0.56, 0.54], "trial-2": [0.554, 0.524, 0.562, 0.543],
+               "trial-3": [0.52, 0.505, 0.525, 0.51]}
+
+
+@pytest.fixture(scope="module")
+def race_data() -> FoldData:
+    return FoldData.load(Settings(synthetic_rows=600, max_seq_len=40), folds=RACE_FOLDS, seed=0)
+
+
+def test_racing_runs_fold_by_fold_and_races_out_a_clearly_worse_member_only(race_data, tmp_path):
+    spec = ConfirmSpec(top=3, folds=RACE_FOLDS, seeds=1, split_seed=0, max_epochs=1, settings={"max_seq_len": 40},
+                       labels=tuple(race_data.labels.level2), rows=600, members=RACERS, race=RaceRule(3, 0.05))
+    cfg = TrialConfig(**TINY, max_epochs=1).to_dict()
+    plans = {job_id(m.name, f, 0): JobPlan(member=m.name, fold=f, seed=0, config=cfg)
+             for m in RACERS for f in range(RACE_FOLDS)}
+    files = ConfirmFiles(tmp_path / "confirm")
+    stage = ConfirmStage(files, spec, plans=plans, vocabs=[d.vocab for d in race_data.encoded],
+                         held_out=race_data.held_out, y=race_data.y, ids=race_data.ids, param_names=["lr"])
+    spec.save(files.confirm_json)
+    said = []
+    stage.say = said.append
+    order = spec.job_order(stage.network_jobs())
+    assert order[:4] == ["trial-1/fold0/seed0", "trial-2/fold0/seed0", "trial-3/fold0/seed0", "trial-1/fold1/seed0"]
+    assert dataclasses.replace(spec, race=None).job_order(stage.network_jobs()) == stage.network_jobs()
+
+    for job in order:
+        if stage.settled(job):
+            continue
+        member, fold, _ = parse_job_id(job)
+        finished = finished_job(final_state(race_data, fold), time_s=1.0)
+        stage.complete(job, dataclasses.replace(finished, scores={**finished.scores,
+                                                                  M.LEVEL2_MACRO_F1: RACE_SCORES[member][fold]}))
+        if job == "trial-3/fold1/seed0":
+            assert not any(stage.raced_out(j) for j in order)  # two folds: too few to tell
+
+    jobs = read_json(files.jobs_json)
+    assert [jobs[f"trial-3/fold{f}/seed0"]["status"] for f in range(RACE_FOLDS)] == ["completed"] * 3 + ["raced_out"]
+    assert jobs["trial-3/fold3/seed0"]["note"].startswith("raced out after 3 folds: -0.0300 level-2 macro-F1 "
+                                                          "against trial-1 (one-sided paired t-test p=")
+    assert not files.model_dir("trial-3", 3, 0).exists() and not files.oof("trial-3").exists()
+    assert said == ["trial-3 " + jobs["trial-3/fold3/seed0"]["note"] + ": its 1 job(s) left will not run"]
+    table = pd.read_csv(files.confirm_csv).set_index("member")
+    assert table["status"].to_dict() == {"trial-1": "complete", "trial-2": "complete", "trial-3": "raced_out"}
+    assert table.loc["trial-3", "n_scores"] == 3 and table.loc["trial-3", "rank"] == 3
+    assert stage_finished(files)
+    complete, left_out = load_confirm(tmp_path).complete_members()
+    assert complete == ["trial-2", "trial-1"] and left_out == {"trial-3": jobs["trial-3/fold3/seed0"]["note"]}
