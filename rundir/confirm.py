@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # annotations only
     import pandas as pd
 
 DEFAULT_TOP, DEFAULT_FOLDS, DEFAULT_SEEDS = 5, 5, 1  # `confirm --top --folds --seeds`
+SEED_STRIDE = 1000  # ConfirmSpec.seed_stride: member i trains with seeds split_seed + 1000 i + s
 NETWORK, LINEAR = "network", "linear"  # a member's kind
 LINEAR_MEMBER = "linear"  # the linear reference member's name
 RACED_OUT = "raced_out"  # a job `confirm --race` skipped: its member was clearly worse than the best
@@ -168,6 +169,15 @@ class ConfirmSpec:
     created: str | None = None
     command: str | None = None
     race: RaceRule | None = None  # `confirm --race`; None: every job runs
+    # Member i's seed s trains with split_seed + i * seed_stride + s: members of one architecture do
+    # not start from the same weights and see the same batches (their ensemble is worth more). 0 in
+    # stages written before it (every member trained with split_seed + s).
+    seed_stride: int = SEED_STRIDE
+
+    def training_seed(self, member: str, seed: int) -> int:
+        """The training seed of `member`'s seed `seed` (0 .. seeds-1)."""
+        index = [m.name for m in self.members].index(member)
+        return self.split_seed + index * self.seed_stride + seed
 
     def member(self, name: str) -> Member:
         for member in self.members:
@@ -185,7 +195,7 @@ class ConfirmSpec:
                 "max_epochs": self.max_epochs, "created": self.created, "command": self.command,
                 "settings": self.settings, "labels": list(self.labels), "rows": self.rows,
                 "members": [m.to_dict() for m in self.members],
-                "race": self.race.to_dict() if self.race else None}
+                "race": self.race.to_dict() if self.race else None, "seed_stride": self.seed_stride}
 
     def job_order(self, jobs: list[str]) -> list[str]:
         """The order to run `jobs` in: member by member (a time budget then ends with whole members), or,
@@ -219,7 +229,8 @@ class ConfirmSpec:
                    max_epochs=int(value.get("max_epochs") or 0), members=members, labels=tuple(labels),
                    rows=_count(value["rows"], "rows", path, low=2), settings=value.get("settings") or {},
                    created=value.get("created"), command=value.get("command"),
-                   race=RaceRule.from_dict(value.get("race"), path))
+                   race=RaceRule.from_dict(value.get("race"), path),
+                   seed_stride=_count(value.get("seed_stride", 0), "seed_stride", path, low=0))
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.to_dict())

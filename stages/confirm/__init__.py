@@ -4,7 +4,8 @@ A search scores each config on one fold; the fold-to-fold spread (about ±0.02 l
 the real task) is larger than many of the differences it ranks by. This stage takes the top K
 *completed* trials of the leaderboard (its order), retrains each at the full budget on every fold
 of a stratified F-fold split of the whole training file (split seed = the run's seed; each fold
-builds its vocabulary from its training part), once per seed s (training seed = run seed + s), and
+builds its vocabulary from its training part), once per seed s (member i's training seed = run seed +
+1000 i + s, so members of one architecture do not share their initial weights and batches), and
 keeps every fold model and its out-of-fold (OOF) probabilities for `ensemble` and `predict`. Unless
 `--no-linear`, the linear reference member (model/linear.py) is fitted on the same folds, in the
 driver (seconds per fold), and ranked beside them.

@@ -71,7 +71,8 @@ def plan_jobs(spec: ConfirmSpec, run_files: RunFiles) -> dict[str, JobPlan]:
             continue
         for seed in range(spec.seeds):
             try:
-                cfg = space.config(member.params, max_epochs=spec.max_epochs, seed=spec.split_seed + seed)
+                cfg = space.config(member.params, max_epochs=spec.max_epochs,
+                                   seed=spec.training_seed(member.name, seed))
             except ConfigError as err:
                 raise ConfigError(f"{member.name} (trial {member.source_trial}) is not a valid config for "
                                   f"this version of the code: {err}") from None

@@ -72,6 +72,14 @@ class ConfirmStage:
         self._oof_f1: dict[str, float] = {}
         self.say: Out = print  # where a race decision is announced (the command's output)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the stage with the Tuner's callbacks; the command's output need not travel.
+        return {k: v for k, v in self.__dict__.items() if k != "say"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.say = print
+
     def completed(self, job: str) -> bool:
         return job in self.records and self.records[job].completed
 

@@ -51,7 +51,7 @@ def test_confirm_spec_round_trips_with_the_file_s_key_order(tmp_path):
     SPEC.save(path)
     raw = json.loads(path.read_text())
     assert list(raw) == ["top", "folds", "seeds", "split_seed", "max_epochs", "created", "command", "settings",
-                         "labels", "rows", "members", "race"]
+                         "labels", "rows", "members", "race", "seed_stride"]
     assert list(raw["members"][0]) == ["name", "kind", "source_trial", "optuna_number", "leaderboard_rank", "params"]
     assert list(raw["members"][1]) == ["name", "kind", "params"]
     assert ConfirmSpec.load(path) == SPEC
@@ -64,6 +64,16 @@ def test_confirm_spec_round_trips_with_the_file_s_key_order(tmp_path):
     assert raced.job_order(raced.jobs()) == ["trial-0/fold0/seed0", "linear/fold0/seed0", "trial-0/fold1/seed0",
                                              "linear/fold1/seed0"]  # fold by fold
     assert SPEC.job_order(SPEC.jobs()) == SPEC.jobs()  # member by member
+
+
+def test_members_train_with_distinct_seeds_but_stages_written_before_keep_theirs(tmp_path):
+    spec = dataclasses.replace(SPEC, split_seed=7, seeds=2)
+    assert [spec.training_seed(m, s) for m in ("trial-0", "linear") for s in (0, 1)] == [7, 8, 1007, 1008]
+    path = tmp_path / "confirm.json"
+    old = spec.to_dict()
+    del old["seed_stride"]
+    path.write_text(json.dumps(old))
+    assert ConfirmSpec.load(path).training_seed("linear", 1) == 8
 
 
 def test_job_records_round_trip(tmp_path):
