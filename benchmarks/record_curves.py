@@ -39,7 +39,7 @@ from benchmarks.curves import (
     table_params,
 )
 from model import metrics as M
-from model.data import resolve_train_path
+from model.datafiles import resolve_train_path
 from model.errors import ConfigError, DataError
 from rundir.inputs import load_data
 from rundir.io import atomic_write_json, atomic_write_text

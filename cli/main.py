@@ -26,6 +26,7 @@ import sys
 from cli import search_commands as search
 from cli import stage_commands as stages
 from cli.base import EXIT_USAGE
+from cli.checks import quick_checks
 from model.errors import UserError
 
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        quick_checks(args)
         args.func(args, argv)
     except (UserError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

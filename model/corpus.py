@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.datafiles import require_corpus_files
 from model.errors import DataError
 from model.provenance import file_sha256
 
@@ -27,13 +28,8 @@ def read_corpus(paths: Sequence[str | Path]) -> Corpus:
     """Documents from CSV files (`.csv`: the `text` column, so train.csv and test.csv both serve) and
     text files (anything else: one document per line). Blank documents are skipped; a file with none
     is a `DataError`."""
-    if not paths:
-        raise DataError("no corpus: pass --corpus FILE [FILE ...]")
     texts, files = [], []
-    for name in paths:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError(f"{path}: corpus file not found; pass existing files to --corpus")
+    for path in require_corpus_files(paths):
         docs = _read_documents(path)
         if not docs:
             raise DataError(f"{path}: no non-empty documents; a corpus file needs one document (space-separated "

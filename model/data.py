@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from model.datafiles import require_file
 from model.errors import DataError
 
 TRAIN_COLUMNS = ("id", "text", "label")
@@ -36,19 +37,6 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def resolve_train_path(data: str | Path) -> Path:
-    """`data` is a directory holding train.csv, or the path of the training CSV itself."""
-    path = Path(data)
-    if path.is_dir():
-        path = path / "train.csv"
-    if not path.is_file():
-        raise DataError(
-            f"training data not found: {path} does not exist. Pass --data DIR with a train.csv "
-            "(header id,text,label), or --synthetic to generate data"
-        )
-    return path
 
 
 def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) -> pd.DataFrame:
@@ -68,8 +56,7 @@ def read_table(path: str | Path, *, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
 
 def _read_columns(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """The CSV's `columns`, as text, with at least one row."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    require_file(path)
     header = ",".join(columns)
     try:  # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")

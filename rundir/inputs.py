@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from model.data import EncodedData, prepare_data, read_table, resolve_train_path
+from model.data import EncodedData, prepare_data, read_table
+from model.datafiles import resolve_train_path
 from model.synthetic import synthesize
 from rundir.io import damaged
 from rundir.paths import RunFiles

@@ -12,8 +12,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 import sqlite3
+from pathlib import Path
 from typing import Any
 
+from model.errors import ConfigError
 from rundir.io import damaged, read_json
 from rundir.paths import RunFiles, is_uri
 from rundir.settings import Settings
@@ -26,12 +28,26 @@ RUN_KEYS = {"name": str, "created": str, "settings": dict, "searched": list, "ma
 SETTINGS_KEYS = ("num_samples", "grace_period", "reduction_factor")  # of run.json's `settings`, read by status
 
 
-def read_run(files: RunFiles) -> dict[str, Any]:
-    """run.json, checked for the keys every command reads (a missing run.json: not a run directory)."""
+def require_directory(run_dir: str | Path) -> Path:
+    """RUN_DIR of a command that reads only its stage files (ensemble, predict): a directory."""
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"{run_dir} is not a directory: pass the RUN_DIR that `python -m search launch` printed")
+    return Path(run_dir)
+
+
+def require_run_dir(run_dir: str | Path) -> RunFiles:
+    """A run directory: one with a run.json (FileNotFoundError, naming the fix, otherwise)."""
+    files = RunFiles(Path(run_dir))
     if not files.run_json.exists():
         raise FileNotFoundError(
             f"{files.root} is not a run directory (no run.json): pass the RUN_DIR that `python -m search "
             "launch` printed, e.g. runs/<name>")
+    return files
+
+
+def read_run(files: RunFiles) -> dict[str, Any]:
+    """run.json, checked for the keys every command reads (a missing run.json: not a run directory)."""
+    require_run_dir(files.root)
     run = read_json(files.run_json, dict)
     for key, kind in RUN_KEYS.items():
         if key not in run:

@@ -203,7 +203,7 @@ class Pipeline:
             stage.status, stage.note = SKIPPED, "the space names no word-vector encoder without a checkpoint"
             self.record.save(self.files.pipeline_json)
             return
-        from model.data import resolve_train_path
+        from model.datafiles import resolve_train_path
         from model.wordvec import WordVecConfig
         from stages.embed import run_embed
 

@@ -35,6 +35,7 @@ from rundir.confirm import (
 )
 from rundir.io import damaged
 from rundir.paths import ConfirmFiles
+from rundir.record import require_directory
 from rundir.trials import COMPLETED, ERROR, RUNNING
 
 FAILED, UNFINISHED = "failed", "unfinished"  # a member that is not COMPLETE
@@ -133,8 +134,7 @@ def load_confirm(run_dir: str | Path) -> ConfirmRun:
     """Read RUN_DIR/confirm/; a missing stage is a ConfigError naming the command that writes it,
     a damaged file is `damaged` naming the one that rebuilds it."""
     files = ConfirmFiles.of(run_dir)
-    if not Path(run_dir).is_dir():
-        raise ConfigError(f"{run_dir} is not a directory: pass the RUN_DIR that `python -m search launch` printed")
+    require_directory(run_dir)
     if not files.confirm_json.is_file():
         raise ConfigError(f"{run_dir} has no confirm stage ({files.confirm_json} is missing): run "
                           f"`{CONFIRM_COMMAND.format(run_dir=run_dir)}` first")

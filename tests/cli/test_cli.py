@@ -42,6 +42,13 @@ def flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
 
 
+@pytest.fixture(autouse=True)
+def no_quick_checks(monkeypatch):
+    """These tests stand in for the commands on paths that do not exist (runs/x): the checks the command
+    line makes before a command runs (cli/checks.py, tested in test_checks.py) are left out."""
+    monkeypatch.setattr(cli, "quick_checks", lambda args: None)
+
+
 # ----------------------------------------------------------------------------- structure
 
 

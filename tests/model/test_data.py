@@ -14,8 +14,8 @@ from model.data import (
     fold_indices,
     prepare_data,
     read_table,
-    resolve_train_path,
 )
+from model.datafiles import resolve_train_path
 from model.errors import DataError
 from tests.conftest import write_csv
 

@@ -1,0 +1,36 @@
+"""What the command line checks right after parsing, before a command imports torch, pandas or Ray:
+the files and directories its flags name exist. Each refusal is the command's own (the same
+functions raise it later), only sooner: a mistyped path is refused in a fraction of a second, not
+after seconds of imports."""
+
+from __future__ import annotations
+
+import argparse
+
+from model.datafiles import require_corpus_files, require_file, resolve_train_path
+from rundir.record import require_directory, require_run_dir
+from spaces.space import resolve_space_path
+
+RUN_DIR_COMMANDS = ("resume", "status", "export", "report", "confirm")  # they read run.json
+STAGE_COMMANDS = ("ensemble", "predict")  # they may read only RUN_DIR/confirm
+TRAINING_COMMANDS = ("launch", "train-one", "pipeline")  # they take --data (a train.csv) and --space
+
+
+def quick_checks(args: argparse.Namespace) -> None:
+    """Raise the command's own error for a run directory, data file, space or corpus that is not there."""
+    command = args.command
+    if command in RUN_DIR_COMMANDS:
+        require_run_dir(args.run_dir)
+    if command in STAGE_COMMANDS:
+        require_directory(args.run_dir)
+    if command in TRAINING_COMMANDS:
+        if args.data is not None and not getattr(args, "synthetic", False):  # both: preflight says which
+            resolve_train_path(args.data)
+        if getattr(args, "space", None) is not None:
+            resolve_space_path(args.space)
+    if command == "predict":
+        require_file(args.data)
+    if command == "pipeline":
+        require_file(args.test)
+    if command in ("pretrain", "embed"):
+        require_corpus_files(args.corpus)
