@@ -9,7 +9,6 @@ import argparse
 
 from model.datafiles import require_corpus_files, require_file, resolve_train_path
 from rundir.record import require_directory, require_run_dir
-from spaces.space import resolve_space_path
 
 RUN_DIR_COMMANDS = ("resume", "status", "export", "report", "confirm")  # they read run.json
 STAGE_COMMANDS = ("ensemble", "predict")  # they may read only RUN_DIR/confirm
@@ -27,6 +26,8 @@ def quick_checks(args: argparse.Namespace) -> None:
         if args.data is not None and not getattr(args, "synthetic", False):  # both: preflight says which
             resolve_train_path(args.data)
         if getattr(args, "space", None) is not None:
+            from spaces.space import resolve_space_path  # imports Optuna: only when a space is named
+
             resolve_space_path(args.space)
     if command == "predict":
         require_file(args.data)
