@@ -47,6 +47,24 @@ def test_a_missing_path_is_refused_before_the_command_runs(argv, message, run_di
     assert message.format(tmp=run_dir) in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [
+    ["launch", "--data", "{tmp}/run", "--synthetic"],  # both: preflight says they exclude each other
+    ["train-one", "--space", "{tmp}/space.yaml"],  # a space given as a path
+    ["launch", "--space", "demo"],  # a shipped space by name
+    ["resume", "{tmp}/pipe"],  # a pipeline killed before its search wrote run.json
+    ["status", "{tmp}/run"],
+])
+def test_what_is_there_passes_to_the_command(argv, run_dir, monkeypatch):
+    (run_dir / "pipe").mkdir()
+    (run_dir / "pipe" / "pipeline.json").write_text("{}")
+    called = []
+    handler = "cmd_" + argv[0].replace("-", "_")
+    module = search_commands if hasattr(search_commands, handler) else stage_commands
+    monkeypatch.setattr(module, handler, lambda args, argv: called.append(args.command))
+    main([a.format(tmp=run_dir) for a in argv])
+    assert called == [argv[0]]
+
+
 def test_a_refusal_imports_neither_torch_nor_pandas_nor_ray(tmp_path):
     code = ("import sys\nfrom cli.main import main\ntry:\n    main(['launch', '--data', 'nowhere.csv'])\n"
             "except SystemExit as exit_:\n    assert exit_.code == 2\n"

@@ -183,3 +183,23 @@ def test_status_and_report(run):
         assert f'src="figures/{name}.png"' in content
         assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
     assert frame.iloc[0]["command"] in html.unescape(content)
+
+
+def test_a_launch_into_its_callers_run_dir_clears_what_a_killed_launch_left(tmp_path, local_ray):
+    """A pipeline killed after its search wrote run.json but before Ray's first snapshot: the launch
+    that resumes it starts over, keeping the caller's own files (`keep`) byte for byte."""
+    (tmp_path / "space.yaml").write_text(SPACE)
+    root = tmp_path / "runs" / "p"
+    (root / "vectors").mkdir(parents=True)
+    (root / "pipeline.json").write_text('{"mine": true}')
+    (root / "vectors" / "vectors.npy").write_bytes(b"kept")
+    (root / "run.json").write_text("{}")  # what the killed launch left
+    (root / "predictions").mkdir()
+    settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=600, max_seq_len=32, folds=4,
+                        num_samples=1, max_epochs=1, grace_period=1, storage_path=str(tmp_path / "runs"), name="p")
+    with pytest.raises(Exception, match="already exists but holds no started search"):
+        launch(settings, out=lambda line: None)  # without `keep`, not its RUN_DIR to clear
+    files, frame = launch(settings, keep=frozenset({"pipeline.json", "vectors"}), out=lambda line: None)
+    assert len(frame) == 1 and read_json(files.run_json)["name"] == "p"
+    assert (root / "pipeline.json").read_text() == '{"mine": true}'
+    assert (root / "vectors" / "vectors.npy").read_bytes() == b"kept"
