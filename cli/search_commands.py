@@ -49,9 +49,9 @@ def add_launch(sub: argparse._SubParsersAction) -> None:
     run = add_run_flags(p, d)
     run.add_argument("--num-samples", type=int, default=d.num_samples, help="trials to run")
     run.add_argument("--time-budget", dest="time_budget_s", type=duration, default=d.time_budget_s,
-                     metavar="DURATION", help="stop the search after this wall time (e.g. 30m, 2h; Ray Tune's "
-                     "time_budget_s): trials still training are stopped and recorded as pruned, and `resume` "
-                     "continues from there (default: until --num-samples trials are done)")
+                     metavar="DURATION", help="stop the search after this wall time (e.g. 30m, 2h): no trial starts "
+                     "after it, trials still training stop at their next evaluation and are recorded as pruned, "
+                     "and `resume` continues from there (default: until --num-samples trials are done)")
     run.add_argument("--track", default=d.track, metavar="mlflow[=URI]",
                      help="log every trial (params, per-epoch metrics, how it ended) to MLflow under one parent run "
                      "(needs pip install mlflow-skinny==3.18.0; default URI: an SQLite store, RUN_DIR/mlflow.db)")

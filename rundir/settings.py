@@ -48,8 +48,9 @@ class Settings:
     startup_trials: int | None = None  # random trials before the sampler models; None: ~15% of the budget
     scheduler: str = "asha"  # one of SCHEDULERS (search/scheduler.py)
     max_failures: int = 2
-    # Wall seconds one driver session may run trials (Ray Tune's time_budget_s): trials still running
-    # then are stopped and recorded as pruned. None: until the trial budget is done.
+    # Wall seconds one driver session may run trials (search/deadline.py): no trial starts after it,
+    # and trials still running stop at their next evaluation, recorded as pruned. None: until the
+    # trial budget is done.
     time_budget_s: float | None = None
     track: str | None = None  # `--track mlflow[=URI]`: log trials to an experiment tracker (search/tracking.py)
     seed: int = 0

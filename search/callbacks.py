@@ -152,8 +152,9 @@ class LeaderboardCallback(Callback):
         self.write()
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        """Trials Ray terminated without completing them: the time budget (`time_budget_s`) ran
-        out while they trained. Recorded as their last result says (pruned: stopped before their
+        """Trials Ray terminated without a trial end reaching the callbacks (an experiment stopped
+        as a whole, e.g. by Ray's own time_budget_s, which this project no longer uses: see
+        search/deadline.py). Recorded as their last result says (pruned: stopped before their
         budget), and kept in `stopped_at_end` for the searcher, which Ray does not tell either."""
         for trial in trials:
             record = self.records.get(trial.trial_id)

@@ -41,6 +41,7 @@ from rundir.settings import Settings
 from search import internals
 from search.callbacks import ProgressPrinter, error_message
 from search.cluster import check_shared_storage
+from search.deadline import DeadlineStopper, DeadlineVariantGenerator, past_deadline, until
 from search.session import (
     REUSE_WORKERS,
     concurrency,
@@ -138,7 +139,10 @@ class ConfirmCallback(tune.Callback):
         except (OSError, RuntimeError) as err:
             self.sink.fail(self._job(trial), f"cannot read the job's final checkpoint: {err!r}")
             return
-        self.sink.complete(self._job(trial), finished_job(state, time_s=(trial.last_result or {}).get(K.TIME_TOTAL_S)))
+        finished = finished_job(state, time_s=(trial.last_result or {}).get(K.TIME_TOTAL_S))
+        if finished is None and past_deadline():
+            return  # the time budget stopped it: it stays unfinished, and a resume continues it
+        self.sink.complete(self._job(trial), finished)
 
 
 class RaceScheduler(FIFOScheduler):
@@ -178,9 +182,11 @@ class ConfirmProgress(ProgressPrinter):
         return "completed"
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if self.sink.raced_out(trial.config[K.JOB]) and self.key(trial) not in self.before:
+        stopped = "raced out" if self.sink.raced_out(trial.config[K.JOB]) else (
+            "stopped by the time budget" if not (trial.last_result or {}).get(M.FINISHED) and past_deadline() else "")
+        if stopped and self.key(trial) not in self.before:
             self.ended += 1
-            self._say(f"{self.name(trial)} raced out  [{self.done_text()}]")
+            self._say(f"{self.name(trial)} {stopped}  [{self.done_text()}]")
             return
         super().on_trial_complete(iteration, trials, trial, **info)
 
@@ -230,14 +236,18 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
     restore = experiment_has_state(storage, name)
     out(f"confirm: {len(grid.pending)} network job(s) to run, {slots(settings)} at a time"
         + (f", {len(grid.completed)} completed before" if grid.completed else ""))
+    # A job announces itself before it trains when the driver may stop it before its first epoch:
+    # its config raced out, or its stage out of time.
     trainable = tune.with_parameters(trial_fn, folds=grid.folds, jobs=grid.plans, ended=grid.completed,
-                                     announce=grid.race)
+                                     announce=grid.race or grid.time_budget_s is not None)
     extra = {}
     if restore:
         kind = tune.ResumeConfig.ResumeType
+        # `finished` too: a job Ray's time budget stopped is TERMINATED like a completed one. Both run
+        # again from their checkpoint; a completed job's trial returns at once (confirm_trial's `ended`).
         extra = internals.resume_kwargs(tune.ResumeConfig(unfinished=kind.RESUME,
                                                           errored=kind.RESUME if retry else kind.SKIP,
-                                                          finished=kind.SKIP))
+                                                          finished=kind.RESUME))
     tracking = tracking_callbacks(settings.track, run_dir, confirm=True) if run_dir is not None else []
     progress = ConfirmProgress(sink=sink, max_epochs=grid.max_epochs, num_samples=len(grid.plans),
                                ended=grid.completed | grid.skipped)
@@ -249,14 +259,14 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
         tune_config=tune.TuneConfig(
             # Every job trains its full budget (no pruning), but the jobs of a member raced out.
             scheduler=RaceScheduler(sink) if grid.race else FIFOScheduler(),
-            max_concurrent_trials=slots(settings),
-            time_budget_s=grid.time_budget_s,
+            search_alg=DeadlineVariantGenerator(max_concurrent=slots(settings)),
             reuse_actors=REUSE_WORKERS,  # warm workers, as in the search (search/session.py)
             trial_dirname_creator=lambda trial: f"{trial.config[K.JOB].replace('/', '_')}_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
             storage_path=storage, name=name,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            stop=DeadlineStopper(),  # the time budget (search/deadline.py: why not Ray's time_budget_s)
             # Only the latest checkpoint: it holds the best evaluation too.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[ConfirmCallback(sink), progress, *tracking],
@@ -264,6 +274,6 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
         ),
         **extra,
     )
-    with restore_must_succeed() if restore else contextlib.nullcontext():
+    with restore_must_succeed() if restore else contextlib.nullcontext(), until(grid.time_budget_s):
         tuner.fit()
 

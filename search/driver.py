@@ -43,6 +43,7 @@ from rundir.trials import ERROR, RUNNING, TrialRecord, load_records, save_record
 from search import internals
 from search.callbacks import LeaderboardCallback, ProgressPrinter
 from search.cluster import check_shared_storage
+from search.deadline import DeadlineStopper, past_deadline, until
 from search.scheduler import SCHEDULER_CLASSES, BudgetSearchGenerator, SearchScheduler
 from search.searcher import FidelityAwareOptunaSearch, resolve_sampler, startup_trials
 from search.session import (
@@ -104,7 +105,6 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             search_alg=search_alg,
             scheduler=scheduler or make_scheduler(settings, max_epochs),
             num_samples=settings.num_samples,
-            time_budget_s=settings.time_budget_s,
             reuse_actors=REUSE_WORKERS,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
@@ -112,6 +112,7 @@ def build_tuner(trainable: Callable, *, searcher: tune.search.Searcher, files: R
             storage_path=storage,
             name=name,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            stop=DeadlineStopper(),  # --time-budget (search/deadline.py: why not Ray's time_budget_s)
             # The latest checkpoint is always kept (to resume); num_to_keep=1 adds the best one.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=K.CHECKPOINT_SCORE,
                                                     checkpoint_score_order="max"),
@@ -395,8 +396,8 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     """Run (or continue) the Tuner and return the final leaderboard."""
     run = read_json(files.run_json)
     trials = f"{settings.num_samples} trials" if settings.num_samples < UNTIL_TIME_BUDGET else "trials"
-    until = f"for {settings.time_budget_s / 60:.1f} min (its time budget) or " if settings.time_budget_s else ""
-    out(f"search: {until}{trials}, up to {max_epochs} epochs each, "
+    timed = f"for {settings.time_budget_s / 60:.1f} min (its time budget) or " if settings.time_budget_s else ""
+    out(f"search: {timed}{trials}, up to {max_epochs} epochs each, "
         f"{describe_method(run_method(run), asdict(settings))}, {concurrency(settings)} at a time")
     board = LeaderboardCallback(files, max_epochs=max_epochs, param_names=space.searched, seed=settings.seed,
                                 fold=settings.fold, command_prefix=run.get("reproduce"))
@@ -412,8 +413,9 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
     tracking = tracking_callbacks(settings.track, files.root)
     tuner = build_tuner(trainable, searcher=searcher, files=files, max_epochs=max_epochs, settings=settings,
                         callbacks=[board, printer, *tracking], scheduler=scheduler, resume=resume, retry=retry)
-    with restore_must_succeed() if resume else contextlib.nullcontext():
+    with restore_must_succeed() if resume else contextlib.nullcontext(), until(settings.time_budget_s):
         tuner.fit()
+        out_of_time = past_deadline()
     for trial_id, last in board.stopped_at_end.items():  # the time budget ran out while they trained
         searcher.on_trial_complete(trial_id, last)
     frame = board.write()
@@ -429,6 +431,10 @@ def _search(files: RunFiles, settings: Settings, space: SearchSpace, data: Encod
         run["space_exhausted"] = True
         atomic_write_json(files.run_json, run)
         settings = dataclasses.replace(settings, num_samples=len(frame))
+    frame.attrs["out_of_time"] = out_of_time
+    if out_of_time:
+        out(f"the time budget ({settings.time_budget_s / 60:.1f} min) ended the search: trials still training "
+            "then stopped at their next evaluation (recorded as pruned); `resume RUN_DIR --time-budget ...` goes on")
     if is_finished(frame, settings.num_samples):
         searcher.reconcile(final=True)
         out(summary(frame, files))
@@ -447,8 +453,10 @@ def run_budget(files: RunFiles) -> int:
 
 
 def is_finished(frame: pd.DataFrame, num_samples: int) -> bool:
-    """Every trial of the budget exists and has ended."""
-    return len(frame) >= num_samples and not (frame["status"] == RUNNING).any()
+    """Every trial of the budget exists, or the time budget ended the search (`_search` notes it in
+    the frame's attrs); and every trial has ended."""
+    return (len(frame) >= num_samples or frame.attrs.get("out_of_time", False)) and not (
+        frame["status"] == RUNNING).any()
 
 
 def summary(frame: pd.DataFrame, files: RunFiles, top: int = 5) -> str:

@@ -26,6 +26,7 @@ from ray.tune.search import SearchGenerator
 from rundir import keys as K
 from rundir.settings import SCHEDULERS
 from search import internals
+from search.deadline import past_deadline
 
 # What every scheduler compares: the trial's level-2 macro-F1 (its best so far), per epoch.
 _METRIC = {"time_attr": K.TIME_ATTR, "metric": K.OBJECTIVE, "mode": "max"}
@@ -148,7 +149,8 @@ SearchScheduler = ResumableASHA | ResumableMedian | ResumableFIFO
 
 
 class BudgetSearchGenerator(SearchGenerator):
-    """SearchGenerator whose total number of trials is `budget`, also after a restore. `retry`:
+    """SearchGenerator whose total number of trials is `budget`, also after a restore, and that
+    creates none after the driver's deadline (search/deadline.py). `retry`:
     errored trials the restored run resumes; they count as live again in the concurrency limiter
     (`searcher`), which otherwise ignores their completion. `location`: (storage path, name) of
     Ray's experiment where the run is now; the trials it creates after a restore go there, not to
@@ -158,6 +160,12 @@ class BudgetSearchGenerator(SearchGenerator):
                  location: tuple[str, str] | None = None):
         super().__init__(searcher)
         self.budget, self.retry, self.location = budget, retry, location
+
+    def next_trial(self):
+        return None if past_deadline() else super().next_trial()
+
+    def is_finished(self) -> bool:
+        return past_deadline() or super().is_finished()
 
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)

@@ -203,3 +203,24 @@ def test_a_launch_into_its_callers_run_dir_clears_what_a_killed_launch_left(tmp_
     assert len(frame) == 1 and read_json(files.run_json)["name"] == "p"
     assert (root / "pipeline.json").read_text() == '{"mine": true}'
     assert (root / "vectors" / "vectors.npy").read_bytes() == b"kept"
+
+
+def test_a_time_budgeted_search_ends_its_trials_and_a_resume_goes_on(tmp_path, local_ray):
+    """`--time-budget`: every trial ends (none left running in the records or the study), and a
+    resume with a new budget runs more trials (Ray's own time budget, restored, would stop it at once)."""
+    from rundir.settings import UNTIL_TIME_BUDGET
+    from search.driver import is_finished, resume
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    settings = Settings(space=str(tmp_path / "space.yaml"), synthetic_rows=600, max_seq_len=32, folds=4,
+                        num_samples=UNTIL_TIME_BUDGET, max_epochs=3, grace_period=1, reduction_factor=2,
+                        storage_path=str(tmp_path / "runs"), name="t", time_budget_s=12.0)
+    lines = []
+    files, frame = launch(settings, out=lines.append)
+    assert len(frame) >= 1 and not (frame["status"] == "running").any() and is_finished(frame, UNTIL_TIME_BUDGET)
+    assert any(line.startswith("the time budget (0.2 min) ended the search") for line in lines), lines
+    study = optuna.load_study(study_name="t", storage=files.study_url)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+    _, again = resume(files.root, time_budget_s=12.0, out=lines.append)
+    assert len(again) > len(frame) and not (again["status"] == "running").any()

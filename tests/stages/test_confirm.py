@@ -369,3 +369,22 @@ def test_racing_stops_a_config_far_below_the_best_before_its_last_fold(tmp_path,
     assert "8 completed, 0 running, 0 failed, 1 raced out, 0 not started" in status
     assert re.search(r"trial-2: 2/3 jobs completed, .*; raced out after 2 folds", status)
     assert "confirm finished" in status
+
+
+def test_jobs_a_time_budget_stopped_are_continued_by_resume(search_run, tmp_path, local_ray):
+    """Ray's time budget stops the running jobs without a trial end of theirs reaching the stage: they
+    stay unfinished in jobs.json, and `resume` continues them (and those never started)."""
+    run_dir = tmp_path / "runs" / "s"
+    shutil.copytree(search_run, run_dir)
+    outcome = confirm(run_dir, top=2, folds=FOLDS, linear=False, time_budget_s=2.0, out=lambda line: None)
+    jobs = read_json(run_dir / "confirm" / "jobs.json")
+    assert not outcome.finished and stage_pending(run_dir)
+    assert not any(job["status"] == "error" for job in jobs.values()), jobs
+    before = {j: r for j, r in jobs.items() if r["status"] == "completed"}
+    assert len(before) < 2 * FOLDS
+
+    outcome = resume_confirm(run_dir, out=lambda line: None)
+    after = read_json(run_dir / "confirm" / "jobs.json")
+    assert outcome.finished and not stage_pending(run_dir)
+    assert all(job["status"] == "completed" for job in after.values()) and len(after) == 2 * FOLDS
+    assert {j: after[j] for j in before} == before  # the completed jobs were not trained again
