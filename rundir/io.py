@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model.errors import ConfigError
+from model.errors import ConfigError, DamagedFile
 from model.filemode import file_mode
 
 
@@ -86,11 +86,16 @@ RECOVERY = {
 }
 
 
-def damaged(path: Path, problem: str) -> ConfigError:
+def damaged(path: Path, problem: str) -> DamagedFile:
     """The error for a damaged run file: which file, what is wrong, and how to get it back."""
+    path = Path(path)
     key = path.name if path.name in RECOVERY else next((p.name for p in path.parents if p.name in RECOVERY), "")
-    recovery = RECOVERY.get(key, "restore it from a backup or another copy of the run")
-    return ConfigError(f"{path} is damaged ({problem}); nothing was changed. To recover: {recovery}")
+    return DamagedFile(path, problem, RECOVERY.get(key, "restore it from a backup or another copy of the run"))
+
+
+def in_run(err: DamagedFile) -> DamagedFile:
+    """A damaged file a lower layer found (a fold model, say), with the run's way to get it back."""
+    return damaged(Path(err.path), err.problem)
 
 
 def read_json(path: Path, expect: type | None = None) -> Any:

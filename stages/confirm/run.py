@@ -26,6 +26,7 @@ from rundir.confirm import (
     ConfirmSpec,
     Member,
     read_jobs,
+    read_ranking,
 )
 from rundir.inputs import check_space_copy
 from rundir.lock import run_lock
@@ -143,7 +144,7 @@ def _already(run_files: RunFiles, out: Out) -> Outcome:
     out(f"the confirm stage of {run_files.root} already finished (top {spec.top}, {spec.folds} folds, {spec.seeds} "
         f"seed(s)): {files.confirm_csv}. To confirm with other --top, --folds or --seeds, pass --force (deletes "
         f"{files.root} and starts over)")
-    return Outcome(files, pd.read_csv(files.confirm_csv), finished=True, already=True)
+    return Outcome(files, read_ranking(files), finished=True, already=True)
 
 
 def _members(run_files: RunFiles, run: dict[str, Any], *, top: int | str, linear: bool, seed: int, out: Out
