@@ -209,7 +209,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     space = space_of(settings, space_path)
     max_epochs = resolve_max_epochs(settings, space)
     preflight.check_budget(max_epochs=max_epochs, grace_period=settings.grace_period)
-    preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
+    preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed}, max_seq_len=settings.max_seq_len)
     preflight.check_run_location(settings)
     files = run_files(settings.storage_path, settings.name or default_name(space_path))
     if settings.track:
@@ -217,6 +217,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     if files.root.exists() and not (keep and {e.name for e in files.root.iterdir()} <= keep):
         _refuse_existing(settings, files)
     data = load_data(settings)
+    preflight.check_checkpoint_vocab(space, {"max_epochs": max_epochs, "seed": settings.seed}, data.vocab.tokens)
 
     with ray_session(settings.address):
         gpu_note = preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
@@ -370,7 +371,8 @@ def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]
     check_space_copy(files)
     try:
         space = space_of(settings, files.space_yaml)
-        preflight.check_space(space, {"max_epochs": settings.max_epochs, "seed": settings.seed})
+        preflight.check_space(space, {"max_epochs": settings.max_epochs, "seed": settings.seed},
+                              max_seq_len=settings.max_seq_len)
     except ConfigError as err:
         raise ConfigError(f"the run's search space no longer fits this version of the code, so its study "
                           f"cannot continue: {err}") from None

@@ -248,7 +248,7 @@ class _Loop:
             return None
         return {"model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "progress": asdict(self.run), "fingerprint": self.current,
-                "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch_states,
+                "rng": {"python": random.getstate(), "numpy": numpy_rng_state(), "torch": torch_states,
                         "cuda": cuda_states if cuda else None}}
 
     def record(self, finished: bool) -> dict:
@@ -298,6 +298,13 @@ class _Loop:
                        tokens_per_s=run.tokens / max(run.seconds, 1e-9), finished=True, record=self.record(True))
 
 
+def numpy_rng_state() -> tuple:
+    """NumPy's global RNG state with its key array as a list: a checkpoint of plain data, which
+    `torch.load(weights_only=True)` reads without allowing NumPy's pickled arrays."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return kind, keys.tolist(), pos, has_gauss, cached
+
+
 def _restore(state: dict | None, cfg: PretrainConfig, current: dict, raw: nn.Module,
              optimizer: torch.optim.Optimizer, scheduler: Any, *, device: torch.device, rank: int) -> Progress:
     """Load a checkpoint's model, optimizer, scheduler and RNG states (or, with none, seed this
@@ -306,13 +313,18 @@ def _restore(state: dict | None, cfg: PretrainConfig, current: dict, raw: nn.Mod
         torch.manual_seed(_worker_seed(cfg.seed, rank))  # dropout differs across workers
         return Progress()
     check_fingerprint(state["fingerprint"], current, where="the checkpoint")
-    raw.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    run = Progress(**state["progress"])
-    rng = state["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
+    try:
+        raw.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        run = Progress(**state["progress"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise ConfigError(f"the checkpoint's state.pt is damaged (it does not fit the run its fingerprint names: "
+                          f"{type(err).__name__}: {(str(err) or '-').splitlines()[0][:160]}); nothing was changed. "
+                          "Delete the output directory (or pass a new --out) and run the same command again") from None
     if rank < len(rng["torch"]):
         torch.set_rng_state(rng["torch"][rank])
     else:
