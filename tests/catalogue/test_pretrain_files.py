@@ -143,3 +143,32 @@ def test_a_max_seq_len_above_the_checkpoints_positions_is_refused(refused, pretr
     argv = argv_of(command, pretrained, pretrain_corpus, tmp_path, max_seq_len=64)
     refused(argv, ["--max-seq-len 64 exceeds the 32 positions", str(pretrained), "--max-seq-len 32 or less"],
             watch=(pretrained, tmp_path / "runs"))
+
+
+def test_pretraining_too_short_to_learn_says_so(pretrain_corpus, tmp_path, capsys):
+    from cli.main import main
+
+    main(pretrain_argv(pretrain_corpus, tmp_path / "short"))  # 3 steps, a loss curve of one point
+    assert "warning: 3 step(s) give 1 point(s) of the loss curve: too short to learn" in capsys.readouterr().out
+
+
+def test_pretraining_on_a_one_token_corpus_says_so(tmp_path, capsys):
+    from cli.main import main
+
+    corpus = tmp_path / "one.txt"
+    corpus.write_text("7 7 7 7\n" * 40)
+    main(pretrain_argv(corpus, tmp_path / "one", "--log-every", "1"))
+    out = capsys.readouterr().out
+    assert "warning: the corpus has 1 distinct token(s): there is nothing to predict" in out
+
+
+@pytest.mark.parametrize("losses, warned", [([7.45, 7.44, 7.46], True), ([7.45, 6.0], False)])
+def test_a_loss_that_did_not_go_down_is_warned_about(losses, warned):
+    from model.pretrain.loop import Summary
+    from stages.pretrain import learning_warnings
+
+    curve = [{"step": 10 * (i + 1), "loss": loss, "masked_acc": 0.0} for i, loss in enumerate(losses)]
+    summary = Summary(steps=10 * len(losses), curve=curve, seconds=1.0, tokens_per_s=1.0, finished=True,
+                      record={"vocab_size": 900, "documents": 500, "flags": {"batch_size": 64}})
+    said = learning_warnings(summary)
+    assert any("the MLM loss did not go down" in w for w in said) == warned and len(said) == int(warned)
