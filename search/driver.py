@@ -32,7 +32,7 @@ from results.export import top_table
 from rundir import keys as K
 from rundir import preflight
 from rundir.inputs import check_space_copy, load_data, resolve_max_epochs, space_of
-from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, damaged, read_json
+from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable, damaged, read_json
 from rundir.lock import run_lock
 from rundir.paths import RunFiles, is_uri, run_files, search_experiment
 from rundir.predictions import write_dev_labels
@@ -271,6 +271,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     if time_budget_s is not None:
         settings = dataclasses.replace(settings, time_budget_s=time_budget_s)
     preflight.check_settings(settings)
+    check_writable(files.root, "resume")
     space = _stored_space(files, settings, out)
     if settings.num_samples < len(records):
         raise ConfigError(f"--num-samples {settings.num_samples} is below the {len(records)} trials the run "

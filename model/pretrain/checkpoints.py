@@ -134,11 +134,26 @@ class LocalCheckpoints:
             staging.rmdir()
 
 
+def _check_writable(out: Path) -> None:
+    """--out (or the nearest existing directory above it) must be writable: refused before any work."""
+    import tempfile
+
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return  # open_output says what is wrong with a file there
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ConfigError(f"--out {out}: {existing} is not writable ({err.strerror or err}); nothing was changed. "
+                          "Pass a directory you can write to, or free disk space") from None
+
+
 def open_output(out: Path, current: dict, *, resume: bool) -> LocalCheckpoints:
     """The checkpoint store of OUT after checking it may be used: new or empty; or holding this
     run's checkpoint (continue); or a run that died before its first checkpoint (start over).
     A different run's checkpoint, or files pretrain did not write, are refused."""
     store = LocalCheckpoints(out)
+    _check_writable(out)
     latest = store.latest()
     if latest is not None:
         stored = read_run_file(latest / RUN_FILE, out)
