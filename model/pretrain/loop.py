@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -425,6 +426,36 @@ def _fold_pending(run: Progress, local: list[float], clock: float, rank: int, wo
     run.seconds += summed[4]
 
 
+def memory_estimate(cfg: PretrainConfig, vocab_size: int) -> tuple[int, int]:
+    """(parameters, bytes) a training step needs, roughly: fp32 weights, gradients and
+    AdamW's two moments (16 bytes a parameter), and one micro-batch's activations (per layer about
+    34 x tokens x hidden plus 5 x heads x tokens x length, fp32; and the MLM logits over the vocabulary)."""
+    h, s, n, layers = cfg.hidden_size, cfg.max_seq_len, cfg.batch_size, cfg.num_layers
+    per_layer = 4 * h * h + 2 * h * cfg.intermediate_size + 9 * h + cfg.intermediate_size
+    params = vocab_size * h + s * h + layers * per_layer + h * h + vocab_size
+    activations = layers * (34 * n * s * h + 5 * cfg.num_heads * n * s * s) * 4 + 2 * n * s * vocab_size * 4
+    return params, 16 * params + activations
+
+
+def machine_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what) of the memory training on `device` can use: the GPU's, else the machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory, f"{device} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the machine's memory"
+
+
+def check_memory(cfg: PretrainConfig, vocab_size: int, device: torch.device) -> None:
+    """Refuse, before any work, a model and batch that cannot fit (rather than dying in the allocator)."""
+    params, need = memory_estimate(cfg, vocab_size)
+    have, what = machine_memory(device)
+    if need > have:
+        gib = 2 ** 30
+        raise ConfigError(f"--hidden-size {cfg.hidden_size}, --num-layers {cfg.num_layers}, --max-seq-len "
+                          f"{cfg.max_seq_len} and --batch-size {cfg.batch_size} over a vocabulary of {vocab_size} "
+                          f"tokens need about {need / gib:.1f} GiB to train ({params / 1e6:.0f}M parameters), but "
+                          f"{what} is {have / gib:.1f} GiB; lower them (or --batch-size with --grad-accum)")
+
+
 def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path, *, resume: bool = False,
              save_every: int = 500, device: str | torch.device | None = None, threads: int | None = None,
              progress: bool = False, on_step: Callable[[int], None] | None = None,
@@ -436,6 +467,7 @@ def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path,
     out = Path(out)
     device = prepare_device(device)  # a --device this machine lacks is refused before anything is written
     data = prepare_corpus(corpus, cfg)
+    check_memory(cfg, len(data.vocab), device)
     store = open_output(out, fingerprint(cfg, data.files), resume=resume)
     out.mkdir(parents=True, exist_ok=True)
     use_threads(threads)

@@ -172,3 +172,10 @@ def test_a_loss_that_did_not_go_down_is_warned_about(losses, warned):
                       record={"vocab_size": 900, "documents": 500, "flags": {"batch_size": 64}})
     said = learning_warnings(summary)
     assert any("the MLM loss did not go down" in w for w in said) == warned and len(said) == int(warned)
+
+
+def test_a_model_too_large_for_the_machine_is_refused_with_the_numbers(refused, pretrain_corpus, tmp_path):
+    argv = pretrain_argv(pretrain_corpus, tmp_path / "huge", "--hidden-size", "8192", "--num-layers", "48",
+                         "--num-heads", "64", "--intermediate-size", "32768", "--device", "cpu")
+    refused(argv, ["--hidden-size 8192", "--num-layers 48", "GiB to train", "the machine's memory is",
+                   "lower them"], watch=(tmp_path / "huge",))
