@@ -70,7 +70,7 @@ ON_RUN = {  # (argv after the command, needles, whether the case needs its own c
                                 ["--num-samples 1 is below the 2 trials", "pass at least that many"]),
     "resume max failures negative": (["resume", "{run}", "--max-failures", "-1"],
                                      ["--max-failures is -1", "must be >= 0"]),
-    "confirm top 0": (["confirm", "{run}", "--top", "0"], ["--top is 0", "must be >= 1"]),
+    "confirm top 0": (["confirm", "{run}", "--top", "0"], ["--top", "0 is below 1", "pass a number >= 1"]),
     "confirm one fold": (["confirm", "{run}", "--folds", "1"], ["--folds is 1", "must be >= 2"]),
     "confirm seeds 0": (["confirm", "{run}", "--seeds", "0"], ["--seeds is 0", "must be >= 1"]),
     "confirm cpus nan": (["confirm", "{run}", "--cpus-per-trial", "nan"], ["--cpus-per-trial", *NOT_FINITE]),
@@ -203,7 +203,7 @@ def test_an_address_where_no_cluster_answers_is_refused_within_the_timeout(refus
 
 STAGE_LIMITS = [
     (["confirm", "--top", "1", "--seeds", "1000000"], ["--seeds is 1000000, above 10"]),
-    (["confirm", "--top", "0"], ["--top"]),
+    (["confirm", "--top", "1", "--seeds", "0"], ["--seeds is 0, but must be >= 1"]),
     (["confirm", "--top", "1", "--max-concurrent", "0"], ["--max-concurrent is 0"]),
     (["ensemble", "--max-members", "1000000000"], ["--max-members is 1000000000", "1..1000"]),
     (["ensemble", "--max-members", "0"], ["--max-members is 0"]),
