@@ -9,6 +9,7 @@ from typing import Any
 
 EXIT_UNFINISHED = 1  # a search or stage stopped before its budget was done
 EXIT_USAGE = 2  # bad input: one `error: ...` line
+EXIT_ALL_FAILED = 3  # a search whose every trial ended as an error: nothing to rank
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

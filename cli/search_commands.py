@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.base import EXIT_UNFINISHED, add_command, add_verbose, apply_verbose
+from cli.base import EXIT_ALL_FAILED, EXIT_UNFINISHED, add_command, add_verbose, apply_verbose
 from cli.flags import at_least, duration, finite_float, plain_name
 from model.errors import ConfigError
 
@@ -183,8 +183,20 @@ def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
     settings = Settings.from_namespace(args)
     files, frame = launch(settings, argv=argv)
+    exit_if_all_failed(files, frame)
     if not is_finished(frame, run_budget(files)):
         sys.exit(EXIT_UNFINISHED)
+
+
+def exit_if_all_failed(files, frame) -> None:
+    """A search whose every trial ended as an error exits EXIT_ALL_FAILED, with the first error and
+    the way to retry: a leaderboard of errors is no result, and exit 0 would hide it."""
+    if frame is not None and len(frame) and (frame["status"] == "error").all():
+        first = next((e for e in frame["error"] if isinstance(e, str) and e), "no message")
+        print(f"error: every trial of {files.root} ended as an error ({len(frame)} trials; the first: {first}); "
+              f"fix the cause (see {files.leaderboard_csv} and the trials' logs under {files.ray_dir}), then "
+              f"`python -m search resume {files.root} --retry-errored`", file=sys.stderr)
+        sys.exit(EXIT_ALL_FAILED)
 
 def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
     from search.driver import is_finished, resume, run_budget
@@ -203,6 +215,7 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
         return
     files, frame = resume(args.run_dir, num_samples=args.num_samples, max_failures=args.max_failures,
                           retry_errored=args.retry_errored, time_budget_s=args.time_budget_s, argv=argv)
+    exit_if_all_failed(files, frame)
     if not is_finished(frame, run_budget(files)):
         sys.exit(EXIT_UNFINISHED)
 

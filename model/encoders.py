@@ -34,6 +34,7 @@ from torch import nn
 from transformers import AlbertModel, BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
+from model.checkpoint_files import inspect_checkpoint
 from model.errors import ConfigError
 from model.nezha import CONFIG_FILES, WEIGHT_FILES, load_nezha
 from model.registry import Registry
@@ -87,13 +88,42 @@ def output_mask(encoder: nn.Module, mask: torch.Tensor) -> torch.Tensor:
     return mask if shrink is None else shrink(mask)
 
 
-def check_checkpoint(cfg: TrialConfig) -> None:
+def check_checkpoint(cfg: TrialConfig, *, max_seq_len: int | None = None) -> None:
     """Raise `ConfigError`, saying the fix, unless the checkpoint `cfg.encoder` loads is a usable
-    directory (encoders without a checkpoint, like `tiny`, pass). Reads the filesystem, so it runs
-    where the files must be: in preflight (rundir/preflight.py) and when the encoder is built."""
-    check = getattr(ENCODERS.get_class(cfg.encoder, field="encoder"), "check_checkpoint", None)
+    directory (encoders without a checkpoint, like `tiny`, pass) and, given `max_seq_len`, has that
+    many positions. Reads the filesystem, so it runs where the files must be: in preflight
+    (rundir/preflight.py) and when the encoder is built."""
+    encoder = ENCODERS.get_class(cfg.encoder, field="encoder")
+    check = getattr(encoder, "check_checkpoint", None)
     if check is not None:
         check(cfg)
+    if max_seq_len is not None and isinstance(encoder, type) and issubclass(encoder, CheckpointEncoder):
+        positions = inspect_checkpoint(cfg.checkpoint).max_positions
+        if max_seq_len > positions:
+            raise ConfigError(f"--max-seq-len {max_seq_len} exceeds the {positions} positions of the checkpoint in "
+                              f"{cfg.checkpoint}; pass --max-seq-len {positions} or less (or pretrain with a larger "
+                              "--max-seq-len)")
+
+
+# A checkpoint whose vocab.txt lacks more than this share of the run's tokens is refused: they would all
+# become its [UNK], and fine-tuning would learn from next to nothing (a checkpoint pretrained on other text).
+MAX_UNKNOWN_SHARE = 0.5
+
+
+def check_vocab_coverage(cfg: TrialConfig, vocab: Sequence[str]) -> None:
+    """Refuse a checkpoint encoder whose vocab.txt knows too few of the run's tokens (`vocab`)."""
+    encoder = ENCODERS.get_class(cfg.encoder, field="encoder")
+    if not (isinstance(encoder, type) and issubclass(encoder, CheckpointEncoder)):
+        return
+    path = Path(cfg.checkpoint) / "vocab.txt"
+    known = set(read_vocab(path))
+    words = [t for t in vocab if not (t.startswith("[") and t.endswith("]"))]  # not [PAD], [UNK], ...
+    unknown = sum(t not in known for t in words)
+    if words and unknown / len(words) > MAX_UNKNOWN_SHARE:
+        raise ConfigError(f"{path} ({len(known)} tokens) lacks {unknown} of the {len(words)} tokens of the training "
+                          f"data ({unknown / len(words):.0%}): they would all become [UNK]. The checkpoint was "
+                          "pretrained on other text: pretrain on this corpus (`python -m search pretrain --corpus "
+                          "train.csv test.csv`), or pass the checkpoint's own vocab.txt")
 
 
 def read_vocab(path: Path) -> dict[str, int]:
@@ -140,6 +170,7 @@ class CheckpointEncoder(nn.Module):
             missing.append(" or ".join(WEIGHT_FILES))
         if missing:
             raise ConfigError(f"{where} {directory} has no {', '.join(missing)}")
+        inspect_checkpoint(directory)  # readable, and its config, weights and vocab.txt agree
 
     @staticmethod
     def map_ids(vocab: Sequence[str], checkpoint_vocab: dict[str, int]) -> torch.Tensor:

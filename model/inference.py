@@ -20,6 +20,7 @@ import torch
 
 from model.config import TrialConfig
 from model.data import EncodedSplit, LabelSet, Truncation, Vocab
+from model.errors import DamagedFile, DataError, UserError
 from model.filemode import as_if_opened
 from model.network import Classifier, build_model
 
@@ -130,15 +131,56 @@ def save_model_dir(directory: str | Path, *, weights: dict[str, torch.Tensor], i
     return directory
 
 
-def load_model_dir(directory: str | Path, *, device: torch.device | str = "cpu") -> tuple[Classifier, ModelInfo]:
-    """The classifier of a model directory, in eval mode on `device`, and its `ModelInfo`."""
-    directory = Path(directory)
-    missing = [name for name in (WEIGHTS_FILE, META_FILE) if not (directory / name).is_file()]
+def read_model_info(path: Path) -> ModelInfo:
+    """model.json; one that is not JSON, lacks a key or holds a config this code rejects is `DamagedFile`."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise DamagedFile(path, err.strerror or str(err)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedFile(path, f"not valid JSON: {err}") from None
+    if not isinstance(values, dict):
+        raise DamagedFile(path, f"a JSON {type(values).__name__} where an object belongs")
+    missing = [k for k in ("config", "vocab", "max_seq_len", "level2_labels") if k not in values]
     if missing:
-        raise FileNotFoundError(f"{directory} is not a model directory (missing {', '.join(missing)}); it is "
-                                "written by `python -m search confirm`")
-    info = ModelInfo.from_dict(json.loads((directory / META_FILE).read_text(encoding="utf-8")))
+        raise DamagedFile(path, f"no {', '.join(f'`{k}`' for k in missing)}")
+    if not isinstance(values["vocab"], list) or not all(isinstance(t, str) for t in values["vocab"]) \
+            or not isinstance(values["config"], dict) or isinstance(values["max_seq_len"], bool) \
+            or not isinstance(values["max_seq_len"], int) or values["max_seq_len"] < 3:
+        raise DamagedFile(path, "`config` must be an object, `vocab` a list of tokens, `max_seq_len` a count >= 3")
+    try:
+        return ModelInfo.from_dict(values)
+    except (UserError, DataError, TypeError, ValueError) as err:
+        raise DamagedFile(path, f"not a model this code can build: {err}") from None
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """model.pt, loaded as data only (`weights_only`); a truncated or foreign file is `DamagedFile`."""
+    try:
+        weights = torch.load(path, weights_only=True, map_location="cpu")
+    except OSError as err:
+        raise DamagedFile(path, err.strerror or str(err)) from None
+    except Exception as err:  # noqa: BLE001 - torch reports a damaged file as many kinds of error
+        raise DamagedFile(path, f"not readable weights ({type(err).__name__}: {str(err)[:200]})") from None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise DamagedFile(path, "not readable weights (not a dict of tensors)")
+    return weights
+
+
+def load_model_dir(directory: str | Path, *, device: torch.device | str = "cpu") -> tuple[Classifier, ModelInfo]:
+    """The classifier of a model directory, in eval mode on `device`, and its `ModelInfo`; a missing,
+    damaged or foreign file of it is `DamagedFile`."""
+    directory = Path(directory)
+    for name in (META_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise DamagedFile(directory / name, "missing" if not (directory / name).exists() else "not a file")
+    info = read_model_info(directory / META_FILE)
+    weights = read_weights(directory / WEIGHTS_FILE)
     model = build_model(info.config, vocab=info.vocab.tokens, max_seq_len=info.max_seq_len,
                         num_labels=len(info.labels.level2), num_level1=len(info.labels.level1))
-    model.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True, map_location="cpu"))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise DamagedFile(directory / WEIGHTS_FILE, f"the weights do not fit the model {META_FILE} describes "
+                          f"({str(err).splitlines()[0][:200]})") from None
     return model.to(device).eval(), info

@@ -55,8 +55,12 @@ The same accuracy within fold noise (±0.01) at a tenth to a thirtieth of the co
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -67,7 +71,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
-from model.errors import DataError
+from model.errors import DamagedFile, DataError
 
 DEFAULT_GRID = (0.5,)  # LinearSVC C; a longer grid, e.g. SEARCH_GRID, turns on the inner-CV choice
 SEARCH_GRID = (0.1, 0.3, 0.5, 1.0)  # the grid measured against the fixed C (module docstring)
@@ -241,3 +245,87 @@ def fit_linear(texts: Sequence[str], y, *, num_labels: int, seed: int = 0, grid:
     params = {"C": best_c, "temperature": temperature, "inner_folds": inner_folds, "calibration": "temperature",
               "seed": seed}
     return LinearMember(pipeline=pipeline, num_labels=num_labels, params=params, cv_scores=cv_scores)
+
+
+# --- the member as a file of arrays (linear.npz): data only, never unpickled ---
+
+# What a TfidfVectorizer's transform depends on besides its vocabulary and idf.
+VECTORIZER_SETTINGS = ("token_pattern", "lowercase", "ngram_range", "sublinear_tf", "norm", "use_idf", "smooth_idf",
+                       "analyzer", "binary", "strip_accents")
+LINEAR_ARRAYS = ("terms", "idf", "coef", "intercept", "classes", "meta")
+
+
+def linear_bytes(member: LinearMember) -> bytes:
+    """linear.npz: the fitted vectorizer's terms (by column) and idf, the SVC's coef, intercept and
+    classes, and a JSON `meta` (labels, params, inner-CV scores, vectorizer settings); no pickles."""
+    vectorizer, svc = member.pipeline.named_steps["tfidf"], member.pipeline.named_steps["clf"]
+    terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+    settings = {k: v for k, v in vectorizer.get_params().items() if k in VECTORIZER_SETTINGS}
+    meta = {"format": 1, "num_labels": member.num_labels, "params": member.params,
+            "cv_scores": [[float(c), float(v)] for c, v in member.cv_scores.items()], "vectorizer": settings}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, terms=np.asarray(terms, dtype=np.str_), idf=vectorizer.idf_, coef=svc.coef_,
+                        intercept=svc.intercept_, classes=svc.classes_, meta=np.asarray(json.dumps(meta)))
+    return buffer.getvalue()
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in LINEAR_ARRAYS if k not in data.files]
+            if missing:
+                raise DamagedFile(path, f"not a readable linear member: no array {', '.join(missing)}")
+            return {k: data[k] for k in LINEAR_ARRAYS}
+    except DamagedFile:
+        raise
+    except OSError as err:
+        raise DamagedFile(path, err.strerror or str(err)) from None
+    except (ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DamagedFile(path, f"not a readable linear member ({type(err).__name__}: {err})") from None
+    except Exception as err:  # zlib.error of a damaged archive
+        if type(err).__module__ == "zlib":
+            raise DamagedFile(path, f"not a readable linear member ({err})") from None
+        raise
+
+
+def _check_arrays(a: dict[str, np.ndarray], meta: dict, path: Path) -> None:
+    k, v = a["coef"].shape if a["coef"].ndim == 2 else (0, 0)
+    labels = meta["num_labels"]
+    problems = [
+        (a["terms"].ndim != 1 or a["idf"].shape != a["terms"].shape or v != len(a["terms"]),
+         "coef, terms and idf do not have matching shapes"),
+        (a["intercept"].shape != (k,) or not 2 <= len(a["classes"]) <= labels
+         or k != (1 if len(a["classes"]) == 2 else len(a["classes"])), "coef, intercept and classes do not match"),
+        (not np.issubdtype(a["classes"].dtype, np.integer) or len(np.unique(a["classes"])) != len(a["classes"])
+         or a["classes"].min() < 0 or a["classes"].max() >= labels, f"classes are not distinct labels < {labels}"),
+        (not all(np.isfinite(a[key]).all() for key in ("idf", "coef", "intercept")), "it holds NaN or inf"),
+    ]
+    for bad, problem in problems:
+        if bad:
+            raise DamagedFile(path, f"not a readable linear member: {problem}")
+
+
+def load_linear(path: str | Path) -> LinearMember:
+    """The member `linear_bytes` wrote; a missing, cut-short or foreign file is `DamagedFile`."""
+    path = Path(path)
+    arrays = _read_arrays(path)
+    try:
+        meta = json.loads(str(arrays["meta"]))
+        temperature, labels = float(meta["params"]["temperature"]), meta["num_labels"]
+        settings = {k: tuple(v) if k == "ngram_range" else v for k, v in meta["vectorizer"].items()}
+        cv_scores = {float(c): float(v) for c, v in meta["cv_scores"]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise DamagedFile(path, f"not a readable linear member: its meta is not the one confirm writes ({err!r})"
+                          ) from None
+    if not (isinstance(labels, int) and labels >= 2 and np.isfinite(temperature) and temperature > 0
+            and set(settings) <= set(VECTORIZER_SETTINGS)):
+        raise DamagedFile(path, "not a readable linear member: num_labels, temperature or settings out of range")
+    _check_arrays(arrays, meta, path)
+    vectorizer = TfidfVectorizer(**settings, vocabulary={t: i for i, t in enumerate(arrays["terms"].tolist())})
+    vectorizer.idf_ = arrays["idf"]
+    params = meta["params"]
+    svc = make_svc(c=float(params.get("C", REFERENCE_C)), seed=int(params.get("seed", 0)))
+    svc.coef_, svc.intercept_, svc.classes_ = arrays["coef"], arrays["intercept"], arrays["classes"]
+    svc.n_features_in_ = arrays["coef"].shape[1]
+    return LinearMember(pipeline=Pipeline([("tfidf", vectorizer), ("clf", svc)]), num_labels=labels, params=params,
+                        cv_scores=cv_scores)

@@ -40,7 +40,7 @@ from results.confirm import OOF_F1  # noqa: E402
 from results.export import run_leaderboard  # noqa: E402
 from results.status import status_text  # noqa: E402
 from rundir.confirm import EnsembleRecord, read_ranking  # noqa: E402
-from rundir.io import atomic_write_text, damaged  # noqa: E402
+from rundir.io import atomic_write_text, check_writable, damaged  # noqa: E402
 from rundir.paths import ConfirmFiles, RunFiles  # noqa: E402
 from rundir.record import check_study, read_run, run_method  # noqa: E402
 from rundir.trials import COMPLETED, ERROR, PRUNED, RUNNING, TrialRecord, load_records  # noqa: E402
@@ -378,6 +378,7 @@ def write_report(run_dir: str | Path) -> Path:
     study = optuna.load_study(study_name=run["name"], storage=files.study_url)
     confirmed = read_confirmed(files.confirm)
     status = status_text(run_dir, top=0)
+    check_writable(files.report_dir, "report")
     out = files.report_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
     started = pd.Timestamp(run["created"]).timestamp()

@@ -315,6 +315,9 @@ class JobRecord:
         for name in ("device", "model_dir", "error", "note"):
             if value.get(name) is not None and not isinstance(value[name], str):
                 raise damaged(path, f"job {key!r} has {name} {value[name]!r}, not a string")
+        where = value.get("model_dir")
+        if where is not None and (where.startswith(("/", "\\")) or ".." in where.split("/") or not where):
+            raise damaged(path, f"job {key!r} has model_dir {where!r}, not a path inside RUN_DIR/confirm")
         return cls(**value)
 
 
@@ -410,6 +413,17 @@ class EnsembleRecord:
             raise damaged(path, "`weights` must be finite numbers >= 0, not all 0")
         if value["option"] not in ENSEMBLE_OPTIONS:
             raise damaged(path, f"`option` is {value['option']!r}, not one of {', '.join(ENSEMBLE_OPTIONS)}")
+        for key, valid in (("selection", {s for s, _ in ENSEMBLE_OPTIONS.values()}),
+                           ("method", {r for _, r in ENSEMBLE_OPTIONS.values()})):
+            if value[key] not in valid:
+                raise damaged(path, f"`{key}` is {value[key]!r}, not one of {', '.join(sorted(valid))}")
+        if not all(isinstance(m, str) for m in members) or len(set(members)) != len(members):
+            raise damaged(path, "`members` is not a list of distinct member names")
+        labels = value["labels"]
+        if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+            raise damaged(path, "`labels` is not a list of at least 2 label names")
+        if not isinstance(value["oof_sha256"], dict) or not isinstance(value["member_kinds"], dict):
+            raise damaged(path, "`oof_sha256` and `member_kinds` must be objects")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in value.items() if k in known})
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model.errors import ConfigError
+from model.errors import ConfigError, DamagedFile
 from model.filemode import file_mode
 
 
@@ -32,6 +32,30 @@ def check_output_file(path: str | Path, run_dir: str | Path, *, flag: str = "--o
     existing = next(p for p in target.parents if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{flag} {path}: {existing} is a file, not a directory; pass a path in a directory")
+    check_writable(target.parent, f"{flag} {path}")
+
+
+def _probe(directory: Path) -> None:
+    """Create and delete a file in `directory`: the only sure test of writability (root passes
+    os.access on a read-only mount, and a full disk fails only on a write)."""
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check.", suffix=".tmp") as handle:
+        handle.write(b"x")
+        handle.flush()
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a directory `what` writes to (or the nearest existing one above it)
+    that this process cannot write: a read-only copy of a run, a read-only mount, a full disk."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{what}: {existing} is a file, not a directory")
+    try:
+        _probe(existing)
+    except OSError as err:
+        raise ConfigError(f"{existing} is not writable ({err.strerror or err}), and {what} writes there; nothing "
+                          f"was changed. Make it writable (e.g. chmod -R u+w {existing}), free disk space, or copy "
+                          "the run to a place you can write") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -86,11 +110,16 @@ RECOVERY = {
 }
 
 
-def damaged(path: Path, problem: str) -> ConfigError:
+def damaged(path: Path, problem: str) -> DamagedFile:
     """The error for a damaged run file: which file, what is wrong, and how to get it back."""
+    path = Path(path)
     key = path.name if path.name in RECOVERY else next((p.name for p in path.parents if p.name in RECOVERY), "")
-    recovery = RECOVERY.get(key, "restore it from a backup or another copy of the run")
-    return ConfigError(f"{path} is damaged ({problem}); nothing was changed. To recover: {recovery}")
+    return DamagedFile(path, problem, RECOVERY.get(key, "restore it from a backup or another copy of the run"))
+
+
+def in_run(err: DamagedFile) -> DamagedFile:
+    """A damaged file a lower layer found (a fold model, say), with the run's way to get it back."""
+    return damaged(Path(err.path), err.problem)
 
 
 def read_json(path: Path, expect: type | None = None) -> Any:

@@ -78,7 +78,8 @@ class RunFiles:
         return ConfirmFiles(self.root / "confirm")
 
 
-LINEAR_FILE = "linear.joblib"  # the linear member's fold model in its fold directory
+LINEAR_FILE = "linear.npz"  # the linear member's fold model in its fold directory (model/linear.py: arrays)
+OLD_LINEAR_FILE = "linear.joblib"  # ... as a pickle, before 2026-12 (no longer loaded)
 # A Ray trial checkpoint directory's one file: the training state and the metrics it was reported with
 # (search/trainable.py writes it, `predict --use trial:ID` reads it).
 TRIAL_STATE_FILE = "state.pt"
@@ -93,7 +94,7 @@ class ConfirmFiles:
         confirm.csv      one row per member, ranked
         models/<member>/fold<f>-seed<s>/   a network fold model (model.inference.save_model_dir), and
                          heldout.npz: its level-2 probabilities on the fold's held-out rows
-        models/linear/fold<f>/             linear.joblib (the LinearMember) and heldout.npz
+        models/linear/fold<f>/             linear.npz (the LinearMember's arrays) and heldout.npz
         oof/<member>.npz the member's out-of-fold probabilities over every training row
         ensemble.json    what `python -m search ensemble` chose
         ray/             Ray Tune's experiment directory of the stage (local storage)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from model.data import check_fold_flags
-from model.encoders import check_checkpoint
+from model.encoders import check_checkpoint, check_vocab_coverage
 from model.errors import ConfigError
 from rundir.paths import is_uri, name_problem
 from rundir.settings import SAMPLERS, SCHEDULERS
@@ -100,9 +100,10 @@ def check_budget(*, max_epochs: int, grace_period: int) -> None:
                           "Lower --grace-period or raise --max-epochs")
 
 
-def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
+def check_space(space: SearchSpace, overrides: dict[str, Any], *, max_seq_len: int | None = None) -> None:
     """Driver-owned fields are not searched, every warm-start point makes a valid config, and every
-    checkpoint directory a trial may load is there (the fixed one, each choice, each warm start)."""
+    checkpoint directory a trial may load is there and readable, with `max_seq_len` positions (the
+    fixed one, each choice, each warm start)."""
     for param in space.params:
         if param.name in DRIVER_FIELDS:
             raise SpaceError(f"{space.path}: `{param.name}` is set for all trials by "
@@ -127,10 +128,17 @@ def check_space(space: SearchSpace, overrides: dict[str, Any]) -> None:
             try:
                 cfg = space.config({**point, **values}, **overrides)
                 if (cfg.encoder, cfg.checkpoint, cfg.embedding_dim) not in checked:
-                    check_checkpoint(cfg)
+                    check_checkpoint(cfg, max_seq_len=max_seq_len)
                     checked.add((cfg.encoder, cfg.checkpoint, cfg.embedding_dim))
             except ConfigError as err:
                 raise SpaceError(f"{space.path}: {source} cannot run: {err}") from None
+
+
+def check_checkpoint_vocab(space: SearchSpace, overrides: dict[str, Any], vocab: tuple[str, ...]) -> None:
+    """Every checkpoint a trial may load knows most of the run's tokens (`vocab`, of the loaded data)."""
+    for point in {"(defaults)": {}, **space.warm_start}.values():
+        for values in checkpoint_draws(space, point):
+            check_vocab_coverage(space.config({**point, **values}, **overrides), vocab)
 
 
 def checkpoint_draws(space: SearchSpace, point: dict[str, Any]) -> list[dict[str, Any]]:

@@ -57,6 +57,7 @@ def connect(address: str | None) -> bool:
         ray.init(address="local", include_dashboard=False, logging_level="WARNING",
                  runtime_env={"env_vars": {"PYTHONPATH": path, **WORKER_ENV}})
         return True
+    check_reachable(address)
     try:
         ray.init(address=address, runtime_env=code_runtime_env(), logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as err:
@@ -64,6 +65,26 @@ def connect(address: str | None) -> bool:
                           "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes) or "
                           "`ray up cluster/aws-gpu.yaml`; `--address auto` joins the one on this machine") from None
     return True
+
+
+CONNECT_TIMEOUT_S = 10  # a cluster's head that does not answer a TCP connection within this is refused
+
+
+def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within `timeout` seconds, naming the address, when nothing listens at HOST:PORT (or
+    ray://HOST:PORT): `ray.init` would otherwise wait for a dead cluster for minutes. `auto` (the
+    cluster on this machine) is left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"no Ray cluster answers at --address {address} ({err.strerror or err}, waited up to "
+                          f"{timeout:g} s): start it (`ray start --head`), check the host and port, or leave out "
+                          "--address to run on a local Ray") from None
 
 
 @ray.remote(num_cpus=0)

@@ -32,7 +32,7 @@ from results.export import top_table
 from rundir import keys as K
 from rundir import preflight
 from rundir.inputs import check_space_copy, load_data, resolve_max_epochs, space_of
-from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, damaged, read_json
+from rundir.io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable, damaged, read_json
 from rundir.lock import run_lock
 from rundir.paths import RunFiles, is_uri, run_files, search_experiment
 from rundir.predictions import write_dev_labels
@@ -210,7 +210,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     space = space_of(settings, space_path)
     max_epochs = resolve_max_epochs(settings, space)
     preflight.check_budget(max_epochs=max_epochs, grace_period=settings.grace_period)
-    preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed})
+    preflight.check_space(space, {"max_epochs": max_epochs, "seed": settings.seed}, max_seq_len=settings.max_seq_len)
     preflight.check_run_location(settings)
     files = run_files(settings.storage_path, settings.name or default_name(space_path))
     if settings.track:
@@ -222,6 +222,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
         else:
             _refuse_existing(settings, files)
     data = load_data(settings)
+    preflight.check_checkpoint_vocab(space, {"max_epochs": max_epochs, "seed": settings.seed}, data.vocab.tokens)
 
     with ray_session(settings.address):
         gpu_note = preflight.check_resources(cpus_per_trial=settings.cpus_per_trial,
@@ -275,6 +276,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     if time_budget_s is not None:
         settings = dataclasses.replace(settings, time_budget_s=time_budget_s)
     preflight.check_settings(settings)
+    check_writable(files.root, "resume")
     space = _stored_space(files, settings, out)
     if settings.num_samples < len(records):
         raise ConfigError(f"--num-samples {settings.num_samples} is below the {len(records)} trials the run "
@@ -375,7 +377,8 @@ def _stored_space(files: RunFiles, settings: Settings, out: Callable[[str], Any]
     check_space_copy(files)
     try:
         space = space_of(settings, files.space_yaml)
-        preflight.check_space(space, {"max_epochs": settings.max_epochs, "seed": settings.seed})
+        preflight.check_space(space, {"max_epochs": settings.max_epochs, "seed": settings.seed},
+                              max_seq_len=settings.max_seq_len)
     except ConfigError as err:
         raise ConfigError(f"the run's search space no longer fits this version of the code, so its study "
                           f"cannot continue: {err}") from None

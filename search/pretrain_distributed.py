@@ -32,7 +32,7 @@ import ray.train.torch
 import torch
 
 from model.errors import ConfigError
-from model.pretrain.checkpoints import write_state
+from model.pretrain.checkpoints import read_state, write_state
 from model.pretrain.config import (
     EXPORT_FILES,
     RECORD_FILE,
@@ -64,7 +64,7 @@ class RayCheckpoints:
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as directory:
-            return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+            return read_state(Path(directory) / STATE_FILE, Path(directory))  # data only: no pickled code runs
 
     def save(self, *, step: int, state: dict | None, export, metrics: dict[str, float]) -> None:
         if state is None:

@@ -24,6 +24,7 @@ from model.threads import use_threads
 from results.ensemble import EnsembleResult, build_ensemble, macro_f1
 from results.ranking import fold_std
 from rundir.confirm import DEFAULT_ENSEMBLE_METHOD, DEFAULT_MAX_MEMBERS, ENSEMBLE_OPTIONS, EnsembleRecord
+from rundir.io import check_writable
 from stages.confirm.reader import ConfirmRun, OutOfFold, load_confirm, load_oof
 
 OPTION_TEXT = {"greedy": "greedy selection with replacement, probability mean",
@@ -110,6 +111,7 @@ def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
     check_options(method, max_members)
     use_threads(threads)  # the selection's matrix products: BLAS threads
     run = load_confirm(run_dir)
+    check_writable(run.files.root, "ensemble")  # ensemble.json: refused before any work
     # rank order: vote's tie-break and greedy's tie order
     members, failed = run.complete_members(partial=partial)
     for name, why in failed.items():

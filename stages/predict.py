@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model.errors import ConfigError, DataError
+from model.errors import ConfigError, DamagedFile, DataError
 from results.confirm import COMPLETE
 from results.ensemble import EnsembleResult, combine, macro_f1
 from results.ensemble import predict as ensemble_predict
 from rundir.confirm import CONFIRM_COMMAND, ENSEMBLE_COMMAND, RESUME_COMMAND, EnsembleRecord
-from rundir.io import atomic_write_bytes, atomic_write_text
-from rundir.paths import LINEAR_FILE, TRIAL_STATE_FILE
+from rundir.io import atomic_write_bytes, atomic_write_text, damaged, in_run
+from rundir.paths import LINEAR_FILE, OLD_LINEAR_FILE, TRIAL_STATE_FILE
 from rundir.relocation import trial_checkpoint_dir
 from stages.confirm.reader import ConfirmRun, load_confirm
 from stages.ensemble import OPTION_TEXT, file_sha256, weights_text
@@ -61,7 +61,10 @@ class NetworkDir(FoldModel):
     def scores(self, texts, *, labels, device, batch_size, progress):
         from model.inference import encode_texts, load_model_dir, probabilities
 
-        model, info = load_model_dir(self.path, device=device)
+        try:
+            model, info = load_model_dir(self.path, device=device)
+        except DamagedFile as err:
+            raise in_run(err) from None
         _check_labels(info.labels.level2, labels, str(self.path))
         split = encode_texts(texts, info.vocab, max_seq_len=info.max_seq_len)  # unseen tokens -> [UNK]
         return probabilities(model, split, batch_size=batch_size, device=device, progress=progress)
@@ -69,7 +72,7 @@ class NetworkDir(FoldModel):
 
 @dataclass(frozen=True)
 class LinearFile(FoldModel):
-    """A joblib dump of a model.linear.LinearMember (TF-IDF over the raw texts)."""
+    """A linear member's arrays (model.linear.linear_bytes: TF-IDF over the raw texts + LinearSVC), no pickle."""
 
     path: Path
 
@@ -78,15 +81,19 @@ class LinearFile(FoldModel):
         return str(self.path)
 
     def scores(self, texts, *, labels, device, batch_size, progress):
-        import joblib
+        from model.linear import load_linear
 
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path} is missing: the linear member's fold model, written by "
-                                    "`python -m search confirm`")
-        member = joblib.load(self.path)
+        old = self.path.with_name(OLD_LINEAR_FILE)
+        if not self.path.exists() and old.is_file():
+            raise ConfigError(f"{old} is a pickle written by an earlier version, which predict does not load (loading "
+                              "a pickle can run code); retrain the stage with `python -m search confirm RUN_DIR "
+                              "--force`, or pick a network member with --use confirmed:NAME")
+        try:
+            member = load_linear(self.path)
+        except DamagedFile as err:
+            raise in_run(err) from None
         if member.num_labels != len(labels):
-            raise ConfigError(f"{self.path} predicts {member.num_labels} labels, but the ensemble has {len(labels)}: "
-                              "rerun confirm and ensemble on one run")
+            raise damaged(self.path, f"it predicts {member.num_labels} labels, but the stage has {len(labels)}")
         return member.predict_proba(texts)
 
 
@@ -143,7 +150,7 @@ class Plan:
 def member_fold_models(run: ConfirmRun, name: str) -> tuple[FoldModel, ...]:
     """The fold models of a complete member, from jobs.json (folds, then seeds)."""
     if run.is_linear(name):
-        return tuple(LinearFile(path if path.suffix == ".joblib" else path / LINEAR_FILE)
+        return tuple(LinearFile(path if path.suffix == ".npz" else path / LINEAR_FILE)
                      for path in run.fold_model_dirs(name))
     return tuple(NetworkDir(path) for path in run.fold_model_dirs(name))
 
@@ -183,8 +190,10 @@ def ensemble_plan(run_dir: str | Path) -> Plan:
     record = EnsembleRecord.load(run.files.ensemble_json)
     result = EnsembleResult.from_dict(record.to_dict())
     if record.labels != run.labels:
-        raise ConfigError(f"{run.files.ensemble_json} was chosen over other labels than confirm.json's: rerun "
-                          f"`{ENSEMBLE_COMMAND.format(run_dir=run_dir)}`")
+        raise damaged(run.files.ensemble_json, "it was chosen over other labels than confirm.json's")
+    foreign = [name for name in record.members if name not in {m.name for m in run.members}]
+    if foreign:
+        raise damaged(run.files.ensemble_json, f"member(s) {', '.join(foreign)} are not members of confirm.json")
     stale = [name for name, digest in record.oof_sha256.items()
              if not run.files.oof(name).is_file() or file_sha256(run.files.oof(name)) != digest]
     if stale:

@@ -13,6 +13,7 @@ from typing import Any
 from model import metrics as M
 from model.config import TrialConfig, field_names, field_type  # noqa: F401 (tests reach them here)
 from model.data import dev_fold_note
+from model.encoders import check_checkpoint, check_vocab_coverage
 from model.errors import ConfigError
 from model.threads import use_threads
 from model.train import Evaluation, FitResult, fit, prepare_device
@@ -51,7 +52,9 @@ def train_one(settings: Settings, *, point: str | None, sets: dict[str, Any], th
     device = prepare_device(device)  # a --device this machine lacks is refused before any work
     space = load_space(settings.space, sets=sets, skip_searched=True)
     cfg = resolve_config(space, point=point, sets=sets, max_epochs=settings.max_epochs, seed=settings.seed)
+    check_checkpoint(cfg, max_seq_len=settings.max_seq_len)  # readable, long enough: before the data is read
     data = load_data(settings)
+    check_vocab_coverage(cfg, data.vocab.tokens)
     use_threads(threads)
     out(f"data: {data.source}: {len(data.train)} train / {len(data.dev)} dev rows (fold {settings.fold} "
         f"of {settings.folds})")

@@ -64,6 +64,20 @@ params:
 """
 
 
+def write_tiny_bert(directory: Path, *, vocab_size: int = 24, positions: int = 512) -> Path:
+    """A real, tiny BERT checkpoint directory (config.json, model.safetensors, vocab.txt of the
+    special tokens and "5", "6", ...): what preflight reads and checks."""
+    from transformers import BertConfig, BertModel
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=positions)
+    BertModel(config, add_pooling_layer=False).save_pretrained(directory)
+    (directory / "vocab.txt").write_text("\n".join(toy_vocab(vocab_size)) + "\n")
+    return directory
+
+
 def toy_vocab(size: int) -> tuple[str, ...]:
     """A run vocabulary of `size` tokens: the special tokens, then "5", "6", ..."""
     return SPECIAL_TOKENS + tuple(str(i) for i in range(len(SPECIAL_TOKENS), size))

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from model.errors import ConfigError
+from model.errors import ConfigError, DamagedFile
 from model.pretrain.config import CHECKPOINTS, RUN_FILE, STATE_FILE, check_fingerprint
 
 
@@ -25,6 +26,57 @@ class CheckpointStore(Protocol):
 
     def save(self, *, step: int, state: dict | None, export: Callable[[Path], None] | None,
              metrics: dict[str, float]) -> None: ...
+
+
+STATE_KEYS = ("model", "optimizer", "scheduler", "progress", "fingerprint", "rng")
+
+
+def recovery(out: Path) -> str:
+    return (f"delete {out} (or pass a new --out) and run the same `python -m search pretrain` command again: it "
+            "starts over")
+
+
+def read_state(path: Path, out: Path) -> dict:
+    """A checkpoint's state.pt, loaded as data only (`weights_only`: tensors, numbers, strings, lists,
+    dicts; NumPy arrays of checkpoints written before 2026-12): a planted pickle runs nothing. A
+    cut-short or foreign file is `DamagedFile`."""
+    import numpy as np
+
+    arrays = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), getattr(np, "_core", np.core).multiarray._reconstruct]
+    try:
+        with torch.serialization.safe_globals(arrays), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4" of a foreign pickle
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise DamagedFile(path, err.strerror or str(err), recovery(out)) from None
+    except Exception as err:  # noqa: BLE001 - torch reports a damaged file (or a pickle of code) as many kinds of error
+        raise DamagedFile(path, f"not a pretraining checkpoint that loads as data ({type(err).__name__}: "
+                          f"{(str(err) or '-').splitlines()[0][:160]})", recovery(out)) from None
+    missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else ["dict"]
+    if missing:
+        raise DamagedFile(path, f"not a pretraining checkpoint (no {', '.join(missing)})", recovery(out))
+    check_run_record(state["fingerprint"], path, out)
+    return state
+
+
+def check_run_record(value: object, path: Path, out: Path) -> dict:
+    """A fingerprint (a checkpoint's run.json, or the one in its state.pt): settings and corpus."""
+    if not isinstance(value, dict) or not isinstance(value.get("settings"), dict) \
+            or not isinstance(value.get("corpus"), list) \
+            or not all(isinstance(f, dict) and "sha256" in f and "rows" in f for f in value["corpus"]):
+        raise DamagedFile(path, "not a pretraining run's fingerprint (an object with `settings` and `corpus`)",
+                          recovery(out))
+    return value
+
+
+def read_run_file(path: Path, out: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise DamagedFile(path, err.strerror or str(err), recovery(out)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedFile(path, f"not valid JSON: {err}", recovery(out)) from None
+    return check_run_record(value, path, out)
 
 
 def write_state(directory: Path, state: dict) -> None:
@@ -56,7 +108,7 @@ class LocalCheckpoints:
 
     def load(self) -> dict | None:
         latest = self.latest()
-        return None if latest is None else torch.load(latest / STATE_FILE, map_location="cpu", weights_only=False)
+        return None if latest is None else read_state(latest / STATE_FILE, self.out)
 
     def save(self, *, step: int, state: dict | None, export: Callable[[Path], None] | None,
              metrics: dict[str, float]) -> None:
@@ -82,14 +134,29 @@ class LocalCheckpoints:
             staging.rmdir()
 
 
+def _check_writable(out: Path) -> None:
+    """--out (or the nearest existing directory above it) must be writable: refused before any work."""
+    import tempfile
+
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return  # open_output says what is wrong with a file there
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ConfigError(f"--out {out}: {existing} is not writable ({err.strerror or err}); nothing was changed. "
+                          "Pass a directory you can write to, or free disk space") from None
+
+
 def open_output(out: Path, current: dict, *, resume: bool) -> LocalCheckpoints:
     """The checkpoint store of OUT after checking it may be used: new or empty; or holding this
     run's checkpoint (continue); or a run that died before its first checkpoint (start over).
     A different run's checkpoint, or files pretrain did not write, are refused."""
     store = LocalCheckpoints(out)
+    _check_writable(out)
     latest = store.latest()
     if latest is not None:
-        stored = json.loads((latest / RUN_FILE).read_text())
+        stored = read_run_file(latest / RUN_FILE, out)
         check_fingerprint(stored, current, where=f"--out {out}")
         return store
     if resume:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -248,7 +249,7 @@ class _Loop:
             return None
         return {"model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "progress": asdict(self.run), "fingerprint": self.current,
-                "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch_states,
+                "rng": {"python": random.getstate(), "numpy": numpy_rng_state(), "torch": torch_states,
                         "cuda": cuda_states if cuda else None}}
 
     def record(self, finished: bool) -> dict:
@@ -298,6 +299,13 @@ class _Loop:
                        tokens_per_s=run.tokens / max(run.seconds, 1e-9), finished=True, record=self.record(True))
 
 
+def numpy_rng_state() -> tuple:
+    """NumPy's global RNG state with its key array as a list: a checkpoint of plain data, which
+    `torch.load(weights_only=True)` reads without allowing NumPy's pickled arrays."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return kind, keys.tolist(), pos, has_gauss, cached
+
+
 def _restore(state: dict | None, cfg: PretrainConfig, current: dict, raw: nn.Module,
              optimizer: torch.optim.Optimizer, scheduler: Any, *, device: torch.device, rank: int) -> Progress:
     """Load a checkpoint's model, optimizer, scheduler and RNG states (or, with none, seed this
@@ -306,13 +314,18 @@ def _restore(state: dict | None, cfg: PretrainConfig, current: dict, raw: nn.Mod
         torch.manual_seed(_worker_seed(cfg.seed, rank))  # dropout differs across workers
         return Progress()
     check_fingerprint(state["fingerprint"], current, where="the checkpoint")
-    raw.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    run = Progress(**state["progress"])
-    rng = state["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
+    try:
+        raw.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        run = Progress(**state["progress"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise ConfigError(f"the checkpoint's state.pt is damaged (it does not fit the run its fingerprint names: "
+                          f"{type(err).__name__}: {(str(err) or '-').splitlines()[0][:160]}); nothing was changed. "
+                          "Delete the output directory (or pass a new --out) and run the same command again") from None
     if rank < len(rng["torch"]):
         torch.set_rng_state(rng["torch"][rank])
     else:
@@ -413,6 +426,36 @@ def _fold_pending(run: Progress, local: list[float], clock: float, rank: int, wo
     run.seconds += summed[4]
 
 
+def memory_estimate(cfg: PretrainConfig, vocab_size: int) -> tuple[int, int]:
+    """(parameters, bytes) a training step needs, roughly: fp32 weights, gradients and
+    AdamW's two moments (16 bytes a parameter), and one micro-batch's activations (per layer about
+    34 x tokens x hidden plus 5 x heads x tokens x length, fp32; and the MLM logits over the vocabulary)."""
+    h, s, n, layers = cfg.hidden_size, cfg.max_seq_len, cfg.batch_size, cfg.num_layers
+    per_layer = 4 * h * h + 2 * h * cfg.intermediate_size + 9 * h + cfg.intermediate_size
+    params = vocab_size * h + s * h + layers * per_layer + h * h + vocab_size
+    activations = layers * (34 * n * s * h + 5 * cfg.num_heads * n * s * s) * 4 + 2 * n * s * vocab_size * 4
+    return params, 16 * params + activations
+
+
+def machine_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what) of the memory training on `device` can use: the GPU's, else the machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory, f"{device} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the machine's memory"
+
+
+def check_memory(cfg: PretrainConfig, vocab_size: int, device: torch.device) -> None:
+    """Refuse, before any work, a model and batch that cannot fit (rather than dying in the allocator)."""
+    params, need = memory_estimate(cfg, vocab_size)
+    have, what = machine_memory(device)
+    if need > have:
+        gib = 2 ** 30
+        raise ConfigError(f"--hidden-size {cfg.hidden_size}, --num-layers {cfg.num_layers}, --max-seq-len "
+                          f"{cfg.max_seq_len} and --batch-size {cfg.batch_size} over a vocabulary of {vocab_size} "
+                          f"tokens need about {need / gib:.1f} GiB to train ({params / 1e6:.0f}M parameters), but "
+                          f"{what} is {have / gib:.1f} GiB; lower them (or --batch-size with --grad-accum)")
+
+
 def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path, *, resume: bool = False,
              save_every: int = 500, device: str | torch.device | None = None, threads: int | None = None,
              progress: bool = False, on_step: Callable[[int], None] | None = None,
@@ -424,6 +467,7 @@ def pretrain(cfg: PretrainConfig, corpus: Sequence[str | Path], out: str | Path,
     out = Path(out)
     device = prepare_device(device)  # a --device this machine lacks is refused before anything is written
     data = prepare_corpus(corpus, cfg)
+    check_memory(cfg, len(data.vocab), device)
     store = open_output(out, fingerprint(cfg, data.files), resume=resume)
     out.mkdir(parents=True, exist_ok=True)
     use_threads(threads)

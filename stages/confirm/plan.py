@@ -51,7 +51,7 @@ def plan_members(run_dir: Path, *, top: int | str, linear: bool, split_seed: int
                       optuna_number=int(row.optuna_number), leaderboard_rank=int(row.rank),
                       params=records[row.trial_id].params) for row in completed.itertuples()]
     if linear:
-        # LinearMember.params but its temperature, which each fold fits (models/linear/fold<f>/linear.joblib)
+        # LinearMember.params but its temperature, which each fold fits (models/linear/fold<f>/linear.npz)
         members.append(Member(name=LINEAR_MEMBER, kind=LINEAR,
                               params={"C": DEFAULT_GRID[0], "inner_folds": INNER_FOLDS, "calibration": "temperature",
                                       "seed": split_seed}))

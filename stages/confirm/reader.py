@@ -85,6 +85,8 @@ class ConfirmRun:
         if done < expected:
             running = sum(j.status == RUNNING for _, j in jobs)
             return UNFINISHED, f"{done} of {expected} jobs completed ({running} running)"
+        if self.files.oof(name).exists() and not self.files.oof(name).is_file():
+            raise damaged(self.files.oof(name), "not a file")
         if not self.files.oof(name).is_file():
             return UNFINISHED, f"all {expected} jobs completed but {self.files.oof(name)} is missing"
         return COMPLETE, f"{expected} jobs completed"

@@ -28,8 +28,10 @@ from rundir.confirm import (
     Member,
     RaceRule,
     read_jobs,
+    read_ranking,
 )
 from rundir.inputs import check_space_copy
+from rundir.io import check_writable
 from rundir.lock import run_lock
 from rundir.paths import ConfirmFiles, RunFiles, confirm_experiment, is_uri
 from rundir.record import run_settings
@@ -109,6 +111,7 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
     settings = with_resources(settings, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                               max_concurrent=max_concurrent, max_failures=max_failures)
     preflight.check_settings(settings)
+    check_writable(run_files.root, "confirm")
     with run_lock(run_files):
         if run_files.confirm.confirm_json.exists() and not force:
             return _already(run_files, out)
@@ -157,7 +160,7 @@ def _already(run_files: RunFiles, out: Out) -> Outcome:
     out(f"the confirm stage of {run_files.root} already finished (top {spec.top}, {spec.folds} folds, {spec.seeds} "
         f"seed(s)): {files.confirm_csv}. To confirm with other --top, --folds or --seeds, pass --force (deletes "
         f"{files.root} and starts over)")
-    return Outcome(files, pd.read_csv(files.confirm_csv), finished=True, already=True)
+    return Outcome(files, read_ranking(files), finished=True, already=True)
 
 
 def _members(run_files: RunFiles, run: dict[str, Any], *, top: int | str, linear: bool, seed: int, out: Out
@@ -222,6 +225,7 @@ def resume_confirm(run_dir: str | Path, *, max_failures: int | None = None, retr
     settings = with_resources(settings, **{k: spec.settings.get(k) for k in RESOURCE_SETTINGS})
     settings = with_resources(settings, max_failures=max_failures)
     preflight.check_settings(settings)
+    check_writable(files.root, "resume")
     data = FoldData.load(settings, folds=spec.folds, seed=spec.split_seed)
     if tuple(data.labels.level2) != spec.labels or len(data.frame) != spec.rows:
         raise ConfigError(f"the training data ({data.source}) is not the data the confirm stage started on "

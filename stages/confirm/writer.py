@@ -8,12 +8,10 @@ disk; a member's OOF file is written once all its jobs completed; confirm.csv af
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
@@ -22,7 +20,7 @@ from model.config import TrialConfig
 from model.data import LabelSet, Vocab
 from model.errors import DataError
 from model.inference import ModelInfo, save_model_dir
-from model.linear import DEFAULT_GRID, INNER_FOLDS, fit_linear
+from model.linear import DEFAULT_GRID, INNER_FOLDS, fit_linear, linear_bytes
 from results import confirm as C
 from results.racing import fold_scores, verdicts
 from rundir import keys as K
@@ -200,9 +198,7 @@ class ConfirmStage:
             return
         probs = linear.predict_proba(texts[held_out])
         scores = M.classification_metrics(self.y[held_out], probs.argmax(axis=1), level1_of=self.labels.level1_of)
-        buffer = io.BytesIO()
-        joblib.dump(linear, buffer)
-        atomic_write_bytes(self.files.linear_model(fold), buffer.getvalue())
+        atomic_write_bytes(self.files.linear_model(fold), linear_bytes(linear))  # arrays, no pickle
         write_heldout(self.files.heldout(self.files.linear_dir(fold)), rows=held_out, probs=probs)
         seconds = time.perf_counter() - started
         record = self._record(job)

@@ -79,3 +79,67 @@ def finished_run(tmp_path_factory) -> Path:
 def run_copy(finished_run, tmp_path) -> Path:
     """A private copy of the finished run, for cases that damage it."""
     return Path(shutil.copytree(finished_run, tmp_path / "run", symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def confirmed_run(finished_run, tmp_path_factory) -> Path:
+    """A copy of the finished run after `confirm --top 1 --folds 2` (real Ray jobs) and `ensemble`:
+    every file the stages after the search write, for cases that damage them (`confirmed_copy`)."""
+    import ray
+
+    from stages.confirm.run import confirm
+    from stages.ensemble import run_ensemble
+
+    run = Path(shutil.copytree(finished_run, tmp_path_factory.mktemp("confirmed") / "done", symlinks=True))
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        outcome = confirm(run, top=1, folds=2, seeds=1, argv=["confirm", str(run)], out=lambda line: None)
+    finally:
+        ray.shutdown()
+    assert outcome.finished, outcome.table
+    run_ensemble(run, max_members=4, out=lambda line: None)
+    return run
+
+
+@pytest.fixture
+def confirmed_copy(confirmed_run, tmp_path) -> Path:
+    """A private copy of the confirmed run (its own directory name, so its paths differ from the original's)."""
+    return Path(shutil.copytree(confirmed_run, tmp_path / "run", symlinks=True))
+
+
+PRETRAIN_TINY = ["--hidden-size", "16", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "32",
+                 "--max-seq-len", "32", "--batch-size", "8", "--steps", "3", "--save-every", "0", "--threads", "1",
+                 "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def pretrain_corpus(tmp_path_factory) -> Path:
+    from model.synthetic import synthesize
+
+    path = tmp_path_factory.mktemp("corpus") / "train.csv"
+    synthesize(240, seed=3)[0].to_csv(path, index=False)
+    return path
+
+
+def pretrain_argv(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--corpus", str(corpus), "--out", str(out), *PRETRAIN_TINY, *extra]
+
+
+@pytest.fixture(scope="session")
+def pretrained(pretrain_corpus, tmp_path_factory) -> Path:
+    """A tiny finished pretraining checkpoint (3 steps, no Ray, a few seconds)."""
+    import torch
+
+    out = tmp_path_factory.mktemp("pretrained") / "ckpt"
+    threads = torch.get_num_threads()
+    try:
+        main(pretrain_argv(pretrain_corpus, out))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture
+def pretrained_copy(pretrained, tmp_path) -> Path:
+    return Path(shutil.copytree(pretrained, tmp_path / "ckpt", symlinks=True))

@@ -70,7 +70,7 @@ ON_RUN = {  # (argv after the command, needles, whether the case needs its own c
                                 ["--num-samples 1 is below the 2 trials", "pass at least that many"]),
     "resume max failures negative": (["resume", "{run}", "--max-failures", "-1"],
                                      ["--max-failures is -1", "must be >= 0"]),
-    "confirm top 0": (["confirm", "{run}", "--top", "0"], ["--top is 0", "must be >= 1"]),
+    "confirm top 0": (["confirm", "{run}", "--top", "0"], ["--top", "0 is below 1", "pass a number >= 1"]),
     "confirm one fold": (["confirm", "{run}", "--folds", "1"], ["--folds is 1", "must be >= 2"]),
     "confirm seeds 0": (["confirm", "{run}", "--seeds", "0"], ["--seeds is 0", "must be >= 1"]),
     "confirm cpus nan": (["confirm", "{run}", "--cpus-per-trial", "nan"], ["--cpus-per-trial", *NOT_FINITE]),
@@ -182,3 +182,38 @@ def test_pretrain(refused, place, case):
     flags, needles = PRETRAIN[case]
     refused(["pretrain", "--corpus", str(work / "file.txt"), "--out", str(work / "ckpt"), *flags], needles,
             watch=(work,))
+
+
+@pytest.mark.parametrize("command", ["confirm", "launch"])
+def test_an_address_where_no_cluster_answers_is_refused_within_the_timeout(refused, run_copy, tmp_path, command):
+    import socket
+    import time
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{free.getsockname()[1]}"
+    argv = {"confirm": ["confirm", run_copy, "--top", "1", "--folds", "2", "--address", address],
+            "launch": ["launch", "--synthetic-rows", "300", "--num-samples", "1", "--storage-path", tmp_path / "runs",
+                       "--name", "x", "--address", address]}[command]
+    started = time.perf_counter()
+    refused(argv, [f"no Ray cluster answers at --address {address}", "ray start --head"],
+            watch=(run_copy, tmp_path / "runs"))
+    assert time.perf_counter() - started < 60
+
+
+STAGE_LIMITS = [
+    (["confirm", "--top", "1", "--seeds", "1000000"], ["--seeds is 1000000, above 10"]),
+    (["confirm", "--top", "1", "--seeds", "0"], ["--seeds is 0, but must be >= 1"]),
+    (["confirm", "--top", "1", "--max-concurrent", "0"], ["--max-concurrent is 0"]),
+    (["ensemble", "--max-members", "1000000000"], ["--max-members is 1000000000", "1..1000"]),
+    (["ensemble", "--max-members", "0"], ["--max-members is 0"]),
+]
+
+
+@pytest.mark.parametrize("argv, needles", STAGE_LIMITS, ids=[" ".join(a) for a, _ in STAGE_LIMITS])
+def test_counts_a_stage_cannot_use_are_refused_up_front(refused, confirmed_copy, argv, needles):
+    refused([argv[0], confirmed_copy, *argv[1:]], needles, watch=(confirmed_copy,))
+
+
+def test_more_confirm_folds_than_rows_are_refused_before_ray(refused, run_copy):
+    refused(["confirm", run_copy, "--top", "1", "--folds", "100000"], ["--folds", "100000"], watch=(run_copy,))

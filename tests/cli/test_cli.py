@@ -162,6 +162,32 @@ def test_resume_continues_an_unfinished_confirm_stage_else_the_search(pending, a
                                "retry_errored": "--retry-errored" in argv}
 
 
+@pytest.mark.parametrize("command", ["launch", "resume"])
+@pytest.mark.parametrize("statuses, code", [(["error", "error"], base.EXIT_ALL_FAILED), (["error", "completed"], None)])
+def test_a_search_whose_every_trial_failed_exits_3_with_the_first_error(command, statuses, code, monkeypatch,
+                                                                         capsys):
+    import pandas as pd
+
+    files = search.driver.RunFiles(Path("runs/x"))
+    frame = pd.DataFrame({"status": statuses, "error": ["ValueError: boom", "ValueError: boom"]})
+    monkeypatch.setattr(search.driver, "launch", lambda settings, argv: (files, frame))
+    monkeypatch.setattr(search.driver, "resume", lambda run_dir, **kw: (files, frame))
+    monkeypatch.setattr(stages.confirm.run, "stage_pending", lambda run_dir: False)
+    monkeypatch.setattr(search.driver, "is_finished", lambda frame, num_samples: True)
+    monkeypatch.setattr(search.driver, "run_budget", lambda files: 2)
+    argv = ["launch", "--name", "x"] if command == "launch" else ["resume", "runs/x"]
+    if code is None:
+        cli.main(argv)
+        assert "error:" not in capsys.readouterr().err
+        return
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == code == 3
+    assert "every trial of runs/x ended as an error (2 trials; the first: ValueError: boom)" in err
+    assert "resume runs/x --retry-errored" in err and "Traceback" not in err
+
+
 # ----------------------------------------------------------------------------- the shared data flags
 
 

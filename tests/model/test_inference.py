@@ -4,6 +4,7 @@ import torch
 
 from model import metrics as M
 from model.config import TrialConfig
+from model.errors import DamagedFile
 from model.inference import (
     ModelInfo,
     encode_texts,
@@ -49,5 +50,5 @@ def test_encode_texts_maps_unseen_tokens_to_unk(small_data):
 
 
 def test_load_model_dir_says_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing model.pt, model.json"):
+    with pytest.raises(DamagedFile, match=r"model\.json is damaged \(missing\)"):
         load_model_dir(tmp_path)

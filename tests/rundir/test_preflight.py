@@ -13,6 +13,7 @@ from rundir.preflight import check_resources, check_space
 from rundir.settings import Settings
 from search.driver import launch
 from spaces.space import SpaceError, parse_space
+from tests.conftest import write_tiny_bert
 
 TINY_SPACE = "fixed: {hidden_size: 16, num_heads: 2}\nparams:\n  lr: {float: [1.0e-3, 1.0e-2]}\n"
 ROWS = "".join(f"{i},{i % 7} 8 9,{1 + i % 2}-{1 + i % 2}\n" for i in range(40))  # 20 rows per label
@@ -157,11 +158,8 @@ def test_every_encoder_choice_must_load(tmp_path):
 
 
 def fake_checkpoint(directory):
-    """A directory with the files a checkpoint encoder needs (preflight only looks at their names)."""
-    directory.mkdir()
-    for name in ("config.json", "vocab.txt", "model.safetensors"):
-        (directory / name).write_text("")
-    return str(directory)
+    """A real tiny BERT checkpoint directory: preflight reads its config, weights' header and vocab.txt."""
+    return str(write_tiny_bert(directory))
 
 
 MISSING = (r"`checkpoint` is '/does/not/exist', but encoder 'bert' loads a local checkpoint: "

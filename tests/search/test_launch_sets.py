@@ -21,16 +21,14 @@ from rundir.settings import Settings, command_prefix
 from search.driver import _stored_space
 from spaces.space import SPACES_DIR, SpaceError, load_space, parse_space
 from stages.train_one import parse_sets, resolve_config
+from tests.conftest import write_tiny_bert
 
 SPACE = "fixed: {dropout: 0.1, max_epochs: 2}\nparams:\n  lr: {float: [0.001, 0.01], log: true}\n"
 
 
 def fake_checkpoint(directory):
-    """What preflight checks a BERT checkpoint directory for (TrialConfig itself does no I/O)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "vocab.txt", "model.safetensors"):
-        (directory / name).write_text("{}")
-    return directory
+    """A real tiny BERT checkpoint directory: preflight reads its config, weights' header and vocab.txt."""
+    return write_tiny_bert(directory)
 
 
 @pytest.fixture

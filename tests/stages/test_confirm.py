@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +22,7 @@ from model import metrics as M
 from model.data import prepare_data
 from model.errors import ConfigError
 from model.inference import load_model_dir, probabilities
+from model.linear import load_linear
 from model.synthetic import synthesize
 from results.ensemble import macro_f1
 from results.export import write_leaderboard
@@ -168,7 +168,7 @@ def test_fold_models_reproduce_their_jobs_dev_scores(confirmed):
         data = fold_data(job["fold"])
         if job["member"] == "linear":
             assert job["model_dir"] == f"models/linear/fold{job['fold']}"
-            member = joblib.load(root / job["model_dir"] / "linear.joblib")
+            member = load_linear(root / job["model_dir"] / "linear.npz")
             texts = synthesize(ROWS, seed=0)[0]["text"].to_numpy()
             probs = member.predict_proba(texts[read_heldout(root / job["model_dir"] / "heldout.npz")[0]])
         else:

@@ -1,6 +1,6 @@
 """`python -m search ensemble` and `python -m search predict` over a fabricated RUN_DIR: a search with one
 trial checkpoint, and a confirm stage in confirm's format (2 network members x 3 folds + the linear member),
-written with the real writers (save_model_dir, np.savez_compressed, joblib). No Ray."""
+written with the real writers (save_model_dir, np.savez_compressed, linear_bytes). No Ray."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +21,7 @@ from model.config import TrialConfig
 from model.data import LabelSet, fold_indices, prepare_data
 from model.errors import ConfigError
 from model.inference import ModelInfo, encode_texts, load_model_dir, probabilities, save_model_dir
-from model.linear import fit_linear
+from model.linear import fit_linear, linear_bytes, load_linear
 from model.synthetic import synthesize
 from model.train import fit, scored_weights
 from results import ensemble as E
@@ -117,7 +116,7 @@ def _write_confirm(root, frame) -> dict:
                 "best_epoch": 1, "time_s": 1.0, "model_dir": model_dir, "error": None}
         linear = fit_linear(texts[train_idx], y[train_idx], num_labels=c, seed=0)
         (confirm / f"models/linear/fold{f}").mkdir(parents=True)
-        joblib.dump(linear, confirm / f"models/linear/fold{f}/linear.joblib")
+        (confirm / f"models/linear/fold{f}/linear.npz").write_bytes(linear_bytes(linear))
         oof["linear"][dev_idx] = linear.predict_proba(texts[dev_idx])
         score = E.macro_f1(y[dev_idx], linear.predict(texts[dev_idx]), num_labels=c)
         jobs[f"linear/fold{f}/seed0"] = {
@@ -400,7 +399,7 @@ def test_the_ensemble_combines_each_members_mean_over_its_fold_models(run_dir, b
         folds = []
         for f in range(FOLDS):
             if name == "linear":
-                folds.append(joblib.load(run_dir / f"confirm/models/linear/fold{f}/linear.joblib").predict_proba(texts))
+                folds.append(load_linear(run_dir / f"confirm/models/linear/fold{f}/linear.npz").predict_proba(texts))
             else:
                 model, info = load_model_dir(run_dir / f"confirm/models/{name}/fold{f}-seed0")
                 folds.append(probabilities(model, encode_texts(texts, info.vocab, max_seq_len=info.max_seq_len),
