@@ -187,7 +187,7 @@ class ProgressPrinter(Callback):
         of = f"/{self.num_samples}" if self.num_samples < UNTIL_TIME_BUDGET else ""
         return f"{self.ended}{of} {self.noun} done"
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.0f}s] {text}", flush=True)
 
     def key(self, trial: Trial) -> str:
@@ -205,7 +205,7 @@ class ProgressPrinter(Callback):
                         **info: Any) -> None:
         if self.key(trial) in self.before:
             return
-        self._say(f"{self.name(trial)} epoch {result.get(M.EPOCH)}/{self.max_epochs}  "
+        self.say(f"{self.name(trial)} epoch {result.get(M.EPOCH)}/{self.max_epochs}  "
                   f"level-2 F1 {result.get(M.LEVEL2_MACRO_F1, float('nan')):.4f}  "
                   f"(best {result.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f})")
 
@@ -214,7 +214,7 @@ class ProgressPrinter(Callback):
             return
         self.ended += 1
         last = trial.last_result or {}
-        self._say(f"{self.name(trial)} {self.how(last)}, best level-2 F1 "
+        self.say(f"{self.name(trial)} {self.how(last)}, best level-2 F1 "
                   f"{last.get(M.BEST_LEVEL2_MACRO_F1, float('nan')):.4f}  "
                   f"[{self.done_text()}]")
 
@@ -222,5 +222,5 @@ class ProgressPrinter(Callback):
         if self.key(trial) in self.before:
             return
         self.ended += 1
-        self._say(f"{self.name(trial)} failed: {error_message(trial)}  "
+        self.say(f"{self.name(trial)} failed: {error_message(trial)}  "
                   f"[{self.done_text()}]")

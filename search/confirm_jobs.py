@@ -186,7 +186,7 @@ class ConfirmProgress(ProgressPrinter):
             "stopped by the time budget" if not (trial.last_result or {}).get(M.FINISHED) and past_deadline() else "")
         if stopped and self.key(trial) not in self.before:
             self.ended += 1
-            self._say(f"{self.name(trial)} {stopped}  [{self.done_text()}]")
+            self.say(f"{self.name(trial)} {stopped}  [{self.done_text()}]")
             return
         super().on_trial_complete(iteration, trials, trial, **info)
 

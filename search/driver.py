@@ -215,7 +215,7 @@ def launch(settings: Settings, *, argv: list[str] | None = None, out: Callable[[
     files = run_files(settings.storage_path, settings.name or default_name(space_path))
     if settings.track:
         parse_track(settings.track, files.root)  # a tracker this machine lacks is refused before any work
-    if files.root.exists() and not {e.name for e in files.root.iterdir()} <= keep:
+    if files.root.exists() and not (keep and {e.name for e in files.root.iterdir()} <= keep):
         if keep and not has_experiment_state(settings, files):
             # The caller's own RUN_DIR, with what a launch of it killed before Ray's first snapshot left.
             _remove_all_but(files.root, keep)

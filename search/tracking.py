@@ -56,18 +56,18 @@ class TrackingRuns:
         self.path = Path(run_dir) / "tracking.json"
         self.uri, self.experiment = uri, experiment
         self.state: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self._client = None
+        self.mlflow_client = None
 
     def __getstate__(self) -> dict:  # Tune pickles callbacks: the client is made again where needed
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "mlflow_client": None}
 
     @property
     def client(self):
-        if self._client is None:
+        if self.mlflow_client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri)
-        return self._client
+            self.mlflow_client = MlflowClient(tracking_uri=self.uri)
+        return self.mlflow_client
 
     def run_id(self, key: str, *, name: str, parent: str | None, tags: dict[str, str] | None = None,
                params: dict[str, Any] | None = None) -> str:

@@ -199,9 +199,11 @@ def test_ordinary_aliases_and_merge_keys_are_accepted():
     assert space.warm_start["b"] == {"lr": 2.0e-3, "head_lr": 1.0e-3}
 
 
-def test_readme_documents_the_space_limits_and_keeps_the_resume_warning():
+def test_the_docs_document_the_space_limits_and_keep_the_resume_warning():
     from pathlib import Path
 
-    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
-    assert "alias bomb is refused" in readme and "LIMITS` in\n`model/config.py`" in readme
-    assert "Resuming unpickles Ray's saved state: resume only run directories you trust." in readme
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    spaces = " ".join((docs / "spaces-and-models.md").read_text().split())
+    assert "alias bomb is refused" in spaces and "`LIMITS` in `model/config.py`" in spaces
+    reference = " ".join((docs / "reference.md").read_text().split())
+    assert "Resuming unpickles Ray's saved state: resume only run directories you trust." in reference
