@@ -72,7 +72,8 @@ class RayLog:
     are the only ones. Lines from before RUN_DIR exists are held and written when it is attached."""
 
     def __init__(self) -> None:
-        self.held: logging.handlers.MemoryHandler | None = None
+        self.held: logging.handlers.MemoryHandler | None = None  # until a RUN_DIR is attached
+        self.file: logging.FileHandler | None = None  # RUN_DIR/ray.log, once attached
         self.terminal: list[logging.Handler] = []
         self.depth = 0
 
@@ -91,13 +92,17 @@ class RayLog:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line either
 
     def attach(self, log_dir: Path) -> None:
-        """Write the held lines, and every later one, to `log_dir`/ray.log (appended)."""
-        if self.held is None or self.held.target is not None:
+        """Write the held lines to `log_dir`/ray.log (appended), and every later one as it comes (a
+        driver killed later still leaves its lines there)."""
+        if self.held is None or self.file is not None:
             return
-        target = logging.FileHandler(Path(log_dir) / "ray.log", encoding="utf-8")
-        target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.held.setTarget(target)
+        self.file = logging.FileHandler(Path(log_dir) / "ray.log", encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.held.setTarget(self.file)
         self.held.flush()
+        logger = logging.getLogger("ray")
+        logger.removeHandler(self.held)
+        logger.addHandler(self.file)
 
     def stop(self) -> None:
         self.depth -= 1
@@ -105,12 +110,13 @@ class RayLog:
             return
         logger = logging.getLogger("ray")
         logger.removeHandler(self.held)
-        self.held.close()  # flushes to its file, if attached; else the held lines are dropped
-        if self.held.target is not None:
-            self.held.target.close()
+        self.held.close()  # not attached: the held lines are dropped
+        if self.file is not None:
+            logger.removeHandler(self.file)
+            self.file.close()
         for handler in self.terminal:
             logger.addHandler(handler)
-        self.held, self.terminal = None, []
+        self.held, self.file, self.terminal = None, None, []
 
 
 RAY_LOG = RayLog()

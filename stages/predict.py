@@ -21,7 +21,7 @@ from model.errors import ConfigError, DamagedFile, DataError
 from results.confirm import COMPLETE
 from results.ensemble import EnsembleResult, combine, macro_f1
 from results.ensemble import predict as ensemble_predict
-from rundir.confirm import CONFIRM_COMMAND, ENSEMBLE_COMMAND, RESUME_COMMAND, EnsembleRecord
+from rundir.confirm import CONFIRM_COMMAND, ENSEMBLE_COMMAND, RACED_OUT, RESUME_COMMAND, EnsembleRecord
 from rundir.io import atomic_write_bytes, atomic_write_text, damaged, in_run
 from rundir.paths import LINEAR_FILE, OLD_LINEAR_FILE, TRIAL_STATE_FILE
 from rundir.relocation import trial_checkpoint_dir
@@ -155,8 +155,11 @@ def member_fold_models(run: ConfirmRun, name: str) -> tuple[FoldModel, ...]:
     return tuple(NetworkDir(path) for path in run.fold_model_dirs(name))
 
 
-def _complete_member(run: ConfirmRun, name: str) -> None:
+def require_complete_member(run: ConfirmRun, name: str) -> None:
     state, why = run.state(name)
+    if state == RACED_OUT:
+        raise ConfigError(f"confirmed member {name} was {why}; it has no model for every fold: pick the ensemble "
+                          "or a complete member with --use")
     if state != COMPLETE:
         raise ConfigError(f"confirmed member {name} is not complete ({why}): resume confirm with "
                           f"`{RESUME_COMMAND.format(run_dir=run.files.run_dir)}`, or pick another with --use")
@@ -173,7 +176,7 @@ def confirmed_plan(run_dir: str | Path, name: str, *, note: str = "") -> Plan:
     if name not in {m.name for m in run.members}:
         raise ConfigError(f"--use confirmed:{name}: {name!r} is not a member of {run.files.confirm_json}; pass one "
                           f"of: {', '.join(run.rank_order())} (best first)")
-    _complete_member(run, name)
+    require_complete_member(run, name)
     models = member_fold_models(run, name)
     description = (f"confirmed member {name} ({run.member(name).kind}{note}): mean of "
                    f"{_fold_summary(run, name, models)}")
@@ -203,7 +206,7 @@ def ensemble_plan(run_dir: str | Path) -> Plan:
     members = []
     for name, weight in zip(result.members, result.weights, strict=True):
         if weight > 0:
-            _complete_member(run, name)
+            require_complete_member(run, name)
             members.append(PlanMember(name=name, weight=float(weight), folds=member_fold_models(run, name)))
     option = record.option
     plan = Plan(description="", members=tuple(members), method=result.method, labels=run.labels)

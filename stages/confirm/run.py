@@ -244,6 +244,8 @@ def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Run
          out: Out, trial_fn: Callable, time_budget_s: float | None = None) -> Outcome:
     """Fit the linear member's missing folds, run (or continue) the network jobs, write the outputs."""
     stage.say = out
+    if stage.spec.race is not None:
+        stage.race()  # a driver killed between a job's end and its race leaves the decision to this one
     stage.fit_linear(data, out)
     skipped = frozenset(j for j in stage.network_jobs() if stage.failed(j) and not retry)
     pending = stage.spec.job_order([j for j in stage.network_jobs() if not stage.settled(j) and j not in skipped])

@@ -150,10 +150,13 @@ class ConfirmStage:
     def race(self) -> None:
         """`confirm --race`: race out the network members clearly below the best so far
         (results/racing.py); their jobs not completed are recorded raced out and never run."""
-        networks = [m for m in self.spec.members if m.kind == NETWORK]
         folds, seeds = self.spec.folds, self.spec.seeds
-        scores = {m.name: fold_scores(self.records, m, folds=folds, seeds=seeds) for m in networks}
-        racing = [m.name for m in networks if C.member_status(self.records, m, folds=folds, seeds=seeds) == C.PARTIAL]
+        status = {m.name: C.member_status(self.records, m, folds=folds, seeds=seeds)
+                  for m in self.spec.members if m.kind == NETWORK}
+        # A member raced out before neither leads nor is judged again; complete ones may lead.
+        scores = {m.name: fold_scores(self.records, m, folds=folds, seeds=seeds)
+                  for m in self.spec.members if status.get(m.name, RACED_OUT) != RACED_OUT}
+        racing = [name for name in scores if status[name] == C.PARTIAL]
         raced = verdicts(scores, racing, self.spec.race)
         for verdict in raced:
             skipped = [j for j in self.spec.member(verdict.member).jobs(folds=folds, seeds=seeds)

@@ -10,6 +10,7 @@ import torch
 
 from model import metrics as M
 from model.config import TrialConfig
+from model.errors import ConfigError
 from model.inference import load_model_dir, probabilities
 from model.network import build_model
 from rundir.confirm import (
@@ -34,6 +35,7 @@ from stages.confirm.plan import FoldData
 from stages.confirm.reader import load_confirm
 from stages.confirm.run import stage_finished
 from stages.confirm.writer import ConfirmStage
+from stages.predict import require_complete_member
 from tests.conftest import TINY
 
 FOLDS = 2
@@ -182,3 +184,6 @@ def test_racing_runs_fold_by_fold_and_races_out_a_clearly_worse_member_only(race
     assert stage_finished(files)
     complete, left_out = load_confirm(tmp_path).complete_members()
     assert complete == ["trial-2", "trial-1"] and left_out == {"trial-3": jobs["trial-3/fold3/seed0"]["note"]}
+    with pytest.raises(ConfigError, match=r"confirmed member trial-3 was raced out after 3 folds: .* pick the "
+                       "ensemble or a complete member with --use"):
+        require_complete_member(load_confirm(tmp_path), "trial-3")
