@@ -15,7 +15,7 @@ from cli.flags import at_least, duration, finite_float, plain_name
 from model.errors import ConfigError
 
 
-def _space_parser() -> argparse.ArgumentParser:
+def space_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--space", default=None, help="search-space YAML file or shipped name (default: demo)")
     return parser
@@ -44,7 +44,7 @@ def add_launch(sub: argparse._SubParsersAction) -> None:
     from rundir.settings import Settings
 
     d = Settings()
-    p = add_command(sub, "launch", cmd_launch, parents=[_space_parser(), data_parser()],
+    p = add_command(sub, "launch", cmd_launch, parents=[space_parser(), data_parser()],
                     help="run a search (default: the demo space on synthetic data)")
     run = add_run_flags(p, d)
     run.add_argument("--num-samples", type=int, default=d.num_samples, help="trials to run")
@@ -84,7 +84,8 @@ def add_method_flags(p: argparse.ArgumentParser, d) -> None:
                         f"{AUTO_GP_MAX_TRIALS} trials, else tpe)")
     method.add_argument("--startup-trials", type=at_least(0), default=d.startup_trials,
                         help="random trials before tpe/gp/cmaes model the results (default: 15%% of "
-                        "--num-samples, 2 to 10, at least the warm starts)")
+                        "--num-samples, 2 to 10, at least the warm starts; 10 when time, not a count, ends the "
+                        "search)")
     method.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler,
                         help="asha: stop the worst trials at each rung; hyperband: asha over several brackets "
                         "of grace periods; median: stop trials below the others' median; fifo: train every "
@@ -117,7 +118,7 @@ def add_train_one(sub: argparse._SubParsersAction) -> None:
     from rundir.settings import DEFAULT_MAX_EPOCHS, Settings
 
     d = Settings()
-    p = add_command(sub, "train-one", cmd_train_one, parents=[_space_parser(), data_parser()],
+    p = add_command(sub, "train-one", cmd_train_one, parents=[space_parser(), data_parser()],
                  help="train one configuration without Ray (debug, reproduce a row)")
     p.add_argument("--point", default=None, help="start from this warm-start point of the space")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
