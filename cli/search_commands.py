@@ -134,11 +134,12 @@ def add_train_one(sub: argparse._SubParsersAction) -> None:
 
 def add_resume(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "resume", cmd_resume,
-                    help="continue an interrupted (or finished) search, or its confirm stage",
+                    help="continue an interrupted (or finished) search, its confirm stage, or a pipeline",
                  description="Continue the search in RUN_DIR: trials interrupted by the stop resume from "
                  "their last checkpoint under the same id, ended trials are never trained again. When RUN_DIR "
                  "has an unfinished confirm stage (and no --num-samples is given), continue that instead: "
-                 "jobs resume from their last checkpoint, completed jobs are never trained again.")
+                 "jobs resume from their last checkpoint, completed jobs are never trained again. When RUN_DIR "
+                 "is an unfinished pipeline, continue it at the stage it was in, within its own budget.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
     p.add_argument("--num-samples", type=int, default=None,
                    help="new total number of trials (default: the run's); raises the budget of a finished run. "
@@ -146,8 +147,8 @@ def add_resume(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-failures", type=int, default=None,
                    help="retries of a crashing trial or job (default: the run's, or the confirm stage's)")
     p.add_argument("--time-budget", dest="time_budget_s", type=duration, default=None, metavar="DURATION",
-                   help="run trials for at most this wall time in this session (e.g. 30m; default: the run's "
-                   "--time-budget)")
+                   help="run trials (or confirm jobs) for at most this wall time in this session (e.g. 30m; "
+                   "default: the run's --time-budget)")
     add_verbose(p)
     p.add_argument("--retry-errored", action="store_true",
                    help="also resume the trials (or confirm jobs) that ended as errors (after fixing the cause), "
@@ -207,10 +208,17 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> None:
     apply_verbose(args)
     sys.stdout.reconfigure(line_buffering=True)
     if args.num_samples is None and pipeline_pending(args.run_dir):
+        given = [flag for flag, value in (("--max-failures", args.max_failures), ("--time-budget", args.time_budget_s),
+                                          ("--retry-errored", args.retry_errored or None)) if value is not None]
+        if given:
+            raise ConfigError(f"{args.run_dir} is an unfinished pipeline: it goes on with its own budget and "
+                              f"settings, so {', '.join(given)} cannot apply; run `python -m search resume "
+                              f"{args.run_dir}` alone")
         resume_pipeline(args.run_dir)
         return
     if args.num_samples is None and stage_pending(args.run_dir):
-        outcome = resume_confirm(args.run_dir, max_failures=args.max_failures, retry_errored=args.retry_errored)
+        outcome = resume_confirm(args.run_dir, max_failures=args.max_failures, retry_errored=args.retry_errored,
+                                 time_budget_s=args.time_budget_s)
         if not outcome.finished:
             sys.exit(EXIT_UNFINISHED)
         return

@@ -11,6 +11,7 @@ import pytest
 import rundir.settings
 import search.driver
 import stages.confirm.run
+import stages.pipeline
 import stages.train_one
 from cli import base, search_commands, stage_commands
 from cli import main as cli
@@ -159,7 +160,20 @@ def test_resume_continues_an_unfinished_confirm_stage_else_the_search(pending, a
     assert [c[0] for c in calls] == [expected]
     if expected == "confirm":
         assert calls[0][1] == {"max_failures": 3 if "--max-failures" in argv else None,
-                               "retry_errored": "--retry-errored" in argv}
+                               "retry_errored": "--retry-errored" in argv, "time_budget_s": None}
+
+
+def test_resume_of_a_pipeline_refuses_flags_that_cannot_apply(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(stages.pipeline, "pipeline_pending", lambda run_dir: True)
+    monkeypatch.setattr(stages.pipeline, "resume_pipeline", lambda run_dir: calls.append(run_dir))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["resume", "runs/p", "--time-budget", "10m", "--retry-errored"])
+    assert exit_.value.code == 2 and calls == []
+    assert "runs/p is an unfinished pipeline: it goes on with its own budget and settings, so --time-budget, " \
+           "--retry-errored cannot apply" in capsys.readouterr().err
+    cli.main(["resume", "runs/p"])
+    assert calls == ["runs/p"]
 
 
 @pytest.mark.parametrize("command", ["launch", "resume"])
