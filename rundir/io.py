@@ -103,7 +103,8 @@ RECOVERY = {
     "jobs.json": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
     "confirm.csv": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
     "ensemble.json": "choose the ensemble again with `python -m search ensemble RUN_DIR`",
-    "pipeline.json": "restore it from a backup or another copy of the run, or go on by hand: `python -m search "
+    "pipeline.json": "restore it from a backup or another copy of the run, or move it aside (`mv "
+                     "RUN_DIR/pipeline.json RUN_DIR/pipeline.json.damaged`) and go on by hand: `python -m search "
                      "resume RUN_DIR` (the search or confirm stage), then `ensemble` and `predict`",
     "models": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
     "oof": "start the confirm stage over with `python -m search confirm RUN_DIR --force`",
