@@ -3,8 +3,8 @@
 MLflow's own client (`mlflow-skinny`, an optional dependency: `pip install mlflow-skinny==3.18.0`)
 from the driver: one parent run per search (named after RUN_DIR), one child run per trial with its
 sampled parameters, every evaluation's metrics (step: the trial's optimizer steps, `epoch` logged
-beside) and its end (tag `status`: completed, pruned or error; MLflow status FINISHED, KILLED or
-FAILED). The confirm stage adds a child run per member under the search's parent, and under it one
+beside) and its end (tag `status`: completed, pruned, stopped or error; MLflow status FINISHED,
+KILLED or FAILED). The confirm stage adds a child run per member under the search's parent, and under it one
 run per job with `fold` and `seed` tags. The runs' ids are kept in RUN_DIR/tracking.json, so a
 resumed search or stage goes on logging into the same runs.
 
@@ -33,7 +33,8 @@ EXPERIMENT = "risk-event-search"  # the MLflow experiment every search's parent 
 MLFLOW_PIN = "mlflow-skinny==3.18.0"
 LOGGED = (M.LEVEL2_MACRO_F1, M.LEVEL1_MACRO_F1, M.ACCURACY, M.DEV_LOSS, M.WORST5_F1, M.TRAIN_LOSS,
           M.BEST_LEVEL2_MACRO_F1, M.EPOCH)
-MLFLOW_STATUS = {COMPLETED: "FINISHED", PRUNED: "KILLED", "error": "FAILED"}
+STOPPED = "stopped"  # a confirm job raced out or stopped by its stage's time budget
+MLFLOW_STATUS = {COMPLETED: "FINISHED", PRUNED: "KILLED", STOPPED: "KILLED", "error": "FAILED"}
 
 
 def parse_track(text: str, run_dir: Path) -> tuple[str, str]:
@@ -96,6 +97,20 @@ class TrackingRuns:
         self.client.set_tag(run_id, "status", status)
         self.client.set_terminated(run_id, MLFLOW_STATUS.get(status, "FINISHED"))
 
+    def end_running(self, prefix: str, status: str) -> None:
+        """End the runs under keys starting with `prefix` that MLflow still has running."""
+        for key, run_id in self.state.get("runs", {}).items():
+            if key.startswith(prefix) and self.client.get_run(run_id).info.status == "RUNNING":
+                self.end(run_id, status)
+
+    def forget(self, prefix: str) -> None:
+        """Drop the runs under keys starting with `prefix`: the next ones are new runs."""
+        runs = self.state.get("runs", {})
+        for key in [k for k in runs if k.startswith(prefix)]:
+            del runs[key]
+        if self.path.exists():
+            atomic_write_json(self.path, {**self.state, "uri": self.uri, "experiment": self.experiment})
+
 
 class SearchTracking(Callback):
     """The search's parent run and a child run per trial (see the module docstring)."""
@@ -124,6 +139,13 @@ class SearchTracking(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.runs.end(self._trial_run(trial), "error")
 
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """Trials Ray ended without a trial end reaching the callbacks end as stopped; the parent run
+        ends too (a resume logs into it again)."""
+        self.runs.end_running("trial/", STOPPED)
+        if "search" in self.runs.state.get("runs", {}):
+            self.runs.client.set_terminated(self.parent(), "FINISHED")
+
 
 class ConfirmTracking(Callback):
     """Under the search's parent: a run per member, and under it a run per job (tags fold, seed)."""
@@ -144,10 +166,21 @@ class ConfirmTracking(Callback):
         self.runs.log_result(self._job_run(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.runs.end(self._job_run(trial), COMPLETED)
+        finished = (trial.last_result or {}).get(M.FINISHED)  # else raced out, or out of time
+        self.runs.end(self._job_run(trial), COMPLETED if finished else STOPPED)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.runs.end(self._job_run(trial), "error")
+
+
+def forget_confirm_runs(run_dir: Path) -> None:
+    """`confirm --force`: the new stage's members and jobs get new runs, not the old stage's."""
+    path = Path(run_dir) / "tracking.json"
+    if path.exists():
+        state = json.loads(path.read_text())
+        runs = TrackingRuns(run_dir, state.get("uri", ""), state.get("experiment", EXPERIMENT))
+        runs.forget("member/")
+        runs.forget("job/")
 
 
 def tracking_callbacks(track: str | None, run_dir: Path, *, confirm: bool = False) -> list[Callback]:

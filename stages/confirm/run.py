@@ -39,6 +39,7 @@ from rundir.settings import Settings
 from rundir.trials import RUNNING, load_records
 from search import internals
 from search.confirm_jobs import JobGrid, checked_session, run_jobs, slots
+from search.tracking import forget_confirm_runs
 from search.trainable import confirm_trial
 from stages.confirm.plan import (
     AUTO_TOP,
@@ -190,6 +191,7 @@ def _delete_stage(settings: Settings, run_files: RunFiles, out: Out) -> None:
     if not files.root.exists():
         return
     shutil.rmtree(files.root)
+    forget_confirm_runs(run_files.root)  # --track: the new stage logs into new runs
     storage, name = confirm_experiment(settings.storage_path, run_files)
     if is_uri(storage):  # the stage's Ray experiment lives outside RUN_DIR
         fs, path = pyarrow.fs.FileSystem.from_uri(storage)

@@ -48,7 +48,7 @@ def test_every_trial_is_a_child_run_with_its_params_metrics_and_end(tracked):
     state = json.loads((tracked.root / "tracking.json").read_text())
     client = MlflowClient(tracking_uri=state["uri"])
     parent = client.get_run(state["runs"]["search"])
-    assert parent.data.tags["mlflow.runName"] == "t"
+    assert parent.data.tags["mlflow.runName"] == "t" and parent.info.status == "FINISHED"  # the search ended
     records = load_records(tracked)
     for trial_id, record in records.items():
         run = client.get_run(state["runs"][f"trial/{trial_id}"])
@@ -73,6 +73,16 @@ def test_confirm_jobs_are_grouped_by_member_with_fold_tags(tracked):
     assert sorted(run.data.tags["fold"] for run in jobs) == ["0", "1"]
     assert all(run.data.tags["mlflow.parentRunId"] == member.info.run_id and run.info.status == "FINISHED"
                for run in jobs)
+
+
+def test_confirm_force_gives_the_new_stage_new_runs(tmp_path):
+    from search.tracking import forget_confirm_runs
+
+    runs = {"search": "a", "trial/x": "b", "member/trial-0": "c", "job/trial-0/fold0/seed0": "d"}
+    (tmp_path / "tracking.json").write_text(json.dumps({"runs": runs, "uri": "sqlite:///m.db", "experiment": "e"}))
+    forget_confirm_runs(tmp_path)
+    assert json.loads((tmp_path / "tracking.json").read_text()) == {
+        "runs": {"search": "a", "trial/x": "b"}, "uri": "sqlite:///m.db", "experiment": "e"}
 
 
 def test_optuna_dashboard_reads_every_trial_with_its_intermediate_values(tracked):
