@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from model import metrics as M
-from results.noise import Noise, compare_to_best
+from results.noise import Noise, PairedBootstrap
 from results.ranking import PARAM_PREFIX, leaderboard
 from rundir.io import atomic_write_text
 from rundir.paths import RunFiles
@@ -80,29 +80,33 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 
 
 class NoiseCache:
-    """The trials' noise against rank 1 (results/noise.py), computed again only when a trial's
-    predictions or rank 1 changed: the live leaderboard is rewritten at every result."""
+    """The trials' noise against rank 1 (results/noise.py) for a leaderboard rewritten at every
+    result: the resample weights are drawn once, and a trial's resampled scores computed again only
+    when its predictions file changed; nothing is recomputed while no file and rank 1 changed."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._noise: dict[str, Noise] = {}
+        self._bootstrap: tuple[int, PairedBootstrap] | None = None  # (dev.npz's mtime, its bootstrap)
 
     def noise(self, files: RunFiles, frame: pd.DataFrame) -> dict[str, Noise]:
         if frame.empty:
             return {}
         paths = sorted(files.predictions_dir.glob("*.np[yz]")) if files.predictions_dir.is_dir() else []
-        key = (str(frame["trial_id"].iloc[0]), tuple((p.name, p.stat().st_mtime_ns) for p in paths))
+        versions = {p.stem: p.stat().st_mtime_ns for p in paths}
+        key = (str(frame["trial_id"].iloc[0]), tuple(sorted(versions.items())))
         if key != self._key:
-            self._key, self._noise = key, _noise(files, str(frame["trial_id"].iloc[0]))
+            self._key, self._noise = key, self._compute(files, str(frame["trial_id"].iloc[0]), versions)
         return self._noise
 
-
-def _noise(files: RunFiles, best: str) -> dict[str, Noise]:
-    read = read_predictions(files)
-    if read is None or best not in read[2]:
-        return {}
-    y, num_labels, preds = read
-    return compare_to_best(y, preds, best, num_labels=num_labels)
+    def _compute(self, files: RunFiles, best: str, versions: dict[str, int]) -> dict[str, Noise]:
+        read = read_predictions(files)
+        if read is None or best not in read[2]:
+            return {}
+        y, num_labels, preds = read
+        if self._bootstrap is None or self._bootstrap[0] != versions.get("dev"):
+            self._bootstrap = (versions.get("dev"), PairedBootstrap(y, num_labels=num_labels))
+        return self._bootstrap[1].compare(preds, best, versions=versions)
 
 
 def with_noise(frame: pd.DataFrame, noise: dict[str, Noise]) -> pd.DataFrame:

@@ -49,18 +49,41 @@ class Noise:
     p_better_best: float  # the share of resamples where rank 1 scores higher
 
 
+class PairedBootstrap:
+    """`compare_to_best` with memory, for a leaderboard rewritten at every result: the resample
+    weights are drawn once per dev set, and each trial's resampled scores computed once per version
+    of its predictions (the caller's key for them, e.g. the file's modification time)."""
+
+    def __init__(self, y: np.ndarray, *, num_labels: int, resamples: int = RESAMPLES, seed: int = 0):
+        self.y, self.num_labels = np.asarray(y), num_labels
+        self.weights = bootstrap_weights(len(self.y), resamples=resamples, seed=seed)
+        self._scores: dict[str, tuple[object, np.ndarray]] = {}
+
+    def scores(self, trial: str, pred: np.ndarray, version: object = None) -> np.ndarray:
+        """(B,) the trial's macro-F1 on each resample; computed again only for a new `version`."""
+        kept = self._scores.get(trial)
+        if kept is None or version is None or kept[0] != version:
+            kept = (version, resampled_macro_f1(self.y, pred, self.weights, num_labels=self.num_labels))
+            self._scores[trial] = kept
+        return kept[1]
+
+    def compare(self, preds: dict[str, np.ndarray], best: str, *, versions: dict[str, object] | None = None,
+                alpha: float = ALPHA) -> dict[str, Noise]:
+        if best not in preds:
+            raise ValueError(f"rank 1 ({best}) has no predictions to compare with")
+        versions = versions or {}
+        scores = {trial: self.scores(trial, pred, versions.get(trial)) for trial, pred in preds.items()}
+        tail = (1 - INTERVAL) / 2 * 100
+        out = {}
+        for trial, score in scores.items():
+            p_better = float(np.mean(scores[best] > score))
+            out[trial] = Noise(low=float(np.percentile(score, tail)), high=float(np.percentile(score, 100 - tail)),
+                               tied_with_best=p_better <= 1 - alpha, p_better_best=p_better)
+        return out
+
+
 def compare_to_best(y: np.ndarray, preds: dict[str, np.ndarray], best: str, *, num_labels: int,
                     resamples: int = RESAMPLES, alpha: float = ALPHA, seed: int = 0) -> dict[str, Noise]:
     """{trial: its `Noise`} for every trial of `preds` ((N,) predicted label indices on the dev rows
     `y`), each paired against `preds[best]` on the same resamples."""
-    if best not in preds:
-        raise ValueError(f"rank 1 ({best}) has no predictions to compare with")
-    weights = bootstrap_weights(len(y), resamples=resamples, seed=seed)
-    scores = {trial: resampled_macro_f1(y, pred, weights, num_labels=num_labels) for trial, pred in preds.items()}
-    tail = (1 - INTERVAL) / 2 * 100
-    out = {}
-    for trial, score in scores.items():
-        p_better = float(np.mean(scores[best] > score))
-        out[trial] = Noise(low=float(np.percentile(score, tail)), high=float(np.percentile(score, 100 - tail)),
-                           tied_with_best=p_better <= 1 - alpha, p_better_best=p_better)
-    return out
+    return PairedBootstrap(y, num_labels=num_labels, resamples=resamples, seed=seed).compare(preds, best, alpha=alpha)

@@ -4,12 +4,15 @@ rank 1, trials that differ by far more are not; `confirm --top auto` takes the t
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
+import results.noise
 from model.metrics import LEVEL2_MACRO_F1, classification_metrics
-from results.export import run_leaderboard, tied_trials
+from results.export import NoiseCache, run_leaderboard, tied_trials
 from results.noise import bootstrap_weights, compare_to_best, resampled_macro_f1
 from rundir.paths import RunFiles
 from rundir.predictions import write_dev_labels, write_trial_predictions
@@ -121,3 +124,28 @@ def test_export_rebuilds_a_missing_or_damaged_leaderboard_in_place(tmp_path, cap
     files.leaderboard_csv.unlink()
     main(["export", str(files.root), "--out", str(files.leaderboard_csv)])
     assert files.leaderboard_csv.exists()
+
+
+def test_the_live_leaderboard_computes_a_trial_again_only_when_its_predictions_change(tmp_path, monkeypatch):
+    files = RunFiles(tmp_path)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 300)
+    write_dev_labels(files, y, num_labels=5)
+    preds = {t: np.where(rng.random(300) < share, y, rng.integers(0, 5, 300)) for t, share in
+             (("a", 0.8), ("b", 0.7), ("c", 0.5))}
+    for trial, pred in preds.items():
+        write_trial_predictions(files, trial, pred)
+    calls = []
+    real = results.noise.resampled_macro_f1
+    monkeypatch.setattr(results.noise, "resampled_macro_f1", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    cache, frame = NoiseCache(), pd.DataFrame({"trial_id": ["a", "b", "c"]})
+    first = cache.noise(files, frame)
+    assert len(calls) == 3
+    assert cache.noise(files, frame) == first and len(calls) == 3  # nothing changed: nothing computed
+    preds["c"] = y.copy()  # trial c improved
+    write_trial_predictions(files, "c", preds["c"])
+    path = files.predictions_dir / "c.npy"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    again = cache.noise(files, frame)
+    assert len(calls) == 4  # c alone
+    assert again == compare_to_best(y, preds, "a", num_labels=5)
