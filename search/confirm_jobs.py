@@ -219,7 +219,7 @@ class JobGrid:
     plans: dict[str, JobPlan]  # every network job of the stage
     folds: list[EncodedData]  # per fold, its encoded data (its own vocabulary)
     pending: list[str]  # the jobs to run now
-    completed: frozenset[str]  # jobs that completed before (a restored experiment may still list them)
+    settled: frozenset[str]  # jobs completed or raced out before (a restored experiment may still list them)
     skipped: frozenset[str]  # errored jobs not retried
     max_epochs: int
     time_budget_s: float | None = None  # stop the jobs after this wall time (those unfinished stay unfinished)
@@ -235,10 +235,10 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
     storage, name = experiment
     restore = experiment_has_state(storage, name)
     out(f"confirm: {len(grid.pending)} network job(s) to run, {slots(settings)} at a time"
-        + (f", {len(grid.completed)} completed before" if grid.completed else ""))
+        + (f", {len(grid.settled)} done before" if grid.settled else ""))
     # A job announces itself before it trains when the driver may stop it before its first epoch:
     # its config raced out, or its stage out of time.
-    trainable = tune.with_parameters(trial_fn, folds=grid.folds, jobs=grid.plans, ended=grid.completed,
+    trainable = tune.with_parameters(trial_fn, folds=grid.folds, jobs=grid.plans, ended=grid.settled,
                                      announce=grid.race or grid.time_budget_s is not None)
     extra = {}
     if restore:
@@ -250,7 +250,7 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
                                                           finished=kind.RESUME))
     tracking = tracking_callbacks(settings.track, run_dir, confirm=True) if run_dir is not None else []
     progress = ConfirmProgress(sink=sink, max_epochs=grid.max_epochs, num_samples=len(grid.plans),
-                               ended=grid.completed | grid.skipped)
+                               ended=grid.settled | grid.skipped)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}),
         # A fresh experiment (none on disk: a new stage, or one killed before Ray's first snapshot)

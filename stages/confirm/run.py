@@ -253,7 +253,7 @@ def _run(stage: ConfirmStage, data: FoldData, settings: Settings, run_files: Run
     pending = stage.spec.job_order([j for j in stage.network_jobs() if not stage.settled(j) and j not in skipped])
     if pending:
         grid = JobGrid(plans=stage.plans, folds=data.encoded, pending=pending, skipped=skipped,
-                       completed=frozenset(j for j in stage.network_jobs() if stage.settled(j)),
+                       settled=frozenset(j for j in stage.network_jobs() if stage.settled(j)),
                        max_epochs=stage.spec.max_epochs, time_budget_s=time_budget_s,
                        race=stage.spec.race is not None)
         with checked_session(settings, _storage_root(settings, run_files), out, log_dir=run_files.root):
