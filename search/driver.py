@@ -269,12 +269,8 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
     if not is_uri(settings.storage_path):
         check_experiment(files)
     check_study(files, run["name"])  # before Optuna's RDBStorage, which creates a missing study.db
-    if num_samples is not None:
-        settings = dataclasses.replace(settings, num_samples=num_samples)
-    if max_failures is not None:
-        settings = dataclasses.replace(settings, max_failures=max_failures)
-    if time_budget_s is not None:
-        settings = dataclasses.replace(settings, time_budget_s=time_budget_s)
+    given = {"num_samples": num_samples, "max_failures": max_failures, "time_budget_s": time_budget_s}
+    settings = dataclasses.replace(settings, **{k: v for k, v in given.items() if v is not None})
     preflight.check_settings(settings)
     check_writable(files.root, "resume")
     space = _stored_space(files, settings, out)
@@ -288,16 +284,7 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
                                              gpus_per_trial=settings.gpus_per_trial, nodes=ray.nodes()):
             out(note)
         check_shared_storage(settings.storage_path, ray.nodes())
-        run["settings"]["num_samples"] = settings.num_samples
-        run["settings"]["max_failures"] = settings.max_failures
-        run["ray_experiment"] = "/".join(search_experiment(settings.storage_path, files))  # where the run is now
-        # The rows' reproduction commands name the run's space.yaml: where the run is now, too.
-        run["reproduce"] = command_prefix(settings, space_path=files.space_yaml, max_epochs=run["max_epochs"])
-        run.setdefault("resumed", []).append({
-            "at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": shlex.join(["python", "-m", "search", *(argv or [])]),
-            "git_revision": git_revision()})
-        atomic_write_json(files.run_json, run)
+        _record_resume(files, run, settings, argv)
         if not is_uri(settings.storage_path) and relocate_checkpoints(files, records):
             save_records(files, records)
         done = sum(r.status != RUNNING for r in records.values())
@@ -312,6 +299,20 @@ def resume(run_dir: str | Path, *, num_samples: int | None = None, max_failures:
         frame = _search(files, settings, space, data, searcher, run["max_epochs"], resume=True, out=out,
                         trial_fn=trial_fn, retry=retry)
     return files, frame
+
+
+def _record_resume(files: RunFiles, run: dict[str, Any], settings: Settings, argv: list[str] | None) -> None:
+    """run.json after a resume: the new budget, where the run is now, and the resume itself."""
+    run["settings"]["num_samples"] = settings.num_samples
+    run["settings"]["max_failures"] = settings.max_failures
+    run["ray_experiment"] = "/".join(search_experiment(settings.storage_path, files))  # where the run is now
+    # The rows' reproduction commands name the run's space.yaml: where the run is now, too.
+    run["reproduce"] = command_prefix(settings, space_path=files.space_yaml, max_epochs=run["max_epochs"])
+    run.setdefault("resumed", []).append({
+        "at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "search", *(argv or [])]),
+        "git_revision": git_revision()})
+    atomic_write_json(files.run_json, run)
 
 
 def check_experiment(files: RunFiles) -> None:
