@@ -158,6 +158,26 @@ class RaceScheduler(FIFOScheduler):
         return self.STOP if self.sink.raced_out(trial.config[K.JOB]) else self.CONTINUE
 
 
+class JobGenerator(DeadlineVariantGenerator):
+    """The grid of the stage's jobs. Restored from the experiment's state, it still holds the storage
+    of the driver that created it: the jobs it has yet to create go to `location` (storage path,
+    experiment name), where the run is now, so a moved or copied run never writes its original."""
+
+    def __init__(self, *, location: tuple[str, str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.location = location
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        internals.drop_foreign_state(dirpath, *self.location)
+        super().restore_from_dir(dirpath)
+
+    def set_state(self, state: dict) -> None:
+        location = self.location  # the state is the saved generator's __dict__: its location too
+        super().set_state(state)
+        self.location = location
+        internals.relocate_grid(self, *location)
+
+
 class ConfirmProgress(ProgressPrinter):
     """`[   12s] trial-3 fold 2 seed 0 epoch 2/4  level-2 F1 0.5100  (best 0.5100)` and
     `... completed, best level-2 F1 0.5300  [k/n jobs done]`."""
@@ -259,7 +279,7 @@ def run_jobs(grid: JobGrid, sink: JobSink, settings: Settings, *, experiment: tu
         tune_config=tune.TuneConfig(
             # Every job trains its full budget (no pruning), but the jobs of a member raced out.
             scheduler=RaceScheduler(sink) if grid.race else FIFOScheduler(),
-            search_alg=DeadlineVariantGenerator(max_concurrent=slots(settings)),
+            search_alg=JobGenerator(max_concurrent=slots(settings), location=experiment),
             reuse_actors=REUSE_WORKERS,  # warm workers, as in the search (search/session.py)
             trial_dirname_creator=lambda trial: f"{trial.config[K.JOB].replace('/', '_')}_{trial.trial_id}",
         ),

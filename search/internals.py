@@ -73,6 +73,19 @@ Items (the function, then what it relies on):
     as `trial` (hashable; nothing else of it is read) to that trial's result dicts in order, and the
     rule compares a trial with every other key's results; with `min_time_slice` infinite it never
     asks the controller anything.
+16. `relocate_grid(generator, storage_path, name)`: `BasicVariantGenerator.set_state` brings back
+    its `_iterators` (`_TrialIterator`s) pickled at the launch; each keeps the experiment spec as
+    `unresolved_spec` and, when not lazy, the variants generated but not yet made trials as
+    `variants.iterable`, a list of (resolved vars, spec); a trial is created from such a spec with
+    its `spec["storage"]`, as in item 13.
+17. `drop_foreign_state(dirpath, storage_path, name)`: a restored experiment keeps the launch's
+    driver staging directory (`TuneController._restore_trials` sets `StorageContext._timestamp`
+    from the restored trials: `<Ray session>/artifacts/<launch time>/<name>/driver_artifacts`),
+    `sync_down_experiment_state` copies the experiment's `.json`/`.pkl` files from its storage
+    there, and the search algorithms then load the state file whose name sorts last. Two copies
+    of one run resumed in one Ray session (a cluster's, or one process) share that directory, so
+    the second would load the first's newer state; the search algorithms' `restore_from_dir(dirpath)`
+    get the staging directory.
 """
 
 from __future__ import annotations
@@ -89,6 +102,7 @@ from typing import Any
 from unittest import mock
 
 import optuna
+import pyarrow.fs
 import ray
 from optuna.trial import FrozenTrial
 from ray import tune
@@ -98,7 +112,7 @@ from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import config_parser
 from ray.tune.impl import tuner_internal
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from model.errors import ConfigError
@@ -236,9 +250,36 @@ def relocate_experiment(generator: SearchGenerator, storage_path: str, name: str
     experiment = generator._experiment
     if experiment is None:
         return
+    _relocate_storages((experiment.spec.get("storage"), getattr(experiment, "storage", None)), storage_path, name)
+
+
+def relocate_grid(generator: BasicVariantGenerator, storage_path: str, name: str) -> None:
+    """The same for a restored grid generator (the confirm stage's jobs, item 16): the specs its
+    trial iterators still hold, the unresolved one and the variants generated but not yet made trials."""
+    specs = []
+    for iterator in generator._iterators:
+        specs.append(iterator.unresolved_spec)
+        variants = iterator.variants
+        if variants is not None and not variants.lazy_eval:
+            specs.extend(spec for _, spec in variants.iterable)
+    _relocate_storages((spec.get("storage") for spec in specs), storage_path, name)
+
+
+def drop_foreign_state(dirpath: str, storage_path: str, name: str) -> None:
+    """Delete the state files in Ray's driver staging directory `dirpath` that the experiment
+    `name` under `storage_path` does not hold: another driver of the same Ray session wrote them
+    for a copy of this run (item 17), and Ray would restore the newest of them."""
     filesystem, fs_path = get_fs_and_path(storage_path)
-    for storage in {id(s): s for s in (experiment.spec.get("storage"), getattr(experiment, "storage", None))
-                    if s is not None}.values():
+    selector = pyarrow.fs.FileSelector(Path(fs_path, name).as_posix(), allow_not_found=True)
+    stored = {info.base_name for info in filesystem.get_file_info(selector)}
+    for path in Path(dirpath).iterdir():
+        if path.is_file() and path.suffix in (".json", ".pkl") and path.name not in stored:
+            path.unlink(missing_ok=True)
+
+
+def _relocate_storages(storages: Iterable[StorageContext | None], storage_path: str, name: str) -> None:
+    filesystem, fs_path = get_fs_and_path(storage_path)
+    for storage in {id(s): s for s in storages if s is not None}.values():
         storage.storage_filesystem = filesystem
         storage.storage_fs_path = Path(fs_path).as_posix()
         storage.experiment_dir_name = name
@@ -522,6 +563,25 @@ def _check_relocate_experiment() -> None:
                 "storage_fs_path/experiment_dir_name no longer decide experiment_fs_path")
 
 
+def _check_relocate_grid() -> None:
+    """Item 16: set_state restores _iterators, whose specs new trials are created from."""
+    tune.register_trainable(_PROBE_TRAINABLE, lambda config: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        launched = BasicVariantGenerator()
+        launched.add_configurations(tune.Experiment("launched", _PROBE_TRAINABLE, storage_path=str(Path(tmp, "a")),
+                                                    config={"job": tune.grid_search(["first", "second"])}))
+        launched.next_trial()  # generates every variant, makes a trial of the first
+        launched.save_to_dir(tmp, "probe")  # as Tune saves it in the experiment state
+        generator = BasicVariantGenerator()
+        generator.restore_from_dir(tmp)
+        relocate_grid(generator, str(Path(tmp, "b")), "moved")
+        trial = generator.next_trial()
+        _expect(trial is not None and trial.config == {"job": "second"}
+                and trial.storage.experiment_fs_path == Path(tmp, "b", "moved").as_posix(),
+                "BasicVariantGenerator.set_state does not restore _iterators with their unresolved_spec and "
+                "variants.iterable, or trials no longer get their spec's storage")
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "OptunaSearch and optuna.Trial (items 1-5)": _check_optuna_search,
     "ASHA rungs (items 6-7)": _check_asha,
@@ -531,6 +591,7 @@ CHECKS: dict[str, Callable[[], None]] = {
     "TuneController restore-failure log (item 11)": _check_restore_log,
     "OptunaSearch restore onto this driver's study (item 12)": _check_restore_searcher,
     "SearchGenerator experiment storage after a restore (item 13)": _check_relocate_experiment,
+    "BasicVariantGenerator trial storage after a restore (item 16)": _check_relocate_grid,
 }
 
 

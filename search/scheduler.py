@@ -168,6 +168,8 @@ class BudgetSearchGenerator(SearchGenerator):
         return past_deadline() or super().is_finished()
 
     def restore_from_dir(self, dirpath: str) -> None:
+        if self.location is not None:
+            internals.drop_foreign_state(dirpath, *self.location)
         super().restore_from_dir(dirpath)
         internals.count_as_live(self.searcher, self.retry)
 
