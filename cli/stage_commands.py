@@ -33,7 +33,8 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
                    "cannot be told apart from rank 1 on the search's fold (paired bootstrap; at most 10)")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="stratified folds of the whole training file")
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
-                   help="training seeds per fold (the i-th config's seed s trains with the run's seed + 1000 i + s)")
+                   help="training seeds per fold (the i-th config's seed s trains with the run's seed "
+                        "+ 1000 (i + 1) + s: never the search's own seed)")
     p.add_argument("--no-linear", dest="linear", action="store_false", default=True,
                    help="leave out the linear reference member (TF-IDF + LinearSVC; by default it is included)")
     race = p.add_argument_group("racing (stop confirming configs clearly worse than the best)")

@@ -5,7 +5,8 @@ the real task) is larger than many of the differences it ranks by. This stage ta
 *completed* trials of the leaderboard (its order), retrains each at the full budget on every fold
 of a stratified F-fold split of the whole training file (split seed = the run's seed; each fold
 builds its vocabulary from its training part), once per seed s (member i's training seed = run seed +
-1000 i + s, so members of one architecture do not share their initial weights and batches), and
+1000 (i + 1) + s, so members of one architecture do not share their initial weights and batches,
+and no job replays the search's trial with its seed), and
 keeps every fold model and its out-of-fold (OOF) probabilities for `ensemble` and `predict`. Unless
 `--no-linear`, the linear reference member (model/linear.py) is fitted on the same folds, in the
 driver (seconds per fold), and ranked beside them.

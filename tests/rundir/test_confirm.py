@@ -51,7 +51,7 @@ def test_confirm_spec_round_trips_with_the_file_s_key_order(tmp_path):
     SPEC.save(path)
     raw = json.loads(path.read_text())
     assert list(raw) == ["top", "folds", "seeds", "split_seed", "max_epochs", "created", "command", "settings",
-                         "labels", "rows", "members", "race", "seed_stride"]
+                         "labels", "rows", "members", "race", "seed_stride", "seed_offset"]
     assert list(raw["members"][0]) == ["name", "kind", "source_trial", "optuna_number", "leaderboard_rank", "params"]
     assert list(raw["members"][1]) == ["name", "kind", "params"]
     assert ConfirmSpec.load(path) == SPEC
@@ -66,13 +66,18 @@ def test_confirm_spec_round_trips_with_the_file_s_key_order(tmp_path):
     assert SPEC.job_order(SPEC.jobs()) == SPEC.jobs()  # member by member
 
 
-def test_members_train_with_distinct_seeds_but_stages_written_before_keep_theirs(tmp_path):
+def test_members_train_with_distinct_seeds_never_the_searchs_but_stages_written_before_keep_theirs(tmp_path):
     spec = dataclasses.replace(SPEC, split_seed=7, seeds=2)
-    assert [spec.training_seed(m, s) for m in ("trial-0", "linear") for s in (0, 1)] == [7, 8, 1007, 1008]
+    seeds = [spec.training_seed(m, s) for m in ("trial-0", "linear") for s in (0, 1)]
+    assert seeds == [1007, 1008, 2007, 2008] and 7 not in seeds  # 7: the search's seed
     path = tmp_path / "confirm.json"
-    old = spec.to_dict()
-    del old["seed_stride"]
-    path.write_text(json.dumps(old))
+    before_offset = spec.to_dict()
+    del before_offset["seed_offset"]
+    path.write_text(json.dumps(before_offset))
+    assert ConfirmSpec.load(path).training_seed("linear", 1) == 1008
+    before_stride = dict(before_offset)
+    del before_stride["seed_stride"]
+    path.write_text(json.dumps(before_stride))
     assert ConfirmSpec.load(path).training_seed("linear", 1) == 8
 
 

@@ -175,8 +175,9 @@ def test_fold_models_reproduce_their_jobs_dev_scores(confirmed):
             assert job["model_dir"] == f"models/{job['member']}/fold{job['fold']}-seed0"
             model, info = load_model_dir(root / job["model_dir"])
             assert info.vocab == data.vocab and info.max_seq_len == MAX_SEQ_LEN  # the fold's own vocabulary
-            # members train with distinct seeds: run seed 0 + 1000 x the member's place in confirm.json
-            seed = {"trial-0": 0, "trial-2": 1000}[job["member"]]
+            # members train with distinct seeds, none the search's own (0): run seed 0 + 1000 x (the
+            # member's place in confirm.json + 1)
+            seed = {"trial-0": 1000, "trial-2": 2000}[job["member"]]
             assert (info.config.max_epochs, info.config.seed) == (MAX_EPOCHS, seed)
             probs = probabilities(model, data.dev, batch_size=64, device=torch.device("cpu"))
         # the best evaluation's weights: its held-out probabilities and scores again
