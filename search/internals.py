@@ -85,7 +85,8 @@ Items (the function, then what it relies on):
     there, and the search algorithms then load the state file whose name sorts last. Two copies
     of one run resumed in one Ray session (a cluster's, or one process) share that directory, so
     the second would load the first's newer state; the search algorithms' `restore_from_dir(dirpath)`
-    get the staging directory.
+    get the staging directory. Not in `check()` (it needs a Ray session and a restore):
+    tests/stages/test_confirm_relocation.py resumes two copies of one stopped stage in one session.
 """
 
 from __future__ import annotations
