@@ -105,6 +105,19 @@ def check_checkpoint(cfg: TrialConfig, *, max_seq_len: int | None = None) -> Non
                               "--max-seq-len)")
 
 
+def check_checkpoint_used(configs: Sequence[TrialConfig]) -> None:
+    """Refuse a `checkpoint` that no config in `configs` (every one a run can train) loads: the
+    encoders without a checkpoint (like `tiny`) would ignore it without a word."""
+    named = [cfg for cfg in configs if cfg.checkpoint]
+    if named and not any(hasattr(ENCODERS.get_class(cfg.encoder, field="encoder"), "check_checkpoint")
+                         for cfg in named):
+        encoders = ", ".join(sorted({cfg.encoder for cfg in named}))
+        raise ConfigError(f"`checkpoint` is {named[0].checkpoint!r}, but the encoder ({encoders}) loads no checkpoint: "
+                          "it would be ignored. Leave checkpoint out, or choose an encoder that loads one (word "
+                          "vectors: textcnn, dpcnn, bigru, bilstm, e.g. --space cpu; a pretraining checkpoint: bert, "
+                          "albert, nezha, e.g. --space pretrained)")
+
+
 # A checkpoint whose vocab.txt lacks more than this share of the run's tokens is refused: they would all
 # become its [UNK], and fine-tuning would learn from next to nothing (a checkpoint pretrained on other text).
 MAX_UNKNOWN_SHARE = 0.5

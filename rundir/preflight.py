@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from model.data import check_fold_flags
-from model.encoders import check_checkpoint, check_vocab_coverage
+from model.encoders import check_checkpoint, check_checkpoint_used, check_vocab_coverage
 from model.errors import ConfigError
 from rundir.paths import is_uri, name_problem
 from rundir.settings import SAMPLERS, SCHEDULERS
@@ -120,6 +120,11 @@ def check_space(space: SearchSpace, overrides: dict[str, Any], *, max_seq_len: i
             raise SpaceError(f"{space.path}: warm-start point {name!r} is not a valid config: {err}") from None
     # `TrialConfig` does no I/O, so this is where a missing or incomplete checkpoint directory is
     # found, on the driver before Ray starts, rather than as failed trials.
+    try:
+        check_checkpoint_used([space.config({**point, **values}, **overrides) for point in points.values()
+                               for values in checkpoint_draws(space, point)])
+    except ConfigError as err:
+        raise SpaceError(f"{space.path}: {err}") from None
     checked: set[tuple[str, str, int]] = set()
     for name, point in points.items():
         for values in checkpoint_draws(space, point):

@@ -13,14 +13,14 @@ from typing import Any
 from model import metrics as M
 from model.config import TrialConfig, field_names, field_type  # noqa: F401 (tests reach them here)
 from model.data import dev_fold_note
-from model.encoders import check_checkpoint, check_vocab_coverage
+from model.encoders import check_checkpoint, check_checkpoint_used, check_vocab_coverage
 from model.errors import ConfigError
 from model.threads import use_threads
 from model.train import Evaluation, FitResult, fit, prepare_device
 from rundir.inputs import load_data
 from rundir.preflight import check_data_flags
 from rundir.settings import DEFAULT_MAX_EPOCHS, Settings
-from spaces.space import SearchSpace, load_space, parse_number, parse_set_value, parse_sets  # noqa: F401
+from spaces.space import SearchSpace, SpaceError, load_space, parse_number, parse_set_value, parse_sets  # noqa: F401
 
 
 def resolve_config(space: SearchSpace, *, point: str | None, sets: dict[str, Any], max_epochs: int | None,
@@ -52,6 +52,10 @@ def train_one(settings: Settings, *, point: str | None, sets: dict[str, Any], th
     device = prepare_device(device)  # a --device this machine lacks is refused before any work
     space = load_space(settings.space, sets=sets, skip_searched=True)
     cfg = resolve_config(space, point=point, sets=sets, max_epochs=settings.max_epochs, seed=settings.seed)
+    try:
+        check_checkpoint_used([cfg])
+    except ConfigError as err:
+        raise SpaceError(f"{space.path}: {err}") from None
     check_checkpoint(cfg, max_seq_len=settings.max_seq_len)  # readable, long enough: before the data is read
     data = load_data(settings)
     check_vocab_coverage(cfg, data.vocab.tokens)

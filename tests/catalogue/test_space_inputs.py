@@ -98,6 +98,12 @@ CASES: dict[str, tuple[str | bytes, list[str]]] = {
     "nothing searched": ("fixed: {lr: 0.001}\n", ["declares nothing to search", "add at least one"]),
     "checkpoint encoder without checkpoint": ("fixed: {encoder: bert}\n" + SEARCHED,
                                               ["needs a checkpoint", "--set checkpoint=DIR"]),
+    "checkpoint no encoder loads": ("fixed: {checkpoint: /some/vectors}\n" + SEARCHED,
+                                    ["`checkpoint` is '/some/vectors'", "(tiny) loads no checkpoint",
+                                     "it would be ignored", "--space cpu"]),
+    "checkpoint no encoder of the choice loads": (
+        "fixed: {checkpoint: /some/vectors}\nparams:\n  encoder: {choice: [tiny]}\n" + SEARCHED[8:],
+        ["(tiny) loads no checkpoint"]),
     "fixed values that do not combine": ("fixed: {hidden_size: 64, num_heads: 3}\n" + SEARCHED,
                                          ["line 1", "not divisible by `num_heads` 3"]),
     # --- conditions ---
