@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import AlbertModel, BertConfig, BertModel
+from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
-from model.checkpoint_files import inspect_checkpoint
+from model.checkpoint_files import inspect_checkpoint, read_config
 from model.errors import ConfigError
-from model.nezha import CONFIG_FILES, WEIGHT_FILES, load_nezha
+from model.nezha import CONFIG_FILES, WEIGHT_FILES, NezhaConfig, NezhaModel, load_nezha
 from model.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: config.py reads this module's registry (model/components.py)
@@ -103,6 +103,13 @@ def check_checkpoint(cfg: TrialConfig, *, max_seq_len: int | None = None) -> Non
             raise ConfigError(f"--max-seq-len {max_seq_len} exceeds the {positions} positions of the checkpoint in "
                               f"{cfg.checkpoint}; pass --max-seq-len {positions} or less (or pretrain with a larger "
                               "--max-seq-len)")
+
+
+def encoder_architecture(cfg: TrialConfig) -> dict | None:
+    """What a model directory keeps to build `cfg`'s encoder without its checkpoint: the config of
+    a pretraining checkpoint (`CheckpointEncoder.architecture`); None for the other encoders."""
+    encoder = ENCODERS.get_class(cfg.encoder, field="encoder")
+    return encoder.architecture(cfg) if hasattr(encoder, "from_architecture") else None
 
 
 def check_checkpoint_used(configs: Sequence[TrialConfig]) -> None:
@@ -196,6 +203,24 @@ class CheckpointEncoder(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def untrained(cls, architecture: dict, cfg: TrialConfig) -> nn.Module:
+        """The model of the checkpoint's config `architecture`, its weights not loaded."""
+        raise NotImplementedError
+
+    @classmethod
+    def architecture(cls, cfg: TrialConfig) -> dict:
+        """The checkpoint's config values: what a model directory keeps (model.json) to build this
+        encoder again without the checkpoint (`from_architecture`), its weights being its own."""
+        return read_config(Path(cfg.checkpoint))[1]
+
+    @classmethod
+    def from_architecture(cls, architecture: dict, cfg: TrialConfig, *, vocab: Sequence[str]) -> CheckpointEncoder:
+        """The encoder to load saved weights into (the id map among them), built from `architecture`."""
+        model = cls.untrained(architecture, cfg)
+        return cls(model=model, id_map=torch.zeros(len(vocab), dtype=torch.long),
+                   hidden_size=model.config.hidden_size, max_positions=model.config.max_position_embeddings)
+
+    @classmethod
     def from_config(cls, cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int) -> CheckpointEncoder:
         cls.check_checkpoint(cfg)
         directory = Path(cfg.checkpoint)
@@ -264,6 +289,10 @@ class PretrainedBert(CheckpointEncoder):
         model = _from_pretrained(BertModel, directory, add_pooling_layer=False, **_dropout(cfg))
         return model, model.config.hidden_size, model.config.max_position_embeddings
 
+    @classmethod
+    def untrained(cls, architecture: dict, cfg: TrialConfig) -> nn.Module:
+        return BertModel(BertConfig(**{**architecture, **_dropout(cfg)}), add_pooling_layer=False)
+
 
 @ENCODERS.register("albert")
 class PretrainedAlbert(CheckpointEncoder):
@@ -274,6 +303,10 @@ class PretrainedAlbert(CheckpointEncoder):
         model = _from_pretrained(AlbertModel, directory, add_pooling_layer=False, **_dropout(cfg))
         return model, model.config.hidden_size, model.config.max_position_embeddings
 
+    @classmethod
+    def untrained(cls, architecture: dict, cfg: TrialConfig) -> nn.Module:
+        return AlbertModel(AlbertConfig(**{**architecture, **_dropout(cfg)}), add_pooling_layer=False)
+
 
 @ENCODERS.register("nezha")
 class PretrainedNezha(CheckpointEncoder):
@@ -283,6 +316,10 @@ class PretrainedNezha(CheckpointEncoder):
     def load(cls, directory: Path, cfg: TrialConfig) -> tuple[nn.Module, int, int]:
         model = load_nezha(directory, **_dropout(cfg))
         return model, model.config.hidden_size, model.config.max_position_embeddings
+
+    @classmethod
+    def untrained(cls, architecture: dict, cfg: TrialConfig) -> nn.Module:
+        return NezhaModel(NezhaConfig.from_dict({**architecture, **_dropout(cfg)}))
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(self.id_map[input_ids], mask)

@@ -22,7 +22,7 @@ from model.config import TrialConfig
 from model.data import EncodedSplit, LabelSet, Truncation, Vocab
 from model.errors import DamagedFile, DataError, UserError
 from model.filemode import as_if_opened
-from model.network import Classifier, build_model
+from model.network import Classifier, build_for_weights
 
 WEIGHTS_FILE = "model.pt"
 META_FILE = "model.json"
@@ -98,15 +98,19 @@ class ModelInfo:
     vocab: Vocab
     max_seq_len: int
     labels: LabelSet
+    # The pretraining checkpoint's config (model/encoders.py `encoder_architecture`): the model
+    # builds without that checkpoint. None for other encoders and in directories written before it.
+    encoder_architecture: dict | None = None
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "vocab": list(self.vocab.tokens), "max_seq_len": self.max_seq_len,
-                "level2_labels": list(self.labels.level2)}
+                "level2_labels": list(self.labels.level2), "encoder_architecture": self.encoder_architecture}
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelInfo:
         return cls(config=TrialConfig.from_dict(values["config"]), vocab=Vocab(tokens=tuple(values["vocab"])),
-                   max_seq_len=int(values["max_seq_len"]), labels=LabelSet.from_labels(values["level2_labels"]))
+                   max_seq_len=int(values["max_seq_len"]), labels=LabelSet.from_labels(values["level2_labels"]),
+                   encoder_architecture=values.get("encoder_architecture"))
 
 
 def save_model_dir(directory: str | Path, *, weights: dict[str, torch.Tensor], info: ModelInfo) -> Path:
@@ -148,6 +152,8 @@ def read_model_info(path: Path) -> ModelInfo:
             or not isinstance(values["config"], dict) or isinstance(values["max_seq_len"], bool) \
             or not isinstance(values["max_seq_len"], int) or values["max_seq_len"] < 3:
         raise DamagedFile(path, "`config` must be an object, `vocab` a list of tokens, `max_seq_len` a count >= 3")
+    if not isinstance(values.get("encoder_architecture"), dict | None):
+        raise DamagedFile(path, "`encoder_architecture` must be an object (a checkpoint's config) or null")
     try:
         return ModelInfo.from_dict(values)
     except (UserError, DataError, TypeError, ValueError) as err:
@@ -176,8 +182,12 @@ def load_model_dir(directory: str | Path, *, device: torch.device | str = "cpu")
             raise DamagedFile(directory / name, "missing" if not (directory / name).exists() else "not a file")
     info = read_model_info(directory / META_FILE)
     weights = read_weights(directory / WEIGHTS_FILE)
-    model = build_model(info.config, vocab=info.vocab.tokens, max_seq_len=info.max_seq_len,
-                        num_labels=len(info.labels.level2), num_level1=len(info.labels.level1))
+    try:
+        model = build_for_weights(info.config, weights, vocab=info.vocab.tokens, max_seq_len=info.max_seq_len,
+                                  num_labels=len(info.labels.level2), num_level1=len(info.labels.level1),
+                                  architecture=info.encoder_architecture)
+    except (TypeError, ValueError) as err:  # an architecture the model classes reject
+        raise DamagedFile(directory / META_FILE, f"`encoder_architecture` does not build a model ({err})") from None
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:

@@ -57,10 +57,33 @@ class Classifier(nn.Module):
         return self.head.classifier.weight
 
 
+def build_for_weights(cfg: TrialConfig, weights: dict[str, torch.Tensor], *, vocab: Sequence[str],
+                      max_seq_len: int, num_labels: int, num_level1: int = 0,
+                      architecture: dict | None = None) -> Classifier:
+    """The classifier `weights` (a state dict of `build_model(cfg, ...)`'s) load into, built without
+    reading the checkpoint whose weights they replace, so a saved model still loads after that
+    directory moved or went: a word-vector encoder needs only its size (`standalone_config`), a
+    pretraining checkpoint's encoder its config, which a model directory keeps (`architecture`,
+    model/encoders.py `encoder_architecture`). Without `architecture` such an encoder reads its
+    checkpoint as in training (a search trial's checkpoint)."""
+    kind = ENCODERS.get_class(cfg.encoder, field="encoder")
+    encoder = None
+    if architecture is not None and hasattr(kind, "from_architecture"):
+        encoder = kind.from_architecture(architecture, cfg, vocab=vocab)
+    if hasattr(kind, "standalone_config"):
+        prefix = "encoder."  # Classifier.encoder
+        cfg = kind.standalone_config(cfg, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    return build_model(cfg, vocab=vocab, max_seq_len=max_seq_len, num_labels=num_labels, num_level1=num_level1,
+                       encoder=encoder)
+
+
 def build_model(cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int, num_labels: int,
-                num_level1: int = 0) -> Classifier:
-    """`vocab`: the run's tokens (index = id), which the input ids refer to."""
-    encoder = ENCODERS.get_class(cfg.encoder, field="encoder").from_config(cfg, vocab=vocab, max_seq_len=max_seq_len)
+                num_level1: int = 0, encoder: nn.Module | None = None) -> Classifier:
+    """`vocab`: the run's tokens (index = id), which the input ids refer to. `encoder`: one built
+    already (`build_for_weights`), else `cfg`'s from its registry."""
+    if encoder is None:
+        encoder = ENCODERS.get_class(cfg.encoder, field="encoder").from_config(cfg, vocab=vocab,
+                                                                               max_seq_len=max_seq_len)
     rnn = RNN_LAYERS.get_class(cfg.rnn, field="rnn").from_config(cfg, hidden_size=encoder.hidden_size)
     pooler = build_pooler(cfg, hidden_size=encoder.hidden_size)
     head = MultiSampleDropoutHead(in_dim=pooler.out_dim, num_labels=num_labels, count=cfg.msd_count,

@@ -28,6 +28,7 @@ differs from the vectors'.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -131,6 +132,15 @@ class WordVecEncoder(nn.Module):
             raise ConfigError(f"{where} its vectors have {dim} dimensions and `embedding_dim` is {cfg.embedding_dim}; "
                               f"set embedding_dim 0 (take the checkpoint's) or {dim}, or embed with --dim "
                               f"{cfg.embedding_dim}")
+
+    @classmethod
+    def standalone_config(cls, cfg: TrialConfig, weights: dict[str, torch.Tensor]) -> TrialConfig:
+        """`cfg` without its checkpoint, for loading the encoder's saved `weights`: the vectors only
+        initialise the embedding the weights replace, so their size is all that is needed."""
+        embedding = weights.get("embedding.weight")
+        if not cfg.checkpoint or embedding is None:
+            return cfg
+        return dataclasses.replace(cfg, checkpoint="", embedding_dim=int(embedding.shape[1]))
 
     @classmethod
     def from_config(cls, cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int) -> WordVecEncoder:

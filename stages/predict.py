@@ -115,13 +115,14 @@ class TrialCheckpoint(FoldModel):
         import torch
 
         from model.inference import encode_texts, probabilities
-        from model.network import build_model
+        from model.network import build_for_weights
         from model.train import scored_weights
 
         state = torch.load(self.path / TRIAL_STATE_FILE, weights_only=True, map_location="cpu")
-        model = build_model(self.config, vocab=self.vocab.tokens, max_seq_len=self.max_seq_len,
-                            num_labels=len(self.labels.level2), num_level1=len(self.labels.level1))
-        model.load_state_dict(scored_weights(state))
+        weights = scored_weights(state)
+        model = build_for_weights(self.config, weights, vocab=self.vocab.tokens, max_seq_len=self.max_seq_len,
+                                  num_labels=len(self.labels.level2), num_level1=len(self.labels.level1))
+        model.load_state_dict(weights)
         split = encode_texts(texts, self.vocab, max_seq_len=self.max_seq_len)
         return probabilities(model.to(device), split, batch_size=batch_size, device=device, progress=progress)
 

@@ -18,6 +18,7 @@ import pandas as pd
 from model import metrics as M
 from model.config import TrialConfig
 from model.data import LabelSet, Vocab
+from model.encoders import encoder_architecture
 from model.errors import DataError
 from model.inference import ModelInfo, save_model_dir
 from model.linear import DEFAULT_GRID, INNER_FOLDS, fit_linear, linear_bytes
@@ -131,8 +132,9 @@ class ConfirmStage:
             return
         plan = self.plans[job]
         directory = self.files.model_dir(plan.member, plan.fold, plan.seed)
-        info = ModelInfo(config=TrialConfig.from_dict(plan.config), vocab=self.vocabs[plan.fold],
-                         max_seq_len=self.spec.settings["max_seq_len"], labels=self.labels)
+        config = TrialConfig.from_dict(plan.config)
+        info = ModelInfo(config=config, vocab=self.vocabs[plan.fold], max_seq_len=self.spec.settings["max_seq_len"],
+                         labels=self.labels, encoder_architecture=encoder_architecture(config))
         save_model_dir(directory, weights=finished.weights, info=info)
         write_heldout(self.files.heldout(directory), rows=self.held_out[plan.fold], probs=finished.dev_probs)
         record = self._record(job)

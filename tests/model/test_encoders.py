@@ -112,6 +112,34 @@ def test_checkpoint_encoders_reproduce_the_saved_model_through_the_vocab_map(nam
     assert torch.equal(encoder(ids, mask), want)
 
 
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_a_saved_model_loads_after_its_checkpoint_went(name, tmp_path):
+    """A model directory keeps what builds its encoder (model/network.py `build_for_weights`): the
+    checkpoint a model was fine-tuned from, or the vectors it started from, may move or go."""
+    from model.data import LabelSet, Vocab
+    from model.encoders import encoder_architecture
+    from model.inference import ModelInfo, load_model_dir, save_model_dir
+
+    torch.manual_seed(1)
+    (tmp_path / "first").mkdir()
+    encoder = build(name, tmp_path / "first")  # writes the checkpoint (if any) under first/
+    cfg = TrialConfig(encoder=name, checkpoint=str(tmp_path / "first" / name) if name != "tiny" else "",
+                      encoder_dropout=0.0, cnn_filters=6, rnn_hidden=5, dpcnn_blocks=2, pooler="mean", **TINY)
+    model = build_model(cfg, vocab=RUN_VOCAB, max_seq_len=20, num_labels=4, encoder=encoder).eval()
+    info = ModelInfo(config=cfg, vocab=Vocab(tokens=tuple(RUN_VOCAB)), max_seq_len=20,
+                     labels=LabelSet.from_labels(["1-1", "1-2", "2-3", "2-4"]),
+                     encoder_architecture=encoder_architecture(cfg))
+    assert (info.encoder_architecture is not None) == (name in CHECKPOINT_ENCODERS)
+    directory = save_model_dir(tmp_path / "model", weights=model.state_dict(), info=info)
+    (tmp_path / "first").rename(tmp_path / "elsewhere")
+    loaded, _ = load_model_dir(directory)
+    ids = torch.randint(5, 40, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[2, 6:] = False
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids, mask).logits, model(ids, mask).logits, atol=1e-6)
+
+
 def test_tiny_encoder_round_trips_through_its_state_dict(tmp_path):
     encoder = build("tiny", tmp_path)
     torch.save(encoder.state_dict(), tmp_path / "tiny.pt")
