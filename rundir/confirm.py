@@ -174,8 +174,8 @@ class ConfirmSpec:
     # architecture do not start from the same weights and see the same batches (their ensemble is
     # worth more), and no job trains with the search's own seed (split_seed): on the search's fold the
     # first member would replay its trial, the seed luck it was selected on included (measured: +0.02
-    # on that fold). Both 0 in stages written before them (every member trained with split_seed + s);
-    # seed_offset 0 in stages written before it (member i with split_seed + 1000 i + s).
+    # on that fold). A stage written before seed_stride reads both as 0 (every member trained with
+    # split_seed + s), one written before seed_offset reads it as 0 (split_seed + 1000 i + s).
     seed_stride: int = SEED_STRIDE
     seed_offset: int = SEED_OFFSET
 
