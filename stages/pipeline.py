@@ -4,14 +4,15 @@ One run directory, the stages in order, each the project's own command:
 
     vectors   word vectors for a space of word-vector encoders that names no checkpoint (`embed`,
               on the training and test texts), else skipped
-    search    `launch` until its share of the budget is spent (Ray Tune's time_budget_s)
+    search    `launch` until its share of the budget is spent (`--time-budget`: search/deadline.py)
     confirm   the top K completed trials on every fold, K sized from the search's measured trial
               times so that the stage fits its share; unfinished jobs at its end are left out
     ensemble  `ensemble` over the members confirm completed
     predict   `predict` of the test file with the ensemble
 
-The budget rule (`plan_shares`, `confirm_size`): a reserve for ensemble and predict is set aside
-first (END_RESERVE_SHARE of the budget, at least END_RESERVE_MIN_S); the vectors stage runs (it
+The budget rule (`end_reserve`, `search_share`, `confirm_share`, `confirm_size`): a reserve for
+ensemble and predict is set aside first (END_RESERVE_SHARE of the budget, at least
+END_RESERVE_MIN_S); the vectors stage runs (it
 takes seconds); the search gets SEARCH_SHARE of what is left; confirm gets everything but the
 reserve. Each stage's share is decided when it starts, from what the stages before it actually
 spent, so a fast stage leaves its time to the next ones. pipeline.json (rundir/pipeline.py) keeps
@@ -229,7 +230,7 @@ class Pipeline:
         share = stage.planned_s if stage.planned_s is not None else search_share(self.record)
         with self.clock.running(stage, planned_s=share):
             left = max(30.0, share - stage.spent_s)
-            self.out(f"[pipeline] search: {_minutes(left)} (Ray Tune's time budget), then confirm")
+            self.out(f"[pipeline] search: {_minutes(left)} (its time budget), then confirm")
             settings = dataclasses.replace(self.search_settings(), time_budget_s=left)
             if has_experiment_state(settings, self.files):
                 resume(self.files.root, time_budget_s=left, out=self.say)
