@@ -75,17 +75,18 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     add_embed_arguments(p)
 
 def add_ensemble(sub: argparse._SubParsersAction) -> None:
-    from rundir.confirm import DEFAULT_ENSEMBLE_METHOD, DEFAULT_MAX_MEMBERS, ENSEMBLE_OPTIONS
+    from rundir.confirm import BEST_OPTION, DEFAULT_ENSEMBLE_METHOD, DEFAULT_MAX_MEMBERS, ENSEMBLE_OPTIONS
 
     p = add_command(sub, "ensemble", cmd_ensemble, help="choose an ensemble of the confirmed members (no Ray)",
                  description="Score every ensemble of the members `confirm` retrained, on their out-of-fold "
                  "predictions, in-sample and nested (each fold predicted by a selection made without it), print "
                  "them beside each member's score and write the chosen one to RUN_DIR/confirm/ensemble.json.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed, after `python -m search confirm RUN_DIR`")
-    p.add_argument("--method", default=DEFAULT_ENSEMBLE_METHOD, choices=list(ENSEMBLE_OPTIONS),
+    p.add_argument("--method", default=DEFAULT_ENSEMBLE_METHOD, choices=[*ENSEMBLE_OPTIONS, BEST_OPTION],
                    help="greedy: greedy selection with replacement (Caruana) averaging probabilities; prob, rank, "
                    "vote: every member with equal weight, by probability mean, mean per-row class rank or majority "
-                   f"vote (default: {DEFAULT_ENSEMBLE_METHOD})")
+                   f"vote; {BEST_OPTION}: the one of these with the highest nested score (default: "
+                   f"{DEFAULT_ENSEMBLE_METHOD})")
     p.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS,
                    help="greedy: the number of additions (a member may be added several times)")
     p.add_argument("--threads", type=at_least(1), default=None,

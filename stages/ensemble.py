@@ -23,7 +23,7 @@ from model.errors import ConfigError
 from model.threads import use_threads
 from results.ensemble import EnsembleResult, build_ensemble, macro_f1
 from results.ranking import fold_std
-from rundir.confirm import DEFAULT_ENSEMBLE_METHOD, DEFAULT_MAX_MEMBERS, ENSEMBLE_OPTIONS, EnsembleRecord
+from rundir.confirm import BEST_OPTION, DEFAULT_ENSEMBLE_METHOD, DEFAULT_MAX_MEMBERS, ENSEMBLE_OPTIONS, EnsembleRecord
 from rundir.io import check_writable
 from stages.confirm.reader import ConfirmRun, OutOfFold, load_confirm, load_oof
 
@@ -85,11 +85,18 @@ def ensemble_table(scores: Sequence[MemberScore], options: dict[str, EnsembleRes
 
 
 def check_options(method: str, max_members: int) -> None:
-    if method not in ENSEMBLE_OPTIONS:
-        raise ConfigError(f"--method {method!r} is not one of {', '.join(ENSEMBLE_OPTIONS)}")
+    if method not in (*ENSEMBLE_OPTIONS, BEST_OPTION):
+        raise ConfigError(f"--method {method!r} is not one of {', '.join((*ENSEMBLE_OPTIONS, BEST_OPTION))}")
     if not 1 <= max_members <= MAX_MEMBERS_LIMIT:
         raise ConfigError(f"--max-members is {max_members}, but must be in 1..{MAX_MEMBERS_LIMIT} (the number of "
                           "greedy additions; 2-3 times the number of members is typical)")
+
+
+def best_option(options: dict[str, EnsembleResult]) -> str:
+    """The option with the highest nested score; the first in `options`' order on a tie. Choosing
+    among a few options on their nested scores is itself a selection, a far smaller one than the
+    greedy choice the nesting guards against."""
+    return max(options, key=lambda option: options[option].nested_score)
 
 
 def score_options(oof: OutOfFold, members: list[str], max_members: int) -> dict[str, EnsembleResult]:
@@ -120,10 +127,11 @@ def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
     scores = member_scores(oof, run)
     started = time.perf_counter()
     options = score_options(oof, members, max_members)
-    chosen = options[method]
+    option = best_option(options) if method == BEST_OPTION else method
+    chosen = options[option]
     best = max(scores, key=lambda s: s.oof)
     record = EnsembleRecord(
-        **chosen.to_dict(), option=method, member_kinds={s.name: s.kind for s in scores}, labels=run.labels,
+        **chosen.to_dict(), option=option, member_kinds={s.name: s.kind for s in scores}, labels=run.labels,
         rows=int(len(oof.y)), member_scores={s.name: {"oof": s.oof, "fold_scores": list(s.fold_scores)}
                                              for s in scores},
         best_member=best.name, beats_best_member=chosen.nested_score > best.oof, left_out=failed,
@@ -136,7 +144,7 @@ def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
     record.save(run.files.ensemble_json)
     out(f"{len(members)} members, {len(oof.y)} OOF rows in {len(chosen.folds)} folds; "
         f"ensembles scored in {time.perf_counter() - started:.1f}s")
-    _report(scores, options, record, out)
+    _report(scores, options, record, out, picked=method == BEST_OPTION)
     out(f"wrote {run.files.ensemble_json}")
     out(f"next: python -m search predict {shlex.quote(str(run_dir))} --data test.csv --out submission.csv   "
         "(your test file: header id,text)")
@@ -144,13 +152,14 @@ def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
 
 
 def _report(scores: list[MemberScore], options: dict[str, EnsembleResult], record: EnsembleRecord,
-            out: Out) -> None:
+            out: Out, *, picked: bool) -> None:
     out(ensemble_table(scores, options, record.option))
     out("OOF F1: level-2 macro-F1 of the pooled out-of-fold predictions; for a greedy ensemble it is chosen on "
         "the same rows (optimistic). nested F1: each fold predicted by a selection made on the other folds "
         "only; a single member's OOF F1 is held out already.")
     out(f"chose ensemble {record.option} ({OPTION_TEXT[record.option]}): {weights_text(record.members, record.weights)}"
-        f"; nested level-2 macro-F1 {record.nested_score:.4f}")
+        f"; nested level-2 macro-F1 {record.nested_score:.4f}"
+        + (" (the best nested score of the options; --method picks one)" if picked else ""))
     if not record.beats_best_member:
         best = record.member_scores[record.best_member]["oof"]
         out(f"warning: the ensemble's nested score {record.nested_score:.4f} does not beat the best single member, "

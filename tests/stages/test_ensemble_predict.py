@@ -32,6 +32,7 @@ from rundir.paths import ConfirmFiles
 from rundir.settings import Settings
 from rundir.trials import TrialRecord
 from spaces.space import parse_space
+from stages import ensemble as S
 from stages.confirm.reader import load_confirm
 from stages.ensemble import run_ensemble
 from stages.predict import run_predict
@@ -192,7 +193,7 @@ def _main(argv):
 
 
 def test_ensemble_writes_the_greedy_choice_and_its_nested_score(run_dir, built, capsys):
-    cli.main(["ensemble", str(run_dir), "--max-members", "6"])
+    cli.main(["ensemble", str(run_dir), "--max-members", "6", "--method", "greedy"])
     printed = capsys.readouterr().out
     record = EnsembleRecord.load(run_dir / "confirm" / "ensemble.json")
     probs, y, fold_of = _oof(run_dir, built["ranked"])
@@ -217,6 +218,18 @@ def test_ensemble_writes_the_greedy_choice_and_its_nested_score(run_dir, built, 
         (line,) = [line for line in printed.splitlines() if re.match(rf"^\*?\s+ensemble {option}\s", line)]
         assert f"{result['oof_score']:.4f}" in line and f"{result['nested_score']:.4f}" in line
     assert f"wrote {run_dir / 'confirm' / 'ensemble.json'}" in printed
+
+
+def test_by_default_the_option_with_the_best_nested_score_is_chosen(run_dir, built, capsys):
+    cli.main(["ensemble", str(run_dir), "--max-members", "6"])
+    record = EnsembleRecord.load(run_dir / "confirm" / "ensemble.json")
+    nested = {option: result["nested_score"] for option, result in record.options.items()}
+    assert record.option == max(nested, key=nested.get) and record.nested_score == max(nested.values())
+    assert "(the best nested score of the options; --method picks one)" in capsys.readouterr().out
+    options = {option: E.EnsembleResult.from_dict(result) for option, result in record.options.items()}
+    tied = {option: dataclasses.replace(result, nested_score=0.5) for option, result in options.items()}
+    assert S.best_option(tied) == "greedy"  # a tie: the first option
+    assert S.best_option({**tied, "vote": dataclasses.replace(tied["vote"], nested_score=0.6)}) == "vote"
 
 
 def test_vote_follows_the_confirmed_rank_on_ties(run_dir, built):
@@ -368,7 +381,7 @@ def _predict(run_dir, tmp_path, rows, *, use=None, probs=None, labeled=False):
 def test_predict_writes_one_valid_label_per_input_row_in_input_order(run_dir, built, test_rows, tmp_path, use,
                                                                      used):
     if use == "ensemble":
-        run_ensemble(run_dir, max_members=6, out=lambda line: None)
+        run_ensemble(run_dir, method="greedy", max_members=6, out=lambda line: None)
     submission, lines, result = _predict(run_dir, tmp_path, test_rows, use=use)
     assert list(submission.columns) == ["id", "label"]
     assert submission["id"].tolist() == test_rows["id"].astype(str).tolist()
@@ -383,7 +396,7 @@ def test_the_default_is_the_ensemble_then_the_best_confirmed_member_then_the_bes
     best = built["ranked"][0]
     kind = "linear" if best == "linear" else "network"
     assert lines[0].startswith(f"using confirmed member {best} ({kind}, rank 1 of confirm.csv): mean of 3 fold")
-    run_ensemble(run_dir, out=lambda line: None)
+    run_ensemble(run_dir, method="greedy", out=lambda line: None)
     assert _predict(run_dir, tmp_path, test_rows)[1][0].startswith("using ensemble greedy")
     shutil.rmtree(run_dir / "confirm")
     assert _predict(run_dir, tmp_path, test_rows)[1][0].startswith(f"using trial {TRIAL_ID} (Optuna #7, leaderboard "
