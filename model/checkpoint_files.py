@@ -10,11 +10,10 @@ checkpoint is refused in a second rather than failing every trial.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import DamagedFile
+from model.errors import DamagedFile, read_json_file
 from model.nezha import CONFIG_FILES, WEIGHT_FILES
 
 RECOVERY = ("restore the directory from a backup, or write it again: for a `python -m search pretrain` checkpoint, "
@@ -35,14 +34,7 @@ def _damaged(path: Path, problem: str) -> DamagedFile:
 def read_config(directory: Path) -> tuple[Path, dict]:
     """(path, values) of the checkpoint's config, checked for what the encoders read."""
     path = next(directory / n for n in CONFIG_FILES if (directory / n).exists())
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise _damaged(path, err.strerror or str(err)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _damaged(path, f"not valid JSON: {err}") from None
-    if not isinstance(values, dict):
-        raise _damaged(path, f"a JSON {type(values).__name__} where an object belongs")
+    values = read_json_file(path, expect=dict, damaged=_damaged)
     for key in ("vocab_size", "hidden_size", "num_attention_heads", "max_position_embeddings"):
         value = values.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -20,7 +20,7 @@ import torch
 
 from model.config import TrialConfig
 from model.data import EncodedSplit, LabelSet, Truncation, Vocab
-from model.errors import DamagedFile, DataError, UserError
+from model.errors import DamagedFile, DataError, UserError, read_json_file
 from model.filemode import as_if_opened
 from model.network import Classifier, build_for_weights
 
@@ -137,14 +137,7 @@ def save_model_dir(directory: str | Path, *, weights: dict[str, torch.Tensor], i
 
 def read_model_info(path: Path) -> ModelInfo:
     """model.json; one that is not JSON, lacks a key or holds a config this code rejects is `DamagedFile`."""
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise DamagedFile(path, err.strerror or str(err)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DamagedFile(path, f"not valid JSON: {err}") from None
-    if not isinstance(values, dict):
-        raise DamagedFile(path, f"a JSON {type(values).__name__} where an object belongs")
+    values = read_json_file(path, expect=dict)
     missing = [k for k in ("config", "vocab", "max_seq_len", "level2_labels") if k not in values]
     if missing:
         raise DamagedFile(path, f"no {', '.join(f'`{k}`' for k in missing)}")

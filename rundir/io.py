@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model.errors import ConfigError, DamagedFile
+from model.errors import ConfigError, DamagedFile, read_json_file
 from model.filemode import file_mode
 
 
@@ -126,13 +126,4 @@ def in_run(err: DamagedFile) -> DamagedFile:
 def read_json(path: Path, expect: type | None = None) -> Any:
     """The JSON value in `path`; a file that cannot be read, is not JSON, or (`expect`: dict or
     list) holds another kind of value is `damaged`."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise damaged(path, err.strerror or str(err)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise damaged(path, f"not valid JSON: {err}") from None
-    if expect is not None and not isinstance(value, expect):
-        kinds = {dict: "an object", list: "a list"}
-        raise damaged(path, f"a JSON {type(value).__name__} where {kinds.get(expect, expect.__name__)} belongs")
-    return value
+    return read_json_file(path, expect=expect, damaged=damaged)
