@@ -80,7 +80,7 @@ def duration(text: str) -> float:
 
 
 def top_count(text: str) -> int | str:
-    """`confirm --top`: a count >= 1, or `auto`."""
+    """`confirm --top`: a count >= 0 (0: the linear member alone), or `auto`."""
     if text == "auto":
         return text
-    return at_least(1)(text)
+    return at_least(0)(text)

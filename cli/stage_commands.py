@@ -29,8 +29,9 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
                  "interrupted stage with `python -m search resume RUN_DIR`.")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
     p.add_argument("--top", type=top_count, default=DEFAULT_TOP,
-                   help="configs to confirm: the first K completed trials, or auto: the completed trials that "
-                   "cannot be told apart from rank 1 on the search's fold (paired bootstrap; at most 10)")
+                   help="configs to confirm: the first K completed trials (0: none, the linear member alone), or auto: "
+                   "the completed trials that cannot be told apart from rank 1 on the search's fold (paired "
+                   "bootstrap; at most 10)")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="stratified folds of the whole training file")
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                    help="training seeds per fold (the i-th config's seed s trains with the run's seed "

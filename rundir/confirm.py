@@ -149,7 +149,8 @@ class RaceRule:
 
 
 def _count(value: Any, what: str, path: Path, *, low: int) -> int:
-    """confirm.json's `folds`/`seeds`: a count (or, as early versions wrote, the list of them)."""
+    """A count of confirm.json (`top`, `folds`, `seeds`, ...; the last two, as early versions wrote them, may be
+    the list of them)."""
     if isinstance(value, list):
         value = len(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= low:
@@ -233,7 +234,8 @@ class ConfirmSpec:
         members = tuple(Member.from_dict(m, path) for m in value["members"])
         if len({m.name for m in members}) < len(members):
             raise damaged(path, "two members have the same name")
-        return cls(top=value.get("top") or len(members), folds=_count(value["folds"], "folds", path, low=2),
+        top = len(members) if value.get("top") is None else _count(value["top"], "top", path, low=0)
+        return cls(top=top, folds=_count(value["folds"], "folds", path, low=2),
                    seeds=_count(value["seeds"], "seeds", path, low=1), split_seed=int(value.get("split_seed") or 0),
                    max_epochs=int(value.get("max_epochs") or 0), members=members, labels=tuple(labels),
                    rows=_count(value["rows"], "rows", path, low=2), settings=value.get("settings") or {},

@@ -91,15 +91,27 @@ class ConfirmSize:
 def confirm_size(run_dir: Path, *, share_s: float, folds: int, slots: int, max_top: int) -> ConfirmSize:
     """How many configs confirm can retrain on every fold within `share_s`: a job costs what a
     completed search trial took (the 75th percentile: the slower configs are often the better
-    ones), `slots` run at once, and the planned jobs fill CONFIRM_FILL of the stage."""
+    ones), `slots` run at once, and the planned jobs fill CONFIRM_FILL of the stage. Top 0
+    when the search completed no trial: confirm then fits the linear member alone."""
     records = [r for r in load_records(RunFiles(run_dir)).values() if r.status == COMPLETED]
     if not records:
-        raise ConfigError(f"the search in {run_dir} completed no trial within its share of the budget: give the "
-                          "pipeline a longer --budget, or a space whose trials are shorter (fewer epochs)")
+        return ConfirmSize(top=0, job_s=0.0, slots=slots, fits=0)
     job_s = float(np.percentile([r.time_s for r in records], 75))
     fits = int(slots * share_s * CONFIRM_FILL // max(job_s, 1.0))
     top = max(1, min(max_top, len(records), fits // folds))
     return ConfirmSize(top=top, job_s=job_s, slots=slots, fits=fits)
+
+
+NO_NETWORK_NOTE = "the linear member alone: the search completed no trial"
+
+
+def confirm_plan_line(size: ConfirmSize, *, folds: int, left_s: float) -> str:
+    if not size.top:
+        return (f"[pipeline] confirm: the search completed no trial within its share, so the submission comes from "
+                f"the linear member alone ({folds} folds); a longer --budget, or a space whose trials are shorter "
+                "(fewer epochs), gives network members")
+    return (f"[pipeline] confirm: top {size.top} x {folds} folds in {_minutes(left_s)} (a job took {size.job_s:.0f} s "
+            f"in the search, {size.slots} at a time: {size.fits} jobs fit)")
 
 
 def needs_vectors(space: SearchSpace, settings: Settings) -> bool:
@@ -254,10 +266,8 @@ class Pipeline:
                 with ray_session(self.settings.address, log_dir=self.files.root):
                     size = confirm_size(self.files.root, share_s=left, folds=self.record.folds,
                                         slots=concurrency(self.settings), max_top=self.record.max_top)
-                    self.out(f"[pipeline] confirm: top {size.top} x {self.record.folds} folds in {_minutes(left)} "
-                             f"(a job took {size.job_s:.0f} s in the search, {size.slots} at a time: {size.fits} "
-                             "jobs fit)")
-                    stage.note = f"top {size.top} x {self.record.folds} folds"
+                    self.out(confirm_plan_line(size, folds=self.record.folds, left_s=left))
+                    stage.note = f"top {size.top} x {self.record.folds} folds" if size.top else NO_NETWORK_NOTE
                     confirm(self.files.root, top=size.top, folds=self.record.folds, time_budget_s=left,
                             argv=["confirm", str(self.files.root), "--top", str(size.top)], out=self.say)
         self.clock.done(stage)

@@ -33,7 +33,12 @@ RESOURCE_SETTINGS = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurr
 def plan_members(run_dir: Path, *, top: int | str, linear: bool, split_seed: int) -> list[Member]:
     """The stage's members: the top `top` completed trials in leaderboard order, then linear.
     `top` "auto": the completed trials tied with rank 1 on the search's fold (results/noise.py), at
-    most AUTO_TOP_CAP."""
+    most AUTO_TOP_CAP. `top` 0: linear alone (a search that completed no trial still gets a model)."""
+    # LinearMember.params but its temperature, which each fold fits (models/linear/fold<f>/linear.npz)
+    linear_member = Member(name=LINEAR_MEMBER, kind=LINEAR, params={
+        "C": DEFAULT_GRID[0], "inner_folds": INNER_FOLDS, "calibration": "temperature", "seed": split_seed})
+    if top == 0:
+        return [linear_member] if linear else []
     board = run_leaderboard(run_dir)
     records = load_records(RunFiles(run_dir))
     if top == AUTO_TOP:
@@ -46,16 +51,12 @@ def plan_members(run_dir: Path, *, top: int | str, linear: bool, split_seed: int
     if completed.empty:
         raise ConfigError(f"{run_dir} has no completed trial to confirm (statuses: "
                           f"{', '.join(f'{n} {s}' for s, n in board['status'].value_counts().items()) or 'no trials'})"
-                          f": resume the search until some trial completes its budget")
+                          f": resume the search until some trial completes its budget, or pass --top 0 to confirm "
+                          "the linear member alone")
     members = [Member(name=network_name(int(row.optuna_number)), kind=NETWORK, source_trial=row.trial_id,
                       optuna_number=int(row.optuna_number), leaderboard_rank=int(row.rank),
                       params=records[row.trial_id].params) for row in completed.itertuples()]
-    if linear:
-        # LinearMember.params but its temperature, which each fold fits (models/linear/fold<f>/linear.npz)
-        members.append(Member(name=LINEAR_MEMBER, kind=LINEAR,
-                              params={"C": DEFAULT_GRID[0], "inner_folds": INNER_FOLDS, "calibration": "temperature",
-                                      "seed": split_seed}))
-    return members
+    return [*members, linear_member] if linear else members
 
 
 def plan_jobs(spec: ConfirmSpec, run_files: RunFiles) -> dict[str, JobPlan]:

@@ -102,9 +102,12 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
     run, settings = run_settings(run_files)
     check_space_copy(run_files)
     load_records(run_files)  # a damaged trials.json is refused before the lock
-    for flag, value, low in (("--top", top, 1), ("--folds", folds, 2), ("--seeds", seeds, 1)):
+    for flag, value, low in (("--top", top, 0), ("--folds", folds, 2), ("--seeds", seeds, 1)):
         if value != AUTO_TOP and (not isinstance(value, int) or value < low):
             raise ConfigError(f"{flag} is {value}, but must be >= {low}" + (" or auto" if flag == "--top" else ""))
+    if top == 0 and not linear:
+        raise ConfigError("--top 0 confirms the linear member alone, which --no-linear leaves out: nothing to "
+                          "confirm; pass --top 1 or more, or drop --no-linear")
     if seeds > MAX_SEEDS:
         raise ConfigError(f"--seeds is {seeds}, above {MAX_SEEDS}: every seed retrains every config on every fold; "
                           "a few seeds are all an ensemble can use")

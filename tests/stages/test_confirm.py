@@ -28,7 +28,7 @@ from results.ensemble import macro_f1
 from results.export import write_leaderboard
 from results.status import status_text
 from rundir import keys as K
-from rundir.confirm import JobRecord, RaceRule, read_heldout
+from rundir.confirm import ConfirmSpec, JobRecord, RaceRule, read_heldout
 from rundir.inputs import load_data
 from rundir.io import read_json
 from rundir.paths import RunFiles
@@ -38,6 +38,8 @@ from search.driver import write_run_record
 from search.trainable import confirm_trial
 from spaces.space import load_space
 from stages.confirm.run import confirm, resume_confirm, stage_finished, stage_pending
+from stages.ensemble import run_ensemble
+from stages.predict import run_predict
 from tests.conftest import E2E_SPACE
 from tests.search.test_resume import kill, start, wait_for
 
@@ -217,6 +219,37 @@ def test_confirm_refuses_bad_flags_and_runs_without_completed_trials(search_run,
     with pytest.raises(ConfigError, match=r"no completed trial to confirm \(statuses: 4 pruned\)"):
         confirm(run_dir, out=print)
     assert not (run_dir / "confirm").exists()
+
+
+def test_top_0_confirms_the_linear_member_alone_which_ensemble_and_predict_take(search_run, tmp_path):
+    """A search that completed no trial still leads to a submission: the linear member (no Ray job)."""
+    run_dir = tmp_path / "runs" / "s"
+    shutil.copytree(search_run, run_dir)
+    trials = read_json(run_dir / "trials.json")
+    (run_dir / "trials.json").write_text(json.dumps([{**t, "status": "pruned"} for t in trials]))
+    with pytest.raises(ConfigError, match=r"or pass --top 0 to confirm the linear member alone"):
+        confirm(run_dir, out=print)
+    with pytest.raises(ConfigError, match=r"--top 0 confirms the linear member alone, which --no-linear leaves"):
+        confirm(run_dir, top=0, linear=False, out=print)
+    lines = []
+    outcome = confirm(run_dir, top=0, folds=FOLDS, argv=["confirm", str(run_dir), "--top", "0"], out=lines.append)
+    assert outcome.finished and list(outcome.table["member"]) == ["linear"]
+    assert not (run_dir / "confirm" / "ray").exists()  # no network job, so no Ray experiment
+    spec = read_json(run_dir / "confirm" / "confirm.json")
+    assert spec["top"] == 0 and [m["name"] for m in spec["members"]] == ["linear"]
+    assert ConfirmSpec.load(run_dir / "confirm" / "confirm.json").top == 0  # read back as written, not as 1
+    assert "0 config(s) x 3 folds x 1 seed(s) at 2 epochs, and the linear member" in "\n".join(lines)
+    linear_oof = np.load(run_dir / "confirm" / "oof" / "linear.npz")["probs"]
+    chosen = run_ensemble(run_dir, out=lines.append)
+    assert chosen.members == ("linear",) and chosen.weights[0] > 0
+    test = tmp_path / "test.csv"
+    frame = synthesize(ROWS, seed=0)[0]
+    frame[["id", "text"]].head(50).to_csv(test, index=False)
+    run_predict(run_dir, data=test, out_path=tmp_path / "sub.csv", batch_size=16, progress=False, out=lines.append)
+    submitted = pd.read_csv(tmp_path / "sub.csv", dtype=str)
+    assert list(submitted["id"]) == list(frame["id"].head(50).astype(str))
+    assert submitted["label"].isin(spec["labels"]).all()
+    assert linear_oof.shape == (ROWS, len(spec["labels"]))
 
 
 def progress(trial_dir: Path) -> list:

@@ -57,10 +57,13 @@ def test_confirm_is_sized_from_the_measured_trial_times(tmp_path):
     assert P.confirm_size(tmp_path, share_s=100.0, folds=5, slots=2, max_top=10).top == 1  # never none
 
 
-def test_a_search_without_a_completed_trial_stops_the_pipeline_saying_why(tmp_path):
+def test_a_search_without_a_completed_trial_leaves_the_linear_member_alone_saying_why(tmp_path):
     save_records(RunFiles(tmp_path), {"p": TrialRecord(trial_id="p", status=PRUNED, time_s=5.0)})
-    with pytest.raises(Exception, match="completed no trial within its share of the budget"):
-        P.confirm_size(tmp_path, share_s=600.0, folds=5, slots=2, max_top=10)
+    size = P.confirm_size(tmp_path, share_s=600.0, folds=5, slots=2, max_top=10)
+    assert size.top == 0 and size.fits == 0
+    line = P.confirm_plan_line(size, folds=5, left_s=600.0)
+    assert "completed no trial within its share, so the submission comes from the linear member alone" in line
+    assert "a longer --budget" in line
 
 
 @pytest.mark.parametrize("space, sets, expected", [
@@ -195,3 +198,29 @@ def test_a_pipeline_killed_in_its_search_resumes_and_writes_a_submission_within_
     submission = pd.read_csv(tmp_path / "submission.csv", dtype=str)
     assert submission["id"].tolist() == pd.read_csv(test, dtype=str)["id"].tolist()
     assert submission["label"].notna().all()
+
+
+@pytest.mark.ray
+def test_a_pipeline_whose_search_completed_no_trial_submits_from_the_linear_member(tmp_path, local_ray):
+    from rundir.io import read_json
+    from tests.stages.test_confirm import ROWS, TRIALS, make_search_run
+
+    pruned = [(tid, number, PRUNED, params, scores) for tid, number, _, params, scores in TRIALS]
+    files = RunFiles(make_search_run(tmp_path / "search", trials=pruned))
+    test = tmp_path / "test.csv"
+    write_synthetic(tmp_path / "data", rows=ROWS, seed=1)[1].replace(test)
+    rec = PipelineRecord(budget_s=1800.0, test=str(test), out=str(tmp_path / "submission.csv"), folds=3, max_top=10,
+                         settings=read_json(files.run_json)["settings"])
+    rec.stage("vectors").status = SKIPPED
+    rec.stage("search").status = DONE  # a search whose share ran out before any trial completed
+    rec.save(files.pipeline_json)
+    lines: list[str] = []
+    done = P.resume_pipeline(files.root, out=lines.append)
+    printed = "\n".join(lines)
+    assert done.finished and done.stage("confirm").note == P.NO_NETWORK_NOTE
+    assert "the search completed no trial within its share, so the submission comes from the linear member " \
+           "alone (3 folds)" in printed
+    assert "ensemble: linear x" in printed
+    submission = pd.read_csv(tmp_path / "submission.csv", dtype=str)
+    expected = pd.read_csv(test, dtype=str)
+    assert list(submission["id"]) == list(expected["id"]) and submission["label"].str.match(r"^\d+-\d+$").all()
