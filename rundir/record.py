@@ -65,11 +65,13 @@ def read_run(files: RunFiles) -> dict[str, Any]:
 
 
 def check_study(files: RunFiles, name: str) -> None:
-    """Refuse a missing or damaged study.db, opened read-only: Optuna's RDBStorage would create
-    an empty study where the file is missing, and fail deep inside on a damaged one."""
+    """Refuse a missing or damaged study.db, opened read-only (after rolling back a write a kill
+    interrupted: `roll_back_interrupted_write`): Optuna's RDBStorage would create an empty study
+    where the file is missing, and fail deep inside on a damaged one."""
     path = files.study_db
     if not path.is_file():
         raise damaged(path, "missing" if not path.exists() else "not a file")
+    journal = roll_back_interrupted_write(path)
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             (check,) = db.execute("PRAGMA quick_check").fetchone()
@@ -77,9 +79,26 @@ def check_study(files: RunFiles, name: str) -> None:
                 raise sqlite3.DatabaseError(check)
             found = db.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone()
     except sqlite3.Error as err:
-        raise damaged(path, f"not a readable Optuna study: {err}") from None
+        hint = (f"; {journal.name} holds a write that was interrupted, which SQLite rolls back on the next open "
+                "with write access: run the command as a user who may write the run directory") if journal else ""
+        raise damaged(path, f"not a readable Optuna study: {err}{hint}") from None
     if not found:
         raise damaged(path, f"it holds no study named {name!r}")
+
+
+def roll_back_interrupted_write(path: Path) -> Path | None:
+    """A process killed inside a write to study.db (a driver's kill -9, a power cut) leaves its
+    rollback journal, study.db-journal, beside it. SQLite rolls such a journal back on the next
+    connection that may write, which gives the study as it was before that write, with every
+    committed trial. A read-only connection cannot, and fails with "attempt to write a readonly
+    database". So, where there is one, open the file read-write once first. Returns the journal
+    when it is still there (the rollback failed: the run directory is not writable, say)."""
+    journal = path.with_name(path.name + "-journal")
+    if not (journal.is_file() and journal.stat().st_size):
+        return None
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        db.execute("PRAGMA schema_version").fetchone()  # a read: SQLite replays a hot journal first
+    return journal if journal.is_file() and journal.stat().st_size else None
 
 
 def run_settings(files: RunFiles) -> tuple[dict[str, Any], Settings]:
