@@ -46,9 +46,11 @@ def test_a_write_killed_mid_transaction_is_rolled_back_and_the_committed_trials_
 
     assert not journal.exists() or journal.stat().st_size == 0
     study = optuna.load_study(storage=f"sqlite:///{files.study_db}", study_name="s")
-    assert [t.params for t in study.trials] == [{"x": 1.0}, {"x": study.trials[1].params["x"]}]
-    with sqlite3.connect(files.study_db) as db:
-        assert db.execute("SELECT count(*) FROM trial_user_attributes WHERE key LIKE 'uncommitted-%'").fetchone() == (0,)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2  # the committed trials
+    assert study.trials[0].params == {"x": 1.0}
+    with sqlite3.connect(files.study_db) as db:  # and none of the killed write
+        uncommitted = "SELECT count(*) FROM trial_user_attributes WHERE key LIKE 'uncommitted-%'"
+        assert db.execute(uncommitted).fetchone() == (0,)
 
 
 def test_a_study_whose_interrupted_write_cannot_be_rolled_back_is_refused_saying_why(tmp_path, monkeypatch):
