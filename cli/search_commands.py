@@ -15,9 +15,10 @@ from cli.flags import at_least, duration, finite_float, plain_name
 from model.errors import ConfigError
 
 
-def space_parser() -> argparse.ArgumentParser:
+def space_parser(default: str = "demo") -> argparse.ArgumentParser:
+    """`--space`; None when not given, so a command can tell its default from a choice."""
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--space", default=None, help="search-space YAML file or shipped name (default: demo)")
+    parser.add_argument("--space", default=None, help=f"search-space YAML file or shipped name (default: {default})")
     return parser
 
 def data_parser() -> argparse.ArgumentParser:
@@ -177,6 +178,12 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "report", cmd_report, help="write an HTML report with figures to RUN_DIR/report/")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
 
+DEMO_ON_REAL_DATA = (
+    "note: no --space, so this searches the demo space, a tiny random-init encoder that lost to the linear member "
+    "by 0.05 on the competition's data. On real data pass --space cpu with word vectors from `embed` "
+    "(docs/reference.md), or run `pipeline`, which trains the vectors and searches the cpu space by default")
+
+
 def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
     from rundir.settings import Settings
     from search.driver import is_finished, launch, run_budget
@@ -184,6 +191,8 @@ def cmd_launch(args: argparse.Namespace, argv: list[str]) -> None:
     apply_verbose(args)
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once when piped
     settings = Settings.from_namespace(args)
+    if settings.space is None and settings.data is not None:
+        print(DEMO_ON_REAL_DATA)
     files, frame = launch(settings, argv=argv)
     exit_if_all_failed(files, frame)
     if not is_finished(frame, run_budget(files)):

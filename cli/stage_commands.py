@@ -175,11 +175,11 @@ def cmd_predict(args: argparse.Namespace, argv: list[str]) -> None:
 
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
     from cli.search_commands import add_method_flags, add_resource_flags, add_run_flags, data_parser, space_parser
-    from rundir.pipeline import MAX_TOP
+    from rundir.pipeline import MAX_TOP, PIPELINE_SPACE
     from rundir.settings import Settings
 
     d = Settings()
-    p = add_command(sub, "pipeline", cmd_pipeline, parents=[space_parser(), data_parser()],
+    p = add_command(sub, "pipeline", cmd_pipeline, parents=[space_parser(PIPELINE_SPACE), data_parser()],
                     help="from training data to a submission within a time budget: search, confirm, ensemble, "
                     "predict", description="Run the stages in one RUN_DIR within --budget of wall time: word "
                     "vectors (for a space that needs them), the search until its share of the budget, confirm of "

@@ -24,6 +24,10 @@ SEARCH_SHARE = 0.4  # of the budget left after the vectors stage and the end res
 END_RESERVE_SHARE, END_RESERVE_MIN_S = 0.05, 60.0  # for ensemble and predict
 CONFIRM_FILL = 0.85  # the share of confirm's slot-seconds its planned jobs may take (the rest: slack)
 MIN_BUDGET_S = 300.0  # below this no search fits beside the other stages
+# The space a pipeline searches without --space: the word-vector CNN/GRU family, the one that beat the
+# linear member on the competition's data on a CPU budget (docs/results.md; the demo space's tiny
+# random-init encoder lost to it by 0.05). The pipeline trains the vectors itself.
+PIPELINE_SPACE = "cpu"
 MAX_TOP = 10  # confirm --top the pipeline never exceeds (more members add little to an ensemble)
 
 

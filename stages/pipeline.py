@@ -49,6 +49,7 @@ from rundir.pipeline import (
     END_RESERVE_SHARE,
     MAX_TOP,
     MIN_BUDGET_S,
+    PIPELINE_SPACE,
     RUNNING,
     SEARCH_SHARE,
     SKIPPED,
@@ -311,6 +312,7 @@ def start_pipeline(settings: Settings, *, test: str | Path, out_path: str | Path
                    folds: int = DEFAULT_FOLDS, max_top: int = MAX_TOP, argv: list[str] | None = None,
                    out: Out = print) -> PipelineRecord:
     """Run a new pipeline (see the module docstring) into RUN_DIR = <storage-path>/<name>."""
+    settings = with_default_space(settings)
     check_request(settings, test=test, out_path=out_path, budget_s=budget_s, folds=folds, max_top=max_top)
     space_path = resolve_space_path(settings.space)
     name = settings.name or f"pipeline-{space_path.stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -340,6 +342,11 @@ def resume_pipeline(run_dir: str | Path, *, out: Out = print) -> PipelineRecord:
     out(f"resuming the pipeline at {stage.name if stage else 'its summary'}: {_minutes(record.spent_s)} of "
         f"{_minutes(record.budget_s)} spent")
     return Pipeline(settings, files, record, Clock(record, files.pipeline_json, out), out).run()
+
+
+def with_default_space(settings: Settings) -> Settings:
+    """The settings a pipeline searches with: PIPELINE_SPACE where no --space was given."""
+    return settings if settings.space is not None else dataclasses.replace(settings, space=PIPELINE_SPACE)
 
 
 def pipeline_pending(run_dir: str | Path) -> bool:

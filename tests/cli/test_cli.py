@@ -220,6 +220,21 @@ def captured(monkeypatch):
     return run
 
 
+@pytest.mark.parametrize("argv, noted", [
+    (["launch", "--data", "train.csv"], True),  # real data, the demo space by default: the user is told
+    (["launch", "--data", "train.csv", "--space", "demo"], False),  # chosen
+    (["launch", "--data", "train.csv", "--space", "cpu"], False),
+    (["launch"], False),  # the demo itself
+])
+def test_launch_on_real_data_without_a_space_notes_the_space_that_pays(captured, capsys, argv, noted):
+    settings = captured(argv)
+    assert settings.space == (argv[argv.index("--space") + 1] if "--space" in argv else None)
+    printed = capsys.readouterr().out
+    assert ("note: no --space, so this searches the demo space" in printed) is noted
+    if noted:
+        assert "pass --space cpu with word vectors from `embed`" in printed and "`pipeline`" in printed
+
+
 def non_defaults(parser: argparse.ArgumentParser) -> tuple[list[str], dict]:
     """Command-line flags giving every flag of `parser` a value other than its default, and those values."""
     argv, expected = [], {}

@@ -73,6 +73,12 @@ def test_vectors_are_trained_for_a_word_vector_space_that_names_none(space, sets
     assert P.needs_vectors(load_space(space, sets=sets), Settings()) is expected
 
 
+def test_a_pipeline_searches_the_cpu_space_unless_given_another():
+    assert P.with_default_space(Settings()).space == "cpu"
+    assert P.with_default_space(Settings(space="demo")).space == "demo"
+    assert P.with_default_space(Settings(space="my/space.yaml")).space == "my/space.yaml"
+
+
 class Stubbed(P.Pipeline):
     """The stage machinery with stand-in stages that count their calls; `fail` interrupts one once."""
 
@@ -182,7 +188,10 @@ def test_a_pipeline_killed_in_its_search_resumes_and_writes_a_submission_within_
     child.wait()
     before = load_records(RunFiles(run_dir))
     killed = PipelineRecord.load(run_dir / "pipeline.json")
-    assert killed.current().name == "search" and killed.stage("vectors").status == SKIPPED
+    # No --space: the pipeline searches the cpu space, whose word vectors it trained first.
+    assert killed.settings["space"] == "cpu" and killed.vectors == str(run_dir / "vectors")
+    assert killed.current().name == "search" and killed.stage("vectors").status == DONE
+    assert (run_dir / "vectors" / "vectors.npy").is_file()
 
     resumed = _child(["resume", str(run_dir)], tmp_path / "resume.log")
     assert resumed.wait(timeout=400) == 0, (tmp_path / "resume.log").read_text()[-3000:]
