@@ -178,6 +178,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "report", cmd_report, help="write an HTML report with figures to RUN_DIR/report/")
     p.add_argument("run_dir", help="the RUN_DIR a launch printed")
 
+
 DEMO_ON_REAL_DATA = (
     "note: no --space, so this searches the demo space, a tiny random-init encoder that lost to the linear member "
     "by 0.05 on the competition's data. On real data pass --space cpu with word vectors from `embed` "
