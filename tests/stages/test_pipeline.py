@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from cli.main import main
+from model import metrics as M
 from model.synthetic import write_synthetic
 from rundir.paths import RunFiles
 from rundir.pipeline import DONE, SKIPPED, STAGES, PipelineRecord
@@ -43,16 +44,20 @@ def test_the_search_gets_its_share_of_what_is_left_and_confirm_the_rest_but_the_
     assert P.end_reserve(600.0) == 60.0  # the floor
 
 
-def test_confirm_is_sized_from_the_measured_trial_times(tmp_path):
+def test_confirm_is_sized_from_the_times_of_the_trials_it_will_take(tmp_path):
     files = RunFiles(tmp_path)
-    times = [100.0, 120.0, 200.0, 300.0]
-    records = {f"t{i}": TrialRecord(trial_id=f"t{i}", status=COMPLETED, time_s=t) for i, t in enumerate(times)}
-    records["p"] = TrialRecord(trial_id="p", status=PRUNED, time_s=5.0)  # pruned trials do not count
+    # (seconds, level-2 F1) of the completed trials; confirm takes them best first: t2, t0, t3, t1
+    trials = {"t0": (100.0, 0.5), "t1": (120.0, 0.3), "t2": (200.0, 0.6), "t3": (300.0, 0.4)}
+    records = {tid: TrialRecord(trial_id=tid, status=COMPLETED, time_s=seconds, optuna_number=int(tid[1]),
+                                history=[{M.EPOCH: 1, M.LEVEL2_MACRO_F1: score}])
+               for tid, (seconds, score) in trials.items()}
+    records["p"] = TrialRecord(trial_id="p", status=PRUNED, time_s=5.0, optuna_number=9,  # pruned: no candidate
+                               history=[{M.EPOCH: 1, M.LEVEL2_MACRO_F1: 0.9}])
     save_records(files, records)
-    size = P.confirm_size(tmp_path, share_s=3600.0, folds=5, slots=2, max_top=10)
-    assert size.job_s == pytest.approx(225.0)  # the 75th percentile of the completed trials' times
-    assert size.fits == int(2 * 3600 * P.CONFIRM_FILL // 225.0) == 27
-    assert size.top == 4  # 27 jobs would hold 5 configs, but only 4 trials completed
+    # 5 folds: t2 costs 1000 slot-seconds, t0 500, t3 1500, t1 600; 2 slots x 1000 s x 0.85 hold 1700
+    size = P.confirm_size(tmp_path, share_s=1000.0, folds=5, slots=2, max_top=10)
+    assert (size.top, size.job_s, size.fits) == (2, 150.0, int(1700 // 150.0))  # t2 + t0; t3 would overrun
+    assert P.confirm_size(tmp_path, share_s=3600.0, folds=5, slots=2, max_top=10).top == 4  # every completed one
     assert P.confirm_size(tmp_path, share_s=3600.0, folds=5, slots=2, max_top=3).top == 3
     assert P.confirm_size(tmp_path, share_s=100.0, folds=5, slots=2, max_top=10).top == 1  # never none
 
