@@ -5,8 +5,9 @@ One run directory, the stages in order, each the project's own command:
     vectors   word vectors for a space of word-vector encoders that names no checkpoint (`embed`,
               on the training and test texts), else skipped
     search    `launch` until its share of the budget is spent (`--time-budget`: search/deadline.py)
-    confirm   the top K completed trials on every fold, K sized from the search's measured trial
-              times so that the stage fits its share; unfinished jobs at its end are left out
+    confirm   the top K completed trials on every fold, K sized from their measured search times
+              so that the stage fits its share (K 0, the linear member alone, when the search
+              completed none); unfinished jobs at its end are left out
     ensemble  `ensemble` over the members confirm completed
     predict   `predict` of the test file with the ensemble
 
