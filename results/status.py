@@ -112,7 +112,7 @@ def confirm_lines(files: ConfirmFiles, *, driver_running: bool) -> list[str]:
 def duplicate_proposals(files: RunFiles, study_name: str) -> int:
     """Optuna trials the duplicate guard settled without training (search/searcher.py)."""
     try:
-        check_study(files, study_name)  # opens nothing that is not there, reads only
+        check_study(files, study_name)  # opens nothing that is not there; writes only to undo a killed write
     except ConfigError:
         return 0  # `status` works without the study (report and resume say what is wrong with it)
     study = optuna.load_study(study_name=study_name, storage=files.study_url)

@@ -204,6 +204,15 @@ def test_confirm_again_reports_the_finished_stage_or_refuses_an_unfinished_one(c
         confirm(copy, out=lines.append)
 
 
+def all_pruned_copy(search_run: Path, tmp_path: Path) -> Path:
+    """A copy of the search run in which no trial completed (every one pruned)."""
+    run_dir = tmp_path / "runs" / "s"
+    shutil.copytree(search_run, run_dir)
+    trials = read_json(run_dir / "trials.json")
+    (run_dir / "trials.json").write_text(json.dumps([{**t, "status": "pruned"} for t in trials]))
+    return run_dir
+
+
 def test_confirm_refuses_bad_flags_and_runs_without_completed_trials(search_run, tmp_path):
     with pytest.raises(ConfigError, match=r"--folds is 1, but must be >= 2"):
         confirm(search_run, folds=1, out=print)
@@ -212,10 +221,7 @@ def test_confirm_refuses_bad_flags_and_runs_without_completed_trials(search_run,
     with pytest.raises(ConfigError, match=r"--race-alpha is 0.9, but must be above 0 and at most 0.5"):
         confirm(search_run, race=RaceRule(alpha=0.9), out=print)
     assert not (search_run / "confirm").exists()
-    run_dir = tmp_path / "runs" / "s"
-    shutil.copytree(search_run, run_dir)
-    trials = read_json(run_dir / "trials.json")
-    (run_dir / "trials.json").write_text(json.dumps([{**t, "status": "pruned"} for t in trials]))
+    run_dir = all_pruned_copy(search_run, tmp_path)
     with pytest.raises(ConfigError, match=r"no completed trial to confirm \(statuses: 4 pruned\)"):
         confirm(run_dir, out=print)
     assert not (run_dir / "confirm").exists()
@@ -223,10 +229,7 @@ def test_confirm_refuses_bad_flags_and_runs_without_completed_trials(search_run,
 
 def test_top_0_confirms_the_linear_member_alone_which_ensemble_and_predict_take(search_run, tmp_path):
     """A search that completed no trial still leads to a submission: the linear member (no Ray job)."""
-    run_dir = tmp_path / "runs" / "s"
-    shutil.copytree(search_run, run_dir)
-    trials = read_json(run_dir / "trials.json")
-    (run_dir / "trials.json").write_text(json.dumps([{**t, "status": "pruned"} for t in trials]))
+    run_dir = all_pruned_copy(search_run, tmp_path)
     with pytest.raises(ConfigError, match=r"or pass --top 0 to confirm the linear member alone"):
         confirm(run_dir, out=print)
     with pytest.raises(ConfigError, match=r"--top 0 confirms the linear member alone, which --no-linear leaves"):
