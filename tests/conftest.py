@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -105,6 +106,19 @@ def write_csv(path, rows: list[dict] | str) -> str:
     else:
         pd.DataFrame(rows).to_csv(path, index=False)
     return str(path)
+
+
+# A line a Ray worker printed, as Ray forwards it to the driver's stderr: "(run_trial pid=25606) ...",
+# coloured on a terminal. A module's Ray stays up between its tests, so a worker of an earlier test
+# (shutting down, a reused one unwinding) may print into a later test's captured stderr.
+_RAY_WORKER_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)?\((?:[\w.:-]+ )?pid=\d+(?:, ip=[^)]*)?\)")
+
+
+def own_err(capsys: pytest.CaptureFixture) -> str:
+    """What the test's own process wrote to stderr: the captured text less the lines Ray forwarded
+    from its workers."""
+    lines = capsys.readouterr().err.splitlines(keepends=True)
+    return "".join(line for line in lines if not _RAY_WORKER_LINE.match(line))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from cli.main import main
 from rundir.settings import Settings
-from tests.conftest import E2E_SPACE
+from tests.conftest import E2E_SPACE, own_err
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, str]]:
@@ -43,7 +43,7 @@ def refused(capsys):
         before = snapshot(*watch)
         with pytest.raises(SystemExit) as exc:
             main([str(a) for a in argv])
-        err = capsys.readouterr().err
+        err = own_err(capsys)
         assert exc.value.code == 2, f"exit status {exc.value.code}, stderr:\n{err}"
         assert "Traceback" not in err, err
         assert "error:" in err, err

@@ -23,7 +23,7 @@ from rundir.settings import Settings, command_prefix
 from search.session import RestoreFailed
 from spaces.space import load_space
 from stages.train_one import parse_sets, resolve_config
-from tests.conftest import E2E_SPACE
+from tests.conftest import E2E_SPACE, own_err
 
 COMMANDS = ["launch", "resume", "confirm", "train-one", "export", "status", "report", "pretrain", "embed", "ensemble",
             "predict", "pipeline"]
@@ -96,7 +96,7 @@ def test_bad_input_is_an_error_line_and_exit_2(error, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["status", "runs/x"])
     assert exit_.value.code == base.EXIT_USAGE
-    assert capsys.readouterr().err == f"error: {error}\n"
+    assert own_err(capsys) == f"error: {error}\n"
 
 
 def test_launch_flags_map_one_to_one_onto_settings():
@@ -192,11 +192,11 @@ def test_a_search_whose_every_trial_failed_exits_3_with_the_first_error(command,
     argv = ["launch", "--name", "x"] if command == "launch" else ["resume", "runs/x"]
     if code is None:
         cli.main(argv)
-        assert "error:" not in capsys.readouterr().err
+        assert "error:" not in own_err(capsys)
         return
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
-    err = capsys.readouterr().err
+    err = own_err(capsys)
     assert exit_.value.code == code == 3
     assert "every trial of runs/x ended as an error (2 trials; the first: ValueError: boom)" in err
     assert "resume runs/x --retry-errored" in err and "Traceback" not in err

@@ -21,7 +21,7 @@ from rundir.settings import Settings, command_prefix
 from search.driver import _stored_space
 from spaces.space import SPACES_DIR, SpaceError, load_space, parse_space
 from stages.train_one import parse_sets, resolve_config
-from tests.conftest import write_tiny_bert
+from tests.conftest import own_err, write_tiny_bert
 
 SPACE = "fixed: {dropout: 0.1, max_epochs: 2}\nparams:\n  lr: {float: [0.001, 0.01], log: true}\n"
 
@@ -69,7 +69,7 @@ def test_bad_sets_fail_before_ray_with_exit_2(space_file, tmp_path, capsys, item
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == base.EXIT_USAGE
-    err = capsys.readouterr().err
+    err = own_err(capsys)
     assert err.startswith("error: ")
 
     assert re.search(message, err), err

@@ -36,6 +36,7 @@ from stages import ensemble as S
 from stages.confirm.reader import load_confirm
 from stages.ensemble import run_ensemble
 from stages.predict import run_predict
+from tests.conftest import own_err
 
 ROWS, FOLDS, SEQ = 600, 3, 48
 SPACE = """
@@ -345,7 +346,7 @@ def test_ensemble_refuses_a_missing_or_partial_confirm_with_exit_2(tmp_path, cap
                             fold_of=(np.arange(len(y)) % 2).astype(np.int16), y=y[::-1].copy(),
                             ids=np.arange(len(y)).astype(str))
     assert _main(["ensemble", str(root)]) == base.EXIT_USAGE
-    err = capsys.readouterr().err
+    err = own_err(capsys)
     assert err.startswith("error: ")
     assert re.search(message, err), err
     assert not (confirm / "ensemble.json").exists()
@@ -526,7 +527,7 @@ def test_predict_bad_input_exits_2_naming_the_fix(run_dir, test_rows, tmp_path, 
     out = tmp_path / "submission.csv"
     argv = ["predict", str(run_dir), "--data", str(path), "--out", str(out), "--no-progress"]
     assert _main(argv + (["--use", use] if use else [])) == base.EXIT_USAGE
-    err = capsys.readouterr().err
+    err = own_err(capsys)
     assert err.startswith("error: ") and re.search(message, err), err
     assert not out.exists()
 

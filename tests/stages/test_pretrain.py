@@ -24,6 +24,7 @@ from model.pretrain.config import CHECKPOINTS, PretrainConfig
 from model.synthetic import synthesize
 from rundir.settings import Settings
 from search.driver import launch
+from tests.conftest import own_err
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "64",
@@ -135,7 +136,7 @@ def test_a_different_run_on_the_same_out_is_refused_with_exit_2(corpus, tmp_path
     cli.main(pretrain_args(corpus, tmp_path, "--steps", "2"))
     with pytest.raises(SystemExit) as exit_:
         cli.main(pretrain_args(corpus, tmp_path, "--steps", "2", "--mask-prob", "0.2"))
-    err = capsys.readouterr().err
+    err = own_err(capsys)
     assert exit_.value.code == 2
     assert err.startswith(f"error: --out {tmp_path} holds the checkpoint of a different pretraining run "
                           "(--mask-prob 0.15 -> 0.2)")
