@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import at_least
-from model.wordvec import METHODS, WordVecConfig
+from model.wordvec import METHODS, VIEWS, WordVecConfig
 
 _D = WordVecConfig()
 
@@ -23,6 +23,10 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("vectors")
     v.add_argument("--method", default=_D.method, choices=list(METHODS),
                    help="word2vec, or fasttext (also learns character n-grams of each token)")
+    v.add_argument("--view", default=_D.view, choices=list(VIEWS),
+                   help="tokens, or bigrams: vectors of each token paired with the next, for the encoders' "
+                   "`view: bigrams` (a second view of the text; the competition's text has 17x more pairs seen "
+                   "twice than tokens, so pass --min-count 2 with it)")
     v.add_argument("--dim", type=at_least(1), default=_D.dim, help="vector size")
     v.add_argument("--window", type=at_least(1), default=_D.window, help="context tokens on each side")
     v.add_argument("--min-count", type=at_least(1), default=_D.min_count,

@@ -41,7 +41,7 @@ LIMITS: dict[str, tuple[int, str]] = {
 # each other. A search space checks every combination of their values it can draw
 # (`spaces.space.check_combinations`), so a rule added there names its fields here.
 CROSS_FIELDS = ("encoder", "checkpoint", "hidden_size", "num_heads", "rnn", "swa_start", "max_epochs", "cnn_filters",
-                "cnn_kernels")
+                "cnn_kernels", "view")
 # The most kernel widths `cnn_kernels` may list, and the widest kernel: Kim (2014) used 3 widths up
 # to 5; more only multiplies the encoder's cost.
 MAX_KERNELS, MAX_KERNEL_WIDTH = 8, 32
@@ -105,6 +105,9 @@ class TrialConfig:
     dpcnn_blocks: int = _param(3, "dpcnn: downsampling blocks, each halving the sequence", low=1, high=12)
     rnn_hidden: int = _param(128, "bigru, bilstm encoders: units per direction (the output is twice as wide)",
                              low=1)
+    view: str = _param("tokens", "textcnn, dpcnn, bigru, bilstm: what the embedding reads: the tokens, or each "
+                       "token with the next (bigrams; their vocabulary is the checkpoint's, so a checkpoint of "
+                       "`embed --view bigrams` is needed)", choices=("tokens", "bigrams"))
 
     # --- input: texts longer than max_seq_len (the data is encoded once; each trial cuts its own way) ---
     truncation: str = _param("head", "what a text longer than max_seq_len - 2 tokens keeps: its head, its tail, "
@@ -178,6 +181,9 @@ class TrialConfig:
         for f in fields(self):
             check_value(f.name, getattr(self, f.name))
         encoder = _registry("encoder")[self.encoder]
+        if self.view not in getattr(encoder, "views", ("tokens",)):
+            raise ConfigError(f"`view` is {self.view!r}, but encoder {self.encoder!r} reads tokens only; the "
+                              "bigram view is for textcnn, dpcnn, bigru and bilstm")
         if hasattr(encoder, "check_config"):
             encoder.check_config(self)  # the encoder's own cross-field rules, e.g. `checkpoint` is set
         if self.swa_start > self.max_epochs:

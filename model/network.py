@@ -62,7 +62,7 @@ def build_for_weights(cfg: TrialConfig, weights: dict[str, torch.Tensor], *, voc
                       architecture: dict | None = None) -> Classifier:
     """The classifier `weights` (a state dict of `build_model(cfg, ...)`'s) load into, built without
     reading the checkpoint whose weights they replace, so a saved model still loads after that
-    directory moved or went: a word-vector encoder needs only its size (`standalone_config`), a
+    directory moved or went: a word-vector encoder needs only the saved shapes (`from_weights`), a
     pretraining checkpoint's encoder its config, which a model directory keeps (`architecture`,
     model/encoders.py `encoder_architecture`). Without `architecture` such an encoder reads its
     checkpoint as in training (a search trial's checkpoint)."""
@@ -70,9 +70,10 @@ def build_for_weights(cfg: TrialConfig, weights: dict[str, torch.Tensor], *, voc
     encoder = None
     if architecture is not None and hasattr(kind, "from_architecture"):
         encoder = kind.from_architecture(architecture, cfg, vocab=vocab)
-    if hasattr(kind, "standalone_config"):
+    elif hasattr(kind, "from_weights"):
         prefix = "encoder."  # Classifier.encoder
-        cfg = kind.standalone_config(cfg, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        encoder = kind.from_weights(cfg, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)},
+                                    vocab=vocab)
     return build_model(cfg, vocab=vocab, max_seq_len=max_seq_len, num_labels=num_labels, num_level1=num_level1,
                        encoder=encoder)
 

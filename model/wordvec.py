@@ -8,7 +8,8 @@ line), trains with gensim and writes a checkpoint directory:
 
     vectors.npy    (V, dim) float32; row i is the vector of line i of vocab.txt
                    (`np.load(..., allow_pickle=False)` reads it: a data format, no code)
-    vocab.txt      one token per line, in gensim's order (descending corpus frequency)
+    vocab.txt      one token per line, in gensim's order (descending corpus frequency); with
+                   view "bigrams", one token pair per line, "a b" (`token_pairs`)
     wordvec.json   the settings, the corpus files (path, sha256, rows), library versions,
                    per-epoch log, wall time, creation time and the command line
 
@@ -46,6 +47,10 @@ VECTORS_FILE, VOCAB_FILE, RECORD_FILE = "vectors.npy", "vocab.txt", "wordvec.jso
 CHECKPOINT_FILES = (VECTORS_FILE, VOCAB_FILE, RECORD_FILE)
 FORMAT = "wordvec"  # wordvec.json's "format": what tells this kind of checkpoint from others
 METHODS = ("word2vec", "fasttext")
+# What a checkpoint's tokens are: the corpus tokens, or each token joined to the next by a space
+# (a corpus token never holds whitespace, so "a b" is exactly the pair (a, b)).
+VIEWS = ("tokens", "bigrams")
+PAIR_SEPARATOR = " "
 
 
 # ----------------------------------------------------------------------------- settings
@@ -65,10 +70,13 @@ class WordVecConfig:
     sg: int = 1
     negative: int = 5  # negative samples per positive pair
     seed: int = 0
+    view: str = "tokens"  # tokens, or bigrams: vectors of each token paired with the next (`token_pairs`)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"--method is {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.view not in VIEWS:
+            raise ConfigError(f"--view is {self.view!r}; choose one of {', '.join(VIEWS)}")
         for name in ("dim", "window", "min_count", "epochs", "negative"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} is {getattr(self, name)}, but must be >= 1")
@@ -152,6 +160,23 @@ def _shape_problem(vectors: np.ndarray, record: Any, tokens: list[str]) -> str |
     return None
 
 
+def token_pairs(tokens: Sequence[str]) -> list[str]:
+    """The bigram view of a text: each token joined to the next, ["a", "b", "c"] -> ["a b", "b c"]."""
+    return [f"{a}{PAIR_SEPARATOR}{b}" for a, b in zip(tokens[:-1], tokens[1:], strict=True)]
+
+
+def split_pair(pair: str) -> tuple[str, str]:
+    first, _, second = pair.partition(PAIR_SEPARATOR)
+    return first, second
+
+
+def vectors_view(directory: str | Path) -> str:
+    """The view of the checkpoint in `directory` (checked by `check_vectors_dir` first): a checkpoint
+    written before views existed holds token vectors."""
+    record = json.loads((Path(directory) / RECORD_FILE).read_text(encoding="utf-8"))
+    return record.get("view", "tokens")
+
+
 def load_vectors(directory: str | Path) -> WordVectors:
     """The checkpoint in `directory` (checked by `check_vectors_dir`), vectors in memory."""
     check_vectors_dir(directory)
@@ -220,10 +245,13 @@ def fit_vectors(cfg: WordVecConfig, corpus: Corpus, *, threads: int = 1,
     """Train on `corpus`: (tokens, (V, dim) float32 vectors, per-epoch log). `out` gets one line per
     epoch (None: silent)."""
     documents = [text.split() for text in corpus.texts]
+    if cfg.view == "bigrams":
+        documents = [token_pairs(tokens) for tokens in documents]
     model = _gensim_model(cfg, threads=threads)
     model.build_vocab(documents)
     if len(model.wv) == 0:
-        raise DataError(f"no token occurs --min-count {cfg.min_count} times in the corpus "
+        raise DataError(f"no {'token pair' if cfg.view == 'bigrams' else 'token'} occurs --min-count {cfg.min_count} "
+                        f"times in the corpus "
                         f"({', '.join(f['path'] for f in corpus.files)}); lower --min-count")
     log = EpochLog(epochs=cfg.epochs, out=out)
     model.train(documents, total_examples=model.corpus_count, epochs=cfg.epochs, callbacks=[log],

@@ -41,7 +41,7 @@ from model.data import PAD
 from model.encoders import ENCODERS
 from model.errors import ConfigError
 from model.rnn import run_packed
-from model.wordvec import WordVectors, check_vectors_dir, load_vectors
+from model.wordvec import WordVectors, check_vectors_dir, load_vectors, split_pair, vectors_view
 
 if TYPE_CHECKING:  # annotations only: config.py reads this module's registry (model/components.py)
     from model.config import TrialConfig
@@ -87,16 +87,76 @@ def build_embedding(cfg: TrialConfig, vocab: Sequence[str]) -> nn.Embedding:
     return nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=padding_idx)
 
 
+# ----------------------------------------------------------------------------- the bigram view
+
+
+class BigramIndex(nn.Module):
+    """The bigram view's vocabulary inside the model: which embedding row each (token, next token)
+    pair of the run's ids reads.
+
+    `keys` (a buffer, saved with the weights) is the sorted `first * vocab_size + second` of the
+    pairs the checkpoint has vectors for, expressed in the run's token ids; pair i of `keys` reads
+    row i + 2. Row 0 is [PAD] (zero, never trained), row 1 every other pair (rarer than the
+    checkpoint's min_count, or with a token the run or the checkpoint lacks, or with [CLS]/[SEP]).
+    An exact vocabulary, not hashing: on the competition data hashed buckets lost 0.01-0.03
+    level-2 macro-F1 to collisions (docs/results.md). Keeping it in the model leaves the data path,
+    `predict` included, on token ids.
+    """
+
+    PAD_ROW, OTHER_ROW, FIRST_ROW = 0, 1, 2
+
+    def __init__(self, keys: torch.Tensor, *, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.register_buffer("keys", keys)
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T) embedding rows: position t reads the pair (t, t + 1), the last
+        position of each text and padded positions [PAD]."""
+        key = input_ids[:, :-1] * self.vocab_size + input_ids[:, 1:]  # (B, T - 1)
+        at = torch.searchsorted(self.keys, key).clamp(max=max(len(self.keys) - 1, 0))
+        found = self.keys[at] == key if len(self.keys) else torch.zeros_like(key, dtype=torch.bool)
+        rows = torch.where(found, at + self.FIRST_ROW, torch.full_like(at, self.OTHER_ROW))
+        rows = rows.masked_fill(~mask[:, 1:], self.PAD_ROW)  # a pair is real when its second token is
+        return F.pad(rows, (0, 1), value=self.PAD_ROW)
+
+
+def bigram_embedding(vocab: Sequence[str], vectors: WordVectors) -> tuple[nn.Embedding, BigramIndex, float]:
+    """The bigram view's embedding and index from a checkpoint of token pairs (`embed --view
+    bigrams`), and the share of its pairs the run's vocabulary can express."""
+    index = {token: i for i, token in enumerate(vocab)}
+    keys, rows = [], []
+    for row, pair in enumerate(vectors.tokens):
+        first, second = split_pair(pair)
+        if first in index and second in index:
+            keys.append(index[first] * len(vocab) + index[second])
+            rows.append(row)
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    source = torch.from_numpy(vectors.vectors)
+    weight = torch.empty(BigramIndex.FIRST_ROW + len(keys), vectors.dim).normal_(
+        0.0, float(source.std()) if source.numel() > 1 else 1.0)
+    weight[BigramIndex.PAD_ROW] = 0.0
+    weight[BigramIndex.FIRST_ROW:] = source[torch.tensor([rows[i] for i in order], dtype=torch.long)]
+    bigrams = BigramIndex(torch.tensor([keys[i] for i in order], dtype=torch.long), vocab_size=len(vocab))
+    embedding = nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=BigramIndex.PAD_ROW)
+    return embedding, bigrams, len(keys) / max(len(vectors.tokens), 1)
+
+
 class WordVecEncoder(nn.Module):
     """The shared part: the word embedding, dropout on it, padded positions zeroed, checkpoint checks.
-    A subclass gives `build(cfg, embedding=...)`, `output_width(cfg)` and `forward`."""
+    A subclass gives `build(cfg, embedding=...)`, `output_width(cfg)` and `forward`.
+
+    With `view` bigrams the embedding's rows are token pairs, and `bigrams` (a `BigramIndex`) maps
+    the input ids to them; the encoders after the embedding are the same."""
 
     hidden_size: int
+    views = ("tokens", "bigrams")  # TrialConfig refuses a `view` an encoder lacks
 
     def __init__(self, *, embedding: nn.Embedding, dropout: float):
         super().__init__()
         self.embedding = embedding
         self.dropout = nn.Dropout(dropout)
+        self.bigrams: BigramIndex | None = None  # set by `with_bigrams`
 
     @classmethod
     def output_width(cls, cfg: TrialConfig) -> int:
@@ -109,8 +169,13 @@ class WordVecEncoder(nn.Module):
 
     @classmethod
     def check_config(cls, cfg: TrialConfig) -> None:
-        """Pure (no I/O), run by `TrialConfig`: an `rnn` layer after the encoder splits its width
-        into two directions, so the width must be even."""
+        """Pure (no I/O), run by `TrialConfig`: the bigram view needs a checkpoint (its pairs are the
+        vocabulary); an `rnn` layer after the encoder splits its width into two directions, so the
+        width must be even."""
+        if cfg.view == "bigrams" and not cfg.checkpoint:
+            raise ConfigError(f"`view` bigrams (encoder {cfg.encoder!r}) takes its pairs from a checkpoint, but "
+                              "`checkpoint` is empty; write one with `python -m search embed --view bigrams "
+                              "--min-count 2 --corpus FILE... --out DIR` and set checkpoint=DIR")
         width = cls.output_width(cfg)
         if cfg.rnn != "none" and width % 2:
             raise ConfigError(f"encoder {cfg.encoder!r} is {width} wide (odd) under cnn_filters {cfg.cnn_filters} "
@@ -128,24 +193,47 @@ class WordVecEncoder(nn.Module):
             _, dim = check_vectors_dir(cfg.checkpoint)
         except ConfigError as err:
             raise ConfigError(f"{where} {err}") from None
+        view = vectors_view(cfg.checkpoint)
+        if view != cfg.view:
+            raise ConfigError(f"{where} it holds vectors of {view} and `view` is {cfg.view!r}; set view={view}, or "
+                              f"embed with --view {cfg.view}")
         if cfg.embedding_dim and cfg.embedding_dim != dim:
             raise ConfigError(f"{where} its vectors have {dim} dimensions and `embedding_dim` is {cfg.embedding_dim}; "
                               f"set embedding_dim 0 (take the checkpoint's) or {dim}, or embed with --dim "
                               f"{cfg.embedding_dim}")
 
     @classmethod
-    def standalone_config(cls, cfg: TrialConfig, weights: dict[str, torch.Tensor]) -> TrialConfig:
-        """`cfg` without its checkpoint, for loading the encoder's saved `weights`: the vectors only
-        initialise the embedding the weights replace, so their size is all that is needed."""
-        embedding = weights.get("embedding.weight")
-        if not cfg.checkpoint or embedding is None:
-            return cfg
-        return dataclasses.replace(cfg, checkpoint="", embedding_dim=int(embedding.shape[1]))
+    def from_weights(cls, cfg: TrialConfig, weights: dict[str, torch.Tensor], *, vocab: Sequence[str]
+                     ) -> WordVecEncoder:
+        """The encoder the saved `weights` (its state dict) load into, built without reading the
+        checkpoint: the vectors only initialise the embedding the weights replace, so the saved
+        shapes are all that is needed (model/network.py `build_for_weights`)."""
+        rows, dim = weights["embedding.weight"].shape
+        if cfg.view == "bigrams":
+            padding_idx = BigramIndex.PAD_ROW
+        else:
+            padding_idx = list(vocab).index(PAD)
+        embedding = nn.Embedding(rows, dim, padding_idx=padding_idx)
+        standalone = dataclasses.replace(cfg, checkpoint="", embedding_dim=dim, view="tokens")
+        encoder = cls.build(standalone, embedding=embedding)
+        if cfg.view == "bigrams":
+            encoder.with_bigrams(BigramIndex(torch.zeros_like(weights["bigrams.keys"]), vocab_size=len(vocab)))
+        return encoder
 
     @classmethod
     def from_config(cls, cfg: TrialConfig, *, vocab: Sequence[str], max_seq_len: int) -> WordVecEncoder:
         cls.check_checkpoint(cfg)
-        return cls.build(cfg, embedding=build_embedding(cfg, vocab))
+        if cfg.view != "bigrams":
+            return cls.build(cfg, embedding=build_embedding(cfg, vocab))
+        embedding, bigrams, placed = bigram_embedding(vocab, load_vectors(cfg.checkpoint))
+        if placed < MIN_COVERAGE:
+            warnings.warn(f"{cfg.checkpoint}: only {placed:.0%} of its token pairs are pairs of the run's tokens; "
+                          "were the vectors trained on this task's text?", stacklevel=2)
+        return cls.build(cfg, embedding=embedding).with_bigrams(bigrams)
+
+    def with_bigrams(self, bigrams: BigramIndex) -> WordVecEncoder:
+        self.bigrams = bigrams
+        return self
 
     @property
     def word_embeddings(self) -> nn.Embedding:
@@ -156,8 +244,10 @@ class WordVecEncoder(nn.Module):
         return self.embedding
 
     def embed(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T, E) word vectors after dropout, zeros at padded positions."""
-        return self.dropout(self.embedding(input_ids)).masked_fill(~mask.unsqueeze(-1), 0.0)
+        """(B, T) -> (B, T, E) word vectors (of the bigram starting at each position, with `view`
+        bigrams) after dropout, zeros at padded positions."""
+        rows = input_ids if self.bigrams is None else self.bigrams(input_ids, mask)
+        return self.dropout(self.embedding(rows)).masked_fill(~mask.unsqueeze(-1), 0.0)
 
 
 # ----------------------------------------------------------------------------- TextCNN

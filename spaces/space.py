@@ -459,13 +459,16 @@ def _apply_sets(fixed: Any, params: Any, sets: dict[str, Any], source: str, skip
 
 def _parse_fixed(fixed: dict, where: _Where, *, searched: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The fixed values, valid as a config on their own unless what they lack is searched (a fixed
-    checkpoint encoder whose `checkpoint` is a choice: `check_combinations` checks each)."""
+    checkpoint encoder whose `checkpoint` is a choice, or fixed values such as `view: bigrams` that
+    only the searched encoders read: `check_combinations` checks each draw)."""
     if not isinstance(fixed, dict):
         raise SpaceError(f"{where('fixed')}: `fixed` must be a mapping of TrialConfig fields to values")
     out = {name: _check_field(name, value, where(name, fixed), "fixed value") for name, value in fixed.items()}
     try:
         TrialConfig.from_dict(out)
     except ConfigError as err:
+        if "encoder" in searched and "encoder" not in out:
+            return out  # TrialConfig's default encoder is no encoder this space draws
         if not out.get("checkpoint") and "`checkpoint`" in str(err):
             if "checkpoint" in searched:
                 return out

@@ -4,11 +4,15 @@ same bytes in separate processes whatever the hash seed, refusals of bad corpora
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cli import main as cli
@@ -109,6 +113,23 @@ def test_the_embed_flags_map_to_the_config(corpus, tmp_path):
 
     assert config_from_args(args) == WordVecConfig(method="fasttext", sg=0, dim=32, min_count=2, negative=3, seed=7)
     assert config_from_args(parser.parse_args(["embed", "--corpus", "c", "--out", "o"])) == WordVecConfig()
+    assert config_from_args(parser.parse_args(["embed", "--corpus", "c", "--out", "o", "--view", "bigrams"])
+                            ) == WordVecConfig(view="bigrams")
+
+
+def test_the_bigram_view_trains_one_vector_per_pair_of_consecutive_tokens(corpus, tmp_path):
+    stdout = embed(corpus, tmp_path / "pairs", "--view", "bigrams", "--min-count", "2")
+    assert f"checkpoint: {tmp_path / 'pairs'}" in stdout
+    record = json.loads((tmp_path / "pairs" / RECORD_FILE).read_text())
+    pairs = load_vectors(tmp_path / "pairs").tokens
+    assert record["view"] == "bigrams" and record["vocab_size"] == len(pairs)
+    # exactly the pairs of consecutive tokens seen twice or more in the corpus's documents
+    documents = [line.split() for line in Path(corpus[1]).read_text().splitlines() if line.strip()]
+    documents += [text.split() for text in pd.read_csv(corpus[0], dtype=str)["text"]]
+    seen = Counter(f"{a} {b}" for tokens in documents for a, b in zip(tokens[:-1], tokens[1:], strict=True))
+    assert set(pairs) == {pair for pair, n in seen.items() if n >= 2}
+    train_vectors(WordVecConfig(**SMALL), corpus, tmp_path / "tokens", progress=None)
+    assert json.loads((tmp_path / "tokens" / RECORD_FILE).read_text())["view"] == "tokens"
 
 
 def test_an_earlier_checkpoint_is_replaced_and_anything_else_refused(corpus, tmp_path):
@@ -150,6 +171,7 @@ def test_bad_corpora_are_data_errors_naming_the_file_and_the_fix(tmp_path, corpu
     (dict(method="glove"), r"--method is 'glove'; choose one of word2vec, fasttext"),
     (dict(dim=0), r"--dim is 0, but must be >= 1"),
     (dict(sg=2), r"sg is 2, but must be 1 \(skip-gram, --sg\) or 0 \(CBOW, --cbow\)"),
+    (dict(view="trigrams"), r"--view is 'trigrams'; choose one of tokens, bigrams"),
 ])
 def test_bad_settings_are_refused(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -161,6 +183,25 @@ def test_embed_on_bad_input_exits_2_with_an_error_line(tmp_path, capsys):
         cli.main(["embed", "--corpus", str(tmp_path / "none.csv"), "--out", str(tmp_path / "wv")])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'none.csv'}: corpus file not found")
+
+
+def test_train_one_reads_the_bigram_view_of_an_embed_checkpoint_and_refuses_the_other_view(tmp_path, capsys):
+    synthesize(400, seed=0)[0].to_csv(tmp_path / "train.csv", index=False)  # the texts train-one trains on
+    corpus = [str(tmp_path / "train.csv")]
+    embed(corpus, tmp_path / "pairs", "--view", "bigrams", "--min-count", "2")
+    embed(corpus, tmp_path / "tokens")
+    argv = ["train-one", "--space", "cpu", "--point", "textcnn_weighted_head_tail", "--synthetic-rows", "400",
+            "--max-epochs", "1", "--threads", "1", "--device", "cpu", "--no-progress", "--set", "view=bigrams"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the checkpoint's pairs are the run's: no coverage warning
+        cli.main([*argv, "--set", f"checkpoint={tmp_path / 'pairs'}"])
+    printed = capsys.readouterr().out
+    assert "view=bigrams" in printed and re.search(r"best: epoch 1, level-2 macro-F1 0\.\d{4}", printed), printed
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--set", f"checkpoint={tmp_path / 'tokens'}"])
+    assert exit_.value.code == 2
+    assert "it holds vectors of tokens and `view` is 'bigrams'; set view=tokens, or embed with --view bigrams" in \
+        capsys.readouterr().err
 
 
 def _damage(directory, how):

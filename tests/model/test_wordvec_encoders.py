@@ -12,8 +12,8 @@ from model.errors import ConfigError
 from model.network import build_model
 from model.train import fit
 from model.training_loss import TrainingLoss
-from model.wordvec import write_checkpoint
-from model.wordvec_encoders import DPCNN, TextCNN, downsample
+from model.wordvec import token_pairs, write_checkpoint
+from model.wordvec_encoders import DPCNN, BigramIndex, TextCNN, downsample
 from tests.conftest import toy_vocab
 
 WORDVEC_ENCODERS = ("textcnn", "dpcnn", "bigru", "bilstm")
@@ -29,6 +29,26 @@ def write_vectors(directory, tokens, dim=12, seed=0):
 
 def config(**values):
     return TrialConfig(**{**SMALL, "encoder_dropout": 0.0, **values})
+
+
+def write_pairs(directory, pairs, dim=12, seed=0):
+    """A checkpoint of the bigram view (`embed --view bigrams`): one vector per "a b" pair."""
+    vectors = np.random.default_rng(seed).normal(size=(len(pairs), dim)).astype(np.float32)
+    write_checkpoint(directory, tokens=list(pairs), vectors=vectors,
+                     record={"format": "wordvec", "dim": dim, "view": "bigrams"})
+    return vectors
+
+
+# Every pair of the run's ordinary tokens (ids 5..39), whatever order a random batch puts them in
+ALL_PAIRS = [f"{a} {b}" for a in RUN_VOCAB[5:] for b in RUN_VOCAB[5:]]
+
+
+def view_config(view, tmp_path, **values):
+    """`config(**values)` reading `view`: the bigram view with a checkpoint of every pair."""
+    if view == "tokens":
+        return config(**values)
+    write_pairs(tmp_path / "pairs", ALL_PAIRS)
+    return config(**values, view="bigrams", checkpoint=str(tmp_path / "pairs"), embedding_dim=0)
 
 
 # ----------------------------------------------------------------------------- the embedding
@@ -97,6 +117,68 @@ def test_bad_values_of_the_new_fields_are_refused(values, message):
         TrialConfig(**values)
 
 
+# ----------------------------------------------------------------------------- the bigram view
+
+
+def test_token_pairs_join_each_token_to_the_next():
+    assert token_pairs(["a", "b", "c"]) == ["a b", "b c"]
+    assert token_pairs(["a"]) == [] and token_pairs([]) == []
+
+
+@pytest.mark.parametrize("name", WORDVEC_ENCODERS)
+def test_the_bigram_view_reads_the_checkpoint_vector_of_each_token_and_the_next(name, tmp_path):
+    t = RUN_VOCAB
+    pairs = [f"{t[7]} {t[8]}", f"{t[8]} {t[9]}", f"{t[9]} {t[7]}", "never seen", f"{t[7]} never"]
+    vectors = write_pairs(tmp_path / "pairs", pairs)
+    torch.manual_seed(0)
+    encoder = build_model(config(encoder=name, view="bigrams", checkpoint=str(tmp_path / "pairs"), embedding_dim=0),
+                          vocab=RUN_VOCAB, max_seq_len=16, num_labels=5).encoder.eval()
+    weight = encoder.word_embeddings.weight.detach()
+    assert weight.shape == (2 + 3, 12)  # [PAD], every other pair, the 3 pairs of run tokens
+    assert torch.equal(weight[BigramIndex.PAD_ROW], torch.zeros(12)) and (weight[BigramIndex.OTHER_ROW] != 0).all()
+    ids = torch.tensor([[2, 7, 8, 9, 7, 5, 3], [2, 9, 7, 3, 0, 0, 0]])  # [CLS] ... [SEP] [PAD]
+    mask = ids != 0
+    got = encoder.embed(ids, mask)
+    want = {0: "other", 1: pairs[0], 2: pairs[1], 3: pairs[2], 4: "other", 5: "other", 6: "pad"}
+    for position, pair in want.items():
+        row = {"other": weight[BigramIndex.OTHER_ROW], "pad": torch.zeros(12)}.get(pair)
+        expected = row if row is not None else torch.from_numpy(vectors[pairs.index(pair)])
+        assert torch.equal(got[0, position], expected), position
+    assert torch.equal(got[1, 1], torch.from_numpy(vectors[2]))  # "9 7"
+    assert torch.equal(got[1, 3:], torch.zeros(4, 12))  # [SEP] (no next token) and padding
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(encoder="textcnn", view="bigrams"), r"`view` bigrams \(encoder 'textcnn'\) takes its pairs from a "
+                                              r"checkpoint, but `checkpoint` is empty; .*embed --view bigrams"),
+    (dict(encoder="tiny", view="bigrams"), r"encoder 'tiny' reads tokens only"),
+    (dict(view="words"), r"`view` is 'words', but must be one of: tokens, bigrams"),
+])
+def test_bigram_view_configs_that_cannot_work_are_refused(values, message):
+    with pytest.raises(ConfigError, match=message):
+        TrialConfig(**values)
+
+
+def test_a_checkpoint_of_the_other_view_is_refused_before_the_encoder_is_built(tmp_path):
+    write_vectors(tmp_path / "tokens", RUN_VOCAB[5:])
+    write_pairs(tmp_path / "pairs", ALL_PAIRS[:10])
+    wrong = [config(encoder="textcnn", view="bigrams", checkpoint=str(tmp_path / "tokens"), embedding_dim=0),
+             config(encoder="bigru", checkpoint=str(tmp_path / "pairs"), embedding_dim=0)]
+    for cfg, held, fix in zip(wrong, ["tokens", "bigrams"], ["bigrams", "tokens"], strict=True):
+        message = rf"it holds vectors of {held} and `view` is '{cfg.view}'; set view={held}, or embed with --view {fix}"
+        with pytest.raises(ConfigError, match=message):
+            check_checkpoint(cfg)
+        with pytest.raises(ConfigError, match=message):
+            build_model(cfg, vocab=RUN_VOCAB, max_seq_len=16, num_labels=5)
+
+
+def test_a_checkpoint_of_other_pairs_is_warned_about(tmp_path):
+    write_pairs(tmp_path / "pairs", [f"foreign{i} foreign{i + 1}" for i in range(30)])
+    with pytest.warns(UserWarning, match=r"only 0% of its token pairs are pairs of the run's tokens"):
+        build_model(config(encoder="textcnn", view="bigrams", checkpoint=str(tmp_path / "pairs"), embedding_dim=0),
+                    vocab=RUN_VOCAB, max_seq_len=16, num_labels=5)
+
+
 # ----------------------------------------------------------------------------- shapes, masks, padding
 
 
@@ -125,10 +207,12 @@ def test_dpcnn_downsampling_pools_windows_of_three_over_real_positions_only():
     assert encoder(torch.randint(5, 40, (6, 16)), mask).shape == (6, 2, 8)
 
 
+@pytest.mark.parametrize("view", ["tokens", "bigrams"])
 @pytest.mark.parametrize("name", WORDVEC_ENCODERS)
-def test_appending_padding_changes_nothing(name):
+def test_appending_padding_changes_nothing(name, view, tmp_path):
     torch.manual_seed(0)
-    model = build_model(config(encoder=name, pooler="mean+max", msd_count=2, aux_level1_weight=0.2),
+    model = build_model(view_config(view, tmp_path, encoder=name, pooler="mean+max", msd_count=2,
+                                    aux_level1_weight=0.2),
                         vocab=RUN_VOCAB, max_seq_len=32, num_labels=5, num_level1=2).eval()
     ids = torch.randint(5, 40, (3, 11))
     lengths = torch.tensor([11, 6, 3])
@@ -160,11 +244,13 @@ def test_a_seed_decides_the_initial_weights(name, tmp_path):
 # ----------------------------------------------------------------------------- adversarial training
 
 
+@pytest.mark.parametrize("view", ["tokens", "bigrams"])
 @pytest.mark.parametrize("attack", ["fgm", "pgd"])
 @pytest.mark.parametrize("name", WORDVEC_ENCODERS)
-def test_attacks_restore_the_embeddings_bit_for_bit_and_add_their_gradient(name, attack):
+def test_attacks_restore_the_embeddings_bit_for_bit_and_add_their_gradient(name, attack, view, tmp_path):
     torch.manual_seed(0)
-    cfg = config(encoder=name, adversarial=attack, adv_epsilon=0.5, pgd_alpha=0.2, pgd_steps=2, pooler="max")
+    cfg = view_config(view, tmp_path, encoder=name, adversarial=attack, adv_epsilon=0.5, pgd_alpha=0.2, pgd_steps=2,
+                      pooler="max")
     model = build_model(cfg, vocab=RUN_VOCAB, max_seq_len=16, num_labels=5).eval()
     loss = TrainingLoss.from_config(cfg, class_counts=np.ones(5), level1_of=np.zeros(5, dtype=int))
     ids, mask, labels = torch.randint(5, 40, (4, 9)), torch.ones(4, 9, dtype=torch.bool), torch.tensor([0, 1, 2, 3])
@@ -257,3 +343,32 @@ def test_vectors_gensim_trained_on_the_corpus_are_what_the_encoder_starts_from(s
     assert len(shared) == len(small_data.vocab) - 5  # every run token but the special ones
     assert all(torch.equal(weight[i], torch.from_numpy(trained.vectors[rows[small_data.vocab.tokens[i]]]))
                for i in shared)
+
+
+def test_the_bigram_view_learns_and_its_saved_model_loads_after_the_vectors_went(small_data, small_frame, tmp_path):
+    from model.inference import ModelInfo, load_model_dir, save_model_dir
+    from model.wordvec import WordVecConfig, train_vectors
+
+    (tmp_path / "corpus.txt").write_text("\n".join(small_frame["text"]) + "\n")
+    train_vectors(WordVecConfig(dim=16, epochs=1, view="bigrams"), [tmp_path / "corpus.txt"], tmp_path / "pairs",
+                  progress=None)
+    cfg = small(encoder="textcnn", view="bigrams", checkpoint=str(tmp_path / "pairs"), embedding_dim=0,
+                max_epochs=4, lr=1e-2, dropout=0.1, encoder_dropout=0.0, cnn_filters=32)
+    states = []
+    result = fit(cfg, small_data, lambda e: states.append(e.snapshot()["model"]))
+    first, last = (e.metrics for e in (result.history[0], result.history[-1]))
+    assert last["train_loss"] < 0.92 * first["train_loss"]
+    assert last["accuracy"] > np.bincount(small_data.dev.labels).max() / len(small_data.dev)
+
+    model = build_model(cfg, vocab=small_data.vocab.tokens, max_seq_len=48, num_labels=small_data.num_labels)
+    model.load_state_dict(states[-1])
+    model.eval()
+    info = ModelInfo(config=cfg, vocab=small_data.vocab, max_seq_len=48, labels=small_data.labels)
+    directory = save_model_dir(tmp_path / "model", weights=model.state_dict(), info=info)
+    (tmp_path / "pairs").rename(tmp_path / "moved")
+    loaded, _ = load_model_dir(directory)
+    assert torch.equal(loaded.encoder.bigrams.keys, model.encoder.bigrams.keys)
+    ids = torch.from_numpy(small_data.dev.ids[:8]).long()
+    mask = ids != 0
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids, mask).logits, model(ids, mask).logits, atol=1e-6)

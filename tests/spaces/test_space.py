@@ -1,3 +1,4 @@
+import numpy as np
 import optuna
 import pytest
 
@@ -145,6 +146,22 @@ def test_the_wordvec_space_runs_with_or_without_vectors_and_refuses_missing_ones
     with pytest.raises(SpaceError, match=r"trials with encoder = 'textcnn' cannot run: `checkpoint` is '.*none' "
                                          r"\(word vectors of encoder 'textcnn'\), but .*python -m search embed"):
         check_space(load_space("cpu", sets={"checkpoint": str(tmp_path / "none")}), overrides)
+
+
+def test_the_wordvec_space_takes_the_bigram_view_with_a_checkpoint_of_pairs_only(tmp_path):
+    from model.wordvec import write_checkpoint
+    from rundir.preflight import check_space
+
+    overrides = {"max_epochs": 8, "seed": 0}
+    with pytest.raises(SpaceError, match=r"encoder = 'textcnn'.*`view` bigrams \(encoder 'textcnn'\) takes its pairs "
+                                         r"from a checkpoint, but `checkpoint` is empty"):
+        load_space("cpu", sets={"view": "bigrams"})
+    for view in ("tokens", "bigrams"):
+        write_checkpoint(tmp_path / view, tokens=["a b", "b c"], vectors=np.zeros((2, 4), np.float32),
+                         record={"format": "wordvec", "dim": 4, "view": view})
+    check_space(load_space("cpu", sets={"view": "bigrams", "checkpoint": str(tmp_path / "bigrams")}), overrides)
+    with pytest.raises(SpaceError, match=r"it holds vectors of tokens and `view` is 'bigrams'; set view=tokens"):
+        check_space(load_space("cpu", sets={"view": "bigrams", "checkpoint": str(tmp_path / "tokens")}), overrides)
 
 
 def test_combinations_try_conditional_fields_active_and_inactive():
