@@ -18,7 +18,7 @@ PREDICT_BATCH_SIZE = 256  # `predict --batch-size`: rows per forward pass
 
 
 def add_confirm(sub: argparse._SubParsersAction) -> None:
-    from rundir.confirm import DEFAULT_FOLDS, DEFAULT_SEEDS, DEFAULT_TOP, RaceRule
+    from rundir.confirm import DEFAULT_BIGRAM_TOP, DEFAULT_FOLDS, DEFAULT_SEEDS, DEFAULT_TOP, RaceRule
 
     p = add_command(sub, "confirm", cmd_confirm, help="retrain the top configs on every fold: RUN_DIR/confirm/",
                  description="Retrain the top K completed trials of RUN_DIR's leaderboard at their full budget on "
@@ -38,6 +38,14 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
                         "+ 1000 (i + 1) + s: never the search's own seed)")
     p.add_argument("--no-linear", dest="linear", action="store_false", default=True,
                    help="leave out the linear reference member (TF-IDF + LinearSVC; by default it is included)")
+    view = p.add_argument_group("a second view of the text (word-vector encoders)")
+    view.add_argument("--bigrams", default=None, metavar="DIR",
+                      help="also confirm the first --bigram-top configs reading token pairs, with the vectors of "
+                      "DIR (`embed --view bigrams --min-count 2`), as members NAME-bigrams: weaker alone, but they "
+                      "add to an ensemble what the token view's members do not (docs/results.md)")
+    view.add_argument("--bigram-top", type=int, default=DEFAULT_BIGRAM_TOP, metavar="N",
+                      help="configs confirmed again in the bigram view (default %(default)s; each job costs about "
+                      "four of the token view's on a CPU)")
     race = p.add_argument_group("racing (stop confirming configs clearly worse than the best)")
     race.add_argument("--race", action="store_true",
                       help="run the jobs fold by fold and race out a config once a one-sided paired t-test over "
@@ -126,7 +134,7 @@ def cmd_confirm(args: argparse.Namespace, argv: list[str]) -> None:
                       race=RaceRule(args.race_min_folds, args.race_alpha) if args.race else None, force=args.force,
                       address=args.address, cpus_per_trial=args.cpus_per_trial,
                       gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                      max_failures=args.max_failures, argv=argv)
+                      max_failures=args.max_failures, bigrams=args.bigrams, bigram_top=args.bigram_top, argv=argv)
     if not outcome.finished:
         sys.exit(EXIT_UNFINISHED)
 

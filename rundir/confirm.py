@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,10 @@ if TYPE_CHECKING:  # annotations only
     import pandas as pd
 
 DEFAULT_TOP, DEFAULT_FOLDS, DEFAULT_SEEDS = 5, 5, 1  # `confirm --top --folds --seeds`
+# `confirm --bigrams DIR`: the first --bigram-top configs are confirmed again in the bigram view,
+# as members named after their config plus this suffix. Two, as measured on the real data
+# (docs/results.md): a bigram-view job costs about four token-view ones on a CPU.
+BIGRAM_SUFFIX, DEFAULT_BIGRAM_TOP = "-bigrams", 2
 SEED_STRIDE = 1000  # ConfirmSpec.seed_stride: member i trains with seeds split_seed + 1000 (i + 1) + s
 SEED_OFFSET = 1  # ConfirmSpec.seed_offset: the (i + 1) above
 NETWORK, LINEAR = "network", "linear"  # a member's kind
@@ -63,6 +67,13 @@ DEFAULT_MAX_MEMBERS = 20  # greedy additions
 def network_name(optuna_number: int) -> str:
     """A network member is named after the search trial it confirms."""
     return f"trial-{optuna_number}"
+
+
+def bigram_twin(member: Member, vectors: str) -> Member:
+    """`member`'s config again, reading the token pairs of the `embed --view bigrams` checkpoint
+    `vectors` (model/wordvec_encoders.py `view`): a second view of the text for the ensemble."""
+    return replace(member, name=member.name + BIGRAM_SUFFIX,
+                   params={**member.params, "view": "bigrams", "checkpoint": vectors})
 
 
 def job_id(member: str, fold: int, seed: int) -> str:

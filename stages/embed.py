@@ -17,7 +17,10 @@ def run_embed(cfg: WordVecConfig, corpus: Sequence[str], out: str | Path, *, thr
               command: list[str]) -> dict[str, Any]:
     """Train the vectors into `out`, a line per epoch unless `quiet`; returns the checkpoint's record."""
     record = train_vectors(cfg, corpus, out, threads=threads, progress=None if quiet else print, command=command)
-    print(f"{record['vocab_size']} token vectors of {cfg.dim} dimensions ({cfg.method}) from {record['documents']} "
-          f"documents in {record['seconds']:.1f} s")
-    print(f"checkpoint: {out} (use with --set encoder=textcnn --set checkpoint={out}; also dpcnn, bigru, bilstm)")
+    pairs = cfg.view == "bigrams"
+    print(f"{record['vocab_size']} {'token-pair' if pairs else 'token'} vectors of {cfg.dim} dimensions ({cfg.method}) "
+          f"from {record['documents']} documents in {record['seconds']:.1f} s")
+    sets = f"--set encoder=textcnn{' --set view=bigrams' if pairs else ''} --set checkpoint={out}"
+    also = f"; or `confirm RUN_DIR --bigrams {out}`" if pairs else ""
+    print(f"checkpoint: {out} (use with {sets}; also dpcnn, bigru, bilstm{also})")
     return record

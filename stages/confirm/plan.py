@@ -14,7 +14,19 @@ from model.encoders import check_checkpoint
 from model.errors import ConfigError
 from model.linear import DEFAULT_GRID, INNER_FOLDS
 from results.export import run_leaderboard, tied_trials
-from rundir.confirm import LINEAR, LINEAR_MEMBER, NETWORK, ConfirmSpec, JobPlan, Member, job_id, network_name
+from rundir.confirm import (
+    BIGRAM_SUFFIX,
+    DEFAULT_BIGRAM_TOP,
+    LINEAR,
+    LINEAR_MEMBER,
+    NETWORK,
+    ConfirmSpec,
+    JobPlan,
+    Member,
+    bigram_twin,
+    job_id,
+    network_name,
+)
 from rundir.inputs import read_training_frame
 from rundir.io import read_json
 from rundir.paths import RunFiles
@@ -30,10 +42,13 @@ DATA_SETTINGS = ("data", "synthetic", "synthetic_rows", "synthetic_seed", "max_s
 RESOURCE_SETTINGS = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures")
 
 
-def plan_members(run_dir: Path, *, top: int | str, linear: bool, split_seed: int) -> list[Member]:
-    """The stage's members: the top `top` completed trials in leaderboard order, then linear.
-    `top` "auto": the completed trials tied with rank 1 on the search's fold (results/noise.py), at
-    most AUTO_TOP_CAP. `top` 0: linear alone (a search that completed no trial still gets a model)."""
+def plan_members(run_dir: Path, *, top: int | str, linear: bool, split_seed: int, bigrams: str | None = None,
+                 bigram_top: int = DEFAULT_BIGRAM_TOP) -> list[Member]:
+    """The stage's members: the top `top` completed trials in leaderboard order, then the first
+    `bigram_top` of them again in the bigram view when `bigrams` names a checkpoint of token pairs,
+    then linear. `top` "auto": the completed trials tied with rank 1 on the search's fold
+    (results/noise.py), at most AUTO_TOP_CAP. `top` 0: linear alone (a search that completed no
+    trial still gets a model)."""
     # LinearMember.params but its temperature, which each fold fits (models/linear/fold<f>/linear.npz)
     linear_member = Member(name=LINEAR_MEMBER, kind=LINEAR, params={
         "C": DEFAULT_GRID[0], "inner_folds": INNER_FOLDS, "calibration": "temperature", "seed": split_seed})
@@ -56,6 +71,8 @@ def plan_members(run_dir: Path, *, top: int | str, linear: bool, split_seed: int
     members = [Member(name=network_name(int(row.optuna_number)), kind=NETWORK, source_trial=row.trial_id,
                       optuna_number=int(row.optuna_number), leaderboard_rank=int(row.rank),
                       params=records[row.trial_id].params) for row in completed.itertuples()]
+    if bigrams is not None:
+        members += [bigram_twin(member, bigrams) for member in members[:bigram_top]]
     return [*members, linear_member] if linear else members
 
 
@@ -75,14 +92,26 @@ def plan_jobs(spec: ConfirmSpec, run_files: RunFiles) -> dict[str, JobPlan]:
                 cfg = space.config(member.params, max_epochs=spec.max_epochs,
                                    seed=spec.training_seed(member.name, seed))
             except ConfigError as err:
+                _refuse_twin(member, err)
                 raise ConfigError(f"{member.name} (trial {member.source_trial}) is not a valid config for "
                                   f"this version of the code: {err}") from None
             if seed == 0:
-                check_checkpoint(cfg)  # an encoder checkpoint directory must be there before Ray starts
+                try:
+                    check_checkpoint(cfg)  # an encoder checkpoint directory must be there before Ray starts
+                except ConfigError as err:
+                    _refuse_twin(member, err)
+                    raise
             for fold in range(spec.folds):
                 jobs[job_id(member.name, fold, seed)] = JobPlan(member=member.name, fold=fold, seed=seed,
                                                                 config=cfg.to_dict())
     return jobs
+
+
+def _refuse_twin(member: Member, err: ConfigError) -> None:
+    """A bigram twin (`confirm --bigrams`) that cannot run: an error about the flag, not the trial."""
+    if member.name.endswith(BIGRAM_SUFFIX):
+        raise ConfigError(f"--bigrams: {member.name} (trial {member.source_trial} in the bigram view) cannot run: "
+                          f"{err}") from None
 
 
 @dataclasses.dataclass(frozen=True)

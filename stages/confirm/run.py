@@ -18,6 +18,8 @@ from model.errors import ConfigError
 from results import confirm as C
 from rundir import preflight
 from rundir.confirm import (
+    BIGRAM_SUFFIX,
+    DEFAULT_BIGRAM_TOP,
     DEFAULT_FOLDS,
     DEFAULT_SEEDS,
     DEFAULT_TOP,
@@ -92,11 +94,13 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
             address: str | None = None,
             cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
             max_concurrent: int | None = None, max_failures: int | None = None, time_budget_s: float | None = None,
+            bigrams: str | Path | None = None, bigram_top: int = DEFAULT_BIGRAM_TOP,
             argv: list[str] | None = None, out: Out = print, trial_fn: Callable = confirm_trial) -> Outcome:
     """Run the confirm stage of the search in `run_dir` (stages/confirm/__init__.py), its network jobs
     for at most `time_budget_s` wall seconds (jobs unfinished then stay unfinished; `resume` goes on).
     `trial_fn` is what each Ray trial calls, with `confirm_trial`'s signature; tests wrap it to inject
-    failures."""
+    failures. `bigrams`: a checkpoint of token pairs (`embed --view bigrams`); the first `bigram_top`
+    configs are confirmed again reading it (`rundir.confirm.bigram_twin`)."""
     internals.check()
     run_files = RunFiles(Path(run_dir))
     run, settings = run_settings(run_files)
@@ -105,6 +109,10 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
     for flag, value, low in (("--top", top, 0), ("--folds", folds, 2), ("--seeds", seeds, 1)):
         if value != AUTO_TOP and (not isinstance(value, int) or value < low):
             raise ConfigError(f"{flag} is {value}, but must be >= {low}" + (" or auto" if flag == "--top" else ""))
+    if bigrams is not None and (top == 0 or bigram_top < 1):
+        raise ConfigError(f"--bigrams confirms the first --bigram-top configs again in the bigram view, but "
+                          f"{'--top 0 confirms none' if top == 0 else f'--bigram-top is {bigram_top}'}; pass "
+                          "--top and --bigram-top of 1 or more, or drop --bigrams")
     if top == 0 and not linear:
         raise ConfigError("--top 0 confirms the linear member alone, which --no-linear leaves out: nothing to "
                           "confirm; pass --top 1 or more, or drop --no-linear")
@@ -119,8 +127,9 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
     with run_lock(run_files):
         if run_files.confirm.confirm_json.exists() and not force:
             return _already(run_files, out)
-        members = _members(run_files, run, top=top, linear=linear, seed=settings.seed, out=out)
-        networks = sum(m.kind == NETWORK for m in members)
+        members = _members(run_files, run, top=top, linear=linear, seed=settings.seed, out=out,
+                           bigrams=None if bigrams is None else str(Path(bigrams).resolve()), bigram_top=bigram_top)
+        networks = sum(m.kind == NETWORK and not m.name.endswith(BIGRAM_SUFFIX) for m in members)
         spec = ConfirmSpec(top=networks if top == AUTO_TOP else top, folds=folds, seeds=seeds,
                            split_seed=settings.seed, max_epochs=run["max_epochs"],
                            members=tuple(members), labels=(), rows=0, race=race)
@@ -167,10 +176,11 @@ def _already(run_files: RunFiles, out: Out) -> Outcome:
     return Outcome(files, read_ranking(files), finished=True, already=True)
 
 
-def _members(run_files: RunFiles, run: dict[str, Any], *, top: int | str, linear: bool, seed: int, out: Out
-             ) -> list[Member]:
-    members = plan_members(run_files.root, top=top, linear=linear, split_seed=seed)
-    networks = sum(m.kind == NETWORK for m in members)
+def _members(run_files: RunFiles, run: dict[str, Any], *, top: int | str, linear: bool, seed: int, out: Out,
+             bigrams: str | None = None, bigram_top: int = DEFAULT_BIGRAM_TOP) -> list[Member]:
+    members = plan_members(run_files.root, top=top, linear=linear, split_seed=seed, bigrams=bigrams,
+                           bigram_top=bigram_top)
+    networks = sum(m.kind == NETWORK and not m.name.endswith(BIGRAM_SUFFIX) for m in members)
     if top == AUTO_TOP:
         out(f"--top auto: {networks} completed trial(s) cannot be told apart from rank 1 on the search's fold "
             f"(at most {AUTO_TOP_CAP}): " + ", ".join(m.name for m in members if m.kind == NETWORK))

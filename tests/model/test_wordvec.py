@@ -119,7 +119,9 @@ def test_the_embed_flags_map_to_the_config(corpus, tmp_path):
 
 def test_the_bigram_view_trains_one_vector_per_pair_of_consecutive_tokens(corpus, tmp_path):
     stdout = embed(corpus, tmp_path / "pairs", "--view", "bigrams", "--min-count", "2")
-    assert f"checkpoint: {tmp_path / 'pairs'}" in stdout
+    assert f"checkpoint: {tmp_path / 'pairs'} (use with --set encoder=textcnn --set view=bigrams --set " in stdout
+    assert "token-pair vectors of 16 dimensions" in stdout
+    assert f"confirm RUN_DIR --bigrams {tmp_path / 'pairs'}" in stdout
     record = json.loads((tmp_path / "pairs" / RECORD_FILE).read_text())
     pairs = load_vectors(tmp_path / "pairs").tokens
     assert record["view"] == "bigrams" and record["vocab_size"] == len(pairs)

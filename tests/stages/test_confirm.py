@@ -56,10 +56,11 @@ TRIALS = [
 ]
 
 
-def make_search_run(root: Path, trials: list = TRIALS, max_epochs: int = MAX_EPOCHS) -> Path:
+def make_search_run(root: Path, trials: list = TRIALS, max_epochs: int = MAX_EPOCHS, space_text: str = E2E_SPACE
+                    ) -> Path:
     """A finished search's RUN_DIR (see the module docstring)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "space.yaml").write_text(E2E_SPACE)
+    (root / "space.yaml").write_text(space_text)
     settings = Settings(space=str(root / "space.yaml"), synthetic_rows=ROWS, max_seq_len=MAX_SEQ_LEN,
                         num_samples=len(trials), max_epochs=max_epochs, storage_path=str(root / "runs"), name="s",
                         max_concurrent=2, seed=0)
@@ -425,3 +426,55 @@ def test_jobs_a_time_budget_stopped_are_continued_by_resume(search_run, tmp_path
     assert outcome.finished and not stage_pending(run_dir)
     assert all(job["status"] == "completed" for job in after.values()) and len(after) == 2 * FOLDS
     assert {j: after[j] for j in before} == before  # the completed jobs were not trained again
+
+
+# E2E_SPACE's parameters on a small TextCNN at random init (the token view)
+WORDVEC_SPACE = E2E_SPACE.replace(
+    "fixed: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, pooler: mean, batch_size: 16}",
+    'fixed: {encoder: textcnn, embedding_dim: 16, cnn_filters: 8, cnn_kernels: "1,2", pooler: max, batch_size: 16}')
+
+
+def test_bigrams_confirms_the_first_configs_again_in_the_bigram_view(tmp_path, local_ray):
+    from model.wordvec import WordVecConfig, train_vectors
+
+    run_dir = make_search_run(tmp_path / "search", space_text=WORDVEC_SPACE)
+    synthesize(ROWS, seed=0)[0].to_csv(tmp_path / "train.csv", index=False)  # the run's training text
+    for view in ("tokens", "bigrams"):
+        train_vectors(WordVecConfig(dim=16, epochs=1, min_count=2, view=view), [tmp_path / "train.csv"],
+                      tmp_path / view, progress=None)
+    with pytest.raises(ConfigError, match=r"--bigrams: trial-0-bigrams \(trial aaaa0000 in the bigram view\) cannot "
+                                          r"run: .*it holds vectors of tokens and `view` is 'bigrams'"):
+        confirm(run_dir, top=2, bigrams=tmp_path / "tokens", out=print)
+    with pytest.raises(ConfigError, match=r"--bigrams confirms the first --bigram-top configs again in the bigram "
+                                          r"view, but --top 0 confirms none"):
+        confirm(run_dir, top=0, bigrams=tmp_path / "bigrams", out=print)
+    assert not (run_dir / "confirm").exists()
+
+    lines = []
+    outcome = confirm(run_dir, top=2, folds=FOLDS, bigrams=tmp_path / "bigrams", bigram_top=1, out=lines.append)
+    assert outcome.finished
+    assert sorted(outcome.table["member"]) == ["linear", "trial-0", "trial-0-bigrams", "trial-2"]
+    spec = read_json(run_dir / "confirm" / "confirm.json")
+    assert spec["top"] == 2 and [m["name"] for m in spec["members"]] == ["trial-0", "trial-2", "trial-0-bigrams",
+                                                                        "linear"]
+    twin = spec["members"][2]
+    assert twin["params"] == {**spec["members"][0]["params"], "view": "bigrams",
+                              "checkpoint": str((tmp_path / "bigrams").resolve())}
+    assert twin["source_trial"] == "aaaa0000" and twin["optuna_number"] == 0
+    assert "3 config(s) x 3 folds" in "\n".join(lines)
+
+    # Its fold models read pairs, and still load when the vectors have gone; ensemble and predict take it.
+    (tmp_path / "bigrams").rename(tmp_path / "moved")
+    model, info = load_model_dir(run_dir / "confirm" / "models" / "trial-0-bigrams" / "fold0-seed0")
+    assert info.config.view == "bigrams" and len(model.encoder.bigrams.keys) > 0
+    tokens_model, _ = load_model_dir(run_dir / "confirm" / "models" / "trial-0" / "fold0-seed0")
+    assert tokens_model.encoder.bigrams is None
+    assert (run_dir / "confirm" / "oof" / "trial-0-bigrams.npz").is_file()
+    run_ensemble(run_dir, method="prob", out=lines.append)
+    assert "trial-0-bigrams" in read_json(run_dir / "confirm" / "ensemble.json")["members"]
+    test = tmp_path / "test.csv"
+    synthesize(ROWS, seed=0)[0][["id", "text"]].head(40).to_csv(test, index=False)
+    for use in ("confirmed:trial-0-bigrams", "ensemble"):
+        run_predict(run_dir, data=test, out_path=tmp_path / "sub.csv", use=use, batch_size=16, progress=False,
+                    out=lines.append)
+        assert len(pd.read_csv(tmp_path / "sub.csv")) == 40
