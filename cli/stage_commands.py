@@ -201,6 +201,10 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
                     help="wall time for every stage together, e.g. 2h, 90m (at least 5m)")
     io.add_argument("--max-top", type=at_least(1), default=MAX_TOP,
                     help="confirm at most this many configs (fewer when fewer fit the budget)")
+    io.add_argument("--bigrams", action="store_true",
+                    help="also train token-pair vectors and confirm the first configs again reading them "
+                    "(`confirm --bigrams`; word-vector spaces): a second view of the text for the ensemble, "
+                    "at about four token jobs' cost per job (docs/results.md)")
     add_run_flags(p, d)
     add_method_flags(p, d)
     add_resource_flags(p, d)
@@ -214,4 +218,4 @@ def cmd_pipeline(args: argparse.Namespace, argv: list[str]) -> None:
     apply_verbose(args)
     sys.stdout.reconfigure(line_buffering=True)
     start_pipeline(Settings.from_namespace(args), test=args.test, out_path=args.out, budget_s=args.budget,
-                   folds=args.folds, max_top=args.max_top, argv=argv)
+                   folds=args.folds, max_top=args.max_top, bigrams=args.bigrams, argv=argv)

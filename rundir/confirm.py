@@ -71,9 +71,10 @@ def network_name(optuna_number: int) -> str:
 
 def bigram_twin(member: Member, vectors: str) -> Member:
     """`member`'s config again, reading the token pairs of the `embed --view bigrams` checkpoint
-    `vectors` (model/wordvec_encoders.py `view`): a second view of the text for the ensemble."""
+    `vectors` (model/wordvec_encoders.py `view`) at their size (`embedding_dim` 0): a second view
+    of the text for the ensemble."""
     return replace(member, name=member.name + BIGRAM_SUFFIX,
-                   params={**member.params, "view": "bigrams", "checkpoint": vectors})
+                   params={**member.params, "view": "bigrams", "checkpoint": vectors, "embedding_dim": 0})
 
 
 def job_id(member: str, fold: int, seed: int) -> str:

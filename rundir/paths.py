@@ -74,6 +74,11 @@ class RunFiles:
         return self.root / "vectors"
 
     @property
+    def pairs_dir(self) -> Path:
+        """The token-pair vectors a `pipeline --bigrams` trained for confirm (`embed --view bigrams`)."""
+        return self.root / "pairs"
+
+    @property
     def confirm(self) -> ConfirmFiles:
         return ConfirmFiles(self.root / "confirm")
 

@@ -29,6 +29,10 @@ MIN_BUDGET_S = 300.0  # below this no search fits beside the other stages
 # random-init encoder lost to it by 0.05). The pipeline trains the vectors itself.
 PIPELINE_SPACE = "cpu"
 MAX_TOP = 10  # confirm --top the pipeline never exceeds (more members add little to an ensemble)
+# `pipeline --bigrams`: a bigram-view confirm job (`confirm --bigrams`) takes this many times its
+# token twin's (its embedding has 17x the rows on the competition data; measured on the real folds,
+# docs/results.md), and confirm sizes the twins with it.
+BIGRAM_COST = 4.0
 
 
 @dataclass
@@ -55,6 +59,8 @@ class PipelineRecord:
     settings: dict[str, Any] = field(default_factory=dict)  # the search's `Settings` (rundir/settings.py)
     stages: list[StageRecord] = field(default_factory=lambda: [StageRecord(name) for name in STAGES])
     vectors: str | None = None  # the word-vector checkpoint the vectors stage wrote
+    bigrams: bool = False  # --bigrams: pair vectors too, and confirm's first configs again reading them
+    pairs: str | None = None  # the token-pair checkpoint the vectors stage wrote (with --bigrams)
     created: str | None = None
     command: str | None = None
 
@@ -101,7 +107,7 @@ class PipelineRecord:
                                        spent_s=float(stage.get("spent_s", 0.0)), note=stage.get("note")))
         return cls(budget_s=float(budget), test=str(value["test"]), out=str(value["out"]), folds=int(value["folds"]),
                    max_top=int(value["max_top"]), settings=value.get("settings") or {}, stages=records,
-                   vectors=value.get("vectors"),
+                   vectors=value.get("vectors"), bigrams=bool(value.get("bigrams", False)), pairs=value.get("pairs"),
                    created=value.get("created"), command=value.get("command"))
 
     def save(self, path: Path) -> None:

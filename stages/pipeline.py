@@ -40,11 +40,12 @@ import numpy as np
 from model.config import TrialConfig
 from model.errors import ConfigError
 from results.ranking import rank_records
-from rundir.confirm import DEFAULT_FOLDS, EnsembleRecord
+from rundir.confirm import DEFAULT_BIGRAM_TOP, DEFAULT_FOLDS, EnsembleRecord
 from rundir.inputs import space_of
 from rundir.io import check_output_file
 from rundir.paths import RunFiles, run_files
 from rundir.pipeline import (
+    BIGRAM_COST,
     CONFIRM_FILL,
     DONE,
     END_RESERVE_MIN_S,
@@ -89,9 +90,11 @@ class ConfirmSize:
     job_s: float  # the mean measured seconds of one job of the configs taken (their full-budget trials)
     slots: int
     fits: int  # jobs of that length that fit the share
+    bigram_top: int = 0  # of them, the first confirmed again in the bigram view (`pipeline --bigrams`)
 
 
-def confirm_size(run_dir: Path, *, share_s: float, folds: int, slots: int, max_top: int) -> ConfirmSize:
+def confirm_size(run_dir: Path, *, share_s: float, folds: int, slots: int, max_top: int, bigram_top: int = 0
+                 ) -> ConfirmSize:
     """How many configs confirm can retrain on every fold within `share_s`. Confirm takes the first
     K completed trials in leaderboard order, and a fold job of one costs what that trial took in the
     search: the same config and budget (in the two 1-hour runs of docs/results.md each member's
@@ -99,19 +102,29 @@ def confirm_size(run_dir: Path, *, share_s: float, folds: int, slots: int, max_t
     trials, which sized confirm before, was 1.23 and 1.59 times the members' mean: the second run's
     confirm took 5 configs and used 16 of its 34 minutes). K is the most configs, up to
     `max_top` and at least 1, whose jobs, `slots` at a time, fill at most CONFIRM_FILL of the stage.
-    Top 0 when the search completed no trial: confirm then fits the linear member alone."""
-    ranked = [r for r in rank_records(load_records(RunFiles(run_dir)).values()) if r.status == COMPLETED]
+    Top 0 when the search completed no trial: confirm then fits the linear member alone.
+
+    `bigram_top`: the first configs' bigram twins (`confirm --bigrams`, BIGRAM_COST times their
+    configs' jobs) are planned first, as many as fit up to `bigram_top`, then the other configs:
+    on the real data two twins added more to the ensemble than the configs after the fifth did
+    (docs/results.md)."""
+    ranked = [r for r in rank_records(load_records(RunFiles(run_dir)).values()) if r.status == COMPLETED][:max_top]
     if not ranked:
         return ConfirmSize(top=0, job_s=0.0, slots=slots, fits=0)
     capacity = slots * share_s * CONFIRM_FILL  # slot-seconds the planned jobs may take
-    top, planned = 0, 0.0
-    for record in ranked[:max_top]:
-        cost = folds * max(record.time_s or 0.0, 1.0)
-        if top and planned + cost > capacity:
+    cost = [folds * max(record.time_s or 0.0, 1.0) for record in ranked]  # of each config's token jobs
+
+    def planned_with(twins: int) -> float:
+        return (1 + BIGRAM_COST) * sum(cost[:twins]) + sum(cost[twins:max(twins, 1)])
+
+    twins = next(b for b in range(min(bigram_top, len(ranked)), -1, -1) if b == 0 or planned_with(b) <= capacity)
+    top, planned = max(twins, 1), planned_with(twins)
+    for extra in cost[top:]:
+        if planned + extra > capacity:
             break
-        top, planned = top + 1, planned + cost
-    job_s = planned / (top * folds)
-    return ConfirmSize(top=top, job_s=job_s, slots=slots, fits=int(capacity // job_s))
+        top, planned = top + 1, planned + extra
+    job_s = sum(cost[:top]) / (top * folds)
+    return ConfirmSize(top=top, job_s=job_s, slots=slots, fits=int(capacity // job_s), bigram_top=twins)
 
 
 NO_NETWORK_NOTE = "the linear member alone: the search completed no trial"
@@ -122,20 +135,26 @@ def confirm_plan_line(size: ConfirmSize, *, folds: int, left_s: float) -> str:
         return (f"[pipeline] confirm: the search completed no trial within its share, so the submission comes from "
                 f"the linear member alone ({folds} folds); a longer --budget, or a space whose trials are shorter "
                 "(fewer epochs), gives network members")
-    return (f"[pipeline] confirm: top {size.top} x {folds} folds in {_minutes(left_s)} (their trials took "
+    twins = f", and the first {size.bigram_top} again in the bigram view" if size.bigram_top else ""
+    return (f"[pipeline] confirm: top {size.top} x {folds} folds{twins} in {_minutes(left_s)} (their trials took "
             f"{size.job_s:.0f} s on average in the search, {size.slots} jobs at a time)")
 
 
-def needs_vectors(space: SearchSpace, settings: Settings) -> bool:
-    """The space trains only word-vector encoders and names no checkpoint for them (fixed, searched
-    or --set): the pipeline trains the vectors for it."""
+def wordvec_only(space: SearchSpace) -> bool:
+    """Every encoder the space can draw is a word-vector encoder."""
     from model.components import registry
     from model.wordvec_encoders import WordVecEncoder
 
     default = TrialConfig.__dataclass_fields__["encoder"].default
     encoders = {draw.get("encoder", space.fixed.get("encoder", default)) for draw in space.draws(("encoder",))}
+    return all(issubclass(registry("encoder").get_class(name), WordVecEncoder) for name in encoders)
+
+
+def needs_vectors(space: SearchSpace, settings: Settings) -> bool:
+    """The space trains only word-vector encoders and names no checkpoint for them (fixed, searched
+    or --set): the pipeline trains the vectors for it."""
     named = bool(space.fixed.get("checkpoint")) or "checkpoint" in space.searched  # --set is in `fixed` too
-    return not named and all(issubclass(registry("encoder").get_class(name), WordVecEncoder) for name in encoders)
+    return not named and wordvec_only(space)
 
 
 # ----------------------------------------------------------------------------- the clock
@@ -224,7 +243,8 @@ class Pipeline:
     def run_vectors(self) -> None:
         stage = self.record.stage("vectors")
         space = space_of(self.settings)
-        if not needs_vectors(space, self.settings):
+        tokens = needs_vectors(space, self.settings)
+        if not tokens and not self.record.bigrams:
             stage.status, stage.note = SKIPPED, "the space names no word-vector encoder without a checkpoint"
             self.record.save(self.files.pipeline_json)
             return
@@ -232,14 +252,21 @@ class Pipeline:
         from model.wordvec import WordVecConfig
         from stages.embed import run_embed
 
+        corpus = [str(resolve_train_path(self.settings.data)), self.record.test] if self.settings.data else \
+            [self.record.test]
+        # (view, what makes it, flags, directory, where the record keeps it)
+        wanted = [("tokens", WordVecConfig(seed=self.settings.seed), [], self.files.vectors_dir, "vectors")] * tokens
+        if self.record.bigrams:  # pairs seen once are noise: --min-count 2 (58,684 pairs on the real text)
+            wanted.append(("bigrams", WordVecConfig(seed=self.settings.seed, view="bigrams", min_count=2),
+                           ["--view", "bigrams", "--min-count", "2"], self.files.pairs_dir, "pairs"))
         with self.clock.running(stage, planned_s=None):
-            corpus = [str(resolve_train_path(self.settings.data)), self.record.test] if self.settings.data else \
-                [self.record.test]
-            run_embed(WordVecConfig(seed=self.settings.seed), corpus, self.files.vectors_dir, threads=1, quiet=True,
-                      command=["python", "-m", "search", "embed", "--corpus", *corpus, "--out",
-                               str(self.files.vectors_dir)])
-        self.record.vectors = str(self.files.vectors_dir.resolve())
-        self.clock.done(stage, f"word2vec on {len(corpus)} file(s)")
+            for _, cfg, flags, directory, _ in wanted:
+                run_embed(cfg, corpus, directory, threads=1, quiet=True,
+                          command=["python", "-m", "search", "embed", "--corpus", *corpus, "--out", str(directory),
+                                   *flags])
+        for _, _, _, directory, key in wanted:
+            setattr(self.record, key, str(directory.resolve()))
+        self.clock.done(stage, f"word2vec ({' and '.join(view for view, *_ in wanted)}) on {len(corpus)} file(s)")
 
     def search_settings(self) -> Settings:
         sets = tuple(self.settings.sets)
@@ -259,7 +286,7 @@ class Pipeline:
             if has_experiment_state(settings, self.files):
                 resume(self.files.root, time_budget_s=left, out=self.say)
             else:
-                launch(settings, keep=frozenset({"pipeline.json", "vectors"}), out=self.say)
+                launch(settings, keep=frozenset({"pipeline.json", "vectors", "pairs"}), out=self.say)
         records = load_records(self.files).values()
         self.clock.done(stage, f"{len(records)} trials, {sum(r.status == COMPLETED for r in records)} completed")
 
@@ -277,11 +304,18 @@ class Pipeline:
             else:
                 with ray_session(self.settings.address, log_dir=self.files.root):
                     size = confirm_size(self.files.root, share_s=left, folds=self.record.folds,
-                                        slots=concurrency(self.settings), max_top=self.record.max_top)
+                                        slots=concurrency(self.settings), max_top=self.record.max_top,
+                                        bigram_top=DEFAULT_BIGRAM_TOP if self.record.pairs else 0)
                     self.out(confirm_plan_line(size, folds=self.record.folds, left_s=left))
                     stage.note = f"top {size.top} x {self.record.folds} folds" if size.top else NO_NETWORK_NOTE
-                    confirm(self.files.root, top=size.top, folds=self.record.folds, time_budget_s=left,
-                            argv=["confirm", str(self.files.root), "--top", str(size.top)], out=self.say)
+                    argv = ["confirm", str(self.files.root), "--top", str(size.top)]
+                    twins = {}
+                    if size.bigram_top:
+                        stage.note += f" + {size.bigram_top} in the bigram view"
+                        twins = dict(bigrams=self.record.pairs, bigram_top=size.bigram_top)
+                        argv += ["--bigrams", str(self.record.pairs), "--bigram-top", str(size.bigram_top)]
+                    confirm(self.files.root, top=size.top, folds=self.record.folds, time_budget_s=left, argv=argv,
+                            out=self.say, **twins)
         self.clock.done(stage)
 
     def run_ensemble(self) -> EnsembleRecord:
@@ -320,11 +354,12 @@ class Pipeline:
 
 
 def start_pipeline(settings: Settings, *, test: str | Path, out_path: str | Path, budget_s: float,
-                   folds: int = DEFAULT_FOLDS, max_top: int = MAX_TOP, argv: list[str] | None = None,
-                   out: Out = print) -> PipelineRecord:
+                   folds: int = DEFAULT_FOLDS, max_top: int = MAX_TOP, bigrams: bool = False,
+                   argv: list[str] | None = None, out: Out = print) -> PipelineRecord:
     """Run a new pipeline (see the module docstring) into RUN_DIR = <storage-path>/<name>."""
     settings = with_default_space(settings)
-    check_request(settings, test=test, out_path=out_path, budget_s=budget_s, folds=folds, max_top=max_top)
+    check_request(settings, test=test, out_path=out_path, budget_s=budget_s, folds=folds, max_top=max_top,
+                  bigrams=bigrams)
     space_path = resolve_space_path(settings.space)
     name = settings.name or f"pipeline-{space_path.stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     files = run_files(settings.storage_path, name)
@@ -334,7 +369,7 @@ def start_pipeline(settings: Settings, *, test: str | Path, out_path: str | Path
     settings = dataclasses.replace(settings, name=name)
     files.root.mkdir(parents=True)
     record = PipelineRecord(budget_s=budget_s, test=str(Path(test).resolve()), out=str(Path(out_path).resolve()),
-                            folds=folds, max_top=max_top, settings=dataclasses.asdict(settings),
+                            folds=folds, max_top=max_top, bigrams=bigrams, settings=dataclasses.asdict(settings),
                             created=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                             command=shlex.join(["python", "-m", "search", *(argv or ["pipeline"])]))
     record.save(files.pipeline_json)
@@ -366,7 +401,7 @@ def pipeline_pending(run_dir: str | Path) -> bool:
 
 
 def check_request(settings: Settings, *, test: str | Path, out_path: str | Path, budget_s: float, folds: int,
-                  max_top: int) -> None:
+                  max_top: int, bigrams: bool = False) -> None:
     """Everything that can be refused before any work: the budget, the test file, the output."""
     from model.data import read_table
     from rundir import preflight
@@ -379,6 +414,10 @@ def check_request(settings: Settings, *, test: str | Path, out_path: str | Path,
         raise ConfigError(f"--folds is {folds} and --max-top {max_top}: pass --folds >= 2 and --max-top >= 1")
     preflight.check_settings(settings)
     preflight.check_data_flags(settings)
+    if bigrams and not wordvec_only(space_of(settings)):
+        raise ConfigError(f"--bigrams confirms configs again reading token pairs, which only the word-vector "
+                          f"encoders (textcnn, dpcnn, bigru, bilstm) do, but {settings.space} can draw others; pass "
+                          "--space cpu or drop --bigrams")
     read_table(test, columns=("id", "text"))
     check_output_file(out_path, Path(settings.storage_path) / (settings.name or "pipeline-"), flag="--out")
 

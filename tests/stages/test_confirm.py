@@ -459,7 +459,7 @@ def test_bigrams_confirms_the_first_configs_again_in_the_bigram_view(tmp_path, l
                                                                         "linear"]
     twin = spec["members"][2]
     assert twin["params"] == {**spec["members"][0]["params"], "view": "bigrams",
-                              "checkpoint": str((tmp_path / "bigrams").resolve())}
+                              "checkpoint": str((tmp_path / "bigrams").resolve()), "embedding_dim": 0}
     assert twin["source_trial"] == "aaaa0000" and twin["optuna_number"] == 0
     assert "3 config(s) x 3 folds" in "\n".join(lines)
 

@@ -3,6 +3,7 @@ again), refusals before any work, and (Ray) a real pipeline killed in its search
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from cli.main import main
 from model import metrics as M
+from model.errors import ConfigError
 from model.synthetic import write_synthetic
 from rundir.paths import RunFiles
 from rundir.pipeline import DONE, SKIPPED, STAGES, PipelineRecord
@@ -44,8 +46,8 @@ def test_the_search_gets_its_share_of_what_is_left_and_confirm_the_rest_but_the_
     assert P.end_reserve(600.0) == 60.0  # the floor
 
 
-def test_confirm_is_sized_from_the_times_of_the_trials_it_will_take(tmp_path):
-    files = RunFiles(tmp_path)
+def save_four_trials(run_dir: Path) -> None:
+    files = RunFiles(run_dir)
     # (seconds, level-2 F1) of the completed trials; confirm takes them best first: t2, t0, t3, t1
     trials = {"t0": (100.0, 0.5), "t1": (120.0, 0.3), "t2": (200.0, 0.6), "t3": (300.0, 0.4)}
     records = {tid: TrialRecord(trial_id=tid, status=COMPLETED, time_s=seconds, optuna_number=int(tid[1]),
@@ -54,12 +56,44 @@ def test_confirm_is_sized_from_the_times_of_the_trials_it_will_take(tmp_path):
     records["p"] = TrialRecord(trial_id="p", status=PRUNED, time_s=5.0, optuna_number=9,  # pruned: no candidate
                                history=[{M.EPOCH: 1, M.LEVEL2_MACRO_F1: 0.9}])
     save_records(files, records)
+
+
+def test_confirm_is_sized_from_the_times_of_the_trials_it_will_take(tmp_path):
+    save_four_trials(tmp_path)
     # 5 folds: t2 costs 1000 slot-seconds, t0 500, t3 1500, t1 600; 2 slots x 1000 s x 0.85 hold 1700
     size = P.confirm_size(tmp_path, share_s=1000.0, folds=5, slots=2, max_top=10)
     assert (size.top, size.job_s, size.fits) == (2, 150.0, int(1700 // 150.0))  # t2 + t0; t3 would overrun
     assert P.confirm_size(tmp_path, share_s=3600.0, folds=5, slots=2, max_top=10).top == 4  # every completed one
     assert P.confirm_size(tmp_path, share_s=3600.0, folds=5, slots=2, max_top=3).top == 3
     assert P.confirm_size(tmp_path, share_s=100.0, folds=5, slots=2, max_top=10).top == 1  # never none
+
+
+def test_bigram_twins_are_planned_first_at_their_cost_then_the_other_configs(tmp_path):
+    save_four_trials(tmp_path)
+    assert P.BIGRAM_COST == 4.0
+    # 2 slots x 3600 s x 0.85 = 6120: the twins of t2 and t0 with their configs cost 5 x 1500 = 7500,
+    # t2's alone 5 x 1000 = 5000; then t0 (500) fits and t3 (1500) does not
+    size = P.confirm_size(tmp_path, share_s=3600.0, folds=5, slots=2, max_top=10, bigram_top=2)
+    assert (size.top, size.bigram_top, size.job_s) == (2, 1, 150.0)
+    line = P.confirm_plan_line(size, folds=5, left_s=3600.0)
+    assert "top 2 x 5 folds, and the first 1 again in the bigram view in 1h00m" in line
+    size = P.confirm_size(tmp_path, share_s=10_000.0, folds=5, slots=2, max_top=10, bigram_top=2)
+    assert (size.top, size.bigram_top) == (4, 2)  # 7500 + 1500 + 600 = 9600 <= 17000
+    size = P.confirm_size(tmp_path, share_s=100.0, folds=5, slots=2, max_top=10, bigram_top=2)
+    assert (size.top, size.bigram_top) == (1, 0)  # no twin fits: the best config alone, as without them
+    assert P.confirm_size(tmp_path, share_s=10_000.0, folds=5, slots=2, max_top=10).bigram_top == 0
+
+
+def test_bigrams_is_refused_for_a_space_of_other_encoders(tmp_path):
+    test = tmp_path / "test.csv"
+    test.write_text("id,text\n1,5 6 7\n")
+    settings = Settings(space="demo", storage_path=str(tmp_path / "runs"))
+    with pytest.raises(ConfigError, match=r"--bigrams confirms configs again reading token pairs, which only the "
+                                          r"word-vector encoders .* do, but demo can draw others; pass --space cpu"):
+        P.check_request(settings, test=test, out_path=tmp_path / "s.csv", budget_s=3600.0, folds=5, max_top=10,
+                        bigrams=True)
+    P.check_request(dataclasses.replace(settings, space="cpu"), test=test, out_path=tmp_path / "s.csv",
+                    budget_s=3600.0, folds=5, max_top=10, bigrams=True)
 
 
 def test_a_search_without_a_completed_trial_leaves_the_linear_member_alone_saying_why(tmp_path):
@@ -238,3 +272,32 @@ def test_a_pipeline_whose_search_completed_no_trial_submits_from_the_linear_memb
     submission = pd.read_csv(tmp_path / "submission.csv", dtype=str)
     expected = pd.read_csv(test, dtype=str)
     assert list(submission["id"]) == list(expected["id"]) and submission["label"].str.match(r"^\d+-\d+$").all()
+
+
+@pytest.mark.ray
+def test_a_pipeline_with_bigrams_trains_pair_vectors_and_confirms_the_first_configs_in_that_view(tmp_path, local_ray):
+    from model.wordvec import vectors_view
+    from rundir.io import read_json
+    from tests.stages.test_confirm import ROWS, WORDVEC_SPACE, make_search_run
+
+    files = RunFiles(make_search_run(tmp_path / "search", space_text=WORDVEC_SPACE))
+    test = tmp_path / "test.csv"
+    write_synthetic(tmp_path / "data", rows=ROWS, seed=1)[1].replace(test)
+    rec = PipelineRecord(budget_s=1800.0, test=str(test), out=str(tmp_path / "submission.csv"), folds=3, max_top=10,
+                         bigrams=True, settings=read_json(files.run_json)["settings"])
+    rec.stage("search").status = DONE  # the search ran (its trials are on record); the vectors stage did not
+    rec.save(files.pipeline_json)
+    lines: list[str] = []
+    done = P.resume_pipeline(files.root, out=lines.append)
+    printed = "\n".join(lines)
+    assert done.finished and done.pairs == str(files.pairs_dir.resolve()) and vectors_view(files.pairs_dir) == "bigrams"
+    assert "word2vec (tokens and bigrams)" in done.stage("vectors").note
+    assert done.stage("confirm").note == "top 3 x 3 folds + 2 in the bigram view"
+    assert "top 3 x 3 folds, and the first 2 again in the bigram view" in printed
+    spec = read_json(files.confirm.confirm_json)
+    assert [m["name"] for m in spec["members"]] == ["trial-0", "trial-2", "trial-3", "trial-0-bigrams",
+                                                    "trial-2-bigrams", "linear"]
+    assert spec["command"].endswith(f"--top 3 --bigrams {files.pairs_dir.resolve()} --bigram-top 2")
+    assert PipelineRecord.load(files.pipeline_json).bigrams  # kept for a resume
+    submission = pd.read_csv(tmp_path / "submission.csv", dtype=str)
+    assert list(submission["id"]) == list(pd.read_csv(test, dtype=str)["id"])
