@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # annotations only
 DEFAULT_TOP, DEFAULT_FOLDS, DEFAULT_SEEDS = 5, 5, 1  # `confirm --top --folds --seeds`
 # `confirm --bigrams DIR`: the first --bigram-top configs are confirmed again in the bigram view,
 # as members named after their config plus this suffix. Two, as measured on the real data
-# (docs/results.md): a bigram-view job costs about four token-view ones on a CPU.
+# (docs/results.md): a bigram-view job costs about three token-view ones on a CPU.
 BIGRAM_SUFFIX, DEFAULT_BIGRAM_TOP = "-bigrams", 2
 SEED_STRIDE = 1000  # ConfirmSpec.seed_stride: member i trains with seeds split_seed + 1000 (i + 1) + s
 SEED_OFFSET = 1  # ConfirmSpec.seed_offset: the (i + 1) above

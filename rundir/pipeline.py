@@ -29,10 +29,10 @@ MIN_BUDGET_S = 300.0  # below this no search fits beside the other stages
 # random-init encoder lost to it by 0.05). The pipeline trains the vectors itself.
 PIPELINE_SPACE = "cpu"
 MAX_TOP = 10  # confirm --top the pipeline never exceeds (more members add little to an ensemble)
-# `pipeline --bigrams`: a bigram-view confirm job (`confirm --bigrams`) takes this many times its
-# token twin's (its embedding has 17x the rows on the competition data; measured on the real folds,
-# docs/results.md), and confirm sizes the twins with it.
-BIGRAM_COST = 4.0
+# `pipeline --bigrams`: a bigram-view confirm job (`confirm --bigrams`) takes about this many times
+# its token twin's: its embedding has 17x the rows on the competition data (fold jobs of 145-150 s
+# against 40-55 s, docs/results.md). Confirm sizes the twins with it.
+BIGRAM_COST = 3.0
 
 
 @dataclass
