@@ -437,7 +437,8 @@ def plan_text(record: PipelineRecord) -> str:
     reserve = end_reserve(record.budget_s)
     return (f"plan: {_minutes(record.budget_s)} in all; ensemble and predict keep {_minutes(reserve)} at the end; "
             f"the search gets {SEARCH_SHARE:.0%} of the rest, confirm what the search leaves (the top configs that "
-            f"fit, up to {record.max_top}, x {record.folds} folds)")
+            f"fit, up to {record.max_top}, x {record.folds} folds"
+            + (f"; the first {DEFAULT_BIGRAM_TOP} also in the bigram view, planned first)" if record.bigrams else ")"))
 
 
 def summary(record: PipelineRecord, files: RunFiles) -> str:

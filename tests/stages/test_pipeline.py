@@ -299,5 +299,6 @@ def test_a_pipeline_with_bigrams_trains_pair_vectors_and_confirms_the_first_conf
                                                     "trial-2-bigrams", "linear"]
     assert spec["command"].endswith(f"--top 3 --bigrams {files.pairs_dir.resolve()} --bigram-top 2")
     assert PipelineRecord.load(files.pipeline_json).bigrams  # kept for a resume
+    assert P.plan_text(done).endswith("x 3 folds; the first 2 also in the bigram view, planned first)")
     submission = pd.read_csv(tmp_path / "submission.csv", dtype=str)
     assert list(submission["id"]) == list(pd.read_csv(test, dtype=str)["id"])
