@@ -120,13 +120,13 @@ def test_confirm_flags_reach_confirm_and_unfinished_runs_exit_1(monkeypatch):
     monkeypatch.setattr(stages.confirm.run, "confirm", fake_confirm)
     argv = ["confirm", "runs/x", "--top", "3", "--folds", "4", "--seeds", "2", "--no-linear", "--force",
             "--address", "auto", "--cpus-per-trial", "2", "--gpus-per-trial", "0.5", "--max-concurrent", "6",
-            "--max-failures", "1"]
+            "--max-failures", "1", "--bigrams", "ckpt/pairs", "--bigram-top", "3"]
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     assert exit_.value.code == base.EXIT_UNFINISHED
     assert calls == [("runs/x", dict(top=3, folds=4, seeds=2, linear=False, race=None, force=True, address="auto",
                                      cpus_per_trial=2.0, gpus_per_trial=0.5, max_concurrent=6, max_failures=1,
-                                     argv=argv))]
+                                     bigrams="ckpt/pairs", bigram_top=3, argv=argv))]
     calls.clear()
     with pytest.raises(SystemExit):
         cli.main(["confirm", "runs/x", "--race", "--race-min-folds", "2", "--race-alpha", "0.1"])
@@ -138,6 +138,7 @@ def test_confirm_flags_reach_confirm_and_unfinished_runs_exit_1(monkeypatch):
     defaults = cli.build_parser().parse_args(["confirm", "runs/y"])
     assert (defaults.top, defaults.folds, defaults.seeds, defaults.linear, defaults.force) == (5, 5, 1, True, False)
     assert (defaults.address, defaults.cpus_per_trial, defaults.max_concurrent, defaults.max_failures) == (None,) * 4
+    assert (defaults.bigrams, defaults.bigram_top) == (None, 2)
 
 
 @pytest.mark.parametrize(("pending", "argv", "expected"), [
@@ -161,6 +162,17 @@ def test_resume_continues_an_unfinished_confirm_stage_else_the_search(pending, a
     if expected == "confirm":
         assert calls[0][1] == {"max_failures": 3 if "--max-failures" in argv else None,
                                "retry_errored": "--retry-errored" in argv, "time_budget_s": None}
+
+
+def test_pipeline_flags_reach_the_pipeline(monkeypatch):
+    calls = []
+    monkeypatch.setattr(stages.pipeline, "start_pipeline", lambda settings, **kwargs: calls.append((settings, kwargs)))
+    argv = ["pipeline", "--test", "t.csv", "--out", "s.csv", "--budget", "90m", "--max-top", "4"]
+    cli.main(argv)
+    cli.main([*argv, "--bigrams"])
+    assert [(c[1]["budget_s"], c[1]["max_top"], c[1]["bigrams"]) for c in calls] == [(5400.0, 4, False),
+                                                                                     (5400.0, 4, True)]
+    assert calls[0][1]["test"] == "t.csv" and calls[0][1]["out_path"] == "s.csv"
 
 
 def test_resume_of_a_pipeline_refuses_flags_that_cannot_apply(monkeypatch, capsys):
