@@ -45,7 +45,7 @@ def add_confirm(sub: argparse._SubParsersAction) -> None:
                       "add to an ensemble what the token view's members do not (docs/results.md)")
     view.add_argument("--bigram-top", type=int, default=DEFAULT_BIGRAM_TOP, metavar="N",
                       help="configs confirmed again in the bigram view (default %(default)s; each job costs about "
-                      "three of the token view's on a CPU)")
+                      "2.3 of the token view's on a CPU)")
     race = p.add_argument_group("racing (stop confirming configs clearly worse than the best)")
     race.add_argument("--race", action="store_true",
                       help="run the jobs fold by fold and race out a config once a one-sided paired t-test over "
@@ -204,7 +204,7 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--bigrams", action="store_true",
                     help="also train token-pair vectors and confirm the first configs again reading them "
                     "(`confirm --bigrams`; word-vector spaces): a second view of the text for the ensemble, "
-                    "at about three token jobs' cost per job (docs/results.md)")
+                    "at about 2.3 token jobs' cost per job (docs/results.md)")
     add_run_flags(p, d)
     add_method_flags(p, d)
     add_resource_flags(p, d)

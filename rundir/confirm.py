@@ -77,6 +77,11 @@ def bigram_twin(member: Member, vectors: str) -> Member:
                    params={**member.params, "view": "bigrams", "checkpoint": vectors, "embedding_dim": 0})
 
 
+def is_bigram_twin(member: Member) -> bool:
+    """Whether `member` is a config retrained in the bigram view by `bigram_twin`, not a search trial's rank."""
+    return member.name.endswith(BIGRAM_SUFFIX)
+
+
 def job_id(member: str, fold: int, seed: int) -> str:
     return f"{member}/fold{fold}/seed{seed}"
 

@@ -30,9 +30,10 @@ MIN_BUDGET_S = 300.0  # below this no search fits beside the other stages
 PIPELINE_SPACE = "cpu"
 MAX_TOP = 10  # confirm --top the pipeline never exceeds (more members add little to an ensemble)
 # `pipeline --bigrams`: a bigram-view confirm job (`confirm --bigrams`) takes about this many times
-# its token twin's: its embedding has 17x the rows on the competition data (fold jobs of 145-150 s
-# against 40-55 s, docs/results.md). Confirm sizes the twins with it.
-BIGRAM_COST = 3.0
+# its token twin's: its embedding has 17x the rows on the competition data. Measured inside a
+# pipeline's confirm, two jobs at a time on 2 CPUs: 133-180 s against 69-75 s (2.0-2.4x,
+# docs/results.md). Confirm sizes the twins with it.
+BIGRAM_COST = 2.3
 
 
 @dataclass

@@ -15,7 +15,6 @@ from model.errors import ConfigError
 from model.linear import DEFAULT_GRID, INNER_FOLDS
 from results.export import run_leaderboard, tied_trials
 from rundir.confirm import (
-    BIGRAM_SUFFIX,
     DEFAULT_BIGRAM_TOP,
     LINEAR,
     LINEAR_MEMBER,
@@ -24,6 +23,7 @@ from rundir.confirm import (
     JobPlan,
     Member,
     bigram_twin,
+    is_bigram_twin,
     job_id,
     network_name,
 )
@@ -109,7 +109,7 @@ def plan_jobs(spec: ConfirmSpec, run_files: RunFiles) -> dict[str, JobPlan]:
 
 def _refuse_twin(member: Member, err: ConfigError) -> None:
     """A bigram twin (`confirm --bigrams`) that cannot run: an error about the flag, not the trial."""
-    if member.name.endswith(BIGRAM_SUFFIX):
+    if is_bigram_twin(member):
         raise ConfigError(f"--bigrams: {member.name} (trial {member.source_trial} in the bigram view) cannot run: "
                           f"{err}") from None
 

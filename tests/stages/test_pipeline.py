@@ -70,15 +70,15 @@ def test_confirm_is_sized_from_the_times_of_the_trials_it_will_take(tmp_path):
 
 def test_bigram_twins_are_planned_first_at_their_cost_then_the_other_configs(tmp_path):
     save_four_trials(tmp_path)
-    assert P.BIGRAM_COST == 3.0
-    # 2 slots x 3000 s x 0.85 = 5100: the twins of t2 and t0 with their configs cost 4 x 1500 = 6000,
-    # t2's alone 4 x 1000 = 4000; then t0 (500) fits and t3 (1500) does not
-    size = P.confirm_size(tmp_path, share_s=3000.0, folds=5, slots=2, max_top=10, bigram_top=2)
+    assert P.BIGRAM_COST == 2.3
+    # 2 slots x 2500 s x 0.85 = 4250: the twins of t2 and t0 with their configs cost 3.3 x 1500 = 4950,
+    # t2's alone 3.3 x 1000 = 3300; then t0 (500) fits and t3 (1500) does not
+    size = P.confirm_size(tmp_path, share_s=2500.0, folds=5, slots=2, max_top=10, bigram_top=2)
     assert (size.top, size.bigram_top, size.job_s) == (2, 1, 150.0)
     line = P.confirm_plan_line(size, folds=5, left_s=3000.0)
     assert "top 2 x 5 folds, and the first 1 again in the bigram view in 50m" in line
     size = P.confirm_size(tmp_path, share_s=10_000.0, folds=5, slots=2, max_top=10, bigram_top=2)
-    assert (size.top, size.bigram_top) == (4, 2)  # 6000 + 1500 + 600 = 8100 <= 17000
+    assert (size.top, size.bigram_top) == (4, 2)  # 4950 + 1500 + 600 = 7050 <= 17000
     size = P.confirm_size(tmp_path, share_s=100.0, folds=5, slots=2, max_top=10, bigram_top=2)
     assert (size.top, size.bigram_top) == (1, 0)  # no twin fits: the best config alone, as without them
     assert P.confirm_size(tmp_path, share_s=10_000.0, folds=5, slots=2, max_top=10).bigram_top == 0
