@@ -14,12 +14,15 @@ from model.wordvec import WordVecConfig, train_vectors
 
 
 def run_embed(cfg: WordVecConfig, corpus: Sequence[str], out: str | Path, *, threads: int, quiet: bool,
-              command: list[str]) -> dict[str, Any]:
-    """Train the vectors into `out`, a line per epoch unless `quiet`; returns the checkpoint's record."""
+              command: list[str], hint: bool = True) -> dict[str, Any]:
+    """Train the vectors into `out`, a line per epoch unless `quiet`; returns the checkpoint's record.
+    `hint`: end with how to use the checkpoint (the command's last line; not inside a pipeline)."""
     record = train_vectors(cfg, corpus, out, threads=threads, progress=None if quiet else print, command=command)
     pairs = cfg.view == "bigrams"
     print(f"{record['vocab_size']} {'token-pair' if pairs else 'token'} vectors of {cfg.dim} dimensions ({cfg.method}) "
           f"from {record['documents']} documents in {record['seconds']:.1f} s")
+    if not hint:
+        return record
     sets = f"--set encoder=textcnn{' --set view=bigrams' if pairs else ''} --set checkpoint={out}"
     also = f"; or `confirm RUN_DIR --bigrams {out}`" if pairs else ""
     print(f"checkpoint: {out} (use with {sets}; also dpcnn, bigru, bilstm{also})")

@@ -261,7 +261,7 @@ class Pipeline:
                            ["--view", "bigrams", "--min-count", "2"], self.files.pairs_dir, "pairs"))
         with self.clock.running(stage, planned_s=None):
             for _, cfg, flags, directory, _ in wanted:
-                run_embed(cfg, corpus, directory, threads=1, quiet=True,
+                run_embed(cfg, corpus, directory, threads=1, quiet=True, hint=False,
                           command=["python", "-m", "search", "embed", "--corpus", *corpus, "--out", str(directory),
                                    *flags])
         for _, _, _, directory, key in wanted:

@@ -105,6 +105,16 @@ def test_a_seed_gives_the_same_bytes_in_separate_processes_whatever_the_hash_see
     assert (tmp_path / "c" / VECTORS_FILE).read_bytes() != a  # so the comparison above can fail
 
 
+def test_inside_a_pipeline_embed_says_what_it_trained_but_not_how_to_use_it(corpus, tmp_path, capsys):
+    from stages.embed import run_embed
+
+    run_embed(WordVecConfig(**SMALL), corpus, tmp_path / "v", threads=1, quiet=True, command=[], hint=False)
+    printed = capsys.readouterr().out
+    assert "token vectors of " in printed and "checkpoint:" not in printed and "--set" not in printed
+    run_embed(WordVecConfig(**SMALL), corpus, tmp_path / "w", threads=1, quiet=True, command=[])
+    assert f"checkpoint: {tmp_path / 'w'} (use with --set encoder=textcnn --set checkpoint=" in capsys.readouterr().out
+
+
 def test_the_embed_flags_map_to_the_config(corpus, tmp_path):
     parser = cli.build_parser()
     args = parser.parse_args(["embed", "--corpus", *corpus, "--out", "o", "--method", "fasttext", "--cbow",

@@ -275,7 +275,8 @@ def test_a_pipeline_whose_search_completed_no_trial_submits_from_the_linear_memb
 
 
 @pytest.mark.ray
-def test_a_pipeline_with_bigrams_trains_pair_vectors_and_confirms_the_first_configs_in_that_view(tmp_path, local_ray):
+def test_a_pipeline_with_bigrams_trains_pair_vectors_and_confirms_the_first_configs_in_that_view(tmp_path, local_ray,
+                                                                                                 capsys):
     from model.wordvec import vectors_view
     from rundir.io import read_json
     from tests.stages.test_confirm import ROWS, WORDVEC_SPACE, make_search_run
@@ -292,6 +293,8 @@ def test_a_pipeline_with_bigrams_trains_pair_vectors_and_confirms_the_first_conf
     printed = "\n".join(lines)
     assert done.finished and done.pairs == str(files.pairs_dir.resolve()) and vectors_view(files.pairs_dir) == "bigrams"
     assert "word2vec (tokens and bigrams)" in done.stage("vectors").note
+    embedded = capsys.readouterr().out
+    assert "token-pair vectors of " in embedded and "(use with --set" not in embedded  # no embed hint inside
     assert done.stage("confirm").note == "top 3 x 3 folds + 2 in the bigram view"
     assert "top 3 x 3 folds, and the first 2 again in the bigram view" in printed
     spec = read_json(files.confirm.confirm_json)
