@@ -201,10 +201,11 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
                     help="wall time for every stage together, e.g. 2h, 90m (at least 5m)")
     io.add_argument("--max-top", type=at_least(1), default=MAX_TOP,
                     help="confirm at most this many configs (fewer when fewer fit the budget)")
-    io.add_argument("--bigrams", action="store_true",
+    io.add_argument("--bigrams", action=argparse.BooleanOptionalAction, default=None,
                     help="also train token-pair vectors and confirm the first configs again reading them "
-                    "(`confirm --bigrams`; word-vector spaces): a second view of the text for the ensemble, "
-                    "at about 2.3 token jobs' cost per job (docs/results.md)")
+                    "(`confirm --bigrams`): a second view of the text for the ensemble, at about 2.3 token jobs' "
+                    "cost per job (docs/results.md). Default: on for a space of word-vector encoders only (the "
+                    "cpu space), off for others")
     add_run_flags(p, d)
     add_method_flags(p, d)
     add_resource_flags(p, d)

@@ -170,8 +170,9 @@ def test_pipeline_flags_reach_the_pipeline(monkeypatch):
     argv = ["pipeline", "--test", "t.csv", "--out", "s.csv", "--budget", "90m", "--max-top", "4"]
     cli.main(argv)
     cli.main([*argv, "--bigrams"])
-    assert [(c[1]["budget_s"], c[1]["max_top"], c[1]["bigrams"]) for c in calls] == [(5400.0, 4, False),
-                                                                                     (5400.0, 4, True)]
+    cli.main([*argv, "--no-bigrams"])
+    assert [(c[1]["budget_s"], c[1]["max_top"], c[1]["bigrams"]) for c in calls] == [
+        (5400.0, 4, None), (5400.0, 4, True), (5400.0, 4, False)]  # None: the space decides
     assert calls[0][1]["test"] == "t.csv" and calls[0][1]["out_path"] == "s.csv"
 
 

@@ -105,6 +105,13 @@ def test_a_search_without_a_completed_trial_leaves_the_linear_member_alone_sayin
     assert "a longer --budget" in line
 
 
+def test_bigram_twins_are_on_by_default_for_a_space_of_word_vector_encoders_only():
+    assert P.default_bigrams(P.with_default_space(Settings())) is True  # the cpu space
+    assert P.default_bigrams(Settings(space="demo")) is False
+    assert P.default_bigrams(Settings(space="cpu", sets=("encoder=tiny",))) is False
+    assert P.default_bigrams(Settings(space="/no/such/space.yaml")) is False  # check_request says why
+
+
 @pytest.mark.parametrize("space, sets, expected", [
     ("cpu", {}, True), ("cpu", {"checkpoint": "/some/vectors"}, False), ("demo", {}, False),
 ])
@@ -229,6 +236,7 @@ def test_a_pipeline_killed_in_its_search_resumes_and_writes_a_submission_within_
     killed = PipelineRecord.load(run_dir / "pipeline.json")
     # No --space: the pipeline searches the cpu space, whose word vectors it trained first.
     assert killed.settings["space"] == "cpu" and killed.vectors == str(run_dir / "vectors")
+    assert killed.bigrams and killed.pairs == str(run_dir / "pairs")  # its bigram view too, by default
     assert killed.current().name == "search" and killed.stage("vectors").status == DONE
     assert (run_dir / "vectors" / "vectors.npy").is_file()
 
