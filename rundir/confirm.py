@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,11 @@ def bigram_twin(member: Member, vectors: str) -> Member:
 def is_bigram_twin(member: Member) -> bool:
     """Whether `member` is a config retrained in the bigram view by `bigram_twin`, not a search trial's rank."""
     return member.name.endswith(BIGRAM_SUFFIX)
+
+
+def searched_configs(members: Sequence[Member]) -> int:
+    """How many of `members` are the search's configs: networks, not their bigram twins nor the linear member."""
+    return sum(m.kind == NETWORK and not is_bigram_twin(m) for m in members)
 
 
 def job_id(member: str, fold: int, seed: int) -> str:

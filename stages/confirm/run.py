@@ -28,9 +28,9 @@ from rundir.confirm import (
     ConfirmSpec,
     Member,
     RaceRule,
-    is_bigram_twin,
     read_jobs,
     read_ranking,
+    searched_configs,
 )
 from rundir.inputs import check_space_copy
 from rundir.io import check_writable
@@ -129,7 +129,7 @@ def confirm(run_dir: str | Path, *, top: int | str = DEFAULT_TOP, folds: int = D
             return _already(run_files, out)
         members = _members(run_files, run, top=top, linear=linear, seed=settings.seed, out=out,
                            bigrams=None if bigrams is None else str(Path(bigrams).resolve()), bigram_top=bigram_top)
-        networks = sum(m.kind == NETWORK and not is_bigram_twin(m) for m in members)
+        networks = searched_configs(members)
         spec = ConfirmSpec(top=networks if top == AUTO_TOP else top, folds=folds, seeds=seeds,
                            split_seed=settings.seed, max_epochs=run["max_epochs"],
                            members=tuple(members), labels=(), rows=0, race=race)
@@ -180,7 +180,7 @@ def _members(run_files: RunFiles, run: dict[str, Any], *, top: int | str, linear
              bigrams: str | None = None, bigram_top: int = DEFAULT_BIGRAM_TOP) -> list[Member]:
     members = plan_members(run_files.root, top=top, linear=linear, split_seed=seed, bigrams=bigrams,
                            bigram_top=bigram_top)
-    networks = sum(m.kind == NETWORK and not is_bigram_twin(m) for m in members)
+    networks = searched_configs(members)
     if top == AUTO_TOP:
         out(f"--top auto: {networks} completed trial(s) cannot be told apart from rank 1 on the search's fold "
             f"(at most {AUTO_TOP_CAP}): " + ", ".join(m.name for m in members if m.kind == NETWORK))

@@ -13,9 +13,12 @@ from rundir.confirm import (
     JobRecord,
     Member,
     RaceRule,
+    bigram_twin,
+    is_bigram_twin,
     read_heldout,
     read_jobs,
     read_oof,
+    searched_configs,
     write_heldout,
     write_jobs,
     write_oof,
@@ -44,6 +47,16 @@ SPEC = ConfirmSpec(top=1, folds=2, seeds=1, split_seed=0, max_epochs=2, labels=(
                                    leaderboard_rank=1, params={"lr": 0.01}),
                             Member(name="linear", kind="linear", params={"C": 0.5})),
                    settings={"max_seq_len": 32}, created="2026-12-06T00:00:00+00:00", command="python -m search x")
+
+
+def test_a_bigram_twin_is_its_config_in_the_pair_view_and_not_a_searched_config():
+    network, linear = SPEC.members
+    twin = bigram_twin(network, "/ckpt/pairs")
+    assert twin.name == "trial-0-bigrams" and twin.source_trial == network.source_trial
+    assert twin.params == {"lr": 0.01, "view": "bigrams", "checkpoint": "/ckpt/pairs", "embedding_dim": 0}
+    assert [is_bigram_twin(m) for m in (network, twin, linear)] == [False, True, False]
+    assert searched_configs([network, twin, linear]) == 1
+    assert searched_configs([linear]) == 0
 
 
 def test_confirm_spec_round_trips_with_the_file_s_key_order(tmp_path):
