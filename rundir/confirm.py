@@ -419,15 +419,18 @@ class EnsembleRecord:
     options: dict[str, dict[str, Any]]  # every option's EnsembleResult, as a dict
     created: str | None = None
     command: str | None = None
+    # per label (`labels`' order), the F1 of the chosen ensemble's nested held-out predictions;
+    # () in files written before it existed
+    label_f1: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:  # lists (JSON, EnsembleResult.to_dict) become tuples
-        for key in ("members", "weights", "fold_scores", "folds", "labels"):
+        for key in ("members", "weights", "fold_scores", "folds", "labels", "label_f1"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
         object.__setattr__(self, "fold_weights", tuple(tuple(w) for w in self.fold_weights))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("members", "weights", "fold_scores", "folds", "labels"):
+        for key in ("members", "weights", "fold_scores", "folds", "labels", "label_f1"):
             out[key] = list(out[key])
         out["fold_weights"] = [list(w) for w in self.fold_weights]
         return out
@@ -436,7 +439,8 @@ class EnsembleRecord:
     def from_dict(cls, value: Any, path: Path) -> EnsembleRecord:
         if not isinstance(value, dict):
             raise damaged(path, f"a JSON {type(value).__name__} where an object belongs")
-        missing = [f.name for f in fields(cls) if f.name not in value and f.name not in ("created", "command")]
+        optional = ("created", "command", "label_f1")
+        missing = [f.name for f in fields(cls) if f.name not in value and f.name not in optional]
         if missing:
             raise damaged(path, f"no {', '.join(f'`{k}`' for k in missing)}")
         members, weights = value["members"], value["weights"]
@@ -459,6 +463,10 @@ class EnsembleRecord:
             raise damaged(path, "`labels` is not a list of at least 2 label names")
         if not isinstance(value["oof_sha256"], dict) or not isinstance(value["member_kinds"], dict):
             raise damaged(path, "`oof_sha256` and `member_kinds` must be objects")
+        scores = value.get("label_f1", [])
+        if not isinstance(scores, list) or scores and (
+                len(scores) != len(labels) or not all(isinstance(v, int | float) and 0 <= v <= 1 for v in scores)):
+            raise damaged(path, f"`label_f1` must be {len(labels)} F1 scores from 0 to 1, one per label")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in value.items() if k in known})
 

@@ -34,6 +34,7 @@ OPTION_TEXT = {"greedy": "greedy selection with replacement, probability mean",
 # Greedy additions are counted, and each scores every member: far more than the members'
 # count gains nothing and only takes time.
 MAX_MEMBERS_LIMIT = 1000
+WEAKEST = 5  # labels the summary names as the ensemble's weakest
 
 Out = Callable[[str], Any]
 
@@ -82,6 +83,16 @@ def ensemble_table(scores: Sequence[MemberScore], options: dict[str, EnsembleRes
                      f"{np.mean(result.fold_scores):.4f} ± {fold_std(result.fold_scores):.4f}"])
     return tabulate(rows, headers=["", "model", "kind", "members", "OOF F1", "nested F1", "nested per fold"],
                     floatfmt=".4f", disable_numparse=False)
+
+
+def weakest_labels(labels: Sequence[str], scores: Sequence[float], rows: Sequence[int], *, show: int = WEAKEST) -> str:
+    """One line: the `show` labels the ensemble scores worst on (nested F1, their OOF rows), and how
+    many labels it never predicts right. The macro-F1 weighs every label alike, so these are where
+    it is lost (on the real data six labels of 13-39 rows stay near 0 in every ensemble)."""
+    order = sorted(range(len(labels)), key=lambda i: (scores[i], rows[i]))[:show]
+    zero = sum(score == 0 for score in scores)
+    return ("weakest labels (nested F1, rows): " + ", ".join(f"{labels[i]} {scores[i]:.2f} ({rows[i]})" for i in order)
+            + f"; {zero} of {len(labels)} labels at F1 0")
 
 
 def check_options(method: str, max_members: int) -> None:
@@ -144,7 +155,8 @@ def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
     record.save(run.files.ensemble_json)
     out(f"{len(members)} members, {len(oof.y)} OOF rows in {len(chosen.folds)} folds; "
         f"ensembles scored in {time.perf_counter() - started:.1f}s")
-    _report(scores, options, record, out, picked=method == BEST_OPTION)
+    _report(scores, options, record, out, picked=method == BEST_OPTION,
+            rows=np.bincount(oof.y, minlength=len(run.labels)).tolist())
     out(f"wrote {run.files.ensemble_json}")
     out(f"next: python -m search predict {shlex.quote(str(run_dir))} --data test.csv --out submission.csv   "
         "(your test file: header id,text)")
@@ -152,7 +164,7 @@ def run_ensemble(run_dir: str | Path, *, method: str = DEFAULT_ENSEMBLE_METHOD,
 
 
 def _report(scores: list[MemberScore], options: dict[str, EnsembleResult], record: EnsembleRecord,
-            out: Out, *, picked: bool) -> None:
+            out: Out, *, picked: bool, rows: Sequence[int]) -> None:
     out(ensemble_table(scores, options, record.option))
     out("OOF F1: level-2 macro-F1 of the pooled out-of-fold predictions; for a greedy ensemble it is chosen on "
         "the same rows (optimistic). nested F1: each fold predicted by a selection made on the other folds "
@@ -160,6 +172,8 @@ def _report(scores: list[MemberScore], options: dict[str, EnsembleResult], recor
     out(f"chose ensemble {record.option} ({OPTION_TEXT[record.option]}): {weights_text(record.members, record.weights)}"
         f"; nested level-2 macro-F1 {record.nested_score:.4f}"
         + (" (the best nested score of the options; --method picks one)" if picked else ""))
+    if record.label_f1:
+        out(weakest_labels(record.labels, record.label_f1, rows))
     if not record.beats_best_member:
         best = record.member_scores[record.best_member]["oof"]
         out(f"warning: the ensemble's nested score {record.nested_score:.4f} does not beat the best single member, "

@@ -268,6 +268,10 @@ def test_build_ensemble_result_round_trips_through_json(overfit_case):
     assert result.oof_score > result.nested_score
     again = EnsembleResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
+    # per label, the nested predictions' F1: their mean is the nested (macro) score
+    assert len(result.label_f1) == good[0].shape[1] and np.mean(result.label_f1) == pytest.approx(result.nested_score)
+    older = {k: v for k, v in result.to_dict().items() if k != "label_f1"}  # a file from before label_f1
+    assert EnsembleResult.from_dict(older).label_f1 == ()
     assert again.nested_fold_mean == pytest.approx(np.mean(result.fold_scores))
 
 

@@ -165,6 +165,8 @@ ENSEMBLE = EnsembleRecord(
     ({"weights": [0, 0]}, "not all 0"),
     ({"option": "forest"}, "`option` is 'forest'"),
     ({"labels": None, "members": None}, "`members` and `weights`"),
+    ({"label_f1": [0.5]}, "`label_f1` must be 2 F1 scores"),
+    ({"label_f1": [0.5, 1.5]}, "`label_f1` must be 2 F1 scores"),
 ])
 def test_an_ensemble_record_round_trips_and_a_damaged_one_is_refused(tmp_path, change, problem):
     path = tmp_path / "ensemble.json"
@@ -174,6 +176,16 @@ def test_an_ensemble_record_round_trips_and_a_damaged_one_is_refused(tmp_path, c
     with pytest.raises(ConfigError, match="ensemble.json is damaged") as err:
         EnsembleRecord.load(path)
     assert problem in str(err.value) and "python -m search ensemble RUN_DIR" in str(err.value)
+
+
+def test_an_ensemble_record_keeps_its_label_f1_and_one_written_before_it_loads(tmp_path):
+    path = tmp_path / "ensemble.json"
+    scored = dataclasses.replace(ENSEMBLE, label_f1=(0.25, 0.75))
+    scored.save(path)
+    assert json.loads(path.read_text())["label_f1"] == [0.25, 0.75] and EnsembleRecord.load(path) == scored
+    older = {k: v for k, v in ENSEMBLE.to_dict().items() if k != "label_f1"}
+    path.write_text(json.dumps(older))
+    assert EnsembleRecord.load(path).label_f1 == ()
 
 
 def test_an_ensemble_record_without_weights_is_refused(tmp_path):

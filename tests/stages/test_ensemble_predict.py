@@ -305,6 +305,22 @@ def test_no_warning_when_the_ensemble_beats_every_member(tmp_path):
     assert record.beats_best_member and not any(line.startswith("warning:") for line in lines)
 
 
+def test_the_summary_names_the_labels_the_ensemble_loses(tmp_path):
+    # 4 labels: every member predicts label 3 as label 2, so the ensemble never gets 3 right
+    y = np.tile(np.arange(4), 10)
+    top = np.where(y == 3, 2, y)
+    lines = []
+    record = run_ensemble(_fake_confirm(tmp_path, [_one_hot(top, 4), _one_hot(top, 4)], y), method="prob",
+                          out=lines.append)
+    expected = E.label_f1(y, top, num_labels=4)
+    assert record.label_f1 == pytest.approx(expected) and expected[3] == 0 and expected[0] == 1
+    assert np.mean(record.label_f1) == pytest.approx(record.nested_score)
+    assert EnsembleRecord.load(tmp_path / "confirm" / "ensemble.json").label_f1 == record.label_f1
+    (line,) = [line for line in lines if line.startswith("weakest labels")]
+    assert line == (f"weakest labels (nested F1, rows): 1-3 0.00 (10), 1-2 {expected[2]:.2f} (10), 1-0 1.00 (10), "
+                    "1-1 1.00 (10); 1 of 4 labels at F1 0")
+
+
 def test_a_failed_member_is_left_out_with_a_note(tmp_path):
     y = np.tile(np.arange(3), 4)
     root = _fake_confirm(tmp_path, [_one_hot(y, 3), _one_hot(y, 3)], y,
