@@ -19,6 +19,7 @@ import contextlib
 import html
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -221,6 +222,11 @@ def plot_per_class(record: TrialRecord | None, labels: list[str]) -> plt.Figure 
     f1 = record.best_per_class_f1
     if not f1 or len(f1) != len(labels):
         return "the best trial has no per-class F1 for the run's labels"
+    return plot_label_f1(f1, labels, title="Per-class F1 of the best trial (color: level-1 label)")
+
+
+def plot_label_f1(f1: Sequence[float], labels: Sequence[str], *, title: str) -> plt.Figure:
+    """One bar per level-2 label, colored by its level-1 label; the labels at 0 are named."""
     groups = sorted({lab.split("-")[0] for lab in labels}, key=lambda g: (len(g), g))
     cmap = plt.get_cmap("tab10")
     colors = [cmap(groups.index(lab.split("-")[0]) % 10) for lab in labels]
@@ -233,7 +239,7 @@ def plot_per_class(record: TrialRecord | None, labels: list[str]) -> plt.Figure 
     ax.set_yticks(y, labels, fontsize=7)
     ax.set_xlim(0, 1)
     ax.axvline(np.mean(f1), color="black", lw=1, ls="--")
-    ax.set(xlabel="F1 (dashed: macro average)", title="Per-class F1 of the best trial (color: level-1 label)")
+    ax.set(xlabel="F1 (dashed: macro average)", title=title)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -319,7 +325,16 @@ def confirm_section(table: pd.DataFrame | None, chosen: EnsembleRecord | None, o
              table[shown].to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="", border=0)]
     if chosen is not None:
         parts.append(ensemble_html(chosen))
+        parts.append(_figure(plot_ensemble_labels(chosen), out / "ensemble_labels.png",
+                             "Per-class F1 of the chosen ensemble (nested)"))
     return "\n".join(parts)
+
+
+def plot_ensemble_labels(record: EnsembleRecord) -> plt.Figure | str:
+    if len(record.label_f1) != len(record.labels):
+        return "ensemble.json has no per-label F1: it was written by an older version; run `ensemble` again"
+    return plot_label_f1(record.label_f1, record.labels,
+                         title="Per-class F1 of the chosen ensemble, nested predictions (color: level-1 label)")
 
 
 def ensemble_html(record: EnsembleRecord) -> str:

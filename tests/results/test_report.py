@@ -1,6 +1,7 @@
 """The HTML report, on synthetic run directories: a run record, trial records and an Optuna study
 that agree with each other, as a search leaves them (no Ray, no training)."""
 
+import dataclasses
 import datetime as dt
 import re
 import warnings
@@ -242,3 +243,10 @@ def test_report_shows_the_confirmed_members_and_the_ensemble_options(run):
     assert "Best single member: trial-3 (OOF level-2 macro-F1 0.5210)" in page
     figure = files.report_dir / "figures" / "confirmed.png"
     assert figure.read_bytes()[:4] == b"\x89PNG"
+    # an ensemble.json of an older version has no per-label F1: the figure says so
+    assert "Per-class F1 of the chosen ensemble (nested): not drawn (ensemble.json has no per-label F1" in page
+    record = EnsembleRecord.load(confirm.ensemble_json)
+    dataclasses.replace(record, label_f1=(0.0, 0.8)).save(confirm.ensemble_json)
+    page = write_report(files.root).read_text()
+    assert 'src="figures/ensemble_labels.png"' in page and "not drawn (ensemble.json" not in page
+    assert (files.report_dir / "figures" / "ensemble_labels.png").read_bytes()[:4] == b"\x89PNG"
