@@ -118,8 +118,8 @@ def macro_f1(y_true, y_pred, *, num_labels: int) -> float:
 
 
 def label_f1(y_true, y_pred, *, num_labels: int) -> tuple[float, ...]:
-    """F1 of each label 0..num_labels-1 (absent labels 0): their mean is `macro_f1`. Where the
-    macro-F1 is lost: on the real data six rare labels stay near 0 in every ensemble."""
+    """F1 of each label 0..num_labels-1 (absent labels 0): their mean is `macro_f1`, so these say
+    where it is lost."""
     from sklearn.metrics import f1_score
 
     scores = f1_score(y_true, y_pred, labels=np.arange(num_labels), average=None, zero_division=0.0)
